@@ -1,0 +1,203 @@
+"""Engine subcommands of `smart`: render, features, score, generate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.music import Clip, MidiFileError, atomic_write_text
+
+AUDIO_SUFFIXES = {".wav", ".wave"}
+
+
+@contextmanager
+def user_errors():
+    """Turn the engine's known failure types into one-line UserErrors."""
+    from engine.policy import PolicyLoadError
+    from engine.render import SoundFontError
+    from engine.scorer import MAAUnavailable
+
+    try:
+        yield
+    except (MidiFileError, SoundFontError, PolicyLoadError, MAAUnavailable) as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_clip(path: str, mode: str = "user") -> Clip:
+    try:
+        clip, _report = Clip.from_midi(path, mode=mode)
+    except MidiFileError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return clip
+
+
+# ---------------------------------------------------------------------------- render
+def run_render(args) -> int:
+    from engine.render import render, save_wav
+
+    if args.sample_rate <= 0 or args.sample_rate > 192000:
+        raise UserError(f"invalid sample rate {args.sample_rate}")
+    if args.seconds is not None and not 0 < args.seconds <= 3600:
+        raise UserError(f"invalid --seconds {args.seconds} (0 < S ≤ 3600)")
+    clip = load_clip(args.input)
+    with user_errors():
+        audio = render(clip, sample_rate=args.sample_rate, seconds=args.seconds, soundfont=args.soundfont)
+        save_wav(args.output, audio, args.sample_rate)
+    print(json.dumps({"file": str(args.output), "seconds": round(len(audio) / args.sample_rate, 3),
+                      "sample_rate": args.sample_rate}))
+    return 0
+
+
+# ---------------------------------------------------------------------------- features
+def run_features(args) -> int:
+    from engine.features import midi_features
+
+    failed = 0
+    for path in args.files:
+        try:
+            clip, _ = Clip.from_midi(path, mode="user")
+        except MidiFileError as exc:
+            print(f"smart features: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps({"file": path, **midi_features(clip, window_seconds=args.seconds)}), flush=True)
+    return 2 if failed else 0
+
+
+# ---------------------------------------------------------------------------- score
+def run_score(args) -> int:
+    from engine.render import load_wav, render
+    from engine.scorer import MAAScorer
+
+    with user_errors():
+        scorer = MAAScorer.load(args.maa, allow_download=args.download)
+    failed = 0
+    for path in args.files:
+        try:
+            if Path(path).suffix.lower() in AUDIO_SUFFIXES:
+                audio, sr = load_wav(path)
+            else:
+                clip, _ = Clip.from_midi(path, mode="user")
+                sr = 16000
+                audio = render(clip, sample_rate=sr, seconds=args.seconds, soundfont=args.soundfont)
+            scores = scorer.score_one(audio, sr)
+        except Exception as exc:  # one bad file must not stop the others
+            print(f"smart score: {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps({"file": path, **scores.as_dict(), "maa": scorer.source}), flush=True)
+    return 2 if failed else 0
+
+
+# ---------------------------------------------------------------------------- generate
+def run_generate(args) -> int:
+    from engine.features import midi_features
+    from engine.policy import GenerationSettings, Policy
+    from engine.render import render, save_wav
+
+    if args.prompt is None and not args.procedural:
+        raise UserError("give --prompt FILE.mid or --procedural")
+    prompt_clip = load_clip(args.prompt) if args.prompt else None
+    if prompt_clip is not None and args.prompt_bars:
+        prompt_clip = prompt_clip.last_bars(args.prompt_bars)
+    settings = GenerationSettings(candidates=args.candidates, temperature=args.temperature, top_p=args.top_p,
+                                  seed=args.seed, bars=args.bars, max_new_tokens=args.max_tokens,
+                                  grammar=not args.no_grammar)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    with user_errors():
+        policy = Policy.load(args.model)
+    scorer = None
+    try:
+        from engine.scorer import MAAScorer, MAAUnavailable
+
+        scorer = MAAScorer.load(args.maa)
+    except MAAUnavailable as exc:
+        print(f"smart generate: no scores: {exc}", file=sys.stderr)
+
+    if prompt_clip is not None:
+        candidates = policy.continue_clip(prompt_clip, settings)
+        base = prompt_clip
+    else:
+        candidates, _ = policy.generate_procedural(settings, first_note=args.first_note)
+        base = None
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    audios = []
+    rows = []
+    for k, cand in enumerate(candidates, start=1):
+        generated = cand.clip
+        full = base.with_notes(list(base.notes) + list(cand.notes)) if base is not None else generated
+        midi_path = out / f"candidate_{k:02d}.mid"
+        full.save_midi(midi_path)
+        row = {"file": str(midi_path), "candidate": k, "notes": len(cand.notes), "bars": cand.bars,
+               "tokens": len(cand.token_ids), "finished_by": cand.finished_by,
+               "features": midi_features(generated)}
+        audio = None
+        if args.wav or scorer is not None:
+            audio = render(generated, sample_rate=16000 if not args.wav else 44100)
+        if args.wav:
+            wav_path = out / f"candidate_{k:02d}.wav"
+            save_wav(wav_path, audio, 44100)
+            row["wav"] = str(wav_path)
+        audios.append((audio, 44100 if args.wav else 16000))
+        rows.append(row)
+    if scorer is not None:
+        scores = scorer.score([a for a, _ in audios], audios[0][1]) if audios else []
+        for row, s in zip(rows, scores):
+            row["scores"] = s.as_dict()
+            row["scores_random_weights"] = bool(getattr(scorer, "is_random", False))
+    for row in rows:
+        row.setdefault("scores", None)
+        print(json.dumps(row), flush=True)
+    atomic_write_text(out / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="render a MIDI file to WAV through the SoundFont")
+    p.add_argument("input", metavar="IN.mid")
+    p.add_argument("output", metavar="OUT.wav")
+    p.add_argument("--soundfont", default=None, help="an .sf2/.sf3 file (default: the shipped piano)")
+    p.add_argument("--sample-rate", type=int, default=44100)
+    p.add_argument("--seconds", type=float, default=None, help="crop to the first S seconds")
+    p.set_defaults(func=run_render)
+
+    p = sub.add_parser("features", help="the paper's MIDI features as one JSON object per file")
+    p.add_argument("files", nargs="+", metavar="FILE.mid")
+    p.add_argument("--seconds", type=float, default=None, help="only notes starting in the first S seconds")
+    p.set_defaults(func=run_features)
+
+    p = sub.add_parser("score", help="Audiobox Aesthetics CE/CU/PC/PQ of MIDI (rendered) or WAV files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--maa", default=None, help="checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT or the HF cache)")
+    p.add_argument("--download", action="store_true", help="download the MAA weights from the Hugging Face hub if missing")
+    p.add_argument("--soundfont", default=None)
+    p.add_argument("--seconds", type=float, default=None)
+    p.set_defaults(func=run_score)
+
+    p = sub.add_parser("generate", help="generate candidates with the policy")
+    p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt", default=None, metavar="FILE.mid", help="continue this MIDI file")
+    g.add_argument("--procedural", action="store_true", help="paper §3.5 prompts: Bar + time signature + tempo")
+    p.add_argument("--prompt-bars", type=int, default=None, help="use only the last N bars of the prompt")
+    p.add_argument("--first-note", action="store_true", help="procedural prompts also get a first note")
+    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--bars", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-grammar", action="store_true", help="sample without grammar masking")
+    p.add_argument("--maa", default=None)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--wav", action="store_true", help="also write a 44.1 kHz WAV per candidate")
+    p.set_defaults(func=run_generate)
