@@ -184,6 +184,7 @@ class Policy:
         *,
         bar_offset: int = 0,
         should_stop: Callable[[], bool] | None = None,
+        position_floor: int = 0,
     ) -> Iterator[tuple[int, int]]:
         """Sample continuations of each prompt; yields (row, token_id) as tokens are produced.
 
@@ -213,6 +214,7 @@ class Policy:
                 g = tok.grammar()
                 g.observe_many(p)
                 g.allowed_pitches = allowed
+                g.min_position = position_floor
                 grammars.append(g)
         elif settings.allowed_pitches is not None:
             raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
@@ -298,12 +300,13 @@ class Policy:
     ) -> list[Candidate]:
         """Continue `clip` from `at_tick` (default: its end). New notes are in the clip's ticks."""
         tok = self.tokenizer
-        prompt = tok.continuation_prompt(clip, at_tick)
         at = clip.end_tick if at_tick is None else at_tick
-        # The prompt ends either on a bar line or inside an open bar; either way the model writes the
-        # rest of that bar (if any) and then `settings.bars` new bars.
-        return self._run([prompt] * settings.candidates, settings, clip.ppq, bar_offset=0,
-                         on_note=on_note, should_stop=should_stop, min_tick=at)
+        prompt = tok.continuation_prompt(clip, at)
+        # The prompt ends inside the open bar that contains `at`: the model fills the rest of that
+        # bar, then writes new bars up to `settings.bars` bars counted from it.
+        return self._run([prompt] * settings.candidates, settings, clip.ppq, bar_offset=-1,
+                         on_note=on_note, should_stop=should_stop, min_tick=at,
+                         position_floor=tok.position_floor(clip, at))
 
     def generate_procedural(self, settings: GenerationSettings, ppq: int = 480, first_note: bool = False,
                             on_note=None, should_stop=None) -> tuple[list[Candidate], list[list[int]]]:
@@ -338,7 +341,7 @@ class Policy:
         return out
 
     def _run(self, prompts, settings, ppq, *, bar_offset=0, on_note=None, should_stop=None, min_tick=0,
-             infill=None) -> list[Candidate]:
+             infill=None, position_floor=0) -> list[Candidate]:
         """Sample, decode each row incrementally, and collect the new notes per candidate.
 
         infill=(start_tick, time_signature, bpm): the rows write middle bars that begin at start_tick.
@@ -356,7 +359,8 @@ class Policy:
                 decoders.append((d, 0))
         token_ids: list[list[int]] = [[] for _ in range(n)]
         notes: list[list[Note]] = [[] for _ in range(n)]
-        for row, t in self.stream_ids(prompts, settings, bar_offset=bar_offset, should_stop=should_stop):
+        for row, t in self.stream_ids(prompts, settings, bar_offset=bar_offset, should_stop=should_stop,
+                                      position_floor=position_floor):
             token_ids[row].append(t)
             d, offset = decoders[row]
             for note in d.feed(t):

@@ -214,27 +214,31 @@ class RemiTokenizer:
         return ids
 
     def continuation_prompt(self, clip: Clip, at_tick: int | None = None) -> list[int]:
-        """BOS + the clip's notes before `at_tick`, padded with empty bars so generation starts at `at_tick`'s bar.
+        """BOS + the clip's notes before `at_tick`, ending inside the (open) bar that contains `at_tick`.
 
-        The continuation then begins with the model's next token: a note in the current bar or a new Bar.
+        Empty bars are added up to that bar, so the model's next tokens land in it; use
+        `position_floor` with `GrammarState.min_position` to keep them at or after `at_tick`.
         """
         at = clip.end_tick if at_tick is None else at_tick
         context = clip.slice_ticks(0, at, shift_to_zero=False) if clip.notes else clip
-        ids = self.encode(context) if context.notes else self.header_ids(
-            (clip.time_signature.numerator, clip.time_signature.denominator), clip.bpm)
-        # Bars in the prompt so far vs. the bar that contains `at` — add empty bars up to it.
+        ts0 = clip.time_signature
+        ids = self.encode(context) if context.notes else self.header_ids((ts0.numerator, ts0.denominator), clip.bpm)
         n_bars = sum(1 for t in ids if t == self.bar_id)
-        target_bar = clip.bar_index_at(max(at - 1, 0)) + 1 if at > 0 else 1
-        if at > 0 and at == clip.bar_tick(clip.bar_index_at(at)):
-            target_bar = clip.bar_index_at(at)  # `at` is on a bar line: the next Bar token starts it
-        ts_tok = None
-        while n_bars < target_bar:
+        target_bars = clip.bar_index_at(at) + 1
+        while n_bars < target_bars:
             ts = clip.time_signature_at(clip.bar_tick(n_bars))
             num, den = self.nearest_time_signature(ts.numerator, ts.denominator)
-            ts_tok = self.vocab[f"TimeSig_{num}/{den}"]
-            ids += [self.bar_id, ts_tok]
+            ids += [self.bar_id, self.vocab[f"TimeSig_{num}/{den}"]]
             n_bars += 1
         return [self.bos_id] + ids
+
+    def position_floor(self, clip: Clip, at_tick: int) -> int:
+        """Index of the first REMI Position at or after `at_tick` within its bar."""
+        bar_start = clip.bar_tick(clip.bar_index_at(at_tick))
+        ts = clip.time_signature_at(at_tick)
+        ticks_per_pos = self.ticks_per_beat(ts.denominator) // self.pos_per_beat
+        offset = (at_tick - bar_start) * self.time_division / clip.ppq
+        return int(np.ceil(offset / ticks_per_pos - 1e-9))
 
     def infill_prompt(self, clip: Clip, start_bar: int, end_bar: int) -> list[int]:
         """Fill-in-the-middle prompt for bars [start_bar, end_bar): FIMPrefix pre FIMSuffix suf FIMMiddle.
@@ -423,6 +427,7 @@ class GrammarState:
         self.position = -1
         self.ts = (4, 4)
         self.allowed_pitches: np.ndarray | None = None  # optional key lock / pitch range (bool[128])
+        self.min_position = 0  # no notes before this Position in the current bar (continuation start)
         self._masks: dict[tuple, np.ndarray] = {}
 
     def observe(self, token_id: int) -> None:
@@ -432,6 +437,7 @@ class GrammarState:
         value = self.tok.token_value(int(token_id))
         if kind == "Bar":
             self.position = -1
+            self.min_position = 0
         elif kind == "Position":
             self.position = int(value)
         elif kind == "TimeSig":
@@ -457,7 +463,7 @@ class GrammarState:
 
     def allowed(self) -> np.ndarray:
         """Boolean mask [vocab] of the ids that may come next."""
-        key = (self.last_kind, self.position, self.ts)
+        key = (self.last_kind, self.position, self.ts, self.min_position)
         mask = self._masks.get(key)
         if mask is None:
             tok = self.tok
@@ -471,7 +477,10 @@ class GrammarState:
                     continue
                 if kind == "Position":
                     limit = tok.positions_per_bar(self.ts)
-                    ids = np.array([i for i in ids if self.position < tok.token_value(i) < limit], dtype=int)
+                    low = max(self.position + 1, self.min_position)
+                    ids = np.array([i for i in ids if low <= tok.token_value(i) < limit], dtype=int)
+                if kind == "Pitch" and self.position < self.min_position:
+                    continue  # a note here would sound before the continuation point
                 if kind == "TimeSig":
                     ids = np.array(ids, dtype=int)
                 mask[ids] = True

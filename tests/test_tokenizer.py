@@ -145,12 +145,25 @@ def test_infill_prompt_layout(tok):
     assert sum(1 for t in pre if t == tok.bar_id) == 2
 
 
-def test_continuation_prompt_pads_to_the_playhead_bar(tok):
+def test_continuation_prompt_opens_the_playhead_bar(tok):
     clip = Clip([Note(0, 60, 480)], 480)
-    ids = tok.continuation_prompt(clip, at_tick=1920 * 3)  # playhead on bar line 3
-    assert sum(1 for t in ids if t == tok.bar_id) == 3
+    ids = tok.continuation_prompt(clip, at_tick=1920 * 3)  # playhead on the line of bar 4
+    assert sum(1 for t in ids if t == tok.bar_id) == 4
+    assert tok.position_floor(clip, 1920 * 3) == 0
     dec = tok.decoder()
     dec.feed_many(ids)
-    dec.feed_many([tok.bar_id, tok.vocab["TimeSig_4/4"], tok.vocab["Position_0"], tok.vocab["Pitch_64"],
-                   tok.vocab["Velocity_63"], tok.vocab["Duration_1.0.8"]])
+    dec.feed_many([tok.vocab["Position_0"], tok.vocab["Pitch_64"], tok.vocab["Velocity_63"], tok.vocab["Duration_1.0.8"]])
     assert dec.notes[-1].start == 1920 * 3
+
+
+def test_grammar_keeps_continuations_after_the_playhead(tok):
+    clip = Clip([Note(0, 60, 480)], 480)
+    at = 960  # beat 3 of bar 1: position 16 at 8 positions per beat
+    ids = tok.continuation_prompt(clip, at)
+    g = tok.grammar()
+    g.observe_many(ids)
+    g.min_position = tok.position_floor(clip, at)
+    assert g.min_position == 16
+    allowed = [tok.id_to_token[i] for i in np.flatnonzero(g.allowed())]
+    assert not any(t.startswith("Pitch") for t in allowed)
+    assert min(int(t.split("_")[1]) for t in allowed if t.startswith("Position")) == 16
