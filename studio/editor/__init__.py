@@ -1,0 +1,1 @@
+"""The piano-roll editor: note grid, keyboard, ruler, velocity lane, tools and undo commands."""

@@ -1,0 +1,1 @@
+"""Files: projects, MIDI import/export, WAV export, recent files, autosave/recovery."""

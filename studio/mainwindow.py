@@ -1,0 +1,717 @@
+"""The main window: piano roll in the middle, transport and edit toolbars, menus, status bar.
+
+Room for later panels: `add_panel(dock)` docks a QDockWidget and lists it in View ▸ Panels.
+A panel reads `window.clip`, `window.selection`, `window.playhead_tick` and pushes undoable
+edits with `window.document.push_clip(...)` (or any QUndoCommand on `window.undo_stack`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressDialog,
+    QToolBar,
+    QWidget,
+)
+
+from engine.music import Clip, Note
+from engine.project import (
+    PROJECT_SUFFIX,
+    LoopRegion,
+    Project,
+    ProjectError,
+    save_project,
+)
+from studio.editor import operations as ops
+from studio.editor.document import SketchDocument
+from studio.editor.editor import MidiDragHandle, PianoRollEditor
+from studio.editor.notegrid import Tool
+from studio.files.autosave import (
+    DEFAULT_INTERVAL_S,
+    Autosaver,
+    RecoveryFile,
+    default_recovery_dir,
+    find_orphans,
+)
+from studio.files.documents import (
+    MIDI_FILTER,
+    OPEN_FILTER,
+    PROJECT_FILTER,
+    SOUNDFONT_FILTER,
+    WAV_FILTER,
+    OpenError,
+    read_any,
+)
+from studio.files.recent import RecentFiles
+from studio.files.wavexport import WavExportJob
+from studio.midi.menu import MidiController, MidiMenu
+from studio.transport.controller import LATENCY_CHOICES, Transport
+from studio.transport.toolbar import TransportToolBar
+
+log = logging.getLogger(__name__)
+APP_NAME = "SMART Studio"
+AUTOSAVE_KEY = "files/autosaveSeconds"
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        settings: QSettings | None = None,
+        recovery_dir: Path | None = None,
+        audio: bool = True,
+        interactive: bool = True,
+        parent: QWidget | None = None,
+    ) -> None:
+        """`interactive=False` (screenshots, batch checks): errors go to stderr/status bar,
+        never to a modal dialog, and no recovery offer is made."""
+        super().__init__(parent)
+        self.settings = settings if settings is not None else QSettings()
+        self.interactive = interactive
+        self.document = SketchDocument(parent=self)
+        self.project_path: Path | None = None
+        self.midi_source: Path | None = None  # the MIDI file the sketch came from (export default)
+        self.project_extras = Project()  # candidates/history/soundfont carried for later panels
+        self._forced_modified = False  # e.g. after recovery: unsaved although the stack is clean
+        self._change_serial = 0
+        self._wav_job: WavExportJob | None = None
+        self._panels: list[QDockWidget] = []
+        self.last_error: str | None = None
+
+        self.editor = PianoRollEditor(self.document, self)
+        self.setCentralWidget(self.editor)
+        self.transport = Transport(self.document, self)
+        self.midi = MidiController(self.document, self.transport, self)
+        self.recent = RecentFiles(self.settings)
+        self.autosaver = Autosaver(
+            self._autosave_snapshot,
+            recovery_dir if recovery_dir is not None else default_recovery_dir(),
+            float(self.settings.value(AUTOSAVE_KEY, DEFAULT_INTERVAL_S)),
+            self,
+        )
+
+        self._build_toolbars()
+        self._build_menus()
+        self._build_status_bar()
+        self._connect()
+        self.resize(1400, 860)
+        self._update_title()
+        self.editor.grid.center_on_notes()
+        self.editor.setFocus()
+        if audio:
+            # After the window is up: opening the device can take a moment.
+            QTimer.singleShot(0, self.transport.start_audio)
+        else:
+            self._set_audio_status("No sound: audio disabled")
+
+    # ================================================================== public API for panels
+    @property
+    def undo_stack(self):
+        return self.document.undo_stack
+
+    @property
+    def clip(self) -> Clip:
+        return self.document.clip
+
+    @property
+    def selection(self) -> list[Note]:
+        return self.document.selected_notes()
+
+    @property
+    def playhead_tick(self) -> float:
+        return self.transport.position
+
+    def add_panel(self, dock: QDockWidget, area: Qt.DockWidgetArea = Qt.RightDockWidgetArea) -> None:
+        """Dock a panel (e.g. Generate, Train) and list it in View ▸ Panels."""
+        if not dock.objectName():
+            dock.setObjectName(dock.windowTitle() or f"panel{len(self._panels)}")
+        self.addDockWidget(area, dock)
+        self._panels.append(dock)
+        self.menu_panels.menuAction().setVisible(True)
+        self.menu_panels.addAction(dock.toggleViewAction())
+
+    # ================================================================== building
+    def _build_toolbars(self) -> None:
+        self.transport_bar = TransportToolBar(self.transport, self.document, self)
+        self.addToolBar(Qt.TopToolBarArea, self.transport_bar)
+        bar = QToolBar("Edit", self)
+        bar.setObjectName("editToolBar")
+        self.edit_bar = bar
+        self.tool_group = QActionGroup(self)
+        self.tool_actions: dict[Tool, QAction] = {}
+        for tool, text, key, tip in (
+            (Tool.SELECT, "⬚ Select", "1", "Select, move and resize notes; drag on empty space for a rubber band"),
+            (Tool.DRAW, "✎ Draw", "2", "Click to draw notes, drag to set their length"),
+            (Tool.ERASE, "⌫ Erase", "3", "Click or drag over notes to delete them"),
+        ):
+            act = QAction(text, self)
+            act.setCheckable(True)
+            act.setShortcut(QKeySequence(key))
+            act.setToolTip(f"{tip} ({key})")
+            act.triggered.connect(lambda _=False, t=tool: self.set_tool(t))
+            self.tool_group.addAction(act)
+            bar.addAction(act)
+            self.tool_actions[tool] = act
+        self.tool_actions[Tool.SELECT].setChecked(True)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Snap ", self))
+        self.snap_combo = QComboBox(self)
+        self.snap_combo.addItems([label for label, _ in ops.SNAP_CHOICES])
+        self.snap_combo.setCurrentText(self.editor.grid.snap_label)
+        self.snap_combo.setToolTip("Grid for drawing, moving, resizing and nudging (T = triplets)")
+        self.snap_combo.currentTextChanged.connect(self.editor.set_snap)
+        self.snap_combo.activated.connect(lambda _i: self.editor.setFocus())
+        bar.addWidget(self.snap_combo)
+        bar.addSeparator()
+        self.act_zoom_in_x = self._act("Zoom In (Horizontal)", "Ctrl+=", lambda: self.editor.zoom_x(1.25))
+        self.act_zoom_out_x = self._act("Zoom Out (Horizontal)", "Ctrl+-", lambda: self.editor.zoom_x(0.8))
+        self.act_zoom_in_y = self._act("Zoom In (Vertical)", "Ctrl+Shift+=", lambda: self.editor.zoom_y(2))
+        self.act_zoom_out_y = self._act("Zoom Out (Vertical)", "Ctrl+Shift+-", lambda: self.editor.zoom_y(-2))
+        self.act_zoom_fit = self._act("Zoom to Fit", "Ctrl+0", self.editor.zoom_to_fit)
+        for act, text in (
+            (self.act_zoom_out_x, "H−"), (self.act_zoom_in_x, "H+"),
+            (self.act_zoom_out_y, "V−"), (self.act_zoom_in_y, "V+"), (self.act_zoom_fit, "Fit"),
+        ):
+            button_act = QAction(text, self)
+            button_act.setToolTip(f"{act.text()} ({act.shortcut().toString()})")
+            button_act.triggered.connect(act.trigger)
+            bar.addAction(button_act)
+        bar.addSeparator()
+        self.drag_handle = MidiDragHandle(self.document, self._display_name, self)
+        bar.addWidget(self.drag_handle)
+        self.addToolBarBreak(Qt.TopToolBarArea)
+        self.addToolBar(Qt.TopToolBarArea, bar)
+
+    def _act(self, text: str, keys=None, slot=None, checkable: bool = False, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if keys:
+            seqs = keys if isinstance(keys, list) else [keys]
+            act.setShortcuts([QKeySequence(k) for k in seqs])
+        act.setCheckable(checkable)
+        if tip:
+            act.setStatusTip(tip)
+        if slot is not None:
+            (act.toggled if checkable else act.triggered).connect(slot)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        # ---- File
+        m = mb.addMenu("&File")
+        self.act_new = self._act("&New Sketch", QKeySequence.New, self.new_sketch)
+        self.act_open = self._act("&Open…", QKeySequence.Open, self.open_dialog)
+        self.act_save = self._act("&Save", QKeySequence.Save, self.save)
+        self.act_save_as = self._act("Save &As…", QKeySequence.SaveAs, self.save_as)
+        self.act_import = self._act("&Import MIDI…", "Ctrl+I", self.import_dialog,
+                                    tip="Replace the sketch with a MIDI file's notes")
+        self.act_export_midi = self._act("&Export MIDI…", "Ctrl+E", self.export_midi_dialog)
+        self.act_export_wav = self._act("Export &WAV…", "Ctrl+Shift+E", self.export_wav_dialog)
+        self.act_autosave = self._act("Autosave &Interval…", None, self.autosave_interval_dialog)
+        self.act_quit = self._act("&Quit", QKeySequence.Quit, self.close)
+        m.addActions([self.act_new, self.act_open])
+        self.menu_recent = m.addMenu("Open &Recent")
+        self.menu_recent.aboutToShow.connect(self._fill_recent_menu)
+        m.addSeparator()
+        m.addActions([self.act_save, self.act_save_as])
+        m.addSeparator()
+        m.addActions([self.act_import, self.act_export_midi, self.act_export_wav])
+        m.addSeparator()
+        m.addAction(self.act_autosave)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        # ---- Edit
+        m = mb.addMenu("&Edit")
+        self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcut(QKeySequence.Undo)
+        self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        m.addActions([self.act_undo, self.act_redo])
+        m.addSeparator()
+        for act in self.editor.edit_actions():
+            if act is None:
+                m.addSeparator()
+            else:
+                m.addAction(act)
+        # ---- View
+        m = mb.addMenu("&View")
+        m.addActions(list(self.tool_actions.values()))
+        m.addSeparator()
+        m.addActions([self.act_zoom_in_x, self.act_zoom_out_x, self.act_zoom_in_y, self.act_zoom_out_y,
+                      self.act_zoom_fit])
+        m.addSeparator()
+        m.addAction(self.transport_bar.act_follow)
+        m.addSeparator()
+        m.addAction(self.transport_bar.toggleViewAction())
+        m.addAction(self.edit_bar.toggleViewAction())
+        self.menu_panels = m.addMenu("&Panels")
+        self.menu_panels.menuAction().setVisible(False)
+        # ---- Transport
+        m = mb.addMenu("&Transport")
+        m.addActions(self.transport_bar.transport_actions())
+        m.addSeparator()
+        self.act_soundfont = self._act("Choose &SoundFont…", None, self.soundfont_dialog)
+        self.act_default_soundfont = self._act("Use the Shipped &Piano", None, lambda: self.set_soundfont(None))
+        m.addActions([self.act_soundfont, self.act_default_soundfont])
+        latency_menu = m.addMenu("Output &Latency")
+        group = QActionGroup(self)
+        for label, value in LATENCY_CHOICES:
+            act = latency_menu.addAction(label)
+            act.setCheckable(True)
+            act.setChecked(value == self.transport.latency)
+            act.triggered.connect(lambda _=False, v=value: self._set_latency(v))
+            group.addAction(act)
+        self.menu_devices = m.addMenu("Output &Device")
+        self.menu_devices.aboutToShow.connect(self._fill_device_menu)
+        m.addAction(self._act("&Restart Audio", None, self.transport.start_audio))
+        # ---- MIDI
+        self.menu_midi = MidiMenu(self.midi, self)
+        mb.addMenu(self.menu_midi)
+        # ---- Help
+        m = mb.addMenu("&Help")
+        m.addAction(self._act("&Keyboard Shortcuts", "F1", self.show_shortcuts))
+        m.addAction(self._act("&About SMART Studio", None, self.show_about))
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.audio_label = QLabel("", self)
+        self.audio_label.setToolTip("Audio output status")
+        self.selection_label = QLabel("", self)
+        sb.addPermanentWidget(self.selection_label)
+        sb.addPermanentWidget(self.audio_label)
+
+    def _connect(self) -> None:
+        # Bound methods of live receivers (not lambdas over `self`): Qt drops these
+        # connections when the receiver dies, so teardown signals never reach a dead window.
+        ed, tr = self.editor, self.transport
+        ed.message.connect(self.show_message)
+        ed.seek_requested.connect(tr.seek)
+        ed.loop_dragged.connect(self._on_loop_dragged)
+        ed.audition_on.connect(tr.note_on)
+        ed.audition_off.connect(tr.note_off)
+        tr.position_changed.connect(self._on_position)
+        tr.state_changed.connect(self._on_transport_state)
+        tr.audio_status.connect(self._set_audio_status)
+        self.midi.message.connect(self.show_message)
+        self.transport_bar.editing_done.connect(ed.setFocus)
+        self.transport_bar.act_follow.toggled.connect(self._on_follow_toggled)
+        self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+        self.undo_stack.indexChanged.connect(self._on_undo_index)
+        self.document.selection_changed.connect(self._update_selection_label)
+        self.document.clip_changed.connect(self._update_selection_label)
+
+    def _on_loop_dragged(self, start: int, end: int) -> None:
+        self.transport.set_loop(start, end, True)
+
+    def _on_position(self, tick: float) -> None:
+        self.editor.set_playhead(tick, follow=self.transport.playing)
+
+    def _on_follow_toggled(self, on: bool) -> None:
+        self.editor.follow = on
+
+    def _on_clean_changed(self, _clean: bool) -> None:
+        self._update_title()
+
+    def _on_undo_index(self, _index: int) -> None:
+        self._bump_change()
+
+    # ================================================================== small helpers
+    def set_tool(self, tool: Tool) -> None:
+        self.editor.set_tool(tool)
+        self.tool_actions[tool].setChecked(True)
+
+    def show_message(self, text: str, ms: int = 6000) -> None:
+        self.statusBar().showMessage(text, ms)
+
+    def _set_audio_status(self, text: str) -> None:
+        self.audio_label.setText(text)
+        self.audio_label.setStyleSheet("color: #ffb060;" if text.startswith("No sound") else "color: #9fe0a0;")
+        if text.startswith("No sound"):
+            self.show_message(text, 15000)
+
+    def show_error(self, title: str, text: str) -> None:
+        """A clear message box (stderr + status bar when not interactive)."""
+        self.last_error = text
+        if self.interactive:
+            QMessageBox.warning(self, title, text)
+        else:
+            print(f"{title}: {text}", file=sys.stderr)
+            self.show_message(text, 30000)
+
+    def _display_name(self) -> str:
+        if self.project_path is not None:
+            return self.project_path.stem
+        if self.midi_source is not None:
+            return self.midi_source.stem
+        return "Untitled"
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self._display_name()}[*] — {APP_NAME}")
+        self.setWindowModified(self.is_modified())
+
+    def _bump_change(self) -> None:
+        self._change_serial += 1
+        self._update_title()
+
+    def _update_selection_label(self) -> None:
+        n, total = len(self.document.selection), len(self.document.notes)
+        self.selection_label.setText(f"{n} of {total} notes selected" if n else f"{total} notes")
+
+    def _on_transport_state(self) -> None:
+        tr = self.transport
+        self.editor.set_loop(tr.loop, tr.loop_enabled)
+        self._change_serial += 1  # the loop is saved with the project
+
+    def is_modified(self) -> bool:
+        return self._forced_modified or not self.undo_stack.isClean()
+
+    # ================================================================== project state
+    def current_project(self) -> Project:
+        tr = self.transport
+        loop = LoopRegion(tr.loop[0], tr.loop[1], tr.loop_enabled) if tr.loop else None
+        return Project(
+            clip=self.document.clip,
+            loop=loop,
+            soundfont=tr.soundfont,
+            candidates=self.project_extras.candidates,
+            history=self.project_extras.history,
+        )
+
+    def _autosave_snapshot(self):
+        origin = self.project_path or self.midi_source
+        return self.current_project(), (str(origin) if origin else None), self.is_modified(), self._change_serial
+
+    def load_project(self, project: Project, path: Path | None, midi_source: Path | None = None) -> None:
+        """Make `project` the open document (not undoable; clears the history)."""
+        self.transport.stop()
+        self.document.load(project.clip)
+        self.project_extras = project
+        self.project_path = path
+        self.midi_source = midi_source
+        self._forced_modified = False
+        if project.loop is not None:
+            self.transport.set_loop(project.loop.start, project.loop.end, project.loop.enabled)
+        else:
+            self.transport.set_loop(None, None)
+        if project.soundfont != self.transport.soundfont:
+            try:
+                self.transport.set_soundfont(project.soundfont)
+            except Exception as exc:
+                self.show_message(f"SoundFont {project.soundfont} unavailable ({exc}); using the shipped piano")
+                self.transport.soundfont = None
+        self.transport.seek(0)
+        self.editor.grid.center_on_notes()
+        self._update_title()
+        self._update_selection_label()
+
+    def maybe_save(self) -> bool:
+        """Ask to save unsaved changes. False = the user cancelled."""
+        if not self.is_modified() or not self.interactive:
+            return True
+        answer = QMessageBox.question(
+            self,
+            APP_NAME,
+            f"Save the changes to {self._display_name()}?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
+            QMessageBox.Save,
+        )
+        if answer == QMessageBox.Save:
+            return self.save()
+        return answer == QMessageBox.Discard
+
+    # ================================================================== file commands
+    def new_sketch(self) -> None:
+        if self.maybe_save():
+            self.load_project(Project(), None)
+            self.autosaver.discard()
+            self.show_message("New sketch")
+
+    def open_dialog(self) -> None:
+        if not self.maybe_save():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open", self._dialog_dir(), OPEN_FILTER)
+        if path:
+            self.open_path(path, ask=False)
+
+    def open_path(self, path: str | Path, ask: bool = True) -> bool:
+        """Open a project or MIDI file. On failure a message box; the open sketch is untouched."""
+        if ask and not self.maybe_save():
+            return False
+        path = Path(path)
+        try:
+            opened = read_any(path)
+        except OpenError as exc:
+            self.show_error("Cannot Open", str(exc))
+            return False
+        if opened.kind == "project":
+            self.load_project(opened.project, path)
+            self.show_message(f"Opened {path.name} ({len(opened.project.clip.notes)} notes)")
+        else:
+            self.load_project(opened.project, None, midi_source=path)
+            self.show_message(f"Imported {path.name}: {len(opened.project.clip.notes)} notes; {opened.report.summary()}",
+                              15000)
+        self.recent.add(path)
+        self.autosaver.discard()
+        return True
+
+    def import_dialog(self) -> None:
+        if not self.maybe_save():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import MIDI", self._dialog_dir(), MIDI_FILTER)
+        if path:
+            self.open_path(path, ask=False)
+
+    def save(self) -> bool:
+        if self.project_path is None:
+            return self.save_as()
+        return self.save_to(self.project_path)
+
+    def save_as(self) -> bool:
+        suggested = str(Path(self._dialog_dir()) / (self._display_name() + PROJECT_SUFFIX))
+        path, _ = QFileDialog.getSaveFileName(self, "Save Project", suggested, PROJECT_FILTER)
+        if not path:
+            return False
+        if not path.endswith(PROJECT_SUFFIX):
+            path += PROJECT_SUFFIX
+        return self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> bool:
+        """Atomic save; on failure the previous file on disk is intact and the sketch stays open."""
+        try:
+            save_project(self.current_project(), path)
+        except ProjectError as exc:
+            self.show_error("Cannot Save", str(exc))
+            return False
+        self.project_path = Path(path)
+        self._forced_modified = False
+        self.undo_stack.setClean()
+        self.autosaver.discard()
+        self.recent.add(path)
+        self._update_title()
+        self.show_message(f"Saved {Path(path).name}")
+        return True
+
+    def export_midi_dialog(self) -> None:
+        if not self.document.notes:
+            self.show_message("Nothing to export: the sketch is empty")
+            return
+        base = self.midi_source or Path(self._dialog_dir()) / (self._display_name() + ".mid")
+        path, _ = QFileDialog.getSaveFileName(self, "Export MIDI", str(base), MIDI_FILTER)
+        if path:
+            if not path.lower().endswith((".mid", ".midi")):
+                path += ".mid"
+            self.export_midi(path)
+
+    def export_midi(self, path: str | Path) -> bool:
+        try:
+            self.document.clip.save_midi(path)
+        except OSError as exc:
+            self.show_error("Cannot Export", f"Cannot write {Path(path).name}: {exc.strerror or exc}")
+            return False
+        self.show_message(f"Exported {len(self.document.notes)} notes to {Path(path).name}")
+        return True
+
+    def export_wav_dialog(self) -> None:
+        if not self.document.notes:
+            self.show_message("Nothing to export: the sketch is empty")
+            return
+        suggested = str(Path(self._dialog_dir()) / (self._display_name() + ".wav"))
+        path, _ = QFileDialog.getSaveFileName(self, "Export WAV", suggested, WAV_FILTER)
+        if path:
+            if not path.lower().endswith(".wav"):
+                path += ".wav"
+            self.export_wav(path)
+
+    def export_wav(self, path: str | Path, show_progress: bool = True) -> WavExportJob | None:
+        """Render on a worker thread; returns the job (its signals report the result)."""
+        if self._wav_job is not None and self._wav_job.running:
+            self.show_message("A WAV export is already running")
+            return None
+        job = WavExportJob(self.document.clip, path, self.transport.soundfont)
+        self._wav_job = job
+        progress = None
+        if show_progress and self.interactive:
+            progress = QProgressDialog("Rendering…", "Cancel", 0, 0, self)
+            progress.setWindowTitle("Export WAV")
+            progress.setWindowModality(Qt.WindowModal)
+            progress.setMinimumDuration(300)
+            progress.canceled.connect(job.cancel)
+            job.stage.connect(progress.setLabelText)
+
+        def done(message: str, error: bool = False) -> None:
+            if progress is not None:
+                progress.reset()
+                progress.deleteLater()
+            job.wait()
+            if self._wav_job is job:
+                self._wav_job = None
+            if error:
+                self.show_error("Export WAV Failed", message)
+            else:
+                self.show_message(message)
+
+        job.finished.connect(lambda p: done(f"Exported WAV: {Path(p).name}"))
+        job.failed.connect(lambda reason: done(f"Cannot export WAV: {reason}", error=True))
+        job.cancelled.connect(lambda: done("WAV export cancelled"))
+        job.stage.connect(lambda s: self.show_message(s, 0))
+        job.start()
+        return job
+
+    def autosave_interval_dialog(self) -> None:
+        value, ok = QInputDialog.getInt(
+            self, "Autosave", "Autosave every (seconds, 0 = off):", int(self.autosaver.interval_s), 0, 3600
+        )
+        if ok:
+            self.settings.setValue(AUTOSAVE_KEY, value)
+            self.autosaver.set_interval(value)
+
+    def _fill_recent_menu(self) -> None:
+        m = self.menu_recent
+        m.clear()
+        paths = self.recent.existing()
+        if not paths:
+            m.addAction("(none)").setEnabled(False)
+            return
+        for p in paths:
+            m.addAction(Path(p).name, lambda path=p: self.open_path(path)).setToolTip(p)
+        m.addSeparator()
+        m.addAction("Clear List", self.recent.clear)
+
+    def _dialog_dir(self) -> str:
+        for p in (self.project_path, self.midi_source):
+            if p is not None:
+                return str(p.parent)
+        recent = self.recent.existing()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    # ================================================================== audio settings
+    def soundfont_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose SoundFont", self._dialog_dir(), SOUNDFONT_FILTER)
+        if path:
+            self.set_soundfont(path)
+
+    def set_soundfont(self, path: str | None) -> bool:
+        try:
+            self.transport.set_soundfont(path)
+        except Exception as exc:  # SoundFontError: bad/missing file
+            self.show_error("SoundFont", f"Cannot use {Path(path).name if path else 'the shipped piano'}: {exc}")
+            return False
+        self._forced_modified = True
+        self._bump_change()
+        self.show_message(f"SoundFont: {Path(path).name if path else 'shipped piano'}")
+        return True
+
+    def _set_latency(self, value) -> None:
+        self.transport.set_latency(value)
+
+    def _fill_device_menu(self) -> None:
+        m = self.menu_devices
+        m.clear()
+        try:
+            from engine.playback import list_output_devices
+
+            devices = list_output_devices()
+        except Exception as exc:
+            m.addAction(f"No audio devices: {exc}").setEnabled(False)
+            return
+        group = QActionGroup(m)
+        for label, dev in [("System Default", None)] + [(d, d) for d in devices]:
+            act = m.addAction(label)
+            act.setCheckable(True)
+            act.setChecked(dev == self.transport.device)
+            act.triggered.connect(lambda _=False, d=dev: self.transport.set_device(d))
+            group.addAction(act)
+
+    # ================================================================== recovery
+    def recoverable(self) -> list[RecoveryFile]:
+        return find_orphans(self.autosaver.directory)
+
+    def recover(self, rec: RecoveryFile) -> None:
+        """Load an orphaned autosave as unsaved work, then adopt it into this window's autosave."""
+        origin = Path(rec.origin) if rec.origin else None
+        is_project = origin is not None and origin.suffix.lower() == PROJECT_SUFFIX
+        self.load_project(rec.project, origin if is_project else None, None if is_project else origin)
+        self._forced_modified = True
+        self._bump_change()
+        if self.autosaver.save_now():
+            rec.path.unlink(missing_ok=True)
+        self.show_message(f"Recovered {rec.describe()}")
+
+    def offer_recovery(self) -> bool:
+        """Ask about each orphaned autosave (newest first). True if one was recovered."""
+        if not self.interactive:
+            return False
+        for rec in self.recoverable():
+            answer = QMessageBox.question(
+                self,
+                "Recover Unsaved Work",
+                f"SMART Studio did not close properly.\n\nRecover {rec.describe()}?",
+                QMessageBox.Yes | QMessageBox.Discard | QMessageBox.Ignore,
+                QMessageBox.Yes,
+            )
+            if answer == QMessageBox.Yes:
+                self.recover(rec)
+                return True
+            if answer == QMessageBox.Discard:
+                rec.path.unlink(missing_ok=True)
+        return False
+
+    # ================================================================== help
+    def show_shortcuts(self) -> None:
+        QMessageBox.information(self, "Keyboard Shortcuts", SHORTCUTS_HELP)
+
+    def show_about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About SMART Studio",
+            "<b>SMART Studio</b><br>Sketch piano ideas, hear them, hand them off as MIDI or audio.",
+        )
+
+    # ================================================================== closing
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Clean exit: stop audio/MIDI, finish exports, remove the recovery file."""
+        if self._wav_job is not None:
+            self._wav_job.cancel()
+            self._wav_job.wait()
+        self.transport.shutdown()
+        self.midi.shutdown()
+        self.autosaver.clean_exit()
+
+
+SHORTCUTS_HELP = """\
+Space\tPlay / stop
+Enter\tBack to start (loop start when looping)
+L\tLoop on/off (drag in the ruler to set the region)
+M\tMetronome on/off
+F\tFollow the playhead
+1 / 2 / 3\tSelect / Draw / Erase tool
+Up/Down\tTranspose (Shift: octave)
+Left/Right\tNudge by the grid
+Ctrl+Up/Down\tVelocity ±8
+Alt+wheel\tVelocity of the note under the mouse
+Ctrl+wheel\tZoom horizontally (Ctrl+Shift: vertically)
+Shift+wheel\tScroll horizontally
+Q\tQuantize to the grid
+Ctrl+D\tDuplicate
+Ctrl+Z / Ctrl+Shift+Z\tUndo / redo
+Alt+drag\tMove/resize without snapping
+Right click\tDelete a note
+"""
+

@@ -1,0 +1,1 @@
+"""The MIDI menu: live MIDI out, MIDI-in recording and thru."""

@@ -1,0 +1,1 @@
+"""Transport: play/stop/loop/metronome/tempo, wrapping engine.playback.Player."""
