@@ -1,0 +1,361 @@
+"""MAA scorer: windowing, batching, resampling, checkpoint formats, missing weights.
+
+All models here have random weights (build_maa_model); no real MAA checkpoint is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine import scorer as maa
+from engine.scorer import (
+    AXES,
+    MAA_SAMPLE_RATE,
+    MAACheckpointError,
+    MAAInputError,
+    MAAScorer,
+    MAAScores,
+    MAAUnavailable,
+    build_maa_model,
+    find_checkpoint,
+    make_windows,
+    save_checkpoint_pt,
+)
+
+SR = MAA_SAMPLE_RATE
+
+# Deprecation noise from inside the vendored WavLM (the module filters it, pytest resets filters).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm.*:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning"),
+]
+
+
+def tone(seconds: float, sr: int = SR, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+    """A decaying tone plus a little noise: deterministic, piano-ish test audio."""
+    t = np.arange(round(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    audio = 0.4 * np.sin(2 * np.pi * freq * t) * np.exp(-t / 3) + 0.01 * rng.standard_normal(t.size)
+    return audio.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return build_maa_model(small=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scorer(small_model):
+    return MAAScorer.from_model(small_model, device="cpu")
+
+
+@pytest.fixture
+def no_weights_anywhere(monkeypatch, tmp_path):
+    """No env var and an empty HF cache, so nothing can be found locally."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv(maa.CHECKPOINT_ENV_VAR, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    return tmp_path
+
+
+def assert_scores_equal(a: list[MAAScores], b: list[MAAScores], atol: float = 0.0):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for axis in AXES:
+            assert getattr(x, axis) == pytest.approx(getattr(y, axis), abs=atol, rel=0), axis
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def test_small_model_scores_are_finite_and_deterministic(scorer):
+    clips = [tone(3.0, freq=220), tone(4.0, freq=880, seed=1)]
+    first = scorer.score(clips, SR)
+    second = scorer.score(clips, SR)
+    assert_scores_equal(first, second)
+    for scores in first:
+        assert set(scores.as_dict()) == set(AXES)
+        assert all(math.isfinite(v) for v in scores.as_dict().values())
+    # different audio must give different outputs, or the model is ignoring its input
+    assert first[0].as_dict() != first[1].as_dict()
+    assert scorer.is_random and "random" in scorer.source
+
+
+def test_seed_controls_random_weights():
+    clip = [tone(2.0)]
+    again = MAAScorer.from_model(build_maa_model(seed=0), device="cpu").score(clip, SR)
+    same = MAAScorer.from_model(build_maa_model(seed=0), device="cpu").score(clip, SR)
+    other = MAAScorer.from_model(build_maa_model(seed=1), device="cpu").score(clip, SR)
+    assert_scores_equal(again, same)
+    assert again[0].as_dict() != other[0].as_dict()
+
+
+def test_random_flag_follows_the_model(small_model):
+    # a random-weight model can never be presented as real, whatever the caller claims
+    assert MAAScorer.from_model(small_model, device="cpu", is_random=False).is_random
+    trained_like = maa.ConfigurableAesMultiOutput(
+        wavlm_config=maa.SMALL_WAVLM_CONFIG, nth_layer=3, target_transform=small_model.target_transform
+    )
+    assert not MAAScorer.from_model(trained_like, device="cpu").is_random
+    assert MAAScorer.from_model(trained_like, device="cpu", is_random=True).is_random
+
+
+def test_make_windows_matches_hand_computed_layout():
+    clip_a = np.arange(23 * SR, dtype=np.float32)  # 23 s -> windows of 10, 10, 3 s
+    clip_b = np.ones(20 * SR, dtype=np.float32)  # exactly 2 windows, no padding
+    windows, masks, weights, clip_ids = make_windows([clip_a, clip_b])
+    assert windows.shape == masks.shape == (5, 10 * SR)
+    np.testing.assert_allclose(weights, [1.0, 1.0, 0.3, 1.0, 1.0])
+    np.testing.assert_array_equal(clip_ids, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(windows[1], clip_a[10 * SR : 20 * SR])
+    np.testing.assert_array_equal(windows[2, : 3 * SR], clip_a[20 * SR :])
+    assert not windows[2, 3 * SR :].any()
+    assert masks[2, : 3 * SR].all() and not masks[2, 3 * SR :].any()
+    assert masks[3].all() and masks[4].all()
+
+
+def test_windowed_score_equals_length_weighted_mean_of_single_window_forwards(scorer, small_model):
+    clip = tone(23.0)  # 3 windows: 10 s, 10 s, 3 s
+    got = scorer.score_one(clip, SR)
+
+    win = 10 * SR
+    preds, weights = [], []
+    with torch.inference_mode():
+        for start in range(0, clip.size, win):
+            piece = torch.from_numpy(clip[start : start + win])
+            wav = torch.nn.functional.pad(piece, (0, win - piece.numel()))
+            mask = torch.zeros(win, dtype=torch.bool)
+            mask[: piece.numel()] = True
+            out = small_model({"wav": wav.view(1, 1, -1), "mask": mask.view(1, 1, -1)})
+            preds.append({axis: float(out[axis][0]) for axis in AXES})
+            weights.append(piece.numel() / win)
+    assert weights == [1.0, 1.0, 0.3]
+    for axis in AXES:
+        t = small_model.target_transform[axis]
+        expected = sum(w * (p[axis] * t["std"] + t["mean"]) for p, w in zip(preds, weights)) / sum(weights)
+        assert getattr(got, axis) == pytest.approx(expected, abs=1e-5)
+    # the padded tail window must count less: equal weights would give another answer
+    unweighted = np.mean([p["CE"] for p in preds]) * small_model.target_transform["CE"]["std"]
+    unweighted += small_model.target_transform["CE"]["mean"]
+    assert got.CE != pytest.approx(unweighted, abs=1e-7)
+
+
+def test_batched_many_clips_equal_one_by_one(small_model):
+    clips = [tone(2.5, freq=300), tone(12.0, freq=500, seed=2), tone(0.5, freq=700, seed=3)]
+    batched = MAAScorer.from_model(small_model, device="cpu", max_batch_size=3).score(clips, SR)
+    single = MAAScorer.from_model(small_model, device="cpu", max_batch_size=1)
+    one_by_one = [single.score_one(c, SR) for c in clips]
+    assert_scores_equal(batched, one_by_one, atol=1e-5)
+
+
+def test_resampling_from_44100(scorer):
+    from scipy.signal import resample_poly
+
+    clip_44k = tone(2.0, sr=44_100)
+    resampled = maa.resample_to_maa_rate(clip_44k, 44_100)
+    assert resampled.dtype == np.float32 and resampled.size == 2 * SR
+    # a 440 Hz tone keeps its pitch: spectrum peak at 440 Hz after resampling
+    spectrum = np.abs(np.fft.rfft(resampled))
+    assert np.fft.rfftfreq(resampled.size, 1 / SR)[spectrum.argmax()] == pytest.approx(440, abs=1)
+    from_44k = scorer.score_one(clip_44k, 44_100)
+    from_16k = scorer.score_one(resample_poly(clip_44k, 160, 441).astype(np.float32), SR)
+    assert_scores_equal([from_44k], [from_16k], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("audios", "sample_rate", "message"),
+    [
+        ([np.zeros((2, 16000), np.float32)], SR, "mono 1-D"),
+        ([np.zeros(0, np.float32)], SR, "empty"),
+        ([np.array([0.0, np.nan], np.float32)], SR, "NaN"),
+        ([np.zeros(100, np.float32)], 0, "sample rate"),
+        ([np.zeros(100, np.float32)], 16000.5, "sample rate"),
+        (np.zeros(100, np.float32), SR, "score_one"),
+        ([["a", "b"]], SR, "not numeric"),
+    ],
+)
+def test_bad_input_raises_clear_error(scorer, audios, sample_rate, message):
+    with pytest.raises(MAAInputError, match=message):
+        scorer.score(audios, sample_rate)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_device_without_cuda_is_a_clear_error(small_model):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        MAAScorer.from_model(build_maa_model(), device="cuda")
+
+
+def test_empty_list_scores_nothing(scorer):
+    assert scorer.score([], SR) == []
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_pt_round_trip(tmp_path, small_model, scorer):
+    path = save_checkpoint_pt(small_model, tmp_path / "ckpt" / "checkpoint.pt")
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # the package's layout, safely loadable
+    assert set(raw) == {"state_dict", "model_cfg", "target_transform"}
+    assert all(k.startswith("model.") for k in raw["state_dict"])
+    assert raw["model_cfg"]["precision"] in {"32", "bf16"}
+
+    loaded = MAAScorer.load(path, device="cpu")
+    assert loaded.source == str(path)
+    assert loaded.is_random  # provenance survives the file round trip
+    clips = [tone(3.0), tone(11.0, freq=660, seed=4)]
+    assert_scores_equal(loaded.score(clips, SR), scorer.score(clips, SR))
+    # a folder holding checkpoint.pt is accepted too
+    assert find_checkpoint(path.parent) == path
+
+
+def test_hf_directory_round_trip_via_env_var(tmp_path, monkeypatch, small_model, scorer):
+    small_model.save_pretrained(tmp_path / "hf")
+    assert {"config.json", "model.safetensors"} <= set(os.listdir(tmp_path / "hf"))
+    monkeypatch.setenv(maa.CHECKPOINT_ENV_VAR, str(tmp_path / "hf"))
+    loaded = MAAScorer.load(device="cpu")
+    assert loaded.source == str(tmp_path / "hf") and loaded.is_random
+    clips = [tone(3.0, freq=330)]
+    assert_scores_equal(loaded.score(clips, SR), scorer.score(clips, SR))
+
+
+def test_checkpoint_found_in_local_hf_cache(tmp_path, monkeypatch, small_model, no_weights_anywhere):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    repo = cache / "models--facebook--audiobox-aesthetics"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    path = save_checkpoint_pt(small_model, repo / "snapshots" / ("0" * 40) / "checkpoint.pt")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert find_checkpoint() == path
+    assert MAAScorer.load(device="cpu").source == str(path)
+
+
+def test_missing_weights_raise_maa_unavailable(no_weights_anywhere):
+    assert find_checkpoint() is None
+    with pytest.raises(MAAUnavailable, match=r"^MAA weights not installed: .*SMART_MAA_CHECKPOINT.*hf download") as err:
+        MAAScorer.load()
+    assert "\n" not in str(err.value)
+    missing = no_weights_anywhere / "nowhere" / "checkpoint.pt"
+    with pytest.raises(MAAUnavailable, match=f"no checkpoint at {missing}"):
+        MAAScorer.load(missing)
+
+
+def test_given_location_that_is_missing_never_falls_back(tmp_path, monkeypatch, small_model, no_weights_anywhere):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hf-cache" / "models--facebook--audiobox-aesthetics"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("1" * 40)
+    save_checkpoint_pt(small_model, repo / "snapshots" / ("1" * 40) / "checkpoint.pt")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv(maa.CHECKPOINT_ENV_VAR, str(tmp_path / "typo.pt"))
+    with pytest.raises(MAAUnavailable, match="SMART_MAA_CHECKPOINT="):
+        MAAScorer.load(allow_download=True)  # a given location is never replaced by a download
+
+
+def test_download_offline_fails_clearly(no_weights_anywhere, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # fast, deterministic stand-in for "no internet"
+    with pytest.raises(MAAUnavailable, match="could not download MAA weights .*offline"):
+        MAAScorer.load(allow_download=True, progress=False)
+
+
+def test_corrupt_checkpoint_raises_checkpoint_error(tmp_path, small_model):
+    garbage = tmp_path / "checkpoint.pt"
+    garbage.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(MAACheckpointError, match="not a readable checkpoint"):
+        MAAScorer.load(garbage)
+
+    wrong = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, wrong)
+    with pytest.raises(MAACheckpointError, match="not an audiobox-aesthetics checkpoint"):
+        MAAScorer.load(wrong)
+
+    mismatched = tmp_path / "mismatched.pt"
+    save_checkpoint_pt(small_model, mismatched)
+    ckpt = torch.load(mismatched, weights_only=True)
+    del ckpt["state_dict"]["model.proj_layer.CE.0.weight"]
+    torch.save(ckpt, mismatched)
+    with pytest.raises(MAACheckpointError, match="1 missing"):
+        MAAScorer.load(mismatched)
+
+    half_hf = tmp_path / "half-hf"
+    half_hf.mkdir()
+    (half_hf / "config.json").write_text("{}")
+    with pytest.raises(MAACheckpointError, match="lacks model.safetensors"):
+        MAAScorer.load(half_hf)
+
+
+class _Exploit:
+    """Pickles into a call that would create a file when unpickled."""
+
+    marker: str = ""
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    _Exploit.marker = str(tmp_path / "pwned")
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "model_cfg": _Exploit(), "target_transform": {}}, path)
+    with pytest.raises(MAACheckpointError, match="refusing to unpickle"):
+        MAAScorer.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------- full size
+
+
+@pytest.mark.slow
+def test_full_size_random_model_matches_released_architecture(tmp_path):
+    from audiobox_aesthetics.model.aes import AesMultiOutput
+
+    model = build_maa_model(small=False, seed=0)
+    reference = AesMultiOutput()  # the package's own hard-coded 12-layer model
+    ours = {k: v.shape for k, v in model.state_dict().items()}
+    assert ours == {k: v.shape for k, v in reference.state_dict().items()}
+    assert sum(v.numel() for v in model.state_dict().values()) == 94_385_064
+
+    # the file loads the way the package's AesPredictor loads it (same kwargs, strict state dict)
+    path = save_checkpoint_pt(model, tmp_path / "checkpoint.pt")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    kwargs = {k: ckpt["model_cfg"][k] for k in maa._MODEL_CFG_KEYS} | {"target_transform": ckpt["target_transform"]}
+    reference = AesMultiOutput(**kwargs)
+    reference.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
+    assert os.path.getsize(path) == pytest.approx(maa.MAA_DOWNLOAD_BYTES, rel=0.02)
+
+    scorer = MAAScorer.from_model(model, device="cpu")
+    assert scorer.is_random
+    start = time.perf_counter()
+    scores = scorer.score([tone(12.0)], SR)[0]
+    assert all(math.isfinite(v) for v in scores.as_dict().values())
+    assert time.perf_counter() - start < 300  # sanity guard only; figures live in benchmarks/bench_maa.py
+
+    loaded = MAAScorer.load(path, device="cpu")
+    assert_scores_equal([loaded.score_one(tone(12.0), SR)], [scores])
+
+
+@pytest.mark.slow
+def test_download_with_refused_connection_fails_clearly(tmp_path):
+    # huggingface_hub retries with back-off (~25 s) before giving up, hence slow
+    with pytest.raises(MAAUnavailable, match="could not download MAA weights .*refused"):
+        maa.download_weights(progress=False, cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_close_to_cpu_fp32(small_model):
+    clip = [tone(12.0)]
+    cpu = MAAScorer.from_model(build_maa_model(seed=0), device="cpu").score(clip, SR)
+    gpu_scorer = MAAScorer.from_model(build_maa_model(seed=0), device="cuda")
+    assert gpu_scorer.model.enable_autocast and gpu_scorer.model.precision == torch.bfloat16
+    assert_scores_equal(gpu_scorer.score(clip, SR), cpu, atol=0.05)
