@@ -1,0 +1,134 @@
+"""Decoding throughput: HF `generate` (static cache) vs `engine.fastdecode.Phi3Decoder`.
+
+Paper-shaped Phi-3 (4 layers, hidden 512, 8 heads, intermediate 1536, vocab 600) with random weights,
+greedy 512-token generations from 64-token prompts, batch 1 and batch 8, all in one run so the ratios are
+measured on the same machine state. Targets on 2 CPU cores: >= 600 tok/s at batch 1, >= 1500 tok/s total
+at batch 8. Prints a GPU section when CUDA is available.
+
+    uv run python benchmarks/bench_decode.py [--new-tokens 512] [--prompt 64] [--threads N] [--skip-hf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from transformers import Phi3Config, Phi3ForCausalLM  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from engine.fastdecode import Phi3Decoder, fp16_weights_available, sample_next  # noqa: E402
+
+VOCAB = 600
+
+
+def paper_model(device: str, dtype: torch.dtype) -> Phi3ForCausalLM:
+    torch.manual_seed(0)
+    config = Phi3Config(
+        vocab_size=VOCAB, hidden_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
+        intermediate_size=1536, max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    return Phi3ForCausalLM(config).to(device=device, dtype=dtype).eval()
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_generate(model, prompts: torch.Tensor, new_tokens: int) -> tuple[float, torch.Tensor]:
+    kwargs = dict(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, cache_implementation="static",
+        pad_token_id=0, eos_token_id=None,
+    )
+    mask = torch.ones_like(prompts)
+    with torch.inference_mode():
+        model.generate(prompts[:, :8], attention_mask=mask[:, :8], **{**kwargs, "max_new_tokens": 4,
+                                                                       "min_new_tokens": 4})
+        sync(prompts.device.type)
+        t0 = time.perf_counter()
+        out = model.generate(prompts, attention_mask=mask, **kwargs)
+        sync(prompts.device.type)
+    return time.perf_counter() - t0, out[:, prompts.shape[1]:]
+
+
+def fast_generate(model, prompts: torch.Tensor, new_tokens: int, weights: str, top_p: float | None = None
+                  ) -> tuple[float, float, torch.Tensor]:
+    """Returns (seconds incl. decoder build, build seconds, tokens)."""
+    B, T = prompts.shape
+    device = prompts.device.type
+    out = torch.empty(B, new_tokens, dtype=torch.long, device=prompts.device)
+    gen = torch.Generator(device=prompts.device).manual_seed(0)
+    # Warm-up on a throwaway decoder (first-call allocator / kernel selection costs).
+    warm = Phi3Decoder(model, B, T + 8, weights=weights)
+    warm.step(warm.prefill(prompts).argmax(-1))
+    sync(device)
+    t0 = time.perf_counter()
+    decoder = Phi3Decoder(model, B, T + new_tokens, weights=weights)
+    build = time.perf_counter() - t0
+    logits = decoder.prefill(prompts)
+    for i in range(new_tokens):
+        if top_p is None:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = sample_next(logits, temperature=1.0, top_p=top_p, generator=gen)
+        out[:, i] = nxt
+        if i + 1 < new_tokens:
+            logits = decoder.step(nxt)
+    sync(device)
+    return time.perf_counter() - t0, build, out
+
+
+def run(device: str, dtype: torch.dtype, new_tokens: int, prompt_len: int, skip_hf: bool) -> None:
+    model = paper_model(device, dtype)
+    modes = ["model"]
+    if device == "cpu" and dtype == torch.float32 and fp16_weights_available():
+        modes.append("fp16")
+    for B in (1, 8):
+        g = torch.Generator().manual_seed(B)
+        prompts = torch.randint(3, VOCAB, (B, prompt_len), generator=g).to(device)
+        total = B * new_tokens
+        hf_tokens = None
+        if not skip_hf:
+            secs, hf_tokens = hf_generate(model, prompts, new_tokens)
+            print(f"  {device} B={B}  HF generate (static cache)       {total / secs:8.0f} tok/s  ({secs:.2f} s)",
+                  flush=True)
+        for mode in modes:
+            secs, build, toks = fast_generate(model, prompts, new_tokens, mode)
+            note = ""
+            if hf_tokens is not None:
+                same = (toks == hf_tokens).float().mean().item()
+                note = f"  greedy tokens == HF: {same * 100:.1f}%"
+            print(f"  {device} B={B}  Phi3Decoder weights={mode:5s} greedy  {total / secs:8.0f} tok/s  "
+                  f"({secs:.2f} s, build {build * 1e3:.0f} ms){note}", flush=True)
+        secs, _, _ = fast_generate(model, prompts, new_tokens, modes[-1], top_p=0.95)
+        print(f"  {device} B={B}  Phi3Decoder weights={modes[-1]:5s} top_p=0.95 sampling "
+              f"{total / secs:8.0f} tok/s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--skip-hf", action="store_true", help="skip the (slow) HF generate baseline")
+    args = parser.parse_args()
+    hf_logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
+          f"{args.prompt}-token prompts, {args.new_tokens} new tokens, paper config, greedy unless noted")
+    run("cpu", torch.float32, args.new_tokens, args.prompt, args.skip_hf)
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name()}")
+        run("cuda", torch.float32, args.new_tokens, args.prompt, args.skip_hf)
+        run("cuda", torch.bfloat16, args.new_tokens, args.prompt, args.skip_hf)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Lean incremental decoding for the Phi-3 policy (CPU and CUDA).
+
+`Phi3Decoder` runs the same computation as `transformers.Phi3ForCausalLM` with a preallocated KV cache
+and far less per-token overhead than `generate`: no cache objects, no mask building per step, RoPE tables
+precomputed once, logits only for the last position.
+
+Weights are read from the HF module when the decoder is built. In the default ``weights="model"`` mode the
+decoder holds views of the live parameters, so in-place optimizer updates are seen immediately. In
+``weights="fp16"`` mode (CPU, float32 models only) the linear weights are packed once into fbgemm fp16
+panels: decoding at batch 1 on a small CPU is memory-bandwidth bound (the paper model's 56 MB of fp32
+weights do not fit in cache), and halving the bytes read per token roughly triples throughput. That is a
+snapshot: build a new decoder after training updates (packing the paper model takes ~0.15 s).
+
+Sliding a window past ``max_len`` is the caller's job: ``reset()`` then ``prefill()`` the most recent tokens.
+
+This module must never import Qt.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Phi3Decoder", "sample_next", "fp16_weights_available"]
+
+_WEIGHT_MODES = ("model", "fp16")
+
+
+def fp16_weights_available() -> bool:
+    """True when this torch build has the fbgemm fp16-weight linear kernels (x86 CPU builds)."""
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False
+    try:
+        packed = torch.ops.quantized.linear_prepack_fp16(torch.zeros(8, 8))
+        torch.ops.quantized.linear_dynamic_fp16(torch.zeros(1, 8), packed)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
+
+
+class _Linear:
+    """A bias-free linear over either the live weight (exact) or an fbgemm fp16-packed snapshot."""
+
+    __slots__ = ("weight", "packed")
+
+    def __init__(self, weight: torch.Tensor, fp16: bool):
+        self.weight = weight
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight) if fp16 else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        return F.linear(x, self.weight)
+
+
+class _Layer:
+    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down")
+
+    def __init__(self, hf_layer, fp16: bool):
+        self.ln1 = hf_layer.input_layernorm.weight.detach()
+        self.ln2 = hf_layer.post_attention_layernorm.weight.detach()
+        self.qkv = _Linear(hf_layer.self_attn.qkv_proj.weight.detach(), fp16)
+        self.o = _Linear(hf_layer.self_attn.o_proj.weight.detach(), fp16)
+        self.gate_up = _Linear(hf_layer.mlp.gate_up_proj.weight.detach(), fp16)
+        self.down = _Linear(hf_layer.mlp.down_proj.weight.detach(), fp16)
+
+
+def _check_supported(model, max_len: int) -> None:
+    config = model.config
+    problems = []
+    if getattr(config, "hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={config.hidden_act!r} (only 'silu')")
+    # transformers 5 keeps RoPE settings in rope_parameters; 4.x used rope_scaling (None when default).
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        problems.append(f"rope_type={rope_type!r} (only 'default', i.e. rope_scaling=None)")
+    if getattr(model.model.rotary_emb, "attention_scaling", 1.0) != 1.0:
+        problems.append("RoPE attention_scaling != 1")
+    window = getattr(config, "sliding_window", None)
+    if window is not None and window < max_len:
+        problems.append(f"sliding_window={window} < max_len={max_len} (sliding-window attention)")
+    if config.num_attention_heads % config.num_key_value_heads:
+        problems.append("num_attention_heads not a multiple of num_key_value_heads")
+    if problems:
+        raise NotImplementedError("Phi3Decoder does not support this configuration: " + "; ".join(problems))
+
+
+class Phi3Decoder:
+    """Incremental forward pass over a Phi3ForCausalLM's weights with a static KV cache.
+
+    Cache layout: [layers, batch, kv_heads, max_len, head_dim]. All rows share one cache index per step;
+    prompts of different lengths are LEFT-padded, pads are masked out as keys, and each row's positions
+    count from its first real token (HF `generate` convention), so logits match HF.
+    """
+
+    def __init__(self, model, batch_size: int, max_len: int, device=None, weights: str = "model"):
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size}, {max_len}")
+        if weights not in _WEIGHT_MODES:
+            raise ValueError(f"weights must be one of {_WEIGHT_MODES}, got {weights!r}")
+        _check_supported(model, max_len)
+        config = model.config
+        embed = model.model.embed_tokens.weight
+        self.device = torch.device(device) if device is not None else embed.device
+        if embed.device != self.device:
+            raise ValueError(f"model weights are on {embed.device} but device={self.device}; move the model first")
+        self.dtype = embed.dtype
+        fp16 = weights == "fp16"
+        if fp16:
+            if self.device.type != "cpu" or self.dtype != torch.float32:
+                raise ValueError("weights='fp16' packs float32 weights for CPU; use weights='model' on CUDA/bf16")
+            if not fp16_weights_available():
+                raise RuntimeError("weights='fp16' needs torch's fbgemm kernels, unavailable in this build")
+        self.weights = weights
+        self.batch_size = batch_size
+        self.max_len = max_len
+
+        attn = model.model.layers[0].self_attn
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = attn.head_dim
+        self.q_size = self.n_heads * self.head_dim
+        self.kv_size = self.n_kv_heads * self.head_dim
+        self.eps = config.rms_norm_eps
+        self.n_layers = config.num_hidden_layers
+        self.vocab_size = model.lm_head.weight.shape[0]
+
+        with torch.no_grad():
+            self.embed = embed.detach()
+            self.layers = [_Layer(layer, fp16) for layer in model.model.layers[: self.n_layers]]
+            self.final_norm = model.model.norm.weight.detach()
+            self.lm_head = _Linear(model.lm_head.weight.detach(), fp16)
+
+            # RoPE tables computed exactly as Phi3RotaryEmbedding.forward (fp32 product, then cast).
+            inv_freq = model.model.rotary_emb.inv_freq.detach().to(device=self.device, dtype=torch.float32)
+            self.rot_dim = 2 * inv_freq.numel()
+            freqs = torch.arange(max_len, device=self.device, dtype=torch.float32)[:, None] * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            self._cos = emb.cos().to(self.dtype)
+            # rotate_half(x) * sin == roll(x, rot/2) * [-sin_lo, sin_hi]: folding the sign into the table
+            # turns HF's slice/neg/cat/mul/add into roll + addcmul (same values, fewer ops per step).
+            sin = emb.sin()
+            sin[:, : self.rot_dim // 2].neg_()
+            self._sin_signed = sin.to(self.dtype)
+
+            shape = (self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim)
+            self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            # Additive key bias: 0 for real tokens, -inf for left pads (only read when a batch has padding).
+            self._key_bias = torch.zeros(batch_size, 1, 1, max_len, device=self.device, dtype=self.dtype)
+            self._next_pos = torch.zeros(batch_size, device=self.device, dtype=torch.long)
+        self._has_padding = False
+        self._gqa = self.n_heads != self.n_kv_heads
+        self.length = 0
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the sequence; the cache memory is reused (stale entries are never read)."""
+        self.length = 0
+        self._has_padding = False
+        self._next_pos.zero_()
+
+    # ------------------------------------------------------------------ pieces
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+        # HF normalises in fp32 and casts back before applying the weight.
+        return weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        """HF apply_rotary_pos_emb: x [..., head_dim]; tables broadcastable to [..., rot_dim]."""
+        half = self.rot_dim // 2
+        if self.rot_dim == self.head_dim:
+            return torch.addcmul(x * cos, x.roll(half, dims=-1), sin_signed)
+        x_rot, x_pass = x[..., : self.rot_dim], x[..., self.rot_dim :]
+        rotated = torch.addcmul(x_rot * cos, x_rot.roll(half, dims=-1), sin_signed)
+        return torch.cat((rotated, x_pass), dim=-1)
+
+    def _logits(self, h_last: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self._norm(h_last, self.final_norm)).float()
+
+    # ------------------------------------------------------------------ prefill
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a new sequence from LEFT-padded prompts [B, T]; returns last-position logits [B, V] fp32."""
+        if input_ids.dim() != 2 or input_ids.shape[0] != self.batch_size:
+            raise ValueError(f"input_ids must be [batch_size={self.batch_size}, T], got {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if T < 1:
+            raise ValueError("prompt must have at least one token")
+        if T > self.max_len:
+            raise ValueError(f"prompt length {T} exceeds decoder max_len {self.max_len}")
+        self.reset()
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
+            real = attention_mask.to(device=self.device, dtype=torch.bool)
+            if not bool(real[:, -1].all()):
+                raise ValueError("prompts must be LEFT-padded: the last column of attention_mask must be all True")
+            if bool((real[:, 1:].int() < real[:, :-1].int()).any()):
+                raise ValueError("prompts must be LEFT-padded: attention_mask must be False...False True...True")
+            has_padding = not bool(real.all())
+        else:
+            real, has_padding = None, False
+
+        if has_padding:
+            positions = (real.long().cumsum(-1) - 1).masked_fill_(~real, 0)
+            causal = torch.ones(T, T, device=self.device, dtype=torch.bool).tril_()
+            # A pad query may see itself, so no row is fully masked (which would make NaNs that leak
+            # into the pad positions' K/V); real queries never see pad keys.
+            eye = torch.eye(T, device=self.device, dtype=torch.bool)
+            attn_mask = (causal & (real[:, None, None, :] | eye)).contiguous()
+            self._key_bias.zero_()
+            self._key_bias[:, 0, 0, :T].masked_fill_(~real, float("-inf"))
+        else:
+            positions = torch.arange(T, device=self.device).expand(B, T)
+            attn_mask = None
+        cos = self._cos[positions][:, None]  # [B, 1, T, rot]
+        sin = self._sin_signed[positions][:, None]
+
+        h = F.embedding(input_ids, self.embed)
+        for i, layer in enumerate(self.layers):
+            x = self._norm(h, layer.ln1)
+            qkv = layer.qkv(x)
+            q = qkv[..., : self.q_size].view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = qkv[..., self.q_size : self.q_size + self.kv_size].view(B, T, self.n_kv_heads, self.head_dim)
+            v = qkv[..., self.q_size + self.kv_size :].view(B, T, self.n_kv_heads, self.head_dim)
+            q = self._rope(q, cos, sin)
+            k = self._rope(k.transpose(1, 2), cos, sin)
+            self.k_cache[i, :, :, :T] = k
+            self.v_cache[i, :, :, :T] = v.transpose(1, 2)
+            a = F.scaled_dot_product_attention(
+                q, k, self.v_cache[i, :, :, :T], attn_mask=attn_mask, is_causal=attn_mask is None,
+                enable_gqa=self._gqa,
+            )
+            h = h + layer.o(a.transpose(1, 2).reshape(B, T, self.q_size))
+            gate, up = layer.gate_up(self._norm(h, layer.ln2)).chunk(2, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        self._next_pos.copy_(positions[:, -1] + 1)
+        self._has_padding = has_padding
+        self.length = T
+        return self._logits(h[:, -1])
+
+    # ------------------------------------------------------------------ step
+    @torch.inference_mode()
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row [B]; returns next-token logits [B, V] fp32."""
+        if self.length == 0:
+            raise RuntimeError("call prefill() before step()")
+        L = self.length
+        if L >= self.max_len:
+            raise RuntimeError(
+                f"KV cache full ({self.max_len} positions): reset() and prefill() the most recent tokens"
+            )
+        B = self.batch_size
+        if next_ids.shape != (B,):
+            raise ValueError(f"next_ids must be [{B}], got {tuple(next_ids.shape)}")
+        cos = self._cos[self._next_pos].view(B, 1, 1, self.rot_dim)
+        sin = self._sin_signed[self._next_pos].view(B, 1, 1, self.rot_dim)
+        key_bias = self._key_bias[:, :, :, : L + 1] if self._has_padding else None
+        nq, nkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+
+        h = F.embedding(next_ids.to(self.device), self.embed)  # [B, H]
+        for i, layer in enumerate(self.layers):
+            qkv = layer.qkv(self._norm(h, layer.ln1))
+            # q and k rotate together: one RoPE pass over [B, nq + nkv, 1, D].
+            qk = self._rope(qkv[:, : self.q_size + self.kv_size].view(B, nq + nkv, 1, D), cos, sin)
+            self.k_cache[i, :, :, L] = qk[:, nq:, 0]
+            self.v_cache[i, :, :, L] = qkv[:, self.q_size + self.kv_size :].view(B, nkv, D)
+            a = F.scaled_dot_product_attention(
+                qk[:, :nq], self.k_cache[i, :, :, : L + 1], self.v_cache[i, :, :, : L + 1],
+                attn_mask=key_bias, enable_gqa=self._gqa,
+            )
+            h = h + layer.o(a.view(B, self.q_size))
+            gate, up = layer.gate_up(self._norm(h, layer.ln2)).chunk(2, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        self._next_pos += 1
+        self.length = L + 1
+        return self._logits(h)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pick one token per row from logits [B, V] → LongTensor [B].
+
+    temperature 0 is greedy. top_p < 1 keeps the smallest set of most likely tokens whose probability reaches
+    top_p (the top token always survives). mask [B, V] (True = allowed) restricts the choice; a row whose mask
+    allows nothing falls back to its unmasked distribution instead of producing NaNs.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    logits = logits.float()
+    if mask is not None:
+        if mask.shape != logits.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(logits.shape)}")
+        mask = mask.to(device=logits.device, dtype=torch.bool)
+        usable = mask.any(dim=-1, keepdim=True)
+        logits = logits.masked_fill(~mask & usable, float("-inf"))
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
