@@ -1,0 +1,284 @@
+"""Client of the policy host (`smart serve`), for the studio, benchmarks and tests.
+
+    with LocalHost(model_dir) as host:              # or HostClient("https://gpu-box:8765", token)
+        client = host.client()
+        with client.generate(prompt_midi=clip.to_midi_bytes(), candidates=4, bars=4) as stream:
+            for event in stream:                    # "started", "note"…, "candidate"…, "done"
+                ...
+        stream.result["candidates"]                 # the done event's candidates
+
+Closing a stream early (leaving the `with`, `stream.close()`) closes the connection, and the host
+stops decoding that request. Errors the host reports (4xx/5xx, or an "error" event mid-stream)
+raise `HostError` with the host's message. Never imports Qt: the studio runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import httpx
+
+from engine.music import Clip
+
+TOKEN_ENV_VAR = "SMART_HOST_TOKEN"  # same as engine.host.TOKEN_ENV_VAR (kept here to stay light)
+
+
+class HostError(RuntimeError):
+    """The host refused or failed a request (status 0: it could not be reached)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except (ValueError, json.JSONDecodeError):
+        return response.text.strip()[:300] or response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else json.dumps(detail if detail is not None else body)[:300]
+
+
+def decode_midi(b64: str) -> Clip:
+    """A candidate's `midi` field as a Clip (ticks as in the prompt clip)."""
+    clip, _report = Clip.from_midi(base64.b64decode(b64), mode="user")
+    return clip
+
+
+class GenerationStream:
+    """The NDJSON events of one /v1/generate request; iterate once. `result` holds the done event."""
+
+    def __init__(self, response: httpx.Response):
+        self._response = response
+        self.result: dict | None = None
+        self.request_id: int | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            for line in self._response.iter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind = event.get("event")
+                if kind == "started":
+                    self.request_id = event.get("request_id")
+                elif kind == "error":
+                    raise HostError(f"generation failed: {event.get('message')}", 500)
+                elif event.get("done"):
+                    self.result = event
+                yield event
+        except httpx.HTTPError as exc:
+            raise HostError(f"the host connection broke: {exc}") from None
+        finally:
+            if self.result is not None:
+                self.close()
+
+    def wait(self) -> dict:
+        """Consume the remaining events; the done event."""
+        for _ in self:
+            pass
+        if self.result is None:
+            raise HostError("the host ended the stream without a result")
+        return self.result
+
+    def close(self) -> None:
+        """Stop listening; before the end this cancels the request on the host."""
+        self._response.close()
+
+    def __enter__(self) -> "GenerationStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class HostClient:
+    """Synchronous client; thread-safe for concurrent requests (httpx pools connections)."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # trust_env=False: a proxy from the environment must never see the token or the music.
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False,
+                                  transport=transport, limits=httpx.Limits(max_connections=64))
+        self.url = url.rstrip("/")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HostClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plain requests
+    def _request(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HostError(f"cannot reach the host at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise HostError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
+        return response.json()
+
+    def health(self) -> dict:
+        return self._request("GET", "/v1/health")
+
+    def models(self) -> dict:
+        return self._request("GET", "/v1/models")
+
+    def activate(self, path: str | os.PathLike) -> dict:
+        return self._request("POST", "/v1/models/activate", json={"path": str(path)}, timeout=300.0)
+
+    def score_midi(self, midi: bytes) -> dict:
+        return self._request("POST", "/v1/score", json={"midi": base64.b64encode(midi).decode()}, timeout=300.0)
+
+    def score_wav(self, audio_file: bytes) -> dict:
+        return self._request("POST", "/v1/score", json={"wav": base64.b64encode(audio_file).decode()},
+                             timeout=300.0)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompt_midi: bytes | None = None, *, candidates: int = 4, bars: int = 4,
+                 temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
+                 max_new_tokens: int | None = None, at_tick: int | None = None,
+                 infill: tuple[int, int] | None = None, allowed_pitches: Sequence[int] | None = None,
+                 score: bool = True, first_note: bool = False) -> GenerationStream:
+        """Start a generation; returns the open event stream (close it to cancel)."""
+        payload: dict = {"candidates": candidates, "bars": bars, "temperature": temperature, "top_p": top_p,
+                         "score": score}
+        if prompt_midi is not None:
+            payload["prompt_midi"] = base64.b64encode(prompt_midi).decode()
+        for key, value in (("seed", seed), ("max_new_tokens", max_new_tokens), ("at_tick", at_tick)):
+            if value is not None:
+                payload[key] = value
+        if infill is not None:
+            payload["infill"] = {"start_bar": infill[0], "end_bar": infill[1]}
+        if allowed_pitches is not None:
+            payload["allowed_pitches"] = list(allowed_pitches)
+        if first_note:
+            payload["first_note"] = True
+        return self.generate_raw(payload)
+
+    def generate_raw(self, payload: dict) -> GenerationStream:
+        # No read timeout: an infill or a long decode may send nothing for a while.
+        request = self._http.build_request("POST", "/v1/generate", json=payload,
+                                           timeout=httpx.Timeout(30.0, read=None))
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise HostError(f"cannot reach the host at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise HostError(f"POST /v1/generate: {response.status_code} {_detail(response)}", response.status_code)
+        return GenerationStream(response)
+
+
+class LocalHost:
+    """A `smart serve` subprocess on 127.0.0.1 with a free port and a random token.
+
+    The token travels in the environment (not argv, which other local users can read).
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "cpu",
+                 maa: str | os.PathLike | None = None, extra_args: Sequence[str] = (),
+                 startup_timeout: float = 180.0, python: str = sys.executable, env: dict | None = None):
+        self.model = model
+        self.device = device
+        self.maa = maa
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.python = python
+        self.env = env
+        self.token = secrets.token_urlsafe(32)
+        self.url: str | None = None
+        self.process: subprocess.Popen | None = None
+        self._dir: str | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        return Path(self._dir) / "host.log" if self._dir else None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:] if self.log_path else ""
+        except OSError:
+            return ""
+
+    def start(self) -> "LocalHost":
+        self._dir = tempfile.mkdtemp(prefix="smart-host-")
+        ready = Path(self._dir) / "ready.json"
+        cmd = [self.python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--device", self.device, "--ready-file", str(ready), "--log-level", "warning", *self.extra_args]
+        if self.model is not None:
+            cmd += ["--model", str(self.model)]
+        if self.maa is not None:
+            cmd += ["--maa", str(self.maa)]
+        env = dict(os.environ if self.env is None else self.env)
+        env[TOKEN_ENV_VAR] = self.token
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            env=env)
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            while not ready.exists():
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise HostError(f"the local host did not start in {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+                time.sleep(0.05)
+            port = json.loads(ready.read_text())["port"]
+            self.url = f"http://127.0.0.1:{port}"
+            with self.client() as client:
+                while True:
+                    self._check_alive()
+                    try:
+                        client.health()
+                        break
+                    except HostError as exc:
+                        if exc.status or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise HostError(f"the local host exited with status {self.process.returncode}:\n{self.log_tail()}")
+
+    def client(self, timeout: float = 30.0) -> HostClient:
+        if self.url is None:
+            raise HostError("the local host is not running")
+        return HostClient(self.url, self.token, timeout=timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.url = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> "LocalHost":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
