@@ -1,0 +1,223 @@
+"""pretrain: example construction (crops, FIM in the infill_prompt format), learning, resume, and `nll`."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.music import Clip, Note, TempoChange, TimeSignature
+from engine.tokenizer import RemiTokenizer
+from test_data import arpeggio_piece, make_corpus
+from training import nll as nll_mod
+from training import pretrain as pretrain_mod
+from training.data import TokenSplit, prepare
+from training.pretrain import ExampleBuilder, collate, learning_rate
+
+torch.set_num_threads(1)  # tiny models: threads only add overhead on the shared 2-core machines
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return RemiTokenizer()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "mini"
+    make_corpus(root, pieces=16)
+    out = tmp_path_factory.mktemp("data")
+    prepare([root], out, workers=1, val_frac=0.25, test_frac=0.25, progress=False)
+    return out
+
+
+def pretrain(data_dir, out, *extra):
+    args = ["pretrain", "--data", str(data_dir), "--config", "tiny", "--out", str(out), "--batch-size", "8",
+            "--seq-len", "160", "--lr", "3e-3", "--warmup", "10", "--eval-examples", "8", "--quiet",
+            "--threads", "1", *extra]
+    assert pretrain_mod.main(args) == 0
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def unigram_entropy(data_dir) -> float:
+    """Entropy (nats/token) of the training tokens' unigram distribution: the no-context baseline."""
+    counts = np.bincount(np.asarray(TokenSplit(data_dir, "train").tokens, dtype=np.int64)).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# ---------------------------------------------------------------------------- examples
+def piece_with_tempo_changes() -> Clip:
+    notes = []
+    for bar in range(10):
+        if bar == 4:
+            continue  # an empty bar inside the piece
+        offset = 0 if bar % 2 == 0 else 480  # some bars start on a note, some later
+        notes += [Note(bar * 1920 + offset, 60 + bar, 240), Note(bar * 1920 + offset + 480, 64 + bar, 240, 100)]
+    return Clip(notes, 480, [TempoChange(0, 96.0), TempoChange(3 * 1920, 132.0), TempoChange(6 * 1920 + 480, 80.0)],
+                [TimeSignature(0, 4, 4)])
+
+
+@pytest.mark.parametrize("start,end", [(0, 1), (0, 3), (1, 2), (2, 5), (3, 4), (4, 6), (6, 8), (7, 10), (9, 10), (0, 10)])
+def test_fim_example_matches_infill_prompt(tok, start, end):
+    """The token-level FIM split equals RemiTokenizer.infill_prompt + middle bars + EOS."""
+    clip = piece_with_tempo_changes()
+    ids = np.array(tok.encode(clip))
+    builder = ExampleBuilder(tok, seq_len=4096)
+    ex = builder.fim(ids, np.random.default_rng(0), span=(start, end))
+    spans = tok.bar_spans(ids.tolist())
+    middle = ids[spans[start][0]:spans[end - 1][1]].tolist()
+    expected = tok.infill_prompt(clip, start, end) + middle + [tok.eos_id]
+    assert ex.ids.tolist() == expected, (tok.ids_to_tokens(ex.ids), tok.ids_to_tokens(expected))
+    assert ex.ids[ex.loss_from - 1] == tok.fim_middle_id  # validation scores the middle and EOS only
+
+
+def test_fim_examples_fit_the_window_with_whole_bars(tok):
+    ids = np.array(tok.encode(arpeggio_piece(5, bars=40)))
+    builder = ExampleBuilder(tok, seq_len=128)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        ex = builder.fim(ids, rng)
+        assert ex is not None and len(ex.ids) <= 128
+        t = ex.ids.tolist()
+        pre, suf, mid = t.index(tok.fim_prefix_id), t.index(tok.fim_suffix_id), t.index(tok.fim_middle_id)
+        assert pre == 0 and pre < suf < mid and t[-1] == tok.eos_id
+        for lo, hi in ((pre + 1, suf), (suf + 1, mid), (mid + 1, len(t) - 1)):
+            assert hi == lo or t[lo] == tok.bar_id  # every part is whole bars
+        assert t[mid + 1] == tok.bar_id
+
+
+def test_continuation_crops(tok):
+    ids = np.array(tok.encode(arpeggio_piece(2, bars=30)))
+    builder = ExampleBuilder(tok, seq_len=100)
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        ex = builder.continuation(ids, rng)
+        t = ex.ids.tolist()
+        assert len(t) <= 100
+        if t[0] == tok.bos_id:
+            assert t[1:len(t)] == ids[:len(t) - 1].tolist()
+        else:
+            assert t[0] == tok.bar_id
+        if t[-1] == tok.eos_id:
+            assert t[-2] == ids[-1]
+        starts.add(t[0] == tok.bos_id)
+    assert starts == {True, False}
+    whole = builder.continuation(np.array(tok.encode(arpeggio_piece(2, bars=1))), rng)
+    assert whole.ids[0] == tok.bos_id and whole.ids[-1] == tok.eos_id
+
+
+def test_collate_pads_with_ignored_labels(tok):
+    builder = ExampleBuilder(tok, seq_len=64)
+    ids = np.array(tok.encode(arpeggio_piece(2, bars=1)))
+    ex = builder.continuation(ids, np.random.default_rng(0))
+    x, mask, labels = collate([ex], tok.pad_id, 64)
+    n = len(ex.ids)
+    assert (x[0, n:] == tok.pad_id).all() and (labels[0, n:] == -100).all() and (mask[0, n:] == 0).all()
+    assert (labels[0, :n] == x[0, :n]).all()
+
+
+def test_learning_rate_schedule():
+    lrs = [learning_rate(s, 1e-3, 10, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert learning_rate(100, 1e-3, 10, 100) == pytest.approx(1e-4)
+
+
+# ---------------------------------------------------------------------------- training
+def test_pretrain_beats_the_unigram_baseline(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    pretrain(data_dir, out, "--steps", "60", "--eval-every", "60", "--save-every", "60")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 61))
+    assert "val_loss_continuation" in log[-1] and "val_loss_infill" in log[-1]
+    baseline = unigram_entropy(data_dir)
+    # A 60-step tiny model on this regular music must already be far better than token frequencies.
+    assert log[-1]["val_loss_continuation"] < 0.75 * baseline, (log[-1], baseline)
+    assert result["step"] == 60 and result["tokens_seen"] == log[-1]["tokens_seen"]
+    ckpt = pretrain_mod.latest_checkpoint(out)
+    assert ckpt.name == "step-0000060" and (ckpt / "model.safetensors").exists()
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+    # `smart nll` on the validation split agrees with the training loop's view of it.
+    assert nll_mod.main(["nll", "--model", str(ckpt), "--data", str(data_dir), "--split", "val",
+                         "--context", "160"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"nll_per_token", "tokens", "files", "skipped", "vocab_size"} <= set(report)
+    assert report["vocab_size"] == RemiTokenizer().vocab_size
+    assert report["tokens"] == TokenSplit(data_dir, "val").num_tokens + report["files"]  # + EOS, BOS not scored
+    assert report["nll_per_token"] < 0.75 * baseline
+
+
+@pytest.mark.slow
+def test_pretrain_longer_learns_the_corpus_well(data_dir, tmp_path):
+    out = tmp_path / "run"
+    pretrain(data_dir, out, "--steps", "300", "--eval-every", "100", "--save-every", "300")
+    log = read_log(out)
+    evals = [r for r in log if "val_loss_continuation" in r]
+    assert [r["step"] for r in evals] == [100, 200, 300]
+    baseline = unigram_entropy(data_dir)
+    assert evals[-1]["val_loss_continuation"] < 0.4 * baseline, (evals, baseline)
+    assert evals[-1]["val_loss_infill"] < 0.4 * baseline
+    assert evals[-1]["val_loss_continuation"] < evals[0]["val_loss_continuation"]
+
+
+def test_resume_continues_steps_and_the_loss_curve(data_dir, tmp_path):
+    # Reference: 16 steps in one go.
+    straight = tmp_path / "straight"
+    pretrain(data_dir, straight, "--steps", "16", "--save-every", "5", "--eval-every", "0", "--no-augment")
+    # Interrupted: "killed" after step 12 (last checkpoint at 10), then resumed.
+    broken = tmp_path / "broken"
+    pretrain(data_dir, broken, "--steps", "16", "--save-every", "5", "--eval-every", "0", "--no-augment",
+             "--stop-after", "12")
+    assert [r["step"] for r in read_log(broken)] == list(range(1, 13))
+    assert pretrain_mod.latest_checkpoint(broken).name == "step-0000010"
+    pretrain(data_dir, broken, "--steps", "16", "--save-every", "5", "--eval-every", "0", "--no-augment", "--resume")
+    resumed, reference = read_log(broken), read_log(straight)
+    assert [r["step"] for r in resumed] == list(range(1, 17))  # steps 11–12 redone once, nothing missing
+    # Same data stream, weights and optimizer state after resume: the loss curve continues exactly.
+    for a, b in zip(resumed, reference):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-4), (a, b)
+        assert a["tokens_seen"] == b["tokens_seen"]
+    assert pretrain_mod.latest_checkpoint(broken).name == "step-0000016"
+    assert len(pretrain_mod.checkpoint_dirs(broken)) == 3  # --keep 3
+
+
+def test_fresh_run_refuses_to_overwrite_and_resume_without_checkpoint_starts(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    pretrain(data_dir, out, "--steps", "2", "--save-every", "1", "--eval-every", "0")
+    args = ["pretrain", "--data", str(data_dir), "--config", "tiny", "--out", str(out), "--steps", "3", "--quiet"]
+    assert pretrain_mod.main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_nll_on_midi_files_counts_skips(data_dir, tmp_path, capsys):
+    from engine.policy import Policy
+
+    model_dir = tmp_path / "model"
+    Policy.create("tiny", RemiTokenizer(), seed=0).save(model_dir)
+    corpus = tmp_path / "c"
+    make_corpus(corpus, pieces=2)
+    assert nll_mod.main(["nll", "--model", str(model_dir), "--data", str(corpus), "--context", "64"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 4 and report["skipped"] == 3
+    # An untrained model is close to uniform over the vocabulary.
+    assert abs(report["nll_per_token"] - math.log(report["vocab_size"])) < 0.5
+    # Sliding windows score every token once, whatever the window.
+    assert nll_mod.main(["nll", "--model", str(model_dir), "--data", str(corpus), "--context", "1024"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == report["tokens"]
+    assert nll_mod.main(["nll", "--model", str(tmp_path / "missing"), "--data", str(corpus)]) == 2
+
+
+def test_score_windows_cover_each_target_once():
+    for n, context, stride in [(1, 4, 2), (2, 4, 2), (4, 4, 2), (5, 4, 2), (10, 4, 2), (11, 4, 3), (100, 10, 1), (37, 16, 8)]:
+        windows = nll_mod.score_windows(n, context, stride)
+        targets = [t for begin, end, first in windows for t in range(first, end)]
+        assert targets == list(range(1, n))
+        assert all(end - begin <= context and first > begin for begin, end, first in windows)

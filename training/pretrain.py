@@ -1,0 +1,504 @@
+"""`smart pretrain`: train the Phi-3 REMI base model on a prepared DATA_DIR (paper §3.1).
+
+A plain nanoGPT-style loop on top of `accelerate` (so `accelerate launch` gives multi-GPU and
+bf16 on GPU; on CPU it is a single fp32 process):
+
+* examples are random crops of up to --seq-len tokens that start on a bar line (BOS when the crop
+  holds the start of a piece, EOS when it holds its end), PAD-padded with labels -100 on pads;
+* a share (--fim-rate) are bar-level fill-in-the-middle examples in exactly the format of
+  `RemiTokenizer.infill_prompt` + middle + EOS, so one model both continues and infills;
+* train crops are augmented on the fly (transposition ±5 semitones, tempo jitter);
+* AdamW, warmup + cosine LR, gradient clipping; continuation and infilling validation losses are
+  reported separately; JSONL + TensorBoard logs; atomic checkpoints that `--resume` continues from.
+
+Run layout (OUT):
+    log.jsonl                 one line per step ({"step", "loss", "lr", ...}) and per evaluation
+    tb/                       TensorBoard events
+    run_config.json           the arguments of the run
+    checkpoints/step-NNNNNNN/ HF model dir (policy.save) + training_state.pt (optimizer, step, RNG)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from engine.errors import UserError
+from engine.music import atomic_write_text
+from engine.tokenizer import RemiTokenizer
+from training.data import TokenAugmenter, TokenSplit, load_tokenizer
+
+TRAINING_STATE_FILE = "training_state.pt"
+CHECKPOINTS = "checkpoints"
+LOG_FILE = "log.jsonl"
+IGNORE_INDEX = -100
+# Share of continuation crops that start at the beginning of a piece: procedural prompts (paper §3.5)
+# are "BOS Bar TimeSig Position Tempo", so what follows BOS must be learned well, not 1 crop in 100.
+HEAD_CROP_RATE = 0.15
+
+
+# ---------------------------------------------------------------------------- examples
+@dataclass
+class Example:
+    ids: np.ndarray  # int64 tokens, unpadded
+    loss_from: int = 1  # index of the first token whose prediction is scored (FIM validation: the middle)
+    kind: str = "continuation"
+
+
+class ExampleBuilder:
+    """Builds continuation crops and bar-level FIM examples from token sequences."""
+
+    def __init__(self, tokenizer: RemiTokenizer, seq_len: int):
+        if seq_len < 16:
+            raise UserError("--seq-len must be at least 16")
+        self.tok = tokenizer
+        self.seq_len = seq_len
+        self.position0_id = tokenizer.vocab["Position_0"]
+        self.is_tempo = np.zeros(tokenizer.vocab_size, dtype=bool)
+        self.is_tempo[tokenizer.kind_ids["Tempo"]] = True
+        self.default_tempo_id = tokenizer.vocab[f"Tempo_{tokenizer.nearest_tempo(120.0)}"]
+
+    def bar_starts(self, seq: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(np.asarray(seq) == self.tok.bar_id)
+
+    def continuation(self, seq: np.ndarray, rng: np.random.Generator, start_bar: int | None = None) -> Example:
+        """A crop starting on a bar line; BOS if it starts the piece, EOS if it reaches the end."""
+        seq = np.asarray(seq, dtype=np.int64)
+        bars = self.bar_starts(seq)
+        L = self.seq_len
+        if start_bar is None:
+            # Starts that leave the crop at least half full (plus the piece start, always allowed).
+            usable = bars[bars <= max(0, len(seq) - L // 2)]
+            if len(usable) == 0 or rng.random() < HEAD_CROP_RATE:
+                start = int(bars[0]) if len(bars) else 0
+            else:
+                start = int(usable[rng.integers(len(usable))])
+        else:
+            start = int(bars[min(start_bar, len(bars) - 1)]) if len(bars) else 0
+        head = [self.tok.bos_id] if start == 0 else []
+        body = seq[start:start + L - len(head)]
+        tail = [self.tok.eos_id] if start + len(body) >= len(seq) and len(head) + len(body) < L else []
+        return Example(np.concatenate([np.array(head, dtype=np.int64), body, np.array(tail, dtype=np.int64)]))
+
+    def fim(self, seq: np.ndarray, rng: np.random.Generator, max_span_bars: int = 8,
+            span: tuple[int, int] | None = None) -> Example | None:
+        """FIMPrefix <bars before> FIMSuffix <bars after> FIMMiddle <span bars> EOS, or None if no span fits.
+
+        Split at Bar tokens (`tokenizer.bar_spans`). Like `infill_prompt`, the suffix opens with the
+        tempo in force (`Position_0 Tempo_x` after its first Bar/TimeSig), since it is encoded as a
+        clip of its own there. Prefix and suffix are cut to whole bars to fit --seq-len.
+        """
+        seq = np.asarray(seq, dtype=np.int64)
+        spans = self.tok.bar_spans(seq)
+        n_bars = len(spans)
+        if n_bars == 0:
+            return None
+        budget = self.seq_len - 4  # FIMPrefix, FIMSuffix, FIMMiddle, EOS
+        if span is None:
+            k = int(rng.integers(1, min(max_span_bars, n_bars) + 1))
+            s = int(rng.integers(0, n_bars - k + 1))
+        else:
+            s, e = span
+            k = e - s
+        while k >= 1 and spans[s + k - 1][1] - spans[s][0] > budget:
+            k -= 1  # the span must fit whole, with room for its EOS
+        if k < 1:
+            return None
+        e = s + k
+        mid_lo, mid_hi = spans[s][0], spans[e - 1][1]
+        middle = seq[mid_lo:mid_hi]
+        suffix = self._suffix_with_tempo(seq, mid_hi) if e < n_bars else np.zeros(0, dtype=np.int64)
+        prefix = seq[:mid_lo]
+        room = budget - len(middle)
+        # Keep whole bars: suffix from its start, prefix from its end (the music nearest the span).
+        suffix_room = room // 2 if len(prefix) > room - room // 2 else room - len(prefix)
+        suffix = self._cut_bars(suffix, suffix_room, keep="head")
+        prefix = self._cut_bars(prefix, room - len(suffix), keep="tail")
+        t = self.tok
+        ids = np.concatenate([[t.fim_prefix_id], prefix, [t.fim_suffix_id], suffix, [t.fim_middle_id],
+                              middle, [t.eos_id]]).astype(np.int64)
+        return Example(ids, loss_from=len(ids) - len(middle) - 1, kind="infill")
+
+    def _suffix_with_tempo(self, seq: np.ndarray, at: int) -> np.ndarray:
+        suffix = seq[at:]
+        tempos = np.flatnonzero(self.is_tempo[seq[:at]])
+        tempo_id = int(seq[tempos[-1]]) if len(tempos) else self.default_tempo_id
+        head = suffix[:2]  # Bar TimeSig
+        rest = suffix[2:]
+        if len(rest) >= 2 and rest[0] == self.position0_id and self.is_tempo[rest[1]]:
+            return suffix  # a tempo change on this very bar line: already there
+        if len(rest) >= 1 and rest[0] == self.position0_id:
+            return np.concatenate([head, [self.position0_id, tempo_id], rest[1:]])
+        return np.concatenate([head, [self.position0_id, tempo_id], rest])
+
+    def _cut_bars(self, ids: np.ndarray, room: int, keep: str) -> np.ndarray:
+        if len(ids) <= room:
+            return ids
+        if room <= 0:
+            return ids[:0]
+        bars = self.bar_starts(ids)
+        if keep == "head":
+            ends = [b for b in bars if 0 < b <= room]
+            return ids[:ends[-1]] if ends else ids[:0]
+        starts = [b for b in bars if len(ids) - b <= room]
+        return ids[starts[0]:] if starts else ids[:0]
+
+
+def collate(examples: list[Example], pad_id: int, seq_len: int, score_all: bool = True):
+    """(input_ids, attention_mask, labels) tensors; labels are -100 on pads (and before loss_from)."""
+    batch = len(examples)
+    ids = torch.full((batch, seq_len), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, seq_len), dtype=torch.long)
+    labels = torch.full((batch, seq_len), IGNORE_INDEX, dtype=torch.long)
+    for r, ex in enumerate(examples):
+        n = min(len(ex.ids), seq_len)
+        row = torch.from_numpy(np.asarray(ex.ids[:n], dtype=np.int64))
+        ids[r, :n] = row
+        mask[r, :n] = 1
+        labels[r, :n] = row
+        if not score_all:
+            labels[r, :max(0, ex.loss_from)] = IGNORE_INDEX
+    return ids, mask, labels
+
+
+class TrainSampler:
+    """Random training examples: sequences drawn in proportion to their length, augmented."""
+
+    def __init__(self, split: TokenSplit, builder: ExampleBuilder, fim_rate: float, augment: bool = True):
+        if len(split) == 0:
+            raise UserError(f"the {split.split} split of {split.dir} is empty")
+        self.split = split
+        self.builder = builder
+        self.fim_rate = fim_rate
+        self.augmenter = TokenAugmenter(builder.tok) if augment else None
+        lengths = np.array([s.length for s in split.sequences], dtype=float)
+        self.weights = lengths / lengths.sum()
+
+    def example(self, rng: np.random.Generator) -> Example:
+        seq = np.asarray(self.split[int(rng.choice(len(self.split), p=self.weights))], dtype=np.int64)
+        ex = self.builder.fim(seq, rng) if rng.random() < self.fim_rate else None
+        if ex is None:
+            ex = self.builder.continuation(seq, rng)
+        if self.augmenter is not None:
+            ex = Example(self.augmenter(ex.ids, rng), ex.loss_from, ex.kind)
+        return ex
+
+    def batch(self, rng: np.random.Generator, size: int) -> list[Example]:
+        return [self.example(rng) for _ in range(size)]
+
+
+def validation_examples(split: TokenSplit, builder: ExampleBuilder, count: int, seed: int = 1234):
+    """A fixed set of `count` continuation and `count` FIM examples (no augmentation)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([s.length for s in split.sequences], dtype=float)
+    cont, fim = [], []
+    if len(split) == 0 or count <= 0:
+        return cont, fim
+    p = lengths / lengths.sum()
+    for _ in range(count):
+        seq = np.asarray(split[int(rng.choice(len(split), p=p))], dtype=np.int64)
+        cont.append(builder.continuation(seq, rng))
+        ex = builder.fim(seq, rng)
+        if ex is not None:
+            fim.append(ex)
+    return cont, fim
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[Example], tok: RemiTokenizer, seq_len: int, batch_size: int,
+              device, score_all: bool) -> tuple[float, int]:
+    """Token-weighted mean NLL (nats) over examples; score_all=False scores only from loss_from."""
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        width = min(seq_len, max(len(e.ids) for e in chunk))
+        ids, mask, labels = collate(chunk, tok.pad_id, width, score_all=score_all)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+        total += float(torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum"))
+        count += int((shift_labels != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return (total / count if count else float("nan")), count
+
+
+# ---------------------------------------------------------------------------- schedule and checkpoints
+def learning_rate(step: int, peak: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Linear warmup to `peak`, then cosine decay to `min_ratio * peak` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def checkpoint_dirs(out: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (with their training state), oldest first."""
+    root = out / CHECKPOINTS
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name.startswith("step-") and (d / TRAINING_STATE_FILE).exists() and (d / "model.safetensors").exists():
+                try:
+                    found.append((int(d.name[5:]), d))
+                except ValueError:
+                    pass
+    return sorted(found)
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    found = checkpoint_dirs(Path(out))
+    return found[-1][1] if found else None
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def save_checkpoint(out: Path, step: int, policy, optimizer, rng: np.random.Generator, state: dict, keep: int) -> Path:
+    """Write checkpoints/step-N atomically (a temp dir renamed into place) and prune old ones."""
+    root = out / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    for stale in root.glob(".tmp-step-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
+    policy.save(tmp)
+    torch.save({
+        **state,
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "numpy_rng": _rng_state(rng),
+        "torch_rng": torch.get_rng_state(),
+    }, tmp / TRAINING_STATE_FILE)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for _step, old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_training_state(ckpt: Path) -> dict:
+    try:
+        return torch.load(ckpt / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read {ckpt / TRAINING_STATE_FILE}: {exc}") from None
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines after the resumed checkpoint, so a resumed run neither repeats nor skips steps."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if rec.get("step", 0) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(args) -> dict:
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from engine.policy import Policy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars would bury the log
+    out = Path(args.out)
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no",
+                              cpu=not cuda)
+    main_process = accelerator.is_main_process
+
+    tok = load_tokenizer(args.data)
+    train_split = TokenSplit(args.data, "train")
+    val_split = TokenSplit(args.data, "val")
+    builder = ExampleBuilder(tok, args.seq_len)
+    sampler = TrainSampler(train_split, builder, args.fim_rate, augment=not args.no_augment)
+    val_cont, val_fim = validation_examples(val_split, builder, args.eval_examples)
+
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    ckpt = latest_checkpoint(out) if args.resume else None
+    if args.resume and ckpt is None and main_process:
+        print(f"pretrain: no checkpoint in {out / CHECKPOINTS}; starting from scratch", file=sys.stderr)
+    if ckpt is not None:
+        state = load_training_state(ckpt)
+        policy = Policy.load(ckpt)
+        if policy.tokenizer.vocab != tok.vocab:
+            raise UserError(f"checkpoint {ckpt} was trained with another tokenizer than {args.data}")
+        step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        elapsed_before = float(state.get("elapsed_seconds", 0.0))
+    else:
+        if (out / LOG_FILE).exists() and not args.resume and checkpoint_dirs(out):
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        policy = Policy.create(args.config, tok, seed=args.seed)
+        state = None
+    model = policy.model
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    # Per-process data stream; restored exactly on resume.
+    rng = np.random.default_rng([args.seed, accelerator.process_index])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+
+    writer = None
+    log_path = out / LOG_FILE
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        truncate_log(log_path, step)
+        run_config = {k: v for k, v in vars(args).items() if k != "func"}
+        atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=1))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+        except Exception as exc:  # TensorBoard is a nicety; the JSONL log is the record
+            print(f"pretrain: TensorBoard disabled ({exc})", file=sys.stderr)
+    log_file = open(log_path, "a") if main_process else None
+
+    def log(rec: dict) -> None:
+        if not main_process:
+            return
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+        if writer is not None:
+            for k, v in rec.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, rec["step"])
+
+    def evaluate() -> dict:
+        unwrapped = accelerator.unwrap_model(model)
+        with accelerator.autocast():
+            cont, n_cont = mean_loss(unwrapped, val_cont, tok, args.seq_len, args.batch_size, device, True)
+            infill, n_fim = mean_loss(unwrapped, val_fim, tok, args.seq_len, args.batch_size, device, False)
+        return {"val_loss_continuation": round(cont, 5), "val_loss_infill": round(infill, 5),
+                "val_tokens_continuation": n_cont, "val_tokens_infill": n_fim}
+
+    def checkpoint() -> None:
+        if main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            save_checkpoint(out, step, Policy(unwrapped, tok), optimizer, rng, {
+                "tokens_seen": tokens_seen, "elapsed_seconds": elapsed_before + time.time() - started,
+                "config": args.config, "seq_len": args.seq_len}, keep=args.keep)
+            unwrapped.train()
+        accelerator.wait_for_everyone()
+
+    started = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="pretrain", unit="step", disable=not main_process or args.quiet)
+    last: dict = {}
+    stop_after = step + args.stop_after if args.stop_after else None
+    while step < args.steps:
+        lr = learning_rate(step, args.lr, args.warmup, args.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        examples = sampler.batch(rng, args.batch_size)
+        ids, mask, labels = collate(examples, tok.pad_id, args.seq_len)
+        width = int(mask.sum(1).max())  # no compute on columns that are padding in every row
+        ids, mask, labels = ids[:, :width].to(device), mask[:, :width].to(device), labels[:, :width].to(device)
+        with accelerator.autocast():
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += int(mask.sum()) * accelerator.num_processes
+        last = {"step": step, "loss": round(float(loss.detach()), 5), "lr": lr,
+                "grad_norm": round(float(grad_norm), 4), "tokens_seen": tokens_seen,
+                "fim_share": round(sum(e.kind == "infill" for e in examples) / len(examples), 3),
+                "elapsed_seconds": round(elapsed_before + time.time() - started, 1)}
+        if args.eval_every and (step % args.eval_every == 0 or step == args.steps):
+            last.update(evaluate())
+        log(last)
+        bar.update()
+        bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}")
+        if step % args.save_every == 0 or step == args.steps:
+            checkpoint()
+        if step == stop_after:
+            break  # like a kill: whatever was logged after the last checkpoint is redone on --resume
+    bar.close()
+    if log_file:
+        log_file.close()
+    if writer is not None:
+        writer.close()
+    return {"step": step, "tokens_seen": tokens_seen, "out": str(out), **{k: v for k, v in last.items() if k.startswith("val_")},
+            "loss": last.get("loss")}
+
+
+# ---------------------------------------------------------------------------- CLI
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain the Phi-3 base model on prepared data (continuation + bar infilling)",
+        description="Train the REMI Phi-3 base model on a DATA_DIR made by `smart prepare-data`.")
+    p.add_argument("--data", required=True, metavar="DATA_DIR")
+    p.add_argument("--config", choices=["paper", "tiny"], default="paper")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (logs and checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=200, help="warmup steps")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--fim-rate", type=float, default=0.25, help="share of bar-infilling examples")
+    p.add_argument("--eval-every", type=int, default=500, help="validation every N steps (0: never)")
+    p.add_argument("--eval-examples", type=int, default=64, help="validation examples per kind")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept (oldest deleted)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-augment", action="store_true", help="no transposition / tempo jitter")
+    p.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)  # tests: simulate a kill
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    for name in ("steps", "batch_size", "save_every"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.fim_rate <= 1:
+        raise UserError("--fim-rate must be between 0 and 1")
+    result = train(args)
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"pretrain: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
