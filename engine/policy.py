@@ -200,7 +200,7 @@ class Policy:
         if batch == 0:
             return
         device = self.device
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device=device)  # sampling happens where the logits are
         gen.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
         max_ctx = self.context_length
         histories = [list(p) for p in prompts]

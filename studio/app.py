@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return _take_screenshot(app, window, Path(args.screenshot), ok)
     # After the event loop starts, so the window is visible behind the question.
     QTimer.singleShot(200, window.offer_recovery)
+    # The generation host (local CPU subprocess by default) starts in the background; stopped in shutdown().
+    QTimer.singleShot(300, window.generate_panel.connect_host)
     code = app.exec()
     return code
 

@@ -105,6 +105,11 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._connect()
+        from studio.generate.panel import GeneratePanel  # the Generate panel (studio/generate)
+
+        self.generate_panel = GeneratePanel(self)
+        self.add_panel(self.generate_panel)
+        self.generate_panel.install_menu(self.menuBar())
         self.resize(1400, 860)
         self._update_title()
         self.editor.grid.center_on_notes()
@@ -371,6 +376,11 @@ class MainWindow(QMainWindow):
         tr = self.transport
         self.editor.set_loop(tr.loop, tr.loop_enabled)
         self._change_serial += 1  # the loop is saved with the project
+
+    def mark_modified(self) -> None:
+        """Project state outside the undo stack changed (e.g. generation history): unsaved."""
+        self._forced_modified = True
+        self._bump_change()
 
     def is_modified(self) -> bool:
         return self._forced_modified or not self.undo_stack.isClean()
@@ -690,6 +700,7 @@ class MainWindow(QMainWindow):
         if self._wav_job is not None:
             self._wav_job.cancel()
             self._wav_job.wait()
+        self.generate_panel.shutdown()
         self.transport.shutdown()
         self.midi.shutdown()
         self.autosaver.clean_exit()

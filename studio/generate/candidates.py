@@ -1,0 +1,255 @@
+"""Candidates of the Generate panel: the items, their colours, the table model (sortable by any MAA
+axis: best-of-N) and the delegate that draws CE/CU/PC/PQ score bars."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRectF, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor, QPainter
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate
+
+from engine.music import Note
+from studio import theme
+
+AXES = ("CE", "CU", "PC", "PQ")
+AXIS_NAMES = {"CE": "content enjoyment", "CU": "content usefulness", "PC": "production complexity",
+              "PQ": "production quality"}
+# 16 distinct hues (one per candidate), bright enough on the dark roll.
+PALETTE = [QColor.fromHsv(h, 170, 255) for h in
+           (190, 30, 120, 300, 55, 255, 350, 160, 85, 220, 15, 270, 140, 330, 100, 240)]
+RANDOM_SCORE_COLOUR = QColor(0x9A, 0x8C, 0x6A)
+SCORE_MIN, SCORE_MAX = 1.0, 10.0
+_ids = itertools.count(1)
+
+
+def candidate_colour(index: int) -> QColor:
+    return QColor(PALETTE[index % len(PALETTE)])
+
+
+def score_colour(value: float) -> QColor:
+    """1 → red, 5.5 → amber, 10 → green."""
+    t = max(0.0, min(1.0, (value - SCORE_MIN) / (SCORE_MAX - SCORE_MIN)))
+    return QColor.fromHsv(int(0 + 120 * t), 170, 220)
+
+
+@dataclass
+class CandidateItem:
+    index: int  # position in its request (and its colour)
+    request: str  # history id of the request that made it
+    mode: str  # "continue", "infill", "search"
+    notes: list[Note] = field(default_factory=list)
+    features: dict | None = None
+    scores: dict | None = None
+    random_weights: bool = False
+    scores_error: str | None = None
+    finished_by: str | None = None
+    status: str = "streaming"  # streaming, ready, accepted, discarded
+    span: tuple[int, int] | None = None  # infill: the ticks it replaces
+    reward: float | None = None  # search: the reward it was kept for
+    uid: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def colour(self) -> QColor:
+        return candidate_colour(self.index)
+
+    @property
+    def label(self) -> str:
+        return f"{'S' if self.mode == 'search' else '#'}{self.index + 1}"
+
+    def to_dict(self) -> dict:
+        return {"request": self.request, "index": self.index, "mode": self.mode,
+                "notes": [[n.start, n.pitch, n.duration, n.velocity] for n in self.notes],
+                "features": self.features, "scores": self.scores, "random_weights": self.random_weights,
+                "scores_error": self.scores_error, "finished_by": self.finished_by, "status": self.status,
+                "span": list(self.span) if self.span else None, "reward": self.reward}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CandidateItem":
+        span = d.get("span")
+        return cls(index=int(d.get("index", 0)), request=str(d.get("request", "")), mode=str(d.get("mode", "continue")),
+                   notes=[Note(int(s), int(p), int(du), int(v)) for s, p, du, v in d.get("notes", [])],
+                   features=d.get("features"), scores=d.get("scores"),
+                   random_weights=bool(d.get("random_weights", False)), scores_error=d.get("scores_error"),
+                   finished_by=d.get("finished_by"), status=str(d.get("status", "ready")),
+                   span=(int(span[0]), int(span[1])) if span else None, reward=d.get("reward"))
+
+    def tooltip(self) -> str:
+        lines = [f"<b>Candidate {self.label}</b> — {len(self.notes)} notes, {self.status}"]
+        if self.finished_by:
+            lines.append(f"ended by: {self.finished_by}")
+        if self.reward is not None:
+            lines.append(f"search reward: {self.reward:.3f}")
+        if self.scores:
+            tag = " <i>(random weights — test only)</i>" if self.random_weights else ""
+            lines.append("MAA" + tag + ": " + ", ".join(f"{a} {self.scores[a]:.2f}" for a in AXES if a in self.scores))
+        elif self.scores_error:
+            lines.append(f"no MAA scores: {self.scores_error}")
+        if self.features:
+            f = self.features
+            lines.append("<br><b>Features</b> (paper §4.2)")
+            for key, fmt in (("n_notes", "{:d}"), ("polyphony_rate", "{:.2f}"), ("empty_beat_rate", "{:.2f}"),
+                             ("pitch_range", "{:d}"), ("scale_consistency", "{:.2f}"), ("velocity_range", "{:d}")):
+                if key in f:
+                    try:
+                        lines.append(f"{key.replace('_', ' ')}: {fmt.format(f[key])}")
+                    except (ValueError, TypeError):
+                        lines.append(f"{key.replace('_', ' ')}: {f[key]}")
+        return "<br>".join(lines)
+
+
+SORT_ROLE = Qt.UserRole + 1
+SCORE_ROLE = Qt.UserRole + 2  # (value or None, random_weights)
+COLOUR_ROLE = Qt.UserRole + 3
+
+
+class CandidateTableModel(QAbstractTableModel):
+    COLUMNS = ("", "Notes", *AXES, "State")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.items: list[CandidateItem] = []
+        self.show_scores = True  # False while no real (or labelled random) MAA is available
+
+    # ------------------------------------------------------------------ edits
+    def set_items(self, items: list[CandidateItem]) -> None:
+        self.beginResetModel()
+        self.items = list(items)
+        self.endResetModel()
+
+    def add(self, item: CandidateItem) -> None:
+        self.beginInsertRows(QModelIndex(), len(self.items), len(self.items))
+        self.items.append(item)
+        self.endInsertRows()
+
+    def item_changed(self, item: CandidateItem) -> None:
+        try:
+            row = self.items.index(item)
+        except ValueError:
+            return
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+
+    def set_show_scores(self, show: bool) -> None:
+        if show != self.show_scores:
+            self.show_scores = show
+            if self.items:
+                self.dataChanged.emit(self.index(0, 2), self.index(len(self.items) - 1, 5))
+
+    def remove(self, item: CandidateItem) -> None:
+        try:
+            row = self.items.index(item)
+        except ValueError:
+            return
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self.items[row]
+        self.endRemoveRows()
+
+    # ------------------------------------------------------------------ Qt model
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.items)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
+            return self.COLUMNS[section]
+        if orientation == Qt.Horizontal and role == Qt.ToolTipRole and 2 <= section <= 5:
+            axis = AXES[section - 2]
+            return f"MAA {axis}: {AXIS_NAMES[axis]} (1–10). Click to sort: best-of-N."
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.items):
+            return None
+        item, col = self.items[index.row()], index.column()
+        if role == Qt.ToolTipRole:
+            return item.tooltip()
+        if col == 0:
+            if role == Qt.DisplayRole:
+                return item.label
+            if role == COLOUR_ROLE or role == Qt.DecorationRole:
+                return item.colour
+            if role == SORT_ROLE:
+                return item.uid
+            return None
+        if col == 1:
+            if role == Qt.DisplayRole:
+                return str(len(item.notes))
+            if role == SORT_ROLE:
+                return len(item.notes)
+            return None
+        if 2 <= col <= 5:
+            axis = AXES[col - 2]
+            value = item.scores.get(axis) if (item.scores and self.show_scores) else None
+            if role == SCORE_ROLE:
+                return (value, item.random_weights, item.status == "streaming")
+            if role == SORT_ROLE:
+                return -1e9 if value is None else float(value)
+            if role == Qt.DisplayRole:
+                return "" if value is None else f"{value:.2f}"
+            return None
+        if col == 6:
+            if role == Qt.DisplayRole:
+                state = {"streaming": "streaming…", "ready": "ready"}.get(item.status, item.status)
+                if item.reward is not None and item.status == "ready":
+                    state = f"reward {item.reward:.2f}"
+                return state
+            if role == SORT_ROLE:
+                return item.status
+            if role == Qt.ForegroundRole:
+                return {"accepted": QColor("#9fe0a0"), "discarded": theme.TEXT_DIM,
+                        "streaming": QColor("#ffd040")}.get(item.status, theme.TEXT)
+        return None
+
+
+class CandidateSortProxy(QSortFilterProxyModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+
+class ScoreBarDelegate(QStyledItemDelegate):
+    """A horizontal bar (1–10) with the value; hatched amber for random-weight scores."""
+
+    def paint(self, p: QPainter, option, index) -> None:
+        value, random_weights, streaming = index.data(SCORE_ROLE) or (None, False, False)
+        p.save()
+        if option.state & QStyle.State_Selected:
+            p.fillRect(option.rect, option.palette.highlight().color().darker(160))
+        r = QRectF(option.rect).adjusted(3, 4, -3, -4)
+        p.fillRect(r, QColor(0x1A, 0x1C, 0x20))
+        if value is None:
+            p.setPen(theme.TEXT_DIM)
+            p.drawText(r, Qt.AlignCenter, "…" if streaming else "—")
+        else:
+            frac = max(0.0, min(1.0, (value - SCORE_MIN) / (SCORE_MAX - SCORE_MIN)))
+            bar = QRectF(r.left(), r.top(), r.width() * frac, r.height())
+            colour = RANDOM_SCORE_COLOUR if random_weights else score_colour(value)
+            p.fillRect(bar, colour)
+            if random_weights:
+                p.fillRect(bar, QColor(0, 0, 0, 60))
+                p.setBrush(Qt.BDiagPattern)
+                p.fillRect(bar, Qt.BDiagPattern)
+            p.setPen(QColor(0xF4, 0xF4, 0xF4))
+            p.drawText(r.adjusted(0, 0, -2, 0), Qt.AlignRight | Qt.AlignVCenter, f"{value:.1f}")
+        p.restore()
+
+
+class SwatchDelegate(QStyledItemDelegate):
+    """The candidate's ghost colour next to its label."""
+
+    def paint(self, p: QPainter, option, index) -> None:
+        p.save()
+        if option.state & QStyle.State_Selected:
+            p.fillRect(option.rect, option.palette.highlight())
+        colour = index.data(COLOUR_ROLE) or QColor(Qt.gray)
+        r = option.rect
+        sw = QRectF(r.left() + 4, r.top() + 5, 12, r.height() - 10)
+        p.fillRect(sw, colour)
+        p.setPen(theme.TEXT)
+        p.drawText(QRectF(r.left() + 20, r.top(), r.width() - 20, r.height()), Qt.AlignVCenter | Qt.AlignLeft,
+                   index.data(Qt.DisplayRole) or "")
+        p.restore()

@@ -1,0 +1,330 @@
+"""The Generate panel against real hosts on 127.0.0.1 (tiny random model; small random-weight MAA).
+
+One local host subprocess is started through the panel's own HostConnection (local mode, as the studio
+does) and shared by the tests, which connect their windows to it as a remote host (URL + token); a
+second, in-process host has no MAA weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+from PySide6.QtCore import Qt
+from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
+
+from engine.music import Clip, Note
+from engine.project import Project, load_project
+from studio.generate.audition import SOLO
+from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
+from studio.generate.options import GenerateOptions, allowed_pitches
+
+PPQ = 480
+
+
+def sketch_clip(bars: int = 4) -> Clip:
+    pitches = [60, 64, 67, 72, 62, 65, 69, 74, 64, 67, 71, 76, 60, 64, 67, 72]
+    return Clip([Note(i * PPQ, pitches[i % 16], 400, 80) for i in range(4 * bars)], ppq=PPQ)
+
+
+def wait_for(app, cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from engine.policy import Policy
+
+    root = tmp_path_factory.mktemp("generate-models")
+    Policy.create("tiny", seed=0).save(root / "tiny")
+    return root / "tiny"
+
+
+@pytest.fixture(scope="module")
+def local_host(qapp, model_dir, tmp_path_factory):
+    """The panel's local-host path: a `smart serve` subprocess with the tiny model and a random-weight MAA."""
+    from engine.scorer import build_maa_model, save_checkpoint_pt
+
+    maa = save_checkpoint_pt(build_maa_model(small=True), tmp_path_factory.mktemp("maa") / "checkpoint.pt")
+    conn = HostConnection()
+    conn.configure(LOCAL, model_dir=str(model_dir), maa_path=str(maa))
+    conn.connect_host()
+    assert conn.state == "connecting"
+    assert wait_for(qapp, lambda: conn.state in ("connected", "failed"), 240), "local host did not start"
+    assert conn.connected, conn.error
+    assert conn.device() == "cpu" and conn.maa_status() == "random-weights"
+    assert conn.model_name().startswith("tiny")
+    yield conn
+    local = conn.local
+    conn.shutdown()
+    assert local.process.poll() is not None  # the subprocess is gone
+
+
+@contextlib.contextmanager
+def serve(app):
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def bare_host(model_dir):
+    """A host without MAA weights (in-process, token-protected)."""
+    from engine.host import create_app
+    from engine.policy import Policy
+
+    app = create_app(Policy.load(model_dir), maa_reason="MAA weights not installed (test)", token="bare-token-123")
+    with serve(app) as url:
+        yield url, "bare-token-123"
+
+
+def connect(qtbot, win, url: str, token: str):
+    panel = win.generate_panel
+    panel.set_host(REMOTE, url=url, token=token)
+    qtbot.waitUntil(lambda: panel.host.state in ("connected", "failed"), timeout=30000)
+    assert panel.host.connected, panel.host.error
+    assert "cpu" in panel.host_label.text()  # the connection and the host's device are shown
+    return panel
+
+
+def generate(qtbot, panel, button, candidates=4, bars=2, seed=7):
+    panel.spin_candidates.setValue(candidates)
+    panel.spin_bars.setValue(bars)
+    panel.spin_seed.setValue(seed)
+    qtbot.mouseClick(button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel._job is None and panel._request is not None
+                    and panel._request["status"] != "running", timeout=60000)
+    assert panel._request["status"] == "completed", panel.job_label.text()
+
+
+# ====================================================================== no host needed
+def test_key_lock_and_range_make_allowed_pitches():
+    assert allowed_pitches(False, 0, "major", 0, 127) is None
+    assert allowed_pitches(True, 2, "minor", 60, 72) == [60, 62, 64, 65, 67, 69, 70, 72]  # D minor
+    o = GenerateOptions(key_lock=True, key_root=7, key_scale="major", low=66, high=67)
+    assert o.allowed() == [66, 67]
+    o.low, o.high, o.key_root = 61, 61, 0
+    with pytest.raises(ValueError, match="no pitch"):
+        o.validate()
+
+
+def test_ghost_overlay_paints_translucent_candidate_notes(window, qtbot):
+    from PySide6.QtGui import QColor
+
+    grid = window.editor.grid
+    grid.scroll_to_pitch(60)
+    grid.scroll_to_tick(0, margin_px=0)
+    overlay = window.generate_panel.ghosts
+    note = Note(PPQ * 2, 60, PPQ * 2, 90)
+    geo = grid.geo
+    x, y = int(geo.tick_to_x(note.start) + 20), int(geo.pitch_to_y(60) + geo.row_height / 2)
+    before = grid.viewport().grab().toImage().pixelColor(x, y)
+    overlay.reset_paint_clock()
+    fired = []
+    overlay.first_painted.connect(fired.append)
+    overlay.set_ghost_notes([([note], QColor(255, 0, 0))])
+    after = grid.viewport().grab().toImage().pixelColor(x, y)
+    assert fired, "painting a ghost note fires first_painted"
+    assert after.red() > before.red() + 40 and after != QColor(255, 0, 0)  # red-tinted, not opaque
+    overlay.clear()
+    assert grid.viewport().grab().toImage().pixelColor(x, y) == before
+
+
+# ====================================================================== with hosts
+def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host):
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    window.load_project(Project(clip=sketch_clip(4)), None)
+    doc = window.document
+    doc.set_selection([n for n in doc.notes if n.start < 2 * 4 * PPQ])  # bars 1–2
+    assert panel.continue_tick() == 7 * PPQ + 400
+    seen = []  # (request status, ghost notes on the roll) at the first paint that shows ghost notes
+    panel.ghosts.first_painted.connect(lambda _t: seen.append((panel._request["status"],
+                                                                panel.ghosts.note_count())))
+    panel.spin_candidates.setValue(6)
+    panel.spin_bars.setValue(2)
+    panel.spin_seed.setValue(11)
+    qtbot.mouseClick(panel.btn_continue, Qt.LeftButton)
+    assert panel._job is not None
+    qtbot.waitUntil(lambda: panel._job is None, timeout=60000)
+    assert panel._request["status"] == "completed", panel.job_label.text()
+    # Notes streamed onto the roll (and were painted) before the request was done.
+    assert seen and seen[0][0] == "running" and seen[0][1] >= 1
+    items = panel.model.items
+    assert len(items) <= 6 and all(i.status == "ready" for i in items)
+    with_notes = [i for i in items if i.notes]
+    assert len(with_notes) >= 2, [len(i.notes) for i in items]
+    at = panel.continue_tick()
+    for item in with_notes:
+        assert all(n.start >= at for n in item.notes)  # continuations start at the continuation point
+        assert item.scores is not None and set(item.scores) == {"CE", "CU", "PC", "PQ"}
+        assert item.random_weights and item.features["n_notes"] == len(item.notes)
+    assert panel.ghosts.note_count() == sum(len(i.notes) for i in items)
+    # Random-weight scores are shown, but clearly labelled.
+    assert panel.random_warning.isVisible() and "random" in panel.maa_label.text().lower()
+    # Best-of-N: sorting by CE puts the highest CE first.
+    panel.combo_sort.setCurrentText("CE")
+    first = panel.model.items[panel.proxy.mapToSource(panel.proxy.index(0, 0)).row()]
+    assert first.scores["CE"] == max(i.scores["CE"] for i in with_notes)
+
+    # Audition in context and solo, then A/B between two candidates.
+    a, b = with_notes[0], with_notes[1]
+    panel.select_item(a)
+    qtbot.mouseClick(panel.btn_context, Qt.LeftButton)
+    assert panel.audition.active and window.transport.playing
+    assert sorted(panel.audition.clip.notes) == sorted(set(doc.notes) | set(a.notes))
+    qtbot.mouseClick(panel.btn_solo, Qt.LeftButton)
+    assert sorted(panel.audition.clip.notes) == sorted(a.notes) and panel.audition.mode == SOLO
+    panel.select_item(b)
+    panel.ab_toggle()  # hearing a, b picked: switch to b, keeping the playhead
+    assert panel.audition.item is b and panel.audition.mode == SOLO
+    assert sorted(panel.audition.clip.notes) == sorted(b.notes)
+    panel.ab_toggle()
+    assert panel.audition.item is a and window.transport.playing
+    panel.audition.stop()
+    assert not panel.audition.active
+
+    # Accept: one undo step adds exactly the candidate's notes; undo restores the sketch.
+    before = list(doc.notes)
+    steps = window.undo_stack.count()
+    panel.select_item(a)
+    qtbot.mouseClick(panel.btn_accept, Qt.LeftButton)
+    assert window.undo_stack.count() == steps + 1
+    assert set(doc.notes) == set(before) | set(a.notes)
+    assert set(doc.selection) == set(a.notes)
+    assert a not in panel.model.items and a.status == "accepted"
+    window.undo_stack.undo()
+    assert doc.notes == before
+    window.undo_stack.redo()
+    assert set(doc.notes) == set(before) | set(a.notes)
+
+    # The request and its candidates are kept with the project.
+    hist = window.project_extras.history[-1]
+    assert hist["mode"] == "continue" and hist["status"] == "completed"
+    assert hist["settings"]["candidates"] == 6 and hist["settings"]["seed"] == 11
+    assert hist["model"]["path"].endswith("tiny") and hist["maa"] == "random-weights"
+    assert hist["accepted"] == a.index and len(hist["scores"]) == 6
+    stored = [c for c in window.project_extras.candidates if c["request"] == hist["id"]]
+    assert {c["status"] for c in stored} >= {"accepted", "ready"}
+    assert window.is_modified()
+    # The sketch is re-scored off the UI thread: a strip of per-10-s windows, labelled random.
+    qtbot.waitUntil(lambda: panel.sketch_scores is not None and panel._scored_serial == panel._clip_serial,
+                    timeout=30000)
+    assert panel.strip.isVisible() and panel.strip.random_weights
+    assert "random weights" in panel.sketch_label.text()
+
+
+def test_regenerate_selection_only_changes_the_selected_bars(window, qtbot, local_host, tmp_path):
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    window.load_project(Project(clip=sketch_clip(4)), None)
+    doc = window.document
+    bar = 4 * PPQ
+    doc.set_selection([n for n in doc.notes if bar + PPQ <= n.start < 2 * bar])  # notes inside bar 2
+    assert panel.infill_span() == (1, 2)
+    generate(qtbot, panel, panel.btn_regen, candidates=4, seed=5)
+    assert panel.ghosts.region == (bar, 2 * bar)
+    items = [i for i in panel.model.items if i.notes]
+    assert items, "no infill candidate wrote notes"
+    for item in items:
+        assert all(bar <= n.start < 2 * bar and n.end <= 2 * bar for n in item.notes)
+    before = list(doc.notes)
+    steps = window.undo_stack.count()
+    assert panel.accept(items[0])
+    assert window.undo_stack.count() == steps + 1
+    outside = [n for n in before if not bar <= n.start < 2 * bar]
+    assert [n for n in doc.notes if not bar <= n.start < 2 * bar] == outside
+    assert sorted(n for n in doc.notes if bar <= n.start < 2 * bar) == sorted(items[0].notes)
+    window.undo_stack.undo()
+    assert doc.notes == before
+
+    # History and candidates survive save / load with the project.
+    path = tmp_path / "song.smartproj"
+    assert window.save_to(path)
+    loaded = load_project(path)
+    assert loaded.history == window.project_extras.history
+    assert loaded.candidates == window.project_extras.candidates
+    assert loaded.history[-1]["mode"] == "infill" and loaded.history[-1]["span_bars"] == [1, 2]
+    window.new_sketch()
+    qtbot.waitUntil(lambda: panel.model.items == [] and panel.history_tree.topLevelItemCount() == 0)
+    assert panel.ghosts.note_count() == 0
+    assert window.open_path(path, ask=False)
+    qtbot.waitUntil(lambda: panel.history_tree.topLevelItemCount() == len(loaded.history))
+    assert {tuple(i.notes) for i in panel.model.items} == {tuple(i.notes) for i in items[1:]}
+
+
+def test_search_keeps_the_best_beams(window, qtbot, local_host):
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    window.load_project(Project(clip=sketch_clip(2)), None)
+    window.document.select_all()
+    panel.spin_bars.setValue(2)
+    panel.spin_beams.setValue(2)
+    panel.spin_expand.setValue(2)
+    panel.spin_budget.setValue(60)
+    panel.spin_seed.setValue(4)
+    panel.combo_reward.setCurrentIndex(panel.combo_reward.findData("scale"))
+    assert panel.options.search_reward == "scale"
+    qtbot.mouseClick(panel.btn_search, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel._job is None, timeout=90000)
+    hist = window.project_extras.history[-1]
+    assert hist["mode"] == "search" and hist["status"] == "completed", panel.job_label.text()
+    assert hist["steps"] == 2 and hist["stopped_by"] == "bars"
+    rewards = [i.reward for i in panel.model.items]
+    assert 1 <= len(rewards) <= 2 and rewards == sorted(rewards, reverse=True)
+    at = panel.continue_tick()  # the end of the selection, inside bar 2: the beams fill it, then bar 3
+    assert at == 7 * PPQ + 400
+    end = window.clip.bar_tick(window.clip.bar_index_at(at) + 2)
+    for item in panel.model.items:
+        assert all(at <= n.start < end for n in item.notes), (at, item.notes)
+
+
+def test_without_maa_no_numbers_and_download_fails_clearly(window, qtbot, bare_host, monkeypatch):
+    import huggingface_hub.constants
+
+    # No internet here anyway; offline mode makes the hub client fail at once instead of after DNS retries.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    panel = connect(qtbot, window, *bare_host)
+    assert panel.host.maa_status() == "missing"
+    assert "not installed" in panel.maa_label.text() and panel.btn_download.isVisible()
+    assert "378 MB" in panel.btn_download.text()
+    window.load_project(Project(clip=sketch_clip(2)), None)
+    window.document.select_all()
+    generate(qtbot, panel, panel.btn_continue, candidates=3, seed=3)
+    assert panel.model.items and all(i.scores is None for i in panel.model.items)
+    assert all(i.scores_error for i in panel.model.items if i.notes)
+    for row in range(panel.proxy.rowCount()):
+        for col in range(2, 6):
+            assert panel.proxy.index(row, col).data() == ""  # no numbers in the score columns
+    assert not panel.random_warning.isVisible()
+    qtbot.wait(50)
+    assert panel.sketch_scores is None and not panel.strip.isVisible()
+    # Offline rewards only for search.
+    assert [panel.combo_reward.itemData(i) for i in range(panel.combo_reward.count())] == ["scale", "density",
+                                                                                              "variety"]
+    qtbot.mouseClick(panel.btn_download, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel._download_job is None, timeout=30000)
+    assert "Download failed" in panel.maa_label.text() and "internet" in panel.maa_label.text()
+    assert not panel.use_maa_weights(str(window.project_path or "/nonexistent/checkpoint.pt"))
+    assert "No MAA checkpoint" in panel.maa_label.text()
