@@ -5,6 +5,7 @@ import wave
 
 import pytest
 import shiboken6
+from PySide6.QtCore import QEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 from test_studio_support import boxes, make_window, sketch, window  # noqa: F401 - fixtures
 
@@ -129,9 +130,16 @@ def test_autosave_and_recovery_after_a_crash(make_window, tmp_path, boxes):
     saved = json.loads(recovery_file.read_text())
     assert saved["format"] == "smart-studio-recovery"
     expected = first.clip
-    # Crash: the window goes away without a clean exit (no closeEvent, no shutdown).
+    # Crash: the window goes away without a clean exit (no closeEvent, no autosave clean-up).
+    # The background parts a dying process would take with it are stopped first: hard-deleting
+    # a window whose worker threads and timers still run corrupts the rest of the test session.
+    first.generate_panel.shutdown()
+    first.train_panel.shutdown()
     first.transport.shutdown()
-    shiboken6.delete(first)
+    first.midi.shutdown()
+    first.hide()
+    first.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
     QApplication.processEvents()
     assert recovery_file.exists()
 
