@@ -1402,9 +1402,12 @@ def run(args) -> int:
             maa_reason = str(exc)
     except ImportError as exc:
         maa_reason = f"the MAA scorer cannot be imported: {exc}"
+    from engine.host_jobs import JobManager, jobs_router  # training jobs (POST /v1/train, /v1/jobs)
+
+    jobs = JobManager(args.jobs_dir)
     app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
                      model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
-                     max_batch_rows=args.max_batch_rows, soundfont=args.soundfont)
+                     max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)])
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     url_host = f"[{args.host}]" if ":" in args.host else args.host
@@ -1435,6 +1438,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also list model directories found under DIR in /v1/models (repeatable)")
     p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
     p.add_argument("--max-batch-rows", type=int, default=64, help="rows (candidates) decoded together at most (at least 16, the most one request asks for)")
+    p.add_argument("--jobs-dir", default=None, help="training jobs directory (default: $SMART_JOBS_DIR or "
+                                                    "~/.local/share/smart-studio/jobs)")
     p.add_argument("--ready-file", default=None, help="write {\"port\", \"pid\"} here once listening")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")

@@ -103,6 +103,39 @@ class GenerationStream:
         self.close()
 
 
+class JobEventStream:
+    """The NDJSON lines of GET /v1/jobs/ID/events: step records, {"event": "state"} lines, then the done
+    line (kept in `result`). Closing it only stops listening: the job goes on."""
+
+    def __init__(self, response: httpx.Response):
+        self._response = response
+        self.result: dict | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            for line in self._response.iter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("done"):
+                    self.result = event
+                yield event
+        except httpx.HTTPError as exc:
+            raise HostError(f"the host connection broke: {exc}") from None
+        finally:
+            if self.result is not None:
+                self.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> "JobEventStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 class HostClient:
     """Synchronous client; thread-safe for concurrent requests (httpx pools connections)."""
 
@@ -184,6 +217,48 @@ class HostClient:
             response.close()
             raise HostError(f"POST /v1/generate: {response.status_code} {_detail(response)}", response.status_code)
         return GenerationStream(response)
+
+    # ------------------------------------------------------------------ training jobs (engine.host_jobs)
+    def start_training(self, options: dict | None = None, *, prompts_midi: Sequence[bytes] | None = None,
+                       **more) -> str:
+        """POST /v1/train: `options` are GRPORunConfig fields by name (`smart grpo` options); MIDI prompts
+        as bytes. Returns the job id."""
+        payload = {**(options or {}), **more}
+        if prompts_midi is not None:
+            payload["prompts_midi"] = [base64.b64encode(m).decode() for m in prompts_midi]
+        return self._request("POST", "/v1/train", json=payload, timeout=120.0)["job"]
+
+    def list_jobs(self) -> list[dict]:
+        return self._request("GET", "/v1/jobs")["jobs"]
+
+    def job(self, job_id: str) -> dict:
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def job_checkpoints(self, job_id: str) -> list[dict]:
+        return self._request("GET", f"/v1/jobs/{job_id}/checkpoints")["checkpoints"]
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def pause_job(self, job_id: str) -> dict:
+        return self._request("POST", f"/v1/jobs/{job_id}/pause")
+
+    def resume_job(self, job_id: str) -> dict:
+        return self._request("POST", f"/v1/jobs/{job_id}/resume")
+
+    def job_events(self, job_id: str) -> JobEventStream:
+        """The job's event stream (no read timeout: a step can take minutes)."""
+        request = self._http.build_request("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(30.0, read=None))
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise HostError(f"cannot reach the host at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise HostError(f"GET /v1/jobs/{job_id}/events: {response.status_code} {_detail(response)}",
+                            response.status_code)
+        return JobEventStream(response)
 
 
 class LocalHost:

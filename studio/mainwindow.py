@@ -110,6 +110,12 @@ class MainWindow(QMainWindow):
         self.generate_panel = GeneratePanel(self)
         self.add_panel(self.generate_panel)
         self.generate_panel.install_menu(self.menuBar())
+        from studio.train.panel import TrainPanel  # the Train panel (studio/train): GRPO jobs on the host
+
+        self.train_panel = TrainPanel(self)
+        self.add_panel(self.train_panel)
+        self.tabifyDockWidget(self.generate_panel, self.train_panel)  # tabs: each panel gets the full height
+        self.generate_panel.raise_()
         self.resize(1400, 860)
         self._update_title()
         self.editor.grid.center_on_notes()
@@ -700,6 +706,7 @@ class MainWindow(QMainWindow):
         if self._wav_job is not None:
             self._wav_job.cancel()
             self._wav_job.wait()
+        self.train_panel.shutdown()  # before the host connection it listens on goes away
         self.generate_panel.shutdown()
         self.transport.shutdown()
         self.midi.shutdown()

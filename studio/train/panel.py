@@ -1,0 +1,926 @@
+"""The Train panel: fine-tune the policy with SMART (GRPO on the MAA score of rendered audio) as a job
+on the policy host, follow it live, use its checkpoints, and compare them blind against the base model.
+
+Everything that talks to the host runs on worker threads (studio.train.workers); the panel shares the
+Generate panel's host connection (one host per studio). Jobs live on the host: closing the studio or
+losing the connection does not stop them, and the job list re-attaches to a running one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QPlainTextEdit,
+                               QProgressBar, QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from studio.generate.audition import SOLO, Audition
+from studio.train.plots import TrainingPlots
+from studio.train.preferences import PreferenceSet, preference_dir
+from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
+from studio.train.workers import CallJob, CompareJob, EventsWatcher
+
+log = logging.getLogger(__name__)
+
+# The paper's settings (§3.5; training.grpo.GRPORunConfig defaults, checked by the tests).
+PAPER = {"steps": 200, "prompts_per_step": 8, "group": 8, "max_completion_tokens": 256, "reward": "maa-ce",
+         "beta": 0.04, "lr": 1e-4}
+PRESETS = {
+    "paper": dict(PAPER),
+    # A few minutes on a laptop CPU, with the offline reward: tries the whole loop.
+    "quick try (offline)": {"steps": 8, "prompts_per_step": 2, "group": 4, "max_completion_tokens": 64,
+                            "reward": "notes", "beta": 0.04, "lr": 1e-4},
+}
+REWARDS = [  # (spec, label, needs MAA)
+    ("maa-ce", "MAA content enjoyment (CE) — the paper's reward", True),
+    ("maa-cu", "MAA content usefulness (CU)", True),
+    ("maa-pc", "MAA production complexity (PC)", True),
+    ("maa-pq", "MAA production quality (PQ)", True),
+    ("weighted", "MAA weighted mix…", True),
+    ("notes", "Notes in the first 10 s — offline, no MAA", False),
+    ("scale", "Stays in one scale — offline, no MAA", False),
+]
+ACTIVE = ("queued", "running")
+WARN = "color: #ffb74d;"
+DIM = "color: #9095a0;"
+OK = "color: #9fe0a0;"
+MAX_COMPARE_PROMPTS = 4
+_ORPHANS: list = []  # worker jobs still blocked in a request when the window closed
+
+
+def fmt_eta(seconds) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _num(v, digits=3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
+
+
+class _Played:
+    """What Audition plays: a list of notes (prompt + continuation)."""
+
+    def __init__(self, notes):
+        self.notes = notes
+
+
+class TrainPanel(QDockWidget):
+    status = Signal(str)
+
+    def __init__(self, window) -> None:
+        super().__init__("Train", window)
+        self.setObjectName("trainPanel")
+        self.win = window
+        self.doc = window.document
+        gen = getattr(window, "generate_panel", None)
+        if gen is not None:
+            self.host = gen.host  # one host per studio: the Generate panel's connection
+        else:  # pragma: no cover - the studio always has the Generate panel
+            from studio.generate.hostconn import HostConnection
+
+            self.host = HostConnection(self)
+        self.audition = Audition(window.transport, window.document, self)
+        self.prompts: list[PromptClip] = []
+        self.job_id: str | None = None
+        self.job_info: dict | None = None
+        self.job_state: str | None = None
+        self._jobs: set = set()
+        self._watcher: EventsWatcher | None = None
+        self._pending = None
+        self._status_busy = False
+        self._steps_total = 0
+        self.records: list[dict] = []
+        self.trials: list[dict] = []
+        self.trial_index = 0
+        self._build_ui()
+        self._poll = QTimer(self)
+        self._poll.setInterval(3000)
+        self._poll.timeout.connect(self.refresh_status)
+        self.host.changed.connect(self._on_host_changed)
+        self.doc.selection_changed.connect(self._sync_buttons)
+        self.status.connect(window.show_message)
+        self._apply_preset("paper")
+        self._on_host_changed()
+
+    # ================================================================== UI
+    def _build_ui(self) -> None:
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        v = QVBoxLayout(body)
+        v.setContentsMargins(6, 6, 6, 6)
+
+        # -- host + jobs on it
+        self.host_label = QLabel("")
+        self.host_label.setWordWrap(True)
+        self.host_label.setStyleSheet(DIM)
+        v.addWidget(self.host_label)
+        row = QHBoxLayout()
+        self.jobs_combo = QComboBox()
+        self.jobs_combo.setToolTip("Training jobs on the host. They keep running when the studio closes; pick one "
+                                   "to follow it again.")
+        self.jobs_combo.activated.connect(self._on_job_picked)
+        self.btn_refresh = QPushButton("Refresh")
+        self.btn_refresh.clicked.connect(self.refresh_jobs)
+        row.addWidget(QLabel("Job:"))
+        row.addWidget(self.jobs_combo, 1)
+        row.addWidget(self.btn_refresh)
+        v.addLayout(row)
+
+        # -- prompts
+        box = QGroupBox("Prompts — what the model learns to continue")
+        pv = QVBoxLayout(box)
+        self.prompt_list = QListWidget()
+        self.prompt_list.setMaximumHeight(90)
+        self.prompt_list.setToolTip("Each prompt is a few bars of your sketch; the model continues it, the "
+                                    "continuations are rendered and scored, and the better ones are reinforced.")
+        pv.addWidget(self.prompt_list)
+        row = QHBoxLayout()
+        self.btn_add_selection = QPushButton("Add selection")
+        self.btn_add_selection.setToolTip("The bars of the selected notes become a prompt")
+        self.btn_add_selection.clicked.connect(self.add_selection)
+        self.btn_add_loop = QPushButton("Add loop region")
+        self.btn_add_loop.setToolTip("The notes inside the loop region become a prompt")
+        self.btn_add_loop.clicked.connect(self.add_loop_region)
+        self.btn_remove_prompt = QPushButton("Remove")
+        self.btn_remove_prompt.clicked.connect(self.remove_prompt)
+        for b in (self.btn_add_selection, self.btn_add_loop, self.btn_remove_prompt):
+            row.addWidget(b)
+        pv.addLayout(row)
+        row = QHBoxLayout()
+        self.chk_procedural = QCheckBox("Mix in procedural prompts:")
+        self.chk_procedural.setToolTip("Random meter and tempo with a first note (the paper's prompts), alongside "
+                                       "yours: keeps the model general while it learns your material.")
+        self.spin_procedural = QSpinBox()
+        self.spin_procedural.setRange(1, 64)
+        self.spin_procedural.setValue(4)
+        self.chk_procedural.toggled.connect(self._sync_counts)
+        self.spin_procedural.valueChanged.connect(self._sync_counts)
+        row.addWidget(self.chk_procedural)
+        row.addWidget(self.spin_procedural)
+        row.addStretch(1)
+        pv.addLayout(row)
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setStyleSheet(DIM)
+        pv.addWidget(self.counts_label)
+        v.addWidget(box)
+
+        # -- settings
+        box = QGroupBox("Settings")
+        form = QFormLayout(box)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setToolTip("paper: the SMART paper's settings (§3.5). Changing a value below keeps it.")
+        self.preset_combo.activated.connect(lambda _i: self._apply_preset(self.preset_combo.currentText()))
+        form.addRow("Preset", self.preset_combo)
+        self.reward_combo = QComboBox()
+        for spec, label, _maa in REWARDS:
+            self.reward_combo.addItem(label, spec)
+        self.reward_combo.setToolTip("What counts as better. MAA axes are Meta Audiobox Aesthetics ratings of the "
+                                     "rendered audio (1–10). Offline rewards count notes symbolically: no MAA, for "
+                                     "trying the loop only.")
+        self.reward_combo.currentIndexChanged.connect(self._sync_reward)
+        form.addRow("Reward", self.reward_combo)
+        self.weights_edit = QLineEdit("maa-ce=1,maa-pq=0.5")
+        self.weights_edit.setToolTip("Weighted MAA axes, e.g. maa-ce=1,maa-pq=0.5")
+        form.addRow("Weights", self.weights_edit)
+        self.settings_form = form
+        self.maa_label = QLabel("")
+        self.maa_label.setWordWrap(True)
+        self.btn_download = QPushButton("Download MAA weights…")
+        self.btn_download.setToolTip("Fetch the Audiobox Aesthetics weights (the Generate panel shows progress)")
+        self.btn_download.clicked.connect(self.download_maa)
+        mrow = QVBoxLayout()
+        mrow.addWidget(self.maa_label)
+        mrow.addWidget(self.btn_download)
+        form.addRow("", self._wrap(mrow))
+        self.spin_steps = QSpinBox()
+        self.spin_steps.setRange(1, 100000)
+        self.spin_steps.setToolTip("Training iterations. Each one generates, scores and learns from a batch.")
+        form.addRow("Steps", self.spin_steps)
+        self.spin_prompts = QSpinBox()
+        self.spin_prompts.setRange(1, 256)
+        self.spin_prompts.setToolTip("Prompts drawn per step (with replacement from the list above)")
+        form.addRow("Prompts per step", self.spin_prompts)
+        self.spin_group = QSpinBox()
+        self.spin_group.setRange(2, 64)
+        self.spin_group.setToolTip("Continuations per prompt. They are compared with each other: the ones scoring "
+                                   "above their group's average are reinforced.")
+        form.addRow("Group size", self.spin_group)
+        self.spin_tokens = QSpinBox()
+        self.spin_tokens.setRange(8, 4096)
+        self.spin_tokens.setToolTip("Longest continuation in tokens (about 4 tokens per note)")
+        form.addRow("Max length (tokens)", self.spin_tokens)
+        self.spin_beta = QDoubleSpinBox()
+        self.spin_beta.setDecimals(3)
+        self.spin_beta.setRange(0.0, 10.0)
+        self.spin_beta.setSingleStep(0.01)
+        self.spin_beta.setToolTip("β: how far the tuned model may drift from the original; 0 = no limit")
+        form.addRow("β (stay close)", self.spin_beta)
+        self.spin_lr = QDoubleSpinBox()
+        self.spin_lr.setDecimals(6)
+        self.spin_lr.setRange(1e-6, 0.5)
+        self.spin_lr.setSingleStep(1e-5)
+        self.spin_lr.setToolTip("Learning rate: how big each update is (decays linearly to 0)")
+        form.addRow("Learning rate", self.spin_lr)
+        drow = QHBoxLayout()
+        self.chk_diversity = QCheckBox("on, at")
+        self.spin_diversity = QDoubleSpinBox()
+        self.spin_diversity.setRange(0.05, 0.95)
+        self.spin_diversity.setSingleStep(0.05)
+        self.spin_diversity.setValue(0.5)
+        self.spin_diversity.setToolTip("A fraction of the starting diversity")
+        self.chk_diversity.setToolTip("Stop when outputs get this much less varied than at the start "
+                                      "(the final model is the best one above the floor)")
+        drow.addWidget(self.chk_diversity)
+        drow.addWidget(self.spin_diversity)
+        drow.addWidget(QLabel("× start"))
+        drow.addStretch(1)
+        form.addRow("Diversity floor", self._wrap(drow))
+        self.spin_save = QSpinBox()
+        self.spin_save.setRange(1, 10000)
+        self.spin_save.setValue(50)
+        self.spin_save.setToolTip("A checkpoint (a model you can use or compare) every N steps; pause always "
+                                  "writes one, cancel and crashes resume from the last one")
+        form.addRow("Checkpoint every", self.spin_save)
+        for w in (self.spin_prompts, self.spin_group):
+            w.valueChanged.connect(self._sync_counts)
+        v.addWidget(box)
+
+        # -- run controls
+        row = QHBoxLayout()
+        self.btn_start = QPushButton("Start training")
+        self.btn_start.clicked.connect(self.start)
+        self.btn_pause = QPushButton("Pause")
+        self.btn_pause.setToolTip("Stop after the current step (a checkpoint is saved); Resume continues")
+        self.btn_pause.clicked.connect(lambda: self._control("pause"))
+        self.btn_resume = QPushButton("Resume")
+        self.btn_resume.clicked.connect(lambda: self._control("resume"))
+        self.btn_cancel = QPushButton("Cancel")
+        self.btn_cancel.setToolTip("Stop now; Resume continues from the last checkpoint")
+        self.btn_cancel.clicked.connect(lambda: self._control("cancel"))
+        for b in (self.btn_start, self.btn_pause, self.btn_resume, self.btn_cancel):
+            row.addWidget(b)
+        v.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("")
+        v.addWidget(self.progress)
+        self.job_label = QLabel("No training job")
+        self.job_label.setWordWrap(True)
+        v.addWidget(self.job_label)
+
+        # -- plots
+        self.plots = TrainingPlots()
+        self.plots.setFixedHeight(380)
+        v.addWidget(self.plots)
+
+        # -- checkpoints
+        box = QGroupBox("Checkpoints")
+        cv = QVBoxLayout(box)
+        self.ckpt_table = QTableWidget(0, 3)
+        self.ckpt_table.setHorizontalHeaderLabels(["Step", "Reward", "Diversity"])
+        self.ckpt_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.ckpt_table.verticalHeader().hide()
+        self.ckpt_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.ckpt_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.ckpt_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.ckpt_table.setMaximumHeight(130)
+        self.ckpt_table.itemSelectionChanged.connect(self._sync_buttons)
+        cv.addWidget(self.ckpt_table)
+        row = QHBoxLayout()
+        self.btn_use = QPushButton("Use this checkpoint")
+        self.btn_use.setToolTip("Generate with this checkpoint (the host switches its active model)")
+        self.btn_use.clicked.connect(self.use_checkpoint)
+        self.btn_compare = QPushButton("Compare blind with the base…")
+        self.btn_compare.setToolTip("The same prompts continued by the original and the tuned model, played in "
+                                    "random order without labels: you pick, your choices are saved.")
+        self.btn_compare.clicked.connect(self.compare)
+        row.addWidget(self.btn_use)
+        row.addWidget(self.btn_compare)
+        cv.addLayout(row)
+        v.addWidget(box)
+
+        # -- blind A/B
+        self.ab_box = QGroupBox("Blind A/B")
+        av = QVBoxLayout(self.ab_box)
+        self.ab_label = QLabel("")
+        self.ab_label.setWordWrap(True)
+        av.addWidget(self.ab_label)
+        row = QHBoxLayout()
+        self.btn_play_a = QPushButton("▶ A")
+        self.btn_play_a.clicked.connect(lambda: self.play_trial("A"))
+        self.btn_play_b = QPushButton("▶ B")
+        self.btn_play_b.clicked.connect(lambda: self.play_trial("B"))
+        self.btn_stop_ab = QPushButton("■")
+        self.btn_stop_ab.clicked.connect(self.audition.stop)
+        for b in (self.btn_play_a, self.btn_play_b, self.btn_stop_ab):
+            row.addWidget(b)
+        av.addLayout(row)
+        row = QHBoxLayout()
+        self.btn_pick_a = QPushButton("A is better")
+        self.btn_pick_a.clicked.connect(lambda: self.choose("A"))
+        self.btn_pick_b = QPushButton("B is better")
+        self.btn_pick_b.clicked.connect(lambda: self.choose("B"))
+        self.btn_pick_tie = QPushButton("No preference")
+        self.btn_pick_tie.clicked.connect(lambda: self.choose("tie"))
+        for b in (self.btn_pick_a, self.btn_pick_b, self.btn_pick_tie):
+            row.addWidget(b)
+        av.addLayout(row)
+        self.tally_label = QLabel("")
+        self.tally_label.setWordWrap(True)
+        self.tally_label.setStyleSheet(DIM)
+        av.addWidget(self.tally_label)
+        self.ab_box.hide()
+        v.addWidget(self.ab_box)
+
+        # -- log
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setMaximumHeight(110)
+        v.addWidget(self.log_view)
+        v.addStretch(1)
+
+    @staticmethod
+    def _wrap(layout) -> QWidget:
+        w = QWidget()
+        layout.setContentsMargins(0, 0, 0, 0)
+        w.setLayout(layout)
+        return w
+
+    # ================================================================== settings
+    def _apply_preset(self, name: str) -> None:
+        p = PRESETS[name]
+        self.preset_combo.setCurrentText(name)
+        self.spin_steps.setValue(p["steps"])
+        self.spin_prompts.setValue(p["prompts_per_step"])
+        self.spin_group.setValue(p["group"])
+        self.spin_tokens.setValue(p["max_completion_tokens"])
+        self.spin_beta.setValue(p["beta"])
+        self.spin_lr.setValue(p["lr"])
+        self.reward_combo.setCurrentIndex(self.reward_combo.findData(p["reward"]))
+        self._sync_reward()
+        self._sync_counts()
+
+    def reward_spec(self) -> str:
+        spec = self.reward_combo.currentData()
+        return self.weights_edit.text().strip() if spec == "weighted" else spec
+
+    def reward_needs_maa(self) -> bool:
+        return any(s == self.reward_combo.currentData() and maa for s, _l, maa in REWARDS)
+
+    def options(self) -> dict:
+        """The /v1/train body (GRPORunConfig names), prompts excluded."""
+        opts = {"preset": "paper", "reward": self.reward_spec(), "steps": self.spin_steps.value(),
+                "prompts_per_step": self.spin_prompts.value(), "group": self.spin_group.value(),
+                "max_completion_tokens": self.spin_tokens.value(), "beta": round(self.spin_beta.value(), 6),
+                "lr": float(self.spin_lr.value()), "save_every": self.spin_save.value()}
+        if self.chk_diversity.isChecked():
+            opts["min_diversity"] = round(self.spin_diversity.value(), 3)
+        if self.reward_needs_maa() and self.host.maa_status() == "random-weights":
+            opts["maa_random"] = True  # a host without real weights: the job's scores are flagged random
+        if self.host.connected and self.host.device() == "cpu":
+            opts["cpu_threads"] = 1  # shares the CPU with the host; one thread is fastest on a busy machine
+        return opts
+
+    def _sync_reward(self, *_args) -> None:
+        weighted = self.reward_combo.currentData() == "weighted"
+        self.settings_form.setRowVisible(self.weights_edit, weighted)
+        status = self.host.maa_status()
+        if not self.reward_needs_maa():
+            text, style = ("Offline reward, no MAA: it counts notes symbolically and says nothing about how "
+                           "the music sounds — for trying the training loop.", DIM)
+        elif status == "available":
+            text, style = "MAA weights available on the host.", OK
+        elif status == "random-weights":
+            text, style = ("The host has only random-weight MAA: the job runs, but its scores are NOT aesthetic "
+                           "ratings (plumbing test only).", WARN)
+        elif status == "missing":
+            text, style = ("MAA weights are not installed: download them, or pick an offline reward "
+                           "(notes / scale, no MAA).", WARN)
+        else:
+            text, style = "MAA status is checked when the host connects.", DIM
+        self.maa_label.setText(text)
+        self.maa_label.setStyleSheet(style)
+        self.btn_download.setVisible(self.reward_needs_maa() and status == "missing")
+        self._set_reward_title()
+
+    def download_maa(self) -> None:
+        """The Generate panel's MAA download (it shows the progress and restarts the local host with the
+        weights); the label here follows the host's MAA status."""
+        gen = getattr(self.win, "generate_panel", None)
+        if gen is None:
+            self.status.emit("MAA weights: pass --maa to `smart serve`")
+            return
+        gen.show()
+        gen.raise_()
+        gen.download_maa()
+        self.maa_label.setText("Downloading the MAA weights — progress in the Generate panel…")
+        self.maa_label.setStyleSheet(DIM)
+
+    def _set_reward_title(self) -> None:
+        cfg = (self.job_info or {}).get("config") or {}
+        spec = cfg.get("reward") or self.reward_spec()
+        note = ""
+        if spec in ("notes", "scale"):
+            note = " (offline, no MAA)"
+        elif cfg.get("maa_random") or any(r.get("maa_random") for r in self.records[-1:]):
+            note = " (random-weight MAA: not real scores)"
+        self.plots.set_reward_title(f"Reward — {spec}{note}")
+
+    def _sync_counts(self, *_args) -> None:
+        n_user = len(self.prompts)
+        n_proc = self.spin_procedural.value() if self.chk_procedural.isChecked() else 0
+        per = self.spin_prompts.value() * self.spin_group.value()
+        if n_user:
+            src = f"{n_user} of yours" + (f" + {n_proc} procedural" if n_proc else "")
+        else:
+            src = "procedural prompts (random meter and tempo, as in the paper)"
+        self.counts_label.setText(f"Prompts: {src}. Each step: {self.spin_prompts.value()} prompts × "
+                                  f"{self.spin_group.value()} continuations = {per} completions.")
+
+    # ================================================================== prompts
+    def add_selection(self) -> None:
+        sel = self.doc.selected_notes()
+        if not sel:
+            self.status.emit("Select some notes first")
+            return
+        self._add_prompt(prompt_from_notes(self.doc.clip, sel, f"Selection {len(self.prompts) + 1}"))
+
+    def add_loop_region(self) -> None:
+        tr = self.win.transport
+        loop = getattr(tr, "loop", None)
+        if not loop or loop[1] <= loop[0]:
+            self.status.emit("Set a loop region first")
+            return
+        self._add_prompt(prompt_from_region(self.doc.clip, int(loop[0]), int(loop[1]),
+                                            f"Region {len(self.prompts) + 1}"))
+
+    def _add_prompt(self, prompt: PromptClip | None) -> None:
+        if prompt is None:
+            self.status.emit("No notes there to use as a prompt")
+            return
+        self.prompts.append(prompt)
+        self.prompt_list.addItem(prompt.describe())
+        self._sync_counts()
+        self._sync_buttons()
+
+    def remove_prompt(self) -> None:
+        row = self.prompt_list.currentRow()
+        if 0 <= row < len(self.prompts):
+            del self.prompts[row]
+            self.prompt_list.takeItem(row)
+        self._sync_counts()
+        self._sync_buttons()
+
+    # ================================================================== host
+    def _on_host_changed(self) -> None:
+        self.host_label.setText(self.host.describe())
+        self._sync_reward()
+        if self.host.connected:
+            if self._pending is not None:
+                action, self._pending = self._pending, None
+                action()
+            self.refresh_jobs()
+        elif self.host.state == "failed":
+            self._pending = None
+        self._sync_buttons()
+
+    def _ensure_host(self, action) -> bool:
+        if self.host.connected:
+            return True
+        self._pending = action
+        if not self.host.busy:
+            self.host.connect_host()
+        self._log("Connecting to the host…")
+        return False
+
+    def _run(self, name: str, fn, on_result=None, on_failed=None) -> CallJob:
+        """Run `fn` on a worker thread; the callbacks run on the UI thread (bound slots, queued)."""
+        job = CallJob(name, fn)
+        job.callbacks = (name, on_result, on_failed)
+        job.result.connect(self._on_call_result)
+        job.failed.connect(self._on_call_failed)
+        self._track(job)
+        job.start()
+        return job
+
+    def _track(self, job) -> None:
+        job.finished_job.connect(self._on_job_finished)
+        self._jobs.add(job)
+
+    def _on_call_result(self, value) -> None:
+        job = self.sender()
+        _name, on_result, _on_failed = getattr(job, "callbacks", (None, None, None))
+        if on_result is not None:
+            on_result(value)
+
+    def _on_call_failed(self, reason: str) -> None:
+        job = self.sender()
+        name, _on_result, on_failed = getattr(job, "callbacks", ("Request", None, None))
+        if on_failed is not None:
+            on_failed(reason)
+        else:
+            self._error(name, reason)
+
+    def _on_job_finished(self) -> None:
+        job = self.sender()
+        if job is None:
+            return
+        job.wait(2000)  # its thread is quitting: never drop a QThread that still runs
+        self._jobs.discard(job)
+        if job is self._watcher:
+            self._watcher = None
+        if isinstance(job, CompareJob):
+            self._sync_buttons()
+
+    def _error(self, what: str, reason: str) -> None:
+        self._log(f"{what} failed: {reason}")
+        self.job_label.setText(f"{what} failed: {reason}")
+        self.job_label.setStyleSheet(WARN)
+        self.status.emit(f"Train: {reason}")
+        self._sync_buttons()
+
+    def _log(self, text: str) -> None:
+        self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+
+    # ================================================================== job list
+    def refresh_jobs(self) -> None:
+        if not self.host.connected:
+            return
+        client = self.host.client
+        self._run("Listing jobs", client.list_jobs, self._fill_jobs)
+
+    def _fill_jobs(self, jobs: list[dict]) -> None:
+        self.jobs_combo.clear()
+        for j in reversed(jobs):  # newest first
+            p = j.get("progress") or {}
+            self.jobs_combo.addItem(f"{j['id']} · {j['state']} · {j.get('reward')} · step {p.get('step', 0)}/"
+                                    f"{p.get('steps', '?')}", j["id"])
+        if self.job_id is not None:
+            i = self.jobs_combo.findData(self.job_id)
+            if i >= 0:
+                self.jobs_combo.setCurrentIndex(i)
+        elif jobs:
+            running = [j for j in jobs if j["state"] in ACTIVE]
+            if running:  # a job started earlier (or before a restart) is still going: follow it
+                self.attach(running[0]["id"])
+
+    def _on_job_picked(self, index: int) -> None:
+        job_id = self.jobs_combo.itemData(index)
+        if job_id and job_id != self.job_id:
+            self.attach(job_id)
+
+    # ================================================================== start / follow
+    def start(self) -> None:
+        if self.job_state in ACTIVE:
+            self.status.emit("A job is already running (pause or cancel it first)")
+            return
+        if self.reward_needs_maa() and self.host.maa_status() == "missing":
+            self._error("Start", "MAA weights are not installed: download them or use an offline reward")
+            return
+        if not self._ensure_host(self.start):
+            return
+        options = self.options()
+        midi = [p.midi() for p in self.prompts] or None
+        if midi and self.chk_procedural.isChecked():
+            options["procedural_prompts"] = self.spin_procedural.value()
+        options["name"] = f"{self.win._display_name()} · {options['reward']}" if hasattr(self.win, "_display_name") \
+            else options["reward"]
+        client = self.host.client
+        self.btn_start.setEnabled(False)
+        self._log(f"Starting: reward {options['reward']}, {options['steps']} steps, {options['prompts_per_step']}×"
+                  f"{options['group']} completions per step, β {options['beta']}, lr {options['lr']:g}"
+                  + (f", {len(midi)} prompt(s) from the sketch" if midi else ", procedural prompts"))
+        self._run("Starting the job", lambda: client.start_training(options, prompts_midi=midi), self._on_started)
+
+    def _on_started(self, job_id: str) -> None:
+        self._log(f"Job {job_id} queued on the host")
+        self.attach(job_id)
+        self.refresh_jobs()
+
+    def attach(self, job_id: str) -> None:
+        """Follow a job: its events replay from the first step, then stream live."""
+        self._stop_watching()
+        self.job_id, self.job_info, self.job_state = job_id, None, None
+        self.records.clear()
+        self.plots.clear()
+        self.ckpt_table.setRowCount(0)
+        self.job_label.setStyleSheet("")
+        self._watch()
+        self.refresh_status()
+        self._poll.start()
+
+    def _watch(self) -> None:
+        if not self.host.connected or self.job_id is None:
+            return
+        self._stop_watching()
+        self.records.clear()
+        self.plots.clear()
+        watcher = EventsWatcher(self.host.client, self.job_id)
+        watcher.event.connect(self._on_event)
+        watcher.done.connect(self._on_done)
+        watcher.failed.connect(self._on_watch_failed)
+        self._track(watcher)
+        self._watcher = watcher
+        watcher.start()
+
+    def _stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def _on_event(self, ev: dict) -> None:
+        if self.sender() is not self._watcher:
+            return
+        if ev.get("event") == "state":
+            self.job_state = ev.get("state")
+            self._log(f"Job {ev.get('job')}: {self.job_state}")
+            self._show_progress()
+            self.refresh_jobs()
+            self._sync_buttons()
+            return
+        if "step" not in ev:
+            return
+        self.records.append(ev)
+        self.plots.add(ev)
+        if ev.get("maa_random"):
+            self._set_reward_title()
+        parts = [f"step {ev['step']}", f"reward {_num(ev.get('reward_mean'))}"]
+        for axis in ("CE", "CU", "PC", "PQ"):
+            if axis in ev:
+                parts.append(f"{axis} {_num(ev[axis], 2)}")
+        parts += [f"KL {_num(ev.get('kl'), 4)}", f"diversity {_num(ev.get('diversity'))}",
+                  f"{_num(ev.get('completion_tokens'), 0)} tokens"]
+        if ev.get("guard"):
+            parts.append("diversity floor reached")
+        self._log(" · ".join(parts))
+        self._show_progress()
+        self.refresh_status()  # new checkpoints show up in the table (one request at a time)
+
+    def _on_done(self, ev: dict) -> None:
+        if self.sender() is not self._watcher:
+            return
+        self.job_state = ev.get("state")
+        self._watcher = None
+        result = ev.get("result") or {}
+        msg = f"Job {ev.get('job')} {self.job_state}"
+        if ev.get("error"):
+            msg += f": {ev['error']}"
+        elif result.get("steps_done") is not None:
+            msg += f" after {result['steps_done']} steps"
+        self._log(msg)
+        self.status.emit(msg)
+        self._show_checkpoints(ev.get("checkpoints") or [])
+        self.refresh_status()
+        self.refresh_jobs()
+
+    def refresh_status(self) -> None:
+        if not self.host.connected or self.job_id is None or self._status_busy:
+            return
+        self._status_busy = True
+        client, job_id = self.host.client, self.job_id
+
+        def done(info):
+            self._status_busy = False
+            if info.get("id") != self.job_id:
+                return
+            self.job_info = info
+            self.job_state = info["state"]
+            self._steps_total = int(info.get("steps") or 0)
+            self._show_progress()
+            self._show_checkpoints(info.get("checkpoints") or [])
+            self._set_reward_title()
+            if self.job_state not in ACTIVE:
+                self._poll.stop()
+            self._sync_buttons()
+
+        def failed(reason):
+            self._status_busy = False
+            self._log(f"Status: {reason}")
+
+        self._run("Job status", lambda: client.job(job_id), done, failed)
+
+    def _show_progress(self) -> None:
+        info = self.job_info or {}
+        steps = self._steps_total or int(info.get("steps") or 0)
+        step = self.records[-1]["step"] if self.records else (info.get("progress") or {}).get("step", 0)
+        state = self.job_state or info.get("state") or "?"
+        if steps:
+            self.progress.setValue(int(1000 * min(1.0, step / steps)))
+            self.progress.setFormat(f"step {step} / {steps}")
+        eta = None
+        if state == "running" and self.records and step and steps > step:
+            elapsed = self.records[-1].get("elapsed_s")
+            if isinstance(elapsed, (int, float)) and elapsed > 0:
+                eta = elapsed / step * (steps - step)
+        if eta is None:
+            eta = info.get("eta_s") if state == "running" else None
+        text = f"Job {self.job_id}: {state}"
+        if state == "queued" and info.get("queue_position"):
+            text += f" (position {info['queue_position']} in the queue)"
+        if state == "running":
+            text += f" · ETA {fmt_eta(eta)}"
+        if info.get("error"):
+            text += f" — {info['error']}"
+        self.job_label.setText(text)
+        self.job_label.setStyleSheet(WARN if state == "failed" else "")
+
+    def _show_checkpoints(self, ckpts: list[dict]) -> None:
+        current = self.selected_checkpoint()
+        final = (self.job_info or {}).get("final_model")
+        rows = [dict(c) for c in ckpts]
+        if final:
+            rows.append({"step": "final", "path": final, "reward_mean": None, "diversity": None})
+        if [r["path"] for r in rows] == [self.ckpt_table.item(i, 0).data(Qt.UserRole)
+                                         for i in range(self.ckpt_table.rowCount())]:
+            return
+        self.ckpt_table.setRowCount(len(rows))
+        for i, c in enumerate(rows):
+            for col, text in enumerate((str(c["step"]), _num(c.get("reward_mean")), _num(c.get("diversity")))):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.UserRole, c["path"])
+                item.setToolTip(c["path"])
+                self.ckpt_table.setItem(i, col, item)
+            if c["path"] == current:
+                self.ckpt_table.selectRow(i)
+        self._sync_buttons()
+
+    def selected_checkpoint(self) -> str | None:
+        rows = self.ckpt_table.selectionModel().selectedRows() if self.ckpt_table.selectionModel() else []
+        if not rows:
+            return None
+        item = self.ckpt_table.item(rows[0].row(), 0)
+        return item.data(Qt.UserRole) if item is not None else None
+
+    # ================================================================== pause / resume / cancel
+    def _control(self, action: str) -> None:
+        if self.job_id is None or not self.host.connected:
+            return
+        client, job_id = self.host.client, self.job_id
+        fn = {"pause": client.pause_job, "resume": client.resume_job, "cancel": client.cancel_job}[action]
+        self._log(f"{action.capitalize()} requested")
+
+        def done(info):
+            self.job_state = info.get("state", self.job_state)
+            if action == "resume":
+                self._watch()  # the previous stream ended with the pause/cancel: follow the new run
+                self._poll.start()
+            self.refresh_status()
+            self._sync_buttons()
+
+        self._run(action.capitalize(), lambda: fn(job_id), done)
+
+    # ================================================================== checkpoints
+    def use_checkpoint(self) -> None:
+        path = self.selected_checkpoint()
+        if path is None or not self.host.connected:
+            return
+        client = self.host.client
+
+        def done(result):
+            self._log(f"Generating with {path}")
+            self.status.emit(f"Generating with checkpoint {Path(path).name}")
+            self.host.refresh_health()  # the Generate panel shows the model in use
+
+        self._run("Activating the checkpoint", lambda: client.activate(path), done)
+
+    def compare(self) -> None:
+        tuned = self.selected_checkpoint()
+        cfg = (self.job_info or {}).get("config") or {}
+        base = cfg.get("model")
+        if tuned is None or not base or not self.host.connected:
+            self.status.emit("Pick a checkpoint of a job first")
+            return
+        prompts: list[bytes | None] = [p.midi() for p in self.prompts[:MAX_COMPARE_PROMPTS]] or [None] * 3
+        restore = ((self.host.health or {}).get("model") or {}).get("path")
+        job = CompareJob(self.host.client, base, tuned, prompts, bars=2, seed=random.randrange(1, 2**30),
+                         restore=restore)
+        job.progress.connect(self._on_compare_progress)
+        job.result.connect(self._on_pairs)
+        job.failed.connect(self._on_compare_failed)
+        self._track(job)
+        self.ab_box.show()
+        self.ab_label.setText("Generating continuations with both models…")
+        self.btn_compare.setEnabled(False)
+        job.start()
+
+    def _on_compare_progress(self, text: str, fraction: float) -> None:
+        self.ab_label.setText(f"{text} ({fraction:.0%})")
+
+    def _on_compare_failed(self, reason: str) -> None:
+        self.ab_label.setText(f"Compare failed: {reason}")
+        self._error("Compare", reason)
+
+    def _on_watch_failed(self, reason: str) -> None:
+        if self.sender() is self._watcher:
+            self._error("Following the job", reason)
+
+    def _on_pairs(self, pairs: list[dict]) -> None:
+        job = self.sender()
+        base, tuned = job.base, job.tuned
+        rng = random.Random()
+        self.trials = []
+        for pair in pairs:
+            tuned_first = rng.random() < 0.5
+            a, b = ("tuned", "base") if tuned_first else ("base", "tuned")
+            self.trials.append({"prompt": pair["prompt"], "A": pair[a], "B": pair[b], "roles": {"A": a, "B": b},
+                                "paths": {"base": base, "tuned": tuned}})
+        self.trial_index = 0
+        self._show_trial()
+
+    def _show_trial(self) -> None:
+        n = len(self.trials)
+        if self.trial_index >= n:
+            self.ab_label.setText(f"Done: {n} pair{'s' if n != 1 else ''} judged. Thank you!")
+        else:
+            self.ab_label.setText(f"Pair {self.trial_index + 1} of {n}: listen to A and B (which model made which "
+                                  f"is hidden), then pick.")
+        self._show_tally()
+        self._sync_buttons()
+
+    def play_trial(self, which: str) -> None:
+        if self.trial_index >= len(self.trials):
+            return
+        notes = self.trials[self.trial_index][which]["notes"]
+        if notes:
+            self.audition.play(_Played(notes), SOLO)
+
+    def preference_set(self) -> PreferenceSet:
+        from PySide6.QtCore import QStandardPaths
+
+        fallback = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home()) / "preferences"
+        return PreferenceSet(preference_dir(getattr(self.win, "project_path", None), fallback))
+
+    def choose(self, choice: str) -> dict | None:
+        if self.trial_index >= len(self.trials):
+            return None
+        import base64
+
+        t = self.trials[self.trial_index]
+        self.audition.stop()
+        rec = self.preference_set().record(
+            a_midi=base64.b64decode(t["A"]["midi"]), b_midi=base64.b64decode(t["B"]["midi"]),
+            prompt_midi=t["prompt"],
+            a_model={"role": t["roles"]["A"], "path": t["paths"][t["roles"]["A"]]},
+            b_model={"role": t["roles"]["B"], "path": t["paths"][t["roles"]["B"]]},
+            choice=choice, extra={"job": self.job_id, "procedural_prompt": t["prompt"] is None})
+        self._log(f"A/B pair {self.trial_index + 1}: you picked {choice}"
+                  + (f" — the {rec['preferred']} model" if rec["preferred"] else ""))
+        self.trial_index += 1
+        self._show_trial()
+        return rec
+
+    def _show_tally(self) -> None:
+        if not self.trials:
+            return
+        prefs = self.preference_set()
+        paths = self.trials[0]["paths"]
+        counts = prefs.tally().get(f"{paths['base']} → {paths['tuned']}", {"tuned": 0, "base": 0, "tie": 0})
+        self.tally_label.setText(f"So far for this checkpoint: tuned preferred {counts['tuned']}, base "
+                                 f"{counts['base']}, no preference {counts['tie']}. Saved in {prefs.dir}")
+
+    # ================================================================== state
+    def _sync_buttons(self, *_args) -> None:
+        running = self.job_state in ACTIVE
+        connected = self.host.connected
+        self.btn_start.setEnabled(not running and not self.host.busy)
+        self.btn_pause.setEnabled(connected and running)
+        self.btn_cancel.setEnabled(connected and self.job_state in ("queued", "running", "paused"))
+        self.btn_resume.setEnabled(connected and self.job_state in ("paused", "cancelled", "failed"))
+        self.btn_add_selection.setEnabled(bool(self.doc.selection))
+        self.btn_remove_prompt.setEnabled(bool(self.prompts))
+        has_ckpt = self.selected_checkpoint() is not None
+        self.btn_use.setEnabled(connected and has_ckpt)
+        compare_running = any(isinstance(j, CompareJob) for j in self._jobs)
+        self.btn_compare.setEnabled(connected and has_ckpt and not compare_running)
+        judging = self.trial_index < len(self.trials)
+        for b in (self.btn_play_a, self.btn_play_b, self.btn_pick_a, self.btn_pick_b, self.btn_pick_tie):
+            b.setEnabled(judging)
+
+    def shutdown(self) -> None:
+        """Window closing: stop listening (the jobs themselves go on on the host)."""
+        self._poll.stop()
+        self._pending = None
+        for job in list(self._jobs):
+            job.cancel()
+        for job in list(self._jobs):
+            if not job.wait(5000):
+                _ORPHANS.append(job)  # a QThread destroyed while it runs aborts the process: keep it
+        self._jobs.clear()
+        self.audition.stop()

@@ -1,0 +1,122 @@
+"""Worker jobs of the Train panel (each on its own QThread; results reach the UI as queued signals).
+
+- `CallJob`: one host request (start, cancel, pause, resume, activate, list) off the UI thread.
+- `EventsWatcher`: follows GET /v1/jobs/ID/events; closing it only stops listening (the job goes on).
+- `CompareJob`: the same prompts continued by the base and the tuned model, for a blind A/B test.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from PySide6.QtCore import Signal
+
+from engine.host_client import HostClient, HostError
+from studio.generate.jobs import Job, decode_candidate_notes
+
+
+class CallJob(Job):
+    result = Signal(object)
+
+    def __init__(self, name: str, fn: Callable[[], object]) -> None:
+        super().__init__(name)
+        self.fn = fn
+
+    def run(self) -> None:
+        value = self.fn()
+        if not self.cancelled:
+            self.result.emit(value)
+
+
+class EventsWatcher(Job):
+    """Emits every line of a job's event stream: step records, state lines, and the done line."""
+
+    event = Signal(object)
+    done = Signal(object)
+
+    def __init__(self, client: HostClient, job_id: str) -> None:
+        super().__init__("train-events")
+        self.client = client
+        self.job_id = job_id
+        self._stream = None
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        super().cancel()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+    def run(self) -> None:
+        stream = self.client.job_events(self.job_id)
+        with self._lock:
+            self._stream = stream
+        if self.cancelled:
+            stream.close()
+            return
+        try:
+            for ev in stream:
+                if self.cancelled:
+                    return
+                if ev.get("done"):
+                    self.done.emit(ev)
+                else:
+                    self.event.emit(ev)
+        except HostError:
+            if not self.cancelled:
+                raise
+        finally:
+            stream.close()
+
+
+class CompareJob(Job):
+    """For each prompt (MIDI bytes, or None for a procedural one): one continuation by the base model
+    and one by the tuned model with the same seed. The host's active model is switched for each and
+    put back afterwards (the host has no per-request model). `result`: a list of pairs
+    {"prompt": bytes|None, "base": {"midi": b64, "notes": [...]}, "tuned": {...}}."""
+
+    result = Signal(object)
+
+    def __init__(self, client: HostClient, base: str, tuned: str, prompts: list[bytes | None], *, bars: int = 2,
+                 seed: int = 1, max_new_tokens: int = 512, restore: str | None = None) -> None:
+        super().__init__("train-compare")
+        self.client, self.base, self.tuned, self.prompts = client, base, tuned, prompts
+        self.bars, self.seed, self.max_new_tokens = bars, seed, max_new_tokens
+        self.restore = restore
+
+    def _generate(self, prompt: bytes | None, seed: int) -> dict:
+        stream = self.client.generate(prompt, candidates=1, bars=self.bars, seed=seed, score=False,
+                                      max_new_tokens=self.max_new_tokens, first_note=prompt is None)
+        done = stream.wait()
+        cand = done["candidates"][0]
+        return {"midi": cand["midi"], "notes": decode_candidate_notes(cand["midi"]), "model": done.get("model")}
+
+    def run(self) -> None:
+        total = 2 * len(self.prompts)
+        outputs: dict[str, list[dict]] = {}
+        try:
+            for k, (role, path) in enumerate((("base", self.base), ("tuned", self.tuned))):
+                self.progress.emit(f"Loading the {role} model…", k * len(self.prompts) / total)
+                self.client.activate(path)
+                outs = []
+                for i, prompt in enumerate(self.prompts):
+                    if self.cancelled:
+                        return
+                    self.progress.emit(f"{role.capitalize()} model: continuation {i + 1}/{len(self.prompts)}",
+                                       (k * len(self.prompts) + i) / total)
+                    outs.append(self._generate(prompt, self.seed + i))
+                outputs[role] = outs
+        finally:
+            if self.restore:
+                try:
+                    self.client.activate(self.restore)
+                except HostError:
+                    pass
+        pairs = [{"prompt": p, "base": b, "tuned": t}
+                 for p, b, t in zip(self.prompts, outputs["base"], outputs["tuned"])]
+        self.result.emit(pairs)
