@@ -132,7 +132,7 @@ def _polyphony_rate(notes: _NoteArrays, threshold: int) -> float:
         return 0.0
     segment_starts, n_pitches = _sounding_pitch_counts(notes)
     segment_lengths = np.diff(np.append(segment_starts, length))
-    return float(segment_lengths[n_pitches >= threshold].sum() / length)
+    return float(segment_lengths[n_pitches > threshold].sum() / length)
 
 
 def _empty_beat_rate(notes: _NoteArrays, resolution: int) -> float:
@@ -165,13 +165,14 @@ def _velocity_histogram(notes: _NoteArrays) -> np.ndarray:
 
 
 def polyphony_rate(clip: Clip, threshold: int = 2) -> float:
-    """Fraction of time steps (ticks 0 .. length-1) where ≥ `threshold` distinct pitches sound.
+    """MusPy's polyphony rate: the fraction of time steps (ticks 0 .. length-1) where more than
+    `threshold` distinct pitches sound.
 
-    length = last note end. This is MusPy's binary tick piano roll (notes sound on ticks
-    [start, end); a pitch doubled by overlapping notes counts once). The paper's wording
-    ("time steps where multiple pitches are active") is ≥ 2 pitches; note that MusPy's code
-    tests `> threshold`, so its default counts ≥ 3 pitches: pass threshold=3 to reproduce
-    MusPy's numbers exactly. 0.0 for a clip without notes (MusPy: NaN).
+    length = last note end, over MusPy's binary tick piano roll (notes sound on ticks
+    [start, end); a pitch doubled by overlapping notes counts once). As in MusPy's code the test
+    is `> threshold` with a default of 2, so by default a step counts when ≥ 3 pitches sound
+    (the paper's numbers come from MusPy; its prose says "multiple pitches"; pass threshold=1
+    for ≥ 2). 0.0 for a clip without notes (MusPy: NaN).
     """
     return _polyphony_rate(_NoteArrays(clip.notes), threshold)
 
@@ -196,7 +197,7 @@ def midi_features(clip: Clip, window_seconds: float | None = None) -> dict:
     """The eight features of the SMART paper §4.2 (Fig. 4), as JSON-ready python values.
 
     - n_notes: number of notes.
-    - polyphony_rate: see `polyphony_rate` (threshold 2).
+    - polyphony_rate: see `polyphony_rate` (MusPy's default threshold 2: > 2 pitches).
     - empty_beat_rate: see `empty_beat_rate`.
     - pitch_range: highest − lowest MIDI pitch (0 without notes).
     - scale_consistency: see `scale_consistency`.

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -57,6 +57,7 @@ from studio.files.documents import (
 from studio.files.recent import RecentFiles
 from studio.files.wavexport import WavExportJob
 from studio.midi.menu import MidiController, MidiMenu
+from studio.gcguard import install_main_thread_gc
 from studio.transport.controller import LATENCY_CHOICES, Transport
 from studio.transport.toolbar import TransportToolBar
 
@@ -77,6 +78,7 @@ class MainWindow(QMainWindow):
         """`interactive=False` (screenshots, batch checks): errors go to stderr/status bar,
         never to a modal dialog, and no recovery offer is made."""
         super().__init__(parent)
+        install_main_thread_gc()  # Qt objects must never be collected on a worker thread
         self.settings = settings if settings is not None else QSettings()
         self.interactive = interactive
         self.document = SketchDocument(parent=self)
@@ -86,6 +88,7 @@ class MainWindow(QMainWindow):
         self._forced_modified = False  # e.g. after recovery: unsaved although the stack is clean
         self._change_serial = 0
         self._wav_job: WavExportJob | None = None
+        self._wav_progress: QProgressDialog | None = None
         self._panels: list[QDockWidget] = []
         self.last_error: str | None = None
 
@@ -555,7 +558,7 @@ class MainWindow(QMainWindow):
             return None
         job = WavExportJob(self.document.clip, path, self.transport.soundfont)
         self._wav_job = job
-        progress = None
+        self._wav_progress = None
         if show_progress and self.interactive:
             progress = QProgressDialog("Rendering…", "Cancel", 0, 0, self)
             progress.setWindowTitle("Export WAV")
@@ -563,25 +566,44 @@ class MainWindow(QMainWindow):
             progress.setMinimumDuration(300)
             progress.canceled.connect(job.cancel)
             job.stage.connect(progress.setLabelText)
-
-        def done(message: str, error: bool = False) -> None:
-            if progress is not None:
-                progress.reset()
-                progress.deleteLater()
-            job.wait()
-            if self._wav_job is job:
-                self._wav_job = None
-            if error:
-                self.show_error("Export WAV Failed", message)
-            else:
-                self.show_message(message)
-
-        job.finished.connect(lambda p: done(f"Exported WAV: {Path(p).name}"))
-        job.failed.connect(lambda reason: done(f"Cannot export WAV: {reason}", error=True))
-        job.cancelled.connect(lambda: done("WAV export cancelled"))
-        job.stage.connect(lambda s: self.show_message(s, 0))
+            self._wav_progress = progress
+        # Bound slots of this window, never lambdas: a lambda has no receiver, so it would run on
+        # the job's worker thread and touch widgets (and wait on its own thread) from there.
+        job.finished.connect(self._wav_export_finished)
+        job.failed.connect(self._wav_export_failed)
+        job.cancelled.connect(self._wav_export_cancelled)
+        job.stage.connect(self._wav_export_stage)
         job.start()
         return job
+
+    @Slot(str)
+    def _wav_export_stage(self, message: str) -> None:
+        self.show_message(message, 0)
+
+    @Slot(str)
+    def _wav_export_finished(self, path: str) -> None:
+        self._wav_export_done(f"Exported WAV: {Path(path).name}")
+
+    @Slot(str)
+    def _wav_export_failed(self, reason: str) -> None:
+        self._wav_export_done(f"Cannot export WAV: {reason}", error=True)
+
+    @Slot()
+    def _wav_export_cancelled(self) -> None:
+        self._wav_export_done("WAV export cancelled")
+
+    def _wav_export_done(self, message: str, error: bool = False) -> None:
+        progress, self._wav_progress = self._wav_progress, None
+        if progress is not None:
+            progress.reset()
+            progress.deleteLater()
+        job, self._wav_job = self._wav_job, None
+        if job is not None:
+            job.wait()
+        if error:
+            self.show_error("Export WAV Failed", message)
+        else:
+            self.show_message(message)
 
     def autosave_interval_dialog(self) -> None:
         value, ok = QInputDialog.getInt(

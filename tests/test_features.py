@@ -30,19 +30,25 @@ def clip(notes, ppq=4, **kw) -> Clip:
 
 # ------------------------------------------------------------------ hand-computed features
 def test_polyphony_rate_hand_example():
-    # Pitches sounding per tick: 0–3: 1, 4–7: 2, 8–9: 1, 10–11: 2 → 6 of 12 ticks have ≥ 2.
+    # Pitches sounding per tick: 0–3: 1, 4–7: 2, 8–9: 1, 10–11: 2 → 6 of 12 ticks have ≥ 2,
+    # none has 3 (MusPy's default counts steps with more than 2 pitches).
     c = clip([(0, 60, 8), (4, 64, 8), (10, 67, 2)])
-    assert polyphony_rate(c) == pytest.approx(0.5)
-    assert midi_features(c)["polyphony_rate"] == pytest.approx(0.5)
-    assert polyphony_rate(c, threshold=3) == 0.0
-    assert polyphony_rate(c, threshold=1) == pytest.approx(1.0)
+    assert polyphony_rate(c) == 0.0
+    assert midi_features(c)["polyphony_rate"] == 0.0
+    assert polyphony_rate(c, threshold=1) == pytest.approx(0.5)
+    assert polyphony_rate(c, threshold=0) == pytest.approx(1.0)
+    # A triad over ticks 4–7 of 12: 4 steps with three pitches.
+    triad = clip([(0, 60, 12), (4, 64, 4), (4, 67, 4)])
+    assert polyphony_rate(triad) == pytest.approx(4 / 12)
+    assert midi_features(triad)["polyphony_rate"] == pytest.approx(4 / 12)
 
 
 def test_polyphony_counts_a_doubled_pitch_once():
     # Two overlapping notes on one pitch are one sounding pitch in a binary roll.
-    assert polyphony_rate(clip([(0, 60, 8), (4, 60, 8)])) == 0.0
-    # A third pitch over ticks 6–9 of the 12: polyphonic there only.
-    assert polyphony_rate(clip([(0, 60, 8), (4, 60, 8), (6, 72, 4)])) == pytest.approx(4 / 12)
+    assert polyphony_rate(clip([(0, 60, 8), (4, 60, 8)]), threshold=1) == 0.0
+    # A second pitch over ticks 6–9 of the 12: polyphonic there only.
+    assert polyphony_rate(clip([(0, 60, 8), (4, 60, 8), (6, 72, 4)]), threshold=1) == pytest.approx(4 / 12)
+    assert polyphony_rate(clip([(0, 60, 8), (4, 60, 8), (6, 72, 4)])) == 0.0
 
 
 def test_empty_beat_rate_hand_example():
@@ -87,8 +93,9 @@ def test_all_features_hand_example():
     assert f["pitch_range"] == 12
     assert f["velocity_range"] == 121
     assert f["scale_consistency"] == 1.0
-    # length 12: ticks 0–3 have two pitches (and 4 is where E ends and G starts).
-    assert f["polyphony_rate"] == pytest.approx(4 / 12)
+    # length 12: ticks 0–3 have two pitches (and 4 is where E ends and G starts): never > 2.
+    assert f["polyphony_rate"] == 0.0
+    assert polyphony_rate(c, threshold=1) == pytest.approx(4 / 12)
     # 12 // 4 + 1 = 4 beats, the note ending at 12 marks beat 3.
     assert f["empty_beat_rate"] == 0.0
     expected_pitch = [0.0] * 12
@@ -152,12 +159,12 @@ def test_window_follows_the_tempo_map():
 
 # ------------------------------------------------------------------ brute-force reference
 def _reference(c: Clip) -> tuple[float, float, float]:
-    """MusPy's loops over a dense tick roll (with the ≥ 2 polyphony threshold)."""
+    """MusPy's loops over a dense tick roll (MusPy: more than 2 pitches counts as polyphonic)."""
     length = max(n.end for n in c.notes)
     roll = np.zeros((length, 128), bool)
     for n in c.notes:
         roll[n.start : n.end, n.pitch] = True
-    poly = np.count_nonzero(roll.sum(1) >= 2) / length
+    poly = np.count_nonzero(roll.sum(1) > 2) / length
     n_beats = length // c.ppq + 1
     empty = [True] * n_beats
     for n in c.notes:

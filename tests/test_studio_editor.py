@@ -19,6 +19,7 @@ from test_studio_support import (  # noqa: F401 - fixtures
 from engine.music import Clip, Note
 from engine.project import Project
 from studio.editor import operations as ops
+from studio.editor.clipboard import put_on_clipboard
 from studio.editor.notegrid import Tool
 
 PPQ = 480
@@ -218,7 +219,7 @@ def test_paste_from_foreign_midi_clipboard(window):
     foreign = Clip([Note(96, 70, 48, 100)], 96)  # another app, another PPQ
     mime = QMimeData()
     mime.setData("audio/midi", foreign.to_midi_bytes())
-    QApplication.clipboard().setMimeData(mime)
+    put_on_clipboard(mime)
     window.editor.paste(at_tick=0)
     assert window.clip.notes == [Note(0, 70, 240, 100)]
 
@@ -296,3 +297,31 @@ def test_zoom_keeps_anchor_and_ctrl_wheel_zooms(window):
     rows = geo.row_height
     wheel(grid.viewport(), anchor, 120, Qt.ControlModifier | Qt.ShiftModifier)
     assert geo.row_height == rows + 1
+
+
+def test_process_exits_cleanly_with_copied_notes_on_the_clipboard(tmp_path):
+    """Copying notes and quitting must not crash on exit (Qt would free Python-made clipboard data
+    after Python has shut down); the text the data carried stays on the clipboard."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "copy_and_quit.py"
+    script.write_text(
+        "from PySide6.QtCore import QMimeData\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from engine.music import Clip, Note\n"
+        "from studio.editor.clipboard import notes_to_mime, put_on_clipboard\n"
+        "import atexit\n"
+        "app = QApplication([])\n"
+        "# registered before the clipboard's own release, so it runs after it (atexit is LIFO)\n"
+        "atexit.register(lambda: print('clipboard text:', QApplication.clipboard().text()))\n"
+        "put_on_clipboard(notes_to_mime([Note(0, 60, 480, 90)], Clip()))\n"
+        "mime = QMimeData(); mime.setText('kept'); put_on_clipboard(mime)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "clipboard text: kept" in proc.stdout

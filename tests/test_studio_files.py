@@ -5,7 +5,7 @@ import wave
 
 import pytest
 import shiboken6
-from PySide6.QtCore import QEvent
+from PySide6.QtCore import QEvent, QThread
 from PySide6.QtWidgets import QApplication, QMessageBox
 from test_studio_support import boxes, make_window, sketch, window  # noqa: F401 - fixtures
 
@@ -191,15 +191,29 @@ def test_live_recovery_files_of_other_windows_are_not_offered(make_window):
     assert b.recoverable() == []  # `a` is still alive
 
 
-def test_export_wav_runs_in_a_worker_thread(window, tmp_path, qtbot):
+def test_export_wav_runs_in_a_worker_thread(window, tmp_path, qtbot, monkeypatch):
     window.load_project(Project(clip=Clip([Note(0, 60, 240, 100), Note(240, 67, 240, 90)])), None)
+    ui_thread = QApplication.instance().thread()
+    messages = []  # (message, ran on the UI thread)
+    show_message = window.show_message
+    monkeypatch.setattr(window, "show_message", lambda m, *a: (messages.append((m, QThread.currentThread() is ui_thread)),
+                                                                 show_message(m, *a)))
+    import engine.render
+
+    render_thread = []
+    real_render = engine.render.render
+    monkeypatch.setattr(engine.render, "render", lambda *a, **k: (render_thread.append(QThread.currentThread() is not ui_thread),
+                                                                  real_render(*a, **k))[1])
     path = tmp_path / "out.wav"
     job = window.export_wav(path, show_progress=False)
-    with qtbot.waitSignal(job.finished, timeout=20000):
-        pass
+    # Waits on the window's state, not on the job's signal: that one is emitted on the worker thread.
+    qtbot.waitUntil(lambda: window._wav_job is None, timeout=20000)
     with wave.open(str(path)) as w:
         assert w.getnframes() > 0.5 * w.getframerate()
     assert "Exported WAV" in window.statusBar().currentMessage()
+    assert render_thread and all(render_thread)  # the rendering ran off the UI thread...
+    assert messages and all(on_ui for _m, on_ui in messages)  # ...and every report came back to it
+    assert not job.running
 
 
 def test_new_sketch_after_discard(window, boxes):

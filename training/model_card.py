@@ -186,6 +186,18 @@ def render_card(info: dict) -> str:
         f"- AdamW (β 0.9/0.95, weight decay 0.1), peak LR {t['lr']:g}, {t['warmup']} warmup steps then cosine; "
         f"{t['fim_rate']:.0%} of examples are bar-infilling; transposition ±5 semitones and ±10 % tempo jitter.",
         f"- Checkpoint: `{t['checkpoint']}`.",
+    ]
+    prior = t.get("init_from")
+    if prior:
+        if prior.get("step") is not None:
+            lines.append(
+                f"- Started from the weights of `{prior['path']}`, itself trained {prior['step']:,} steps "
+                f"({prior.get('tokens_seen') or 0:,} tokens, {prior.get('hours') or 0:.1f} h on {prior.get('hardware')}); "
+                f"in all {t['step'] + prior['step']:,} steps and {t['tokens_seen'] + (prior.get('tokens_seen') or 0):,} "
+                "tokens. The optimizer and LR schedule restarted with this run.")
+        else:
+            lines.append(f"- Started from the weights of `{prior['path']}` (no model card); the figures above count this run only.")
+    lines += [
         "",
         "## Evaluation",
         "",
@@ -275,6 +287,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
             if not torch.cuda.is_available() else torch.cuda.get_device_name(),
             "lr": run_config.get("lr"), "warmup": run_config.get("warmup"), "fim_rate": run_config.get("fim_rate", 0.25),
             "checkpoint": str(ckpt), "last_validation": last_val,
+            "init_from": run_config.get("init_from_card"),
         },
         "data": manifest and {k: manifest[k] for k in ("files_found", "files_used", "files_skipped", "splits", "skipped")},
         "evaluation": {},

@@ -315,6 +315,30 @@ def truncate_log(path: Path, last_step: int) -> None:
 
 
 # ---------------------------------------------------------------------------- the loop
+def init_policy(model_dir: str, tok: RemiTokenizer):
+    """Start from an existing model's weights (fine-tuning on one's own collection, or continuing a
+    shipped model), in float32 whatever the stored dtype; the vocabularies must match exactly."""
+    from engine.policy import Policy, PolicyLoadError
+
+    try:
+        policy = Policy.load(model_dir, dtype=torch.float32)
+    except PolicyLoadError as exc:
+        raise UserError(f"--init-from: {exc}") from None
+    if policy.tokenizer.vocab != tok.vocab:
+        raise UserError(f"--init-from {model_dir}: its tokenizer differs from the one the data was prepared with")
+    return policy
+
+
+def prior_training(model_dir: str) -> dict:
+    """What the --init-from model's card says about its own training (empty when it has no card)."""
+    card = Path(model_dir) / "model_card.json"
+    try:
+        t = json.loads(card.read_text())["training"]
+    except (OSError, ValueError, KeyError):
+        return {"path": str(model_dir)}
+    return {"path": str(model_dir), **{k: t.get(k) for k in ("step", "tokens_seen", "hours", "hardware", "batch_size", "seq_len", "lr")}}
+
+
 def train(args) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -352,7 +376,10 @@ def train(args) -> dict:
     else:
         if (out / LOG_FILE).exists() and not args.resume and checkpoint_dirs(out):
             raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        policy = Policy.create(args.config, tok, seed=args.seed)
+        if getattr(args, "init_from", None):
+            policy = init_policy(args.init_from, tok)
+        else:
+            policy = Policy.create(args.config, tok, seed=args.seed)
         state = None
     model = policy.model
     model.train()
@@ -372,6 +399,15 @@ def train(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         truncate_log(log_path, step)
         run_config = {k: v for k, v in vars(args).items() if k != "func"}
+        if state is None and getattr(args, "init_from", None):
+            # The source directory may be overwritten later (e.g. by exporting this run over it),
+            # so what it was is recorded now, for the model card.
+            run_config["init_from_card"] = prior_training(args.init_from)
+        elif state is not None and (out / "run_config.json").exists():
+            previous = json.loads((out / "run_config.json").read_text())
+            if "init_from_card" in previous:
+                run_config["init_from"] = run_config.get("init_from") or previous.get("init_from")
+                run_config["init_from_card"] = previous["init_from_card"]
         atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=1))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -459,6 +495,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", choices=["paper", "tiny"], default="paper")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (logs and checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--init-from", metavar="MODEL_DIR", help="start from this model's weights instead of random "
+                   "ones (same tokenizer); the optimizer and LR schedule start fresh")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=1024)

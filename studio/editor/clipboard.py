@@ -3,11 +3,14 @@ plus an internal JSON format that keeps exact ticks and PPQ for pasting inside t
 
 from __future__ import annotations
 
+import atexit
 import json
 import tempfile
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QMimeData, QUrl
+from PySide6.QtGui import QGuiApplication
 
 from engine.music import Clip, MidiFileError, Note, TempoChange
 from studio.editor.operations import normalized
@@ -31,6 +34,38 @@ def notes_to_mime(notes: list[Note], source: Clip) -> QMimeData:
     payload = {"ppq": clip.ppq, "notes": [[n.start, n.pitch, n.duration, n.velocity] for n in clip.notes]}
     mime.setData(MIME_NOTES, json.dumps(payload).encode())
     return mime
+
+
+_release_registered = False
+
+
+def put_on_clipboard(mime: QMimeData) -> None:
+    """Hand `mime` to the system clipboard (which owns it from then on).
+
+    A QMimeData made from Python is a Python-aware subclass; if the clipboard still holds one when
+    the process exits, Qt destroys it in a C++ exit handler after Python has shut down, and the
+    process dies with a segfault on exit. So it is released while Python is still alive (atexit),
+    keeping its plain text if it has any.
+    """
+    global _release_registered
+    QGuiApplication.clipboard().setMimeData(mime)
+    if not _release_registered:
+        atexit.register(release_clipboard)
+        _release_registered = True
+
+
+def release_clipboard() -> None:
+    """Drop clipboard data created from Python (see put_on_clipboard); keeps its text. Idempotent."""
+    if QGuiApplication.instance() is None:
+        return
+    clipboard = QGuiApplication.clipboard()
+    data = clipboard.mimeData()
+    if data is None or not shiboken6.isValid(data) or not shiboken6.createdByPython(data):
+        return
+    text = data.text() if data.hasText() else ""
+    clipboard.clear()  # deletes the data now, while Python runs
+    if text:
+        clipboard.setText(text)  # a plain C++ QMimeData: safe to outlive Python
 
 
 def notes_from_mime(mime: QMimeData, ppq: int) -> list[Note] | None:

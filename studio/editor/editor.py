@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 from engine.music import MidiFileError, Note
 from studio import theme
 from studio.editor import operations as ops
-from studio.editor.clipboard import drag_mime, notes_from_mime, notes_to_mime
+from studio.editor.clipboard import drag_mime, notes_from_mime, notes_to_mime, put_on_clipboard
 from studio.editor.document import SketchDocument
 from studio.editor.geometry import RollGeometry
 from studio.editor.keyboard import PianoKeyboard
@@ -164,7 +164,7 @@ class PianoRollEditor(QWidget):
         sel = self._selection_or_message()
         if not sel:
             return False
-        QApplication.clipboard().setMimeData(notes_to_mime(sorted(sel), self.doc.clip))
+        put_on_clipboard(notes_to_mime(sorted(sel), self.doc.clip))
         self.message.emit(f"Copied {len(sel)} note{'s' if len(sel) > 1 else ''}")
         return True
 
