@@ -75,7 +75,19 @@ def _chunks(data: bytes, start: int, end: int):
         if body_start + size > end:
             raise SoundFontFormatError(f"chunk {chunk_id!r} runs past the end of its container")
         yield chunk_id, data[body_start : body_start + size]
-        pos = body_start + size + (size & 1)
+        pos = body_start + size
+        # RIFF pads odd-sized bodies to a word, but some writers (Polyphone's SF3 export, e.g.
+        # Debian's MuseScore_General.sf3) leave the pad byte out: follow whichever reads as a chunk.
+        if size & 1 and not (_chunk_fits(data, pos, end) and not _chunk_fits(data, pos + 1, end)):
+            pos += 1
+
+
+def _chunk_fits(data: bytes, pos: int, end: int) -> bool:
+    """Whether a plausible chunk (printable id, body inside the container) starts at pos."""
+    if pos + 8 > end:
+        return False
+    chunk_id, size = struct.unpack_from("<4sI", data, pos)
+    return all(32 <= c < 127 for c in chunk_id) and pos + 8 + size <= end
 
 
 def _records(body: bytes, layout: struct.Struct, name: str) -> list[tuple]:

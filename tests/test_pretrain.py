@@ -189,6 +189,53 @@ def test_resume_continues_steps_and_the_loss_curve(data_dir, tmp_path):
     assert len(pretrain_mod.checkpoint_dirs(broken)) == 3  # --keep 3
 
 
+def test_init_from_continues_a_model_and_the_card_counts_both_runs(data_dir, tmp_path, capsys):
+    from engine.policy import Policy
+    from training.model_card import render_card
+
+    first = tmp_path / "first"
+    pretrain(data_dir, first, "--steps", "30", "--save-every", "30", "--eval-every", "30")
+    source = pretrain_mod.latest_checkpoint(first)
+    # The source's own card, as `training.model_card` writes it next to an exported model.
+    (source / "model_card.json").write_text(json.dumps({"training": {"step": 30, "tokens_seen": 1234, "hours": 0.01,
+                                                                     "hardware": "test"}}))
+    second = tmp_path / "second"
+    pretrain(data_dir, second, "--init-from", str(source), "--steps", "1", "--save-every", "1", "--eval-every", "0",
+             "--lr", "1e-9", "--warmup", "0")
+    log = read_log(second)
+    assert [r["step"] for r in log] == [1]  # a fresh schedule, not step 31
+    before = Policy.load(source).model.state_dict()
+    after = Policy.load(pretrain_mod.latest_checkpoint(second)).model.state_dict()
+    for name, tensor in before.items():  # started from the source's weights (the LR is ~0)
+        assert torch.allclose(tensor, after[name], atol=1e-5), name
+    # Its first loss is where the source run ended, far below where a fresh model starts.
+    first_log = read_log(first)
+    assert log[0]["loss"] < first_log[0]["loss"] - 1.0
+    assert log[0]["loss"] == pytest.approx(first_log[-1]["loss"], abs=0.5)
+    run_config = json.loads((second / "run_config.json").read_text())
+    assert run_config["init_from_card"]["step"] == 30
+    card = render_card({"training": {"config": "tiny", "layers": 1, "hidden_size": 1, "heads": 1, "context_length": 1,
+                                     "vocab_size": 1, "parameters": 1, "dtype": "float32", "step": 1, "planned_steps": 1,
+                                     "batch_size": 8, "seq_len": 160, "tokens_seen": 100, "epochs": 0.1, "hours": 0.0,
+                                     "hardware": "test", "lr": 1e-9, "warmup": 0, "fim_rate": 0.25, "checkpoint": "x",
+                                     "init_from": run_config["init_from_card"]},
+                        "data": None, "evaluation": {}, "generation": None})
+    assert "in all 31 steps and 1,334 tokens" in card
+    # A model with another vocabulary is refused with a clear message.
+    other = tmp_path / "other"
+    import miditok
+
+    from engine.tokenizer import default_config
+
+    config = default_config()
+    config.num_velocities = 8
+    Policy.create("tiny", RemiTokenizer(miditok.REMI(config))).save(other)
+    args = ["pretrain", "--data", str(data_dir), "--config", "tiny", "--out", str(tmp_path / "third"),
+            "--init-from", str(other), "--steps", "1", "--quiet"]
+    assert pretrain_mod.main(args) == 2
+    assert "tokenizer differs" in capsys.readouterr().err
+
+
 def test_fresh_run_refuses_to_overwrite_and_resume_without_checkpoint_starts(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     pretrain(data_dir, out, "--steps", "2", "--save-every", "1", "--eval-every", "0")

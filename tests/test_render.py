@@ -30,7 +30,10 @@ from engine.render import (
 PPQ = 480
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLUID_SOURCE = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-MUSESCORE_SOURCE = Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3")
+# musescore-general-soundfont-small (34 MB) ships this one; the full package ships MuseScore_General_Full.sf3.
+MUSESCORE_SOURCE = next((p for p in (Path("/usr/share/sounds/sf3/MuseScore_General.sf3"),
+                                     Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3")) if p.is_file()),
+                        Path("/usr/share/sounds/sf3/MuseScore_General.sf3"))
 
 
 def clip_at(bpm: float, notes: list[tuple[float, int, float, int]], tempos=None) -> Clip:
@@ -332,3 +335,20 @@ def test_build_script_subsets_sf3_and_renderer_plays_it(tmp_path):
     assert synth.program_info(0)[1:] == (0, 0)
     audio = render(clip_at(120, [(0, 60, 4, 110)]), 16000, soundfont=out)
     assert rms(audio[: 2 * 16000]) > 1e-3
+
+
+def test_build_script_reads_riff_chunks_with_and_without_the_pad_byte():
+    import struct
+
+    build = load_build_script()
+
+    def chunk(cid: bytes, body: bytes, pad: bool = True) -> bytes:
+        return cid + struct.pack("<I", len(body)) + body + (b"\0" if pad and len(body) % 2 else b"")
+
+    for pad in (True, False):  # Polyphone's SF3 export omits the pad byte after odd-sized bodies
+        data = chunk(b"ICOP", b"abc", pad) + chunk(b"ISFT", b"xy") + chunk(b"ICMT", b"odd", pad)
+        assert [(cid, body) for cid, body in build._chunks(data, 0, len(data))] == [
+            (b"ICOP", b"abc"), (b"ISFT", b"xy"), (b"ICMT", b"odd")]
+    broken = chunk(b"ICOP", b"abc") + b"LIST" + struct.pack("<I", 1000)
+    with pytest.raises(build.SoundFontFormatError, match="runs past"):
+        list(build._chunks(broken, 0, len(broken)))
