@@ -6,6 +6,10 @@ measured on the same machine state. Targets on 2 CPU cores: >= 600 tok/s at batc
 at batch 8. Prints a GPU section when CUDA is available.
 
     uv run python benchmarks/bench_decode.py [--new-tokens 512] [--prompt 64] [--threads N] [--skip-hf]
+                                             [--model DIR]   # trained weights instead of random ones
+
+Token agreement of the approximate weight modes (fp16, int8) is measured against the exact decoder's
+greedy tokens; with random weights logits are near-ties, so only a trained model's agreement is telling.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch  # noqa: E402
 from transformers import Phi3Config, Phi3ForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from engine.fastdecode import Phi3Decoder, fp16_weights_available, sample_next  # noqa: E402
+from engine.fastdecode import Phi3Decoder, fp16_weights_available, int8_weights_available, sample_next  # noqa: E402
 
 VOCAB = 600
 
@@ -84,31 +88,75 @@ def fast_generate(model, prompts: torch.Tensor, new_tokens: int, weights: str, t
     return time.perf_counter() - t0, build, out
 
 
-def run(device: str, dtype: torch.dtype, new_tokens: int, prompt_len: int, skip_hf: bool) -> None:
-    model = paper_model(device, dtype)
+def load_model(model_dir: str | None, device: str, dtype: torch.dtype) -> Phi3ForCausalLM:
+    if model_dir is None:
+        return paper_model(device, dtype)
+    from engine.policy import Policy
+
+    return Policy.load(model_dir, dtype=dtype).model.to(device).eval()
+
+
+def run(device: str, dtype: torch.dtype, new_tokens: int, prompt_len: int, skip_hf: bool,
+        model_dir: str | None = None) -> None:
+    model = load_model(model_dir, device, dtype)
+    vocab = model.config.vocab_size
     modes = ["model"]
-    if device == "cpu" and dtype == torch.float32 and fp16_weights_available():
-        modes.append("fp16")
+    if device == "cpu" and dtype == torch.float32:
+        modes += [m for m, ok in (("fp16", fp16_weights_available()), ("int8", int8_weights_available())) if ok]
     for B in (1, 8):
         g = torch.Generator().manual_seed(B)
-        prompts = torch.randint(3, VOCAB, (B, prompt_len), generator=g).to(device)
+        prompts = torch.randint(3, vocab, (B, prompt_len), generator=g).to(device)
         total = B * new_tokens
         hf_tokens = None
         if not skip_hf:
             secs, hf_tokens = hf_generate(model, prompts, new_tokens)
             print(f"  {device} B={B}  HF generate (static cache)       {total / secs:8.0f} tok/s  ({secs:.2f} s)",
                   flush=True)
+        exact_tokens = None
         for mode in modes:
             secs, build, toks = fast_generate(model, prompts, new_tokens, mode)
             note = ""
             if hf_tokens is not None:
                 same = (toks == hf_tokens).float().mean().item()
                 note = f"  greedy tokens == HF: {same * 100:.1f}%"
+            if mode == "model":
+                exact_tokens = toks
+            else:
+                # Position of the first divergence from exact greedy decoding (later tokens follow other contexts).
+                diverged = (toks != exact_tokens).int().argmax(dim=1).float()
+                diverged[(toks == exact_tokens).all(dim=1)] = new_tokens
+                note += f"  first token != exact greedy at {diverged.mean().item():.0f} (mean over rows)"
             print(f"  {device} B={B}  Phi3Decoder weights={mode:5s} greedy  {total / secs:8.0f} tok/s  "
                   f"({secs:.2f} s, build {build * 1e3:.0f} ms){note}", flush=True)
         secs, _, _ = fast_generate(model, prompts, new_tokens, modes[-1], top_p=0.95)
         print(f"  {device} B={B}  Phi3Decoder weights={modes[-1]:5s} top_p=0.95 sampling "
               f"{total / secs:8.0f} tok/s", flush=True)
+
+
+def teacher_forced_nll(model, data_dir: str, modes: list[str], sequences: int, length: int) -> None:
+    """Mean NLL per token of real validation sequences, fed token by token through each weight mode:
+    what the approximation costs the model's predictions (exact decoding is the reference)."""
+    import numpy as np
+
+    from training.data import TokenSplit
+
+    split = TokenSplit(data_dir, "val")
+    rng = np.random.default_rng(0)
+    picks = [split[int(i)] for i in rng.choice(len(split), size=min(sequences, len(split)), replace=False)]
+    rows = [torch.as_tensor(np.asarray(seq[:length], dtype=np.int64)) for seq in picks if len(seq) > length // 2]
+    for mode in modes:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for ids in rows:
+                decoder = Phi3Decoder(model, 1, len(ids), weights=mode)
+                logits = decoder.prefill(ids[:1].view(1, 1))
+                for t in range(1, len(ids)):
+                    total -= torch.log_softmax(logits[0], -1)[ids[t]].item()
+                    count += 1
+                    if t + 1 < len(ids):
+                        logits = decoder.step(ids[t].view(1))
+        print(f"  teacher-forced NLL, weights={mode:5s}: {total / count:.4f} nats/token over {count} tokens "
+              f"({len(rows)} validation sequences)", flush=True)
 
 
 def main() -> None:
@@ -117,17 +165,24 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--skip-hf", action="store_true", help="skip the (slow) HF generate baseline")
+    parser.add_argument("--model", default=None, help="a model directory (e.g. resources/models/default)")
+    parser.add_argument("--nll-data", default=None, metavar="DATA_DIR",
+                        help="with --model: also compare teacher-forced NLL of each weight mode on DATA_DIR's val split")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
-          f"{args.prompt}-token prompts, {args.new_tokens} new tokens, paper config, greedy unless noted")
-    run("cpu", torch.float32, args.new_tokens, args.prompt, args.skip_hf)
+          f"{args.prompt}-token prompts, {args.new_tokens} new tokens, "
+          f"{'weights of ' + args.model if args.model else 'paper config, random weights'}, greedy unless noted")
+    run("cpu", torch.float32, args.new_tokens, args.prompt, args.skip_hf, args.model)
+    if args.nll_data and args.model:
+        modes = ["model"] + [m for m, ok in (("fp16", fp16_weights_available()), ("int8", int8_weights_available())) if ok]
+        teacher_forced_nll(load_model(args.model, "cpu", torch.float32), args.nll_data, modes, sequences=8, length=512)
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name()}")
-        run("cuda", torch.float32, args.new_tokens, args.prompt, args.skip_hf)
-        run("cuda", torch.bfloat16, args.new_tokens, args.prompt, args.skip_hf)
+        run("cuda", torch.float32, args.new_tokens, args.prompt, args.skip_hf, args.model)
+        run("cuda", torch.bfloat16, args.new_tokens, args.prompt, args.skip_hf, args.model)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ Weights are read from the HF module when the decoder is built. In the default ``
 decoder holds views of the live parameters, so in-place optimizer updates are seen immediately. In
 ``weights="fp16"`` mode (CPU, float32 models only) the linear weights are packed once into fbgemm fp16
 panels: decoding at batch 1 on a small CPU is memory-bandwidth bound (the paper model's 56 MB of fp32
-weights do not fit in cache), and halving the bytes read per token roughly triples throughput. That is a
-snapshot: build a new decoder after training updates (packing the paper model takes ~0.15 s).
+weights do not fit in cache), and halving the bytes read per token speeds it up. ``weights="int8"`` (CPU,
+float32 models) goes further: weights quantized per output channel to int8 (fbgemm, activations quantized
+per call), a quarter of the bytes — the fastest batch-1 mode, approximate like fp16 (see the benchmark's
+token agreement); never use it where exact log-probabilities matter (GRPO rollouts). Both are snapshots:
+build a new decoder after training updates (packing the paper model takes ~0.2 s).
 
 Sliding a window past ``max_len`` is the caller's job: ``reset()`` then ``prefill()`` the most recent tokens.
 
@@ -18,12 +21,15 @@ This module must never import Qt.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Phi3Decoder", "sample_next", "fp16_weights_available"]
+__all__ = ["Phi3Decoder", "PackedWeights", "sample_next", "fp16_weights_available", "int8_weights_available",
+           "WEIGHT_MODES"]
 
-_WEIGHT_MODES = ("model", "fp16")
+WEIGHT_MODES = ("model", "fp16", "int8")
 
 
 def fp16_weights_available() -> bool:
@@ -38,31 +44,94 @@ def fp16_weights_available() -> bool:
     return True
 
 
+def _int8_pack(weight: torch.Tensor):
+    """fbgemm int8 panels of a float32 [out, in] weight, symmetric per output channel."""
+    w = weight.detach().float().contiguous()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
+    q = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None)
+
+
+def int8_weights_available() -> bool:
+    """True when this torch build has the fbgemm int8 dynamic linear kernels (x86 CPU builds)."""
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.ops.quantized.linear_dynamic(torch.zeros(1, 8), _int8_pack(torch.ones(8, 8)), True)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
+
+
 class _Linear:
-    """A bias-free linear over either the live weight (exact) or an fbgemm fp16-packed snapshot."""
+    """A bias-free linear over the live weight (exact) or an fbgemm fp16 / int8 packed snapshot."""
 
-    __slots__ = ("weight", "packed")
+    __slots__ = ("weight", "packed", "mode")
 
-    def __init__(self, weight: torch.Tensor, fp16: bool):
-        self.weight = weight
-        self.packed = torch.ops.quantized.linear_prepack_fp16(weight) if fp16 else None
+    def __init__(self, weight: torch.Tensor, mode: str):
+        self.weight, self.mode, self.packed = weight, mode, None
+        if mode == "fp16":
+            self.packed = torch.ops.quantized.linear_prepack_fp16(weight)
+        elif mode == "int8":
+            import warnings
+
+            with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated; fbgemm still serves it
+                warnings.simplefilter("ignore")
+                self.packed = _int8_pack(weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None:
+        if self.mode == "fp16":
             return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        if self.mode == "int8":
+            # reduce_range: 7-bit activations, as torch's own dynamic quantization does on x86.
+            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
         return F.linear(x, self.weight)
 
 
 class _Layer:
     __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down")
 
-    def __init__(self, hf_layer, fp16: bool):
+    def __init__(self, hf_layer, mode: str):
         self.ln1 = hf_layer.input_layernorm.weight.detach()
         self.ln2 = hf_layer.post_attention_layernorm.weight.detach()
-        self.qkv = _Linear(hf_layer.self_attn.qkv_proj.weight.detach(), fp16)
-        self.o = _Linear(hf_layer.self_attn.o_proj.weight.detach(), fp16)
-        self.gate_up = _Linear(hf_layer.mlp.gate_up_proj.weight.detach(), fp16)
-        self.down = _Linear(hf_layer.mlp.down_proj.weight.detach(), fp16)
+        self.qkv = _Linear(hf_layer.self_attn.qkv_proj.weight.detach(), mode)
+        self.o = _Linear(hf_layer.self_attn.o_proj.weight.detach(), mode)
+        self.gate_up = _Linear(hf_layer.mlp.gate_up_proj.weight.detach(), mode)
+        self.down = _Linear(hf_layer.mlp.down_proj.weight.detach(), mode)
+
+
+def _check_weight_mode(weights: str, device: torch.device, dtype: torch.dtype) -> None:
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"weights must be one of {WEIGHT_MODES}, got {weights!r}")
+    if weights == "model":
+        return
+    if device.type != "cpu" or dtype != torch.float32:
+        raise ValueError(f"weights={weights!r} packs float32 weights for CPU; use weights='model' on CUDA/bf16")
+    available = fp16_weights_available() if weights == "fp16" else int8_weights_available()
+    if not available:
+        raise RuntimeError(f"weights={weights!r} needs torch's fbgemm kernels, unavailable in this build")
+
+
+class PackedWeights:
+    """A model's linear weights packed once for an approximate CPU mode ("fp16" or "int8"), to be shared
+    by every decoder built over that model (packing the paper model takes ~0.1–0.2 s, too long to repeat
+    per request). A snapshot: pack again after the weights change."""
+
+    def __init__(self, model, weights: str):
+        embed = model.model.embed_tokens.weight
+        _check_weight_mode(weights, embed.device, embed.dtype)
+        if weights == "model":
+            raise ValueError("weights='model' reads the live parameters: nothing to pack")
+        self.weights = weights
+        self.model_ref = weakref.ref(model)
+        with torch.no_grad():
+            self.layers = [_Layer(layer, weights) for layer in model.model.layers[: model.config.num_hidden_layers]]
+            self.lm_head = _Linear(model.lm_head.weight.detach(), weights)
 
 
 def _check_supported(model, max_len: int) -> None:
@@ -94,11 +163,13 @@ class Phi3Decoder:
     count from its first real token (HF `generate` convention), so logits match HF.
     """
 
-    def __init__(self, model, batch_size: int, max_len: int, device=None, weights: str = "model"):
+    def __init__(self, model, batch_size: int, max_len: int, device=None, weights: str = "model",
+                 packed: PackedWeights | None = None):
+        """`packed`: weights packed once by `PackedWeights` for this model (its mode overrides `weights`)."""
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size}, {max_len}")
-        if weights not in _WEIGHT_MODES:
-            raise ValueError(f"weights must be one of {_WEIGHT_MODES}, got {weights!r}")
+        if weights not in WEIGHT_MODES:
+            raise ValueError(f"weights must be one of {WEIGHT_MODES}, got {weights!r}")
         _check_supported(model, max_len)
         config = model.config
         embed = model.model.embed_tokens.weight
@@ -106,13 +177,13 @@ class Phi3Decoder:
         if embed.device != self.device:
             raise ValueError(f"model weights are on {embed.device} but device={self.device}; move the model first")
         self.dtype = embed.dtype
-        fp16 = weights == "fp16"
-        if fp16:
-            if self.device.type != "cpu" or self.dtype != torch.float32:
-                raise ValueError("weights='fp16' packs float32 weights for CPU; use weights='model' on CUDA/bf16")
-            if not fp16_weights_available():
-                raise RuntimeError("weights='fp16' needs torch's fbgemm kernels, unavailable in this build")
+        if packed is not None:
+            if packed.model_ref() is not model:
+                raise ValueError("packed weights belong to another model")
+            weights = packed.weights
+        _check_weight_mode(weights, self.device, self.dtype)
         self.weights = weights
+        self.packed = packed
         self.batch_size = batch_size
         self.max_len = max_len
 
@@ -128,9 +199,12 @@ class Phi3Decoder:
 
         with torch.no_grad():
             self.embed = embed.detach()
-            self.layers = [_Layer(layer, fp16) for layer in model.model.layers[: self.n_layers]]
+            if packed is not None:
+                self.layers = packed.layers
+            else:
+                self.layers = [_Layer(layer, weights) for layer in model.model.layers[: self.n_layers]]
             self.final_norm = model.model.norm.weight.detach()
-            self.lm_head = _Linear(model.lm_head.weight.detach(), fp16)
+            self.lm_head = packed.lm_head if packed is not None else _Linear(model.lm_head.weight.detach(), weights)
 
             # RoPE tables computed exactly as Phi3RotaryEmbedding.forward (fp32 product, then cast).
             inv_freq = model.model.rotary_emb.inv_freq.detach().to(device=self.device, dtype=torch.float32)

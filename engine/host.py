@@ -174,7 +174,8 @@ def _splice(model, parts: Sequence[tuple[Any, Sequence[int]]], capacity: int):
     if capacity <= length:
         raise ValueError(f"capacity {capacity} must exceed the spliced length {length}")
     first = parts[0][0]
-    out = Phi3Decoder(model, batch_size=total, max_len=capacity, device=first.device, weights=first.weights)
+    out = Phi3Decoder(model, batch_size=total, max_len=capacity, device=first.device, weights=first.weights,
+                      packed=getattr(first, "packed", None))
     padded = False
     dst = 0
     for d, idx in parts:
@@ -244,11 +245,18 @@ class DecodeScheduler:
     and at the context limit all rows slide (re-prefill of recent bars) as `Policy.stream_ids` does.
     """
 
-    def __init__(self, max_rows: int = 32, gather_s: float = 0.003):
+    def __init__(self, max_rows: int = 32, gather_s: float = 0.003, decode_weights: str = "model"):
+        """`decode_weights`: "model" (exact) or an approximate CPU mode of `engine.fastdecode` ("int8")."""
+        from engine.fastdecode import WEIGHT_MODES
+
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
+        if decode_weights not in WEIGHT_MODES:
+            raise ValueError(f"decode_weights must be one of {WEIGHT_MODES}")
         self.max_rows = max_rows
         self.gather_s = gather_s
+        self.decode_weights = decode_weights
+        self._packed = None  # PackedWeights of the last model decoded (packing once per model, not per request)
         self.stats = SchedulerStats()
         self._pending: deque[DecodeJob] = deque()
         self._cv = threading.Condition()
@@ -256,6 +264,16 @@ class DecodeScheduler:
         self._splice_ok: bool | None = None
         self._thread = threading.Thread(target=self._loop, name="smart-decode-scheduler", daemon=True)
         self._thread.start()
+
+    def packed_for(self, model):
+        """The packed weights for `model` in this scheduler's mode (None in exact mode); cached per model."""
+        if self.decode_weights == "model" or next(model.parameters()).device.type != "cpu":
+            return None
+        from engine.fastdecode import PackedWeights
+
+        if self._packed is None or self._packed.model_ref() is not model:
+            self._packed = PackedWeights(model, self.decode_weights)
+        return self._packed
 
     # ------------------------------------------------------------------ public
     def submit(self, job: DecodeJob) -> DecodeJob:
@@ -424,7 +442,8 @@ class _Batch:
         for r, w in enumerate(windows):
             ids[r, width - len(w):] = torch.tensor(w, dtype=torch.long)
             mask[r, width - len(w):] = True
-        decoder = Phi3Decoder(self.policy.model, batch_size=len(rows), max_len=capacity, device=self.device)
+        decoder = Phi3Decoder(self.policy.model, batch_size=len(rows), max_len=capacity, device=self.device,
+                              packed=self.sched.packed_for(self.policy.model))
         logits = decoder.prefill(ids.to(self.device), mask.to(self.device))
         if self.sched._splice_ok is None:
             self.sched._splice_ok = all(hasattr(decoder, a) for a in _DECODER_STATE)
@@ -695,7 +714,8 @@ class HostState:
 
     def __init__(self, policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
                  model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None):
+                 max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
+                 decode_weights: str = "model"):
         self.policy = policy
         self.scorer = scorer
         self.maa_reason = maa_reason
@@ -705,7 +725,8 @@ class HostState:
         self.soundfont = soundfont
         self.model_roots = [Path(r) for r in model_roots]
         self.registered: list[Path] = [p for p in [policy.path] if p is not None]
-        self.scheduler = DecodeScheduler(max_rows=max(max_batch_rows, MAX_CANDIDATES))
+        self.scheduler = DecodeScheduler(max_rows=max(max_batch_rows, MAX_CANDIDATES), decode_weights=decode_weights)
+        self.scheduler.packed_for(policy.model)  # pack now, not on the first request
         # Generation workers mostly wait on the scheduler; one per admitted request.
         self.executor = ThreadPoolExecutor(max_workers=max_active, thread_name_prefix="smart-generate")
         self.stats = HostStats()
@@ -1075,6 +1096,7 @@ def health_router():
         with state.lock:
             stats = state.stats.as_dict()
         return {"status": "ok", "device": str(state.policy.device), "model": state.policy.describe(),
+                "decode_weights": state.scheduler.decode_weights,
                 "maa": state.maa_status(), "auth": state.token is not None,
                 "uptime_s": round(time.time() - state.started_at, 1),
                 "limits": {"candidates": MAX_CANDIDATES, "bars": MAX_BARS, "max_new_tokens": MAX_NEW_TOKENS,
@@ -1271,7 +1293,7 @@ def score_router():
 def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
                model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
-               routers: Sequence = ()):
+               routers: Sequence = (), decode_weights: str = "model"):
     """The host's FastAPI app. `scorer`: an MAAScorer or None (then `maa_reason` says why).
 
     `routers`: extra APIRouters (e.g. training jobs); they reach the state as `request.app.state.host`.
@@ -1280,7 +1302,7 @@ def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, to
 
     state = HostState(policy, scorer=scorer, maa_reason=maa_reason, token=token, model_roots=model_roots,
                       max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows, max_active=max_active,
-                      soundfont=soundfont)
+                      soundfont=soundfont, decode_weights=decode_weights)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -1334,6 +1356,18 @@ def pick_device(requested: str | None) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available to this process")
     return requested
+
+
+def pick_decode_weights(requested: str, device: str) -> str:
+    """--decode-weights: "auto" is int8 on CPU when torch has the kernels (about 1.5–2× faster decoding at
+    +0.001 nats/token, see BENCHMARKS.md), exact weights otherwise."""
+    from engine.fastdecode import int8_weights_available
+
+    if requested != "auto":
+        if requested != "model" and device != "cpu":
+            raise UserError(f"--decode-weights {requested} is a CPU mode; use model (exact) on {device}")
+        return requested
+    return "int8" if device == "cpu" and int8_weights_available() else "model"
 
 
 def cpu_threads(requested: int | None, device: str) -> int | None:
@@ -1405,15 +1439,17 @@ def run(args) -> int:
     from engine.host_jobs import JobManager, jobs_router  # training jobs (POST /v1/train, /v1/jobs)
 
     jobs = JobManager(args.jobs_dir)
+    decode_weights = pick_decode_weights(args.decode_weights, device)
     app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
                      model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
-                     max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)])
+                     max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)],
+                     decode_weights=decode_weights)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"smart serve: http://{url_host}:{port} (docs at /docs) — model {policy.path}, device {device}, "
           f"MAA {'ok' if scorer is not None else 'missing: ' + (maa_reason or '')}, "
-          f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads", file=sys.stderr, flush=True)
+          f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads, decode weights {decode_weights}", file=sys.stderr, flush=True)
     if args.ready_file:
         # Written once bound: a parent that asked for --port 0 learns the port from it.
         Path(args.ready_file).write_text(json.dumps({"port": port, "pid": os.getpid()}))
@@ -1434,6 +1470,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: a quarter of the cores, 1 to 4)")
+    p.add_argument("--decode-weights", default="auto", choices=["auto", "model", "int8", "fp16"],
+                   help="weights for decoding: model = exact; int8/fp16 = packed CPU snapshots (faster, "
+                        "approximate); auto = int8 on CPU, exact on CUDA")
     p.add_argument("--checkpoints", action="append", default=[], metavar="DIR",
                    help="also list model directories found under DIR in /v1/models (repeatable)")
     p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")

@@ -7,7 +7,7 @@ import torch
 from transformers import Phi3Config, Phi3ForCausalLM
 from transformers.utils import logging as hf_logging
 
-from engine.fastdecode import Phi3Decoder, fp16_weights_available, sample_next
+from engine.fastdecode import PackedWeights, Phi3Decoder, fp16_weights_available, int8_weights_available, sample_next
 
 hf_logging.set_verbosity_error()
 VOCAB = 600
@@ -151,6 +151,35 @@ def test_fp16_weights_mode_is_close_to_exact():
         assert not torch.equal(a, b)  # it really used the packed fp16 weights
         nxt = a.argmax(-1)
         a, b = exact.step(nxt), fast.step(nxt)
+
+
+@pytest.mark.skipif(not int8_weights_available(), reason="fbgemm int8 kernels not in this torch build")
+def test_int8_weights_mode_is_close_to_exact_and_packs_once():
+    model = make_model(**PAPER_SHAPED)
+    ids, mask = left_padded_batch([10, 4])
+    exact = Phi3Decoder(model, batch_size=2, max_len=32)
+    fresh = Phi3Decoder(model, batch_size=2, max_len=32, weights="int8")
+    packed = PackedWeights(model, "int8")
+    shared = [Phi3Decoder(model, batch_size=2, max_len=32, packed=packed) for _ in range(2)]
+    assert all(d.weights == "int8" and d.layers is packed.layers for d in shared)
+    a, b = exact.prefill(ids, mask), fresh.prefill(ids, mask)
+    c = [d.prefill(ids, mask) for d in shared]
+    for _ in range(10):
+        p_exact, p_int8 = torch.softmax(a, -1), torch.softmax(b, -1)
+        # Quantization noise only: the next-token distributions stay close (total variation) ...
+        assert 0.5 * (p_exact - p_int8).abs().sum(-1).max() < 0.1
+        assert not torch.equal(a, b)  # ... and it really used the int8 weights
+        for other in c:
+            assert torch.equal(other, b)  # a shared pack is the same model as a freshly packed one
+        nxt = a.argmax(-1)
+        a, b = exact.step(nxt), fresh.step(nxt)
+        c = [d.step(nxt) for d in shared]
+    with pytest.raises(ValueError, match="another model"):
+        Phi3Decoder(make_model(seed=1, **PAPER_SHAPED), batch_size=1, max_len=8, packed=packed)
+    with pytest.raises(ValueError, match="CPU"):
+        Phi3Decoder(model.to(torch.bfloat16), batch_size=1, max_len=8, weights="int8")
+    with pytest.raises(ValueError, match="nothing to pack"):
+        PackedWeights(make_model(), "model")
 
 
 def test_errors_are_clear():

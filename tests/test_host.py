@@ -327,6 +327,33 @@ def test_splicing_decoders_keeps_each_rows_logits(policy):
             assert torch.allclose(spliced.step(step), joint.step(step), atol=1e-4)
 
 
+def test_int8_host_packs_once_and_serves_concurrent_requests(policy):
+    from engine.fastdecode import int8_weights_available
+
+    if not int8_weights_available():
+        pytest.skip("fbgemm int8 kernels not in this torch build")
+    app = create_app(policy, maa_reason="none (test)", decode_weights="int8")
+    scheduler = app.state.host.scheduler
+    packed = scheduler._packed
+    assert packed is not None and packed.model_ref() is policy.model  # packed at start, not per request
+    with serve(app) as url, HostClient(url) as client:
+        assert client.health()["decode_weights"] == "int8"
+        results = []
+
+        def one(seed: int) -> None:
+            results.append(generate(client, prompt_midi=prompt_clip().to_midi_bytes(), candidates=2, bars=1,
+                                    seed=seed, max_new_tokens=48, score=False)[1])
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert len(results) == 4 and all(len(r["candidates"]) == 2 for r in results)
+    assert all(c["finished_by"] for r in results for c in r["candidates"])
+    assert scheduler._packed is packed  # every batch and splice reused the one pack
+
+
 def test_batched_sampling_matches_sample_next_per_job():
     from engine.fastdecode import sample_next
 
@@ -405,6 +432,10 @@ def test_local_host_subprocess_with_token(model_dirs):
             h = client.health()
             assert h["auth"] is True and h["model"]["path"] == str(model_dirs / "tiny")
             assert h["maa"]["status"] in ("missing", "available")
+            from engine.fastdecode import int8_weights_available
+
+            # `smart serve` decodes with packed int8 weights on CPU by default (exact on CUDA).
+            assert h["decode_weights"] == ("int8" if int8_weights_available() else "model")
         with pytest.raises(HostError) as err:
             HostClient(local.url).health()
         assert err.value.status == 401
