@@ -50,7 +50,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--bars", type=int, default=2)
+    parser.add_argument("--decode-weights", default=None, choices=["auto", "model", "int8", "fp16"],
+                        help="the host's decoding weights (passed as $SMART_DECODE_WEIGHTS; default: its own, auto)")
     args = parser.parse_args()
+    if args.decode_weights:
+        os.environ["SMART_DECODE_WEIGHTS"] = args.decode_weights  # the local host inherits the environment
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from studio.generate.hostconn import LOCAL, REMOTE, HostConnection

@@ -1358,11 +1358,18 @@ def pick_device(requested: str | None) -> str:
     return requested
 
 
+DECODE_WEIGHTS_ENV_VAR = "SMART_DECODE_WEIGHTS"
+DECODE_WEIGHT_CHOICES = ("auto", "model", "int8", "fp16")
+
+
 def pick_decode_weights(requested: str, device: str) -> str:
-    """--decode-weights: "auto" is int8 on CPU when torch has the kernels (about 1.5–2× faster decoding at
+    """--decode-weights: "auto" is int8 on CPU when torch has the kernels (faster decoding at about
     +0.001 nats/token, see BENCHMARKS.md), exact weights otherwise."""
     from engine.fastdecode import int8_weights_available
 
+    if requested not in DECODE_WEIGHT_CHOICES:
+        raise UserError(f"--decode-weights / ${DECODE_WEIGHTS_ENV_VAR}: {requested!r} is not one of "
+                        f"{', '.join(DECODE_WEIGHT_CHOICES)}")
     if requested != "auto":
         if requested != "model" and device != "cpu":
             raise UserError(f"--decode-weights {requested} is a CPU mode; use model (exact) on {device}")
@@ -1470,9 +1477,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: a quarter of the cores, 1 to 4)")
-    p.add_argument("--decode-weights", default="auto", choices=["auto", "model", "int8", "fp16"],
+    p.add_argument("--decode-weights", default=os.environ.get(DECODE_WEIGHTS_ENV_VAR, "auto"),
+                   choices=DECODE_WEIGHT_CHOICES,
                    help="weights for decoding: model = exact; int8/fp16 = packed CPU snapshots (faster, "
-                        "approximate); auto = int8 on CPU, exact on CUDA")
+                        f"approximate); auto = int8 on CPU, exact on CUDA (default: ${DECODE_WEIGHTS_ENV_VAR} or auto)")
     p.add_argument("--checkpoints", action="append", default=[], metavar="DIR",
                    help="also list model directories found under DIR in /v1/models (repeatable)")
     p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
