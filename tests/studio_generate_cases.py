@@ -61,7 +61,10 @@ def local_host(qapp, model_dir, tmp_path_factory):
     assert conn.state == "connecting"
     assert wait_for(qapp, lambda: conn.state in ("connected", "failed"), 240), "local host did not start"
     assert conn.connected, conn.error
-    assert conn.device() == "cpu" and conn.maa_status() == "random-weights"
+    from engine.fastdecode import int8_weights_available
+
+    # The local host decodes with int8-packed weights on CPU (the `smart serve` default); the label says so.
+    assert conn.device() == ("cpu int8" if int8_weights_available() else "cpu") and conn.maa_status() == "random-weights"
     assert conn.model_name().startswith("tiny")
     yield conn
     local = conn.local

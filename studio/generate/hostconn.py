@@ -207,7 +207,11 @@ class HostConnection(QObject):
         return {k: model.get(k) for k in ("path", "parameters", "layers", "hidden_size", "context_length")}
 
     def device(self) -> str:
-        return str((self.health or {}).get("device", "?"))
+        """The host's device, plus its decoding weights when they are not the exact ones (e.g. "cpu int8")."""
+        health = self.health or {}
+        weights = health.get("decode_weights")
+        device = str(health.get("device", "?"))
+        return f"{device} {weights}" if weights and weights != "model" else device
 
     def describe(self) -> str:
         where = "local host" if self.mode == LOCAL else f"remote {self.url}"
