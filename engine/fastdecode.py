@@ -228,6 +228,49 @@ class Phi3Decoder:
         self._gqa = self.n_heads != self.n_kv_heads
         self.length = 0
 
+    @classmethod
+    def splice(cls, model, parts, capacity: int) -> "Phi3Decoder":
+        """A new decoder holding rows `idx` of each `(decoder, idx)` in `parts`, right-aligned at a common
+        length, with room for `capacity` positions: how a serving loop joins requests into a running batch,
+        drops finished rows, or grows the cache. All parts must decode `model` with the same weights.
+
+        This is the left-padded layout `prefill` itself builds for prompts of different lengths: each row
+        keeps its own positions (they count from its first real token) and the columns before it are
+        masked out as keys, so its next logits are unchanged.
+        """
+        parts = [(d, list(idx)) for d, idx in parts if len(idx)]
+        if not parts:
+            raise ValueError("nothing to splice: every part selects no rows")
+        total = sum(len(idx) for _, idx in parts)
+        length = max(d.length for d, _ in parts)
+        if capacity <= length:
+            raise ValueError(f"capacity {capacity} must exceed the spliced length {length}")
+        first = parts[0][0]
+        if any(d.weights != first.weights or d.packed is not first.packed for d, _ in parts):
+            raise ValueError("spliced decoders must share their weights (mode and packing)")
+        out = cls(model, batch_size=total, max_len=capacity, device=first.device, weights=first.weights,
+                  packed=first.packed)
+        padded = False
+        dst = 0
+        for d, idx in parts:
+            n = len(idx)
+            src = torch.tensor(idx, dtype=torch.long, device=d.k_cache.device)
+            off = length - d.length
+            out.k_cache[:, dst:dst + n, :, off:length] = d.k_cache[:, :, :, :d.length].index_select(1, src)
+            out.v_cache[:, dst:dst + n, :, off:length] = d.v_cache[:, :, :, :d.length].index_select(1, src)
+            bias = out._key_bias[dst:dst + n, 0, 0]
+            if off:
+                bias[:, :off] = float("-inf")
+                padded = True
+            if d._has_padding:  # without padding the source bias is stale memory, never read
+                bias[:, off:length] = d._key_bias[:, 0, 0, :d.length].index_select(0, src)
+                padded = True
+            out._next_pos[dst:dst + n] = d._next_pos.index_select(0, src)
+            dst += n
+        out._has_padding = padded
+        out.length = length
+        return out
+
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget the sequence; the cache memory is reused (stale entries are never read)."""

@@ -44,7 +44,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.errors import UserError
+from engine.fastdecode import Phi3Decoder
 from engine.music import Clip, MidiFileError, Note
 from engine.policy import DEFAULT_MODEL_DIR, GenerationSettings, NoteEvent, Policy, PolicyLoadError
 
@@ -80,9 +81,6 @@ AUTH_EXEMPT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"
 # ============================================================================ batched decoding
 _END = object()
 
-# Phi3Decoder attributes the scheduler reads and writes to splice rows between decoders (join,
-# compaction, growth). If fastdecode changes them, joins fall back to waiting for the next batch.
-_DECODER_STATE = ("k_cache", "v_cache", "_key_bias", "_next_pos", "_has_padding", "length")
 # A join costs about two decode steps (prefill + cache copy); gathering arrivals for a few steps
 # makes one join out of several under load, for at most that many steps of extra latency.
 JOIN_EVERY_STEPS = 4
@@ -159,45 +157,6 @@ class _Row:
         self.done = False
 
 
-def _splice(model, parts: Sequence[tuple[Any, Sequence[int]]], capacity: int):
-    """A new decoder holding rows `idx` of each (decoder, idx) part, right-aligned at a common length.
-
-    This is the left-padded layout `Phi3Decoder.prefill` itself builds for prompts of different
-    lengths: each row keeps its own positions (they count from its first real token) and the
-    columns before it are masked out as keys, so its next logits are unchanged.
-    """
-    from engine.fastdecode import Phi3Decoder
-
-    parts = [(d, list(idx)) for d, idx in parts if len(idx)]
-    total = sum(len(idx) for _, idx in parts)
-    length = max(d.length for d, _ in parts)
-    if capacity <= length:
-        raise ValueError(f"capacity {capacity} must exceed the spliced length {length}")
-    first = parts[0][0]
-    out = Phi3Decoder(model, batch_size=total, max_len=capacity, device=first.device, weights=first.weights,
-                      packed=getattr(first, "packed", None))
-    padded = False
-    dst = 0
-    for d, idx in parts:
-        n = len(idx)
-        src = torch.tensor(idx, dtype=torch.long, device=d.k_cache.device)
-        off = length - d.length
-        out.k_cache[:, dst:dst + n, :, off:length] = d.k_cache[:, :, :, :d.length].index_select(1, src)
-        out.v_cache[:, dst:dst + n, :, off:length] = d.v_cache[:, :, :, :d.length].index_select(1, src)
-        bias = out._key_bias[dst:dst + n, 0, 0]
-        if off:
-            bias[:, :off] = float("-inf")
-            padded = True
-        if d._has_padding:  # without padding the source bias is stale memory, never read
-            bias[:, off:length] = d._key_bias[:, 0, 0, :d.length].index_select(0, src)
-            padded = True
-        out._next_pos[dst:dst + n] = d._next_pos.index_select(0, src)
-        dst += n
-    out._has_padding = padded
-    out.length = length
-    return out
-
-
 def _round_capacity(needed: int, context: int) -> int:
     """KV-cache positions to allocate: room for `needed` plus headroom, in steps of 128, ≤ context."""
     return min(context, 128 * math.ceil((needed + 256) / 128))
@@ -261,7 +220,6 @@ class DecodeScheduler:
         self._pending: deque[DecodeJob] = deque()
         self._cv = threading.Condition()
         self._closed = False
-        self._splice_ok: bool | None = None
         self._thread = threading.Thread(target=self._loop, name="smart-decode-scheduler", daemon=True)
         self._thread.start()
 
@@ -432,8 +390,6 @@ class _Batch:
         return windows
 
     def _prefill(self, rows: list[_Row], capacity: int | str | None = None):
-        from engine.fastdecode import Phi3Decoder
-
         windows = self._windows(rows)
         width = max(len(w) for w in windows)
         capacity = width if capacity == "exact" else capacity or _round_capacity(width, self.context)
@@ -445,18 +401,12 @@ class _Batch:
         decoder = Phi3Decoder(self.policy.model, batch_size=len(rows), max_len=capacity, device=self.device,
                               packed=self.sched.packed_for(self.policy.model))
         logits = decoder.prefill(ids.to(self.device), mask.to(self.device))
-        if self.sched._splice_ok is None:
-            self.sched._splice_ok = all(hasattr(decoder, a) for a in _DECODER_STATE)
-            if not self.sched._splice_ok:
-                log.warning("Phi3Decoder internals changed: requests will not join running batches")
         return decoder, logits
 
     def _admit(self, jobs: list[DecodeJob]) -> None:
         rows = self._new_rows(jobs)
         if self.decoder is None:
-            # Without splicing, a batch cannot grow its cache: allocate the whole context up front.
-            capacity = None if self.sched._splice_ok is not False else self.context
-            self.decoder, self.logits = self._prefill(rows, capacity)
+            self.decoder, self.logits = self._prefill(rows)
             self.rows, self.jobs = rows, list(jobs)
             self.stats.batches += 1
         else:
@@ -464,8 +414,8 @@ class _Batch:
             keep = [i for i, r in enumerate(self.rows) if not r.job.finished]
             length = max(self.decoder.length, new_decoder.length)
             capacity = max(self.decoder.max_len, _round_capacity(length, self.context))
-            self.decoder = _splice(self.policy.model, [(self.decoder, keep), (new_decoder, range(len(rows)))],
-                                   capacity)
+            self.decoder = Phi3Decoder.splice(self.policy.model, [(self.decoder, keep), (new_decoder, range(len(rows)))],
+                                              capacity)
             self.logits = torch.cat([self.logits[keep], new_logits])
             self.rows = [self.rows[i] for i in keep] + rows
             self.jobs = [j for j in self.jobs if not j.finished] + list(jobs)
@@ -474,7 +424,7 @@ class _Batch:
 
     def _compact(self) -> None:
         keep = [i for i, r in enumerate(self.rows) if not r.job.finished]
-        self.decoder = _splice(self.policy.model, [(self.decoder, keep)], self.decoder.max_len)
+        self.decoder = Phi3Decoder.splice(self.policy.model, [(self.decoder, keep)], self.decoder.max_len)
         self.logits = self.logits[keep]
         self.rows = [self.rows[i] for i in keep]
         self.jobs = [j for j in self.jobs if not j.finished]
@@ -502,7 +452,7 @@ class _Batch:
                 live_jobs = [j for j in self.jobs if not j.finished]
                 live_rows = sum(len(j.prompts) for j in live_jobs)
                 joinable = self.stats.steps - self.last_join_step >= JOIN_EVERY_STEPS or not live_jobs
-                if joinable and self.sched._pending and self.sched._splice_ok and live_rows < self.sched.max_rows:
+                if joinable and self.sched._pending and live_rows < self.sched.max_rows:
                     new = self.sched._take(self.policy, self.sched.max_rows - live_rows)
                     self.owned.extend(new)
                     if new:
@@ -513,7 +463,7 @@ class _Batch:
                         live_jobs = [j for j in self.jobs if not j.finished]
                 if not live_jobs:
                     return
-                if self.sched._splice_ok and 2 * (len(self.rows) - live_rows) >= max(len(self.rows), 8):
+                if 2 * (len(self.rows) - live_rows) >= max(len(self.rows), 8):
                     self._compact()
 
                 t0 = time.perf_counter()
@@ -544,9 +494,6 @@ class _Batch:
                     self._reprefill()  # slide past the context window
                     continue
                 if self.decoder.length >= self.decoder.max_len:
-                    if not self.sched._splice_ok:
-                        self._reprefill()
-                        continue
                     self._grow()
                 self.logits = self.decoder.step(next_ids.to(self.device))
                 self.stats.step_s += time.perf_counter() - t1
@@ -594,7 +541,7 @@ class _Batch:
 
     def _grow(self) -> None:
         capacity = min(self.context, max(2 * self.decoder.max_len, self.decoder.length + 256))
-        self.decoder = _splice(self.policy.model, [(self.decoder, range(len(self.rows)))], capacity)
+        self.decoder = Phi3Decoder.splice(self.policy.model, [(self.decoder, range(len(self.rows)))], capacity)
         self.stats.grows += 1
 
     def _reprefill(self) -> None:
@@ -1121,8 +1068,6 @@ def models_router():
         state: HostState = request.app.state.host
 
         def load() -> Policy:
-            from engine.fastdecode import Phi3Decoder
-
             with state.activation_lock:  # one load at a time (each may hold a model's worth of memory)
                 policy = Policy.load(body.path, device=state.policy.device)
             try:  # refuse models the decoder cannot run before they replace a working one

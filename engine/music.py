@@ -8,7 +8,6 @@ SMART paper (§3.1) lives here too, so training data and user files go through o
 from __future__ import annotations
 
 import bisect
-import io
 import os
 import tempfile
 from dataclasses import dataclass, field, replace

@@ -16,11 +16,10 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import miditok
 import numpy as np
-import symusic
 
 from engine.music import Clip, Note, TempoChange, TimeSignature
 

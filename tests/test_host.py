@@ -16,7 +16,7 @@ import soundfile
 import torch
 import uvicorn
 
-from engine.host import SampleGroup, _splice, create_app, is_loopback, sample_rows
+from engine.host import SampleGroup, create_app, is_loopback, sample_rows
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi
 from engine.music import Clip, Note
 from engine.policy import GenerationSettings, Policy
@@ -312,7 +312,7 @@ def test_splicing_decoders_keeps_each_rows_logits(policy):
         da, db = Phi3Decoder(model, 1, 256), Phi3Decoder(model, 1, 128)
         la = da.prefill(torch.tensor([a]))
         lb = db.prefill(torch.tensor([b]))
-        spliced = _splice(model, [(da, [0]), (db, [0])], capacity=320)
+        spliced = Phi3Decoder.splice(model, [(da, [0]), (db, [0])], capacity=320)
         width = max(len(a), len(b))
         ids = torch.full((2, width), tok.pad_id)
         mask = torch.zeros((2, width), dtype=torch.bool)
