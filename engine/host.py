@@ -58,7 +58,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine.errors import UserError
 from engine.fastdecode import Phi3Decoder
 from engine.music import Clip, MidiFileError, Note
-from engine.policy import DEFAULT_MODEL_DIR, GenerationSettings, NoteEvent, Policy, PolicyLoadError
+from engine.policy import (DEFAULT_MODEL_DIR, GeneratedRow, GenerationSettings, NoteEvent, Policy, PolicyLoadError,
+                           new_rows)
 
 log = logging.getLogger("smart.host")
 
@@ -144,17 +145,15 @@ class DecodeJob:
             yield from item
 
 
-class _Row:
-    __slots__ = ("job", "index", "history", "grammar", "new_bars", "produced", "done")
+class _Row(GeneratedRow):
+    """A GeneratedRow that knows its request and its index in it."""
+
+    __slots__ = ("job", "index")
 
     def __init__(self, job: DecodeJob, index: int, grammar):
+        super().__init__(job.prompts[index], grammar)
         self.job = job
         self.index = index
-        self.history = list(job.prompts[index])
-        self.grammar = grammar
-        self.new_bars = 0
-        self.produced = 0
-        self.done = False
 
 
 def _round_capacity(needed: int, context: int) -> int:
@@ -359,38 +358,14 @@ class _Batch:
     def _new_rows(self, jobs: list[DecodeJob]) -> list[_Row]:
         rows = []
         for job in jobs:
-            allowed = None
-            if job.settings.allowed_pitches is not None:
-                allowed = np.zeros(128, dtype=bool)
-                allowed[[p for p in job.settings.allowed_pitches if 0 <= p < 128]] = True
-            for i, prompt in enumerate(job.prompts):
-                grammar = None
-                if job.settings.grammar:
-                    grammar = self.tok.grammar()
-                    grammar.observe_many(prompt)
-                    grammar.allowed_pitches = allowed
-                    grammar.min_position = job.position_floor
-                rows.append(_Row(job, i, grammar))
+            rows += new_rows(self.tok, job.prompts, job.settings, job.position_floor,
+                             make=lambda i, _prompt, grammar, job=job: _Row(job, i, grammar))
             job.generator = torch.Generator(device=self.device)
             job.generator.manual_seed(job.seed)
         return rows
 
-    def _windows(self, rows: list[_Row]) -> list[list[int]]:
-        # As Policy.stream_ids: past the context, keep the recent half starting at a bar line.
-        keep = self.context // 2
-        windows = []
-        for r in rows:
-            h = r.history
-            if len(h) + 1 <= self.context:
-                windows.append(h)
-                continue
-            tail = h[-keep:]
-            bars = [i for i, t in enumerate(tail) if t == self.tok.bar_id]
-            windows.append(tail[bars[0]:] if bars else tail)
-        return windows
-
     def _prefill(self, rows: list[_Row], capacity: int | str | None = None):
-        windows = self._windows(rows)
+        windows = [r.window(self.context, self.tok.bar_id) for r in rows]
         width = max(len(w) for w in windows)
         capacity = width if capacity == "exact" else capacity or _round_capacity(width, self.context)
         ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
@@ -500,29 +475,18 @@ class _Batch:
 
     def _advance_job(self, job: DecodeJob, start: int, sampled: torch.Tensor, next_ids: torch.Tensor) -> None:
         """Apply the job's stopping rules to its sampled tokens (as Policy.stream_ids) and route them to it."""
-        tok, s = self.tok, job.settings
         rows = self.rows[start:start + len(job.prompts)]
         out = []
         for k, row in enumerate(rows):
             if row.done:
                 continue
             t = int(sampled[start + k])
-            if t == tok.eos_id:
-                self._row_done(row, "eos")
-                continue
-            if t == tok.bar_id:
-                row.new_bars += 1
-                if s.bars is not None and row.new_bars > s.bars + job.bar_offset:
-                    self._row_done(row, "bars")
-                    continue
-            row.history.append(t)
-            row.produced += 1
-            if row.grammar is not None:
-                row.grammar.observe(t)
-            next_ids[start + k] = t
-            out.append((row.index, t))
-            if row.produced >= s.max_new_tokens:
-                self._row_done(row, "tokens")
+            if row.accept(t, self.tok, job.settings, job.bar_offset):
+                next_ids[start + k] = t
+                out.append((row.index, t))
+            if row.done:
+                job.finish[row.index] = row.finish
+                job.rows_done[row.index] = True
         if out:
             self.stats.tokens += len(out)
             job.outbox.extend(out)
@@ -533,11 +497,6 @@ class _Batch:
             job.flushed_step = self.stats.steps
         if ended:
             self.sched._end_job(job)
-
-    def _row_done(self, row: _Row, reason: str) -> None:
-        row.done = True
-        row.job.finish[row.index] = reason
-        row.job.rows_done[row.index] = True
 
     def _grow(self) -> None:
         capacity = min(self.context, max(2 * self.decoder.max_len, self.decoder.length + 256))

@@ -98,6 +98,73 @@ class NoteEvent:
     note: Note
 
 
+class GeneratedRow:
+    """One row being generated: its history (prompt + accepted tokens), its grammar, and the stopping
+    rules — EOS; the Bar that would open one bar too many (not emitted); the token budget.
+    `Policy.stream_ids` and the host's batched scheduler both advance rows with it, so they stop alike."""
+
+    __slots__ = ("history", "grammar", "new_bars", "produced", "done", "finish")
+
+    def __init__(self, prompt: Sequence[int], grammar=None):
+        self.history = list(prompt)
+        self.grammar = grammar
+        self.new_bars = 0
+        self.produced = 0
+        self.done = False
+        self.finish = "tokens"
+
+    def accept(self, token: int, tok: RemiTokenizer, settings: "GenerationSettings", bar_offset: int = 0) -> bool:
+        """Apply a sampled token. True when it belongs to the output (it was appended); False when it
+        ended the row instead (EOS, or the Bar past the budget). Check `done` after either."""
+        if token == tok.eos_id:
+            self.done, self.finish = True, "eos"
+            return False
+        if token == tok.bar_id:
+            self.new_bars += 1
+            if settings.bars is not None and self.new_bars > settings.bars + bar_offset:
+                self.done, self.finish = True, "bars"
+                return False
+        self.history.append(token)
+        self.produced += 1
+        if self.grammar is not None:
+            self.grammar.observe(token)
+        if self.produced >= settings.max_new_tokens:
+            self.done, self.finish = True, "tokens"
+        return True
+
+    def window(self, context: int, bar_id: int) -> list[int]:
+        """What the decoder sees: the whole history while it fits, else (sliding past the context) the
+        recent half starting at a bar line, so the model sees whole bars."""
+        h = self.history
+        if len(h) + 1 <= context:
+            return h
+        tail = h[-(context // 2):]
+        bars = [i for i, t in enumerate(tail) if t == bar_id]
+        return tail[bars[0]:] if bars else tail
+
+
+def new_rows(tok: RemiTokenizer, prompts: Sequence[Sequence[int]], settings: "GenerationSettings",
+             position_floor: int = 0, make: Callable | None = None) -> list:
+    """A row per prompt, with its grammar when `settings.grammar` (key/pitch lock, position floor).
+    `make(index, prompt, grammar)` builds each row (default: a GeneratedRow)."""
+    if settings.allowed_pitches is not None and not settings.grammar:
+        raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
+    allowed = None
+    if settings.allowed_pitches is not None:
+        allowed = np.zeros(128, dtype=bool)
+        allowed[[p for p in settings.allowed_pitches if 0 <= p < 128]] = True
+    rows = []
+    for i, prompt in enumerate(prompts):
+        grammar = None
+        if settings.grammar:
+            grammar = tok.grammar()
+            grammar.observe_many(prompt)
+            grammar.allowed_pitches = allowed
+            grammar.min_position = position_floor
+        rows.append(make(i, prompt, grammar) if make is not None else GeneratedRow(prompt, grammar))
+    return rows
+
+
 class Policy:
     """A Phi-3 REMI model with its tokenizer."""
 
@@ -203,39 +270,12 @@ class Policy:
         gen = torch.Generator(device=device)  # sampling happens where the logits are
         gen.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
         max_ctx = self.context_length
-        histories = [list(p) for p in prompts]
-        grammars = []
-        if settings.grammar:
-            allowed = None
-            if settings.allowed_pitches is not None:
-                allowed = np.zeros(128, dtype=bool)
-                allowed[[p for p in settings.allowed_pitches if 0 <= p < 128]] = True
-            for p in prompts:
-                g = tok.grammar()
-                g.observe_many(p)
-                g.allowed_pitches = allowed
-                g.min_position = position_floor
-                grammars.append(g)
-        elif settings.allowed_pitches is not None:
-            raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
-
+        rows = new_rows(tok, prompts, settings, position_floor)
         decoder = Phi3Decoder(self.model, batch_size=batch, max_len=max_ctx, device=device)
-        done = [False] * batch
-        new_bars = [0] * batch
-        produced = [0] * batch
-        self.last_finish = ["tokens"] * batch
+        self.last_finish = [row.finish for row in rows]
 
         def prefill_windows() -> torch.Tensor:
-            # Slide: keep BOS-less recent context starting at a bar line, so the model sees whole bars.
-            keep = max_ctx // 2
-            windows = []
-            for h in histories:
-                if len(h) + 1 <= max_ctx:
-                    windows.append(h)
-                    continue
-                tail = h[-keep:]
-                bars = [i for i, t in enumerate(tail) if t == tok.bar_id]
-                windows.append(tail[bars[0]:] if bars else tail)
+            windows = [row.window(max_ctx, tok.bar_id) for row in rows]
             width = max(len(w) for w in windows)
             ids = torch.full((batch, width), tok.pad_id, dtype=torch.long)
             mask = torch.zeros((batch, width), dtype=torch.bool)
@@ -248,41 +288,24 @@ class Policy:
 
         with torch.inference_mode():
             logits = prefill_windows()
-            while not all(done):
+            while not all(row.done for row in rows):
                 if should_stop is not None and should_stop():
-                    self.last_finish = ["cancelled" if not d else f for d, f in zip(done, self.last_finish)]
+                    self.last_finish = ["cancelled" if not row.done else row.finish for row in rows]
                     return
                 mask_t = None
-                if grammars:
-                    mask_t = torch.from_numpy(np.stack([g.allowed() for g in grammars])).to(logits.device)
+                if settings.grammar:
+                    mask_t = torch.from_numpy(np.stack([row.grammar.allowed() for row in rows])).to(logits.device)
                 next_ids = sample_next(logits, temperature=settings.temperature, top_p=settings.top_p,
                                        generator=gen, mask=mask_t).cpu()
-                for r in range(batch):
-                    if done[r]:
-                        next_ids[r] = tok.pad_id
-                        continue
+                for r, row in enumerate(rows):
                     t = int(next_ids[r])
-                    if t == tok.eos_id:
-                        done[r] = True
-                        self.last_finish[r] = "eos"
+                    if row.done or not row.accept(t, tok, settings, bar_offset):
                         next_ids[r] = tok.pad_id
+                        self.last_finish[r] = row.finish
                         continue
-                    if t == tok.bar_id:
-                        new_bars[r] += 1
-                        if settings.bars is not None and new_bars[r] > settings.bars + bar_offset:
-                            done[r] = True
-                            self.last_finish[r] = "bars"
-                            next_ids[r] = tok.pad_id
-                            continue
-                    histories[r].append(t)
-                    produced[r] += 1
-                    if grammars:
-                        grammars[r].observe(t)
+                    self.last_finish[r] = row.finish
                     yield r, t
-                    if produced[r] >= settings.max_new_tokens:
-                        done[r] = True
-                        self.last_finish[r] = "tokens"
-                if all(done):
+                if all(row.done for row in rows):
                     break
                 if decoder.length >= max_ctx:
                     logits = prefill_windows()

@@ -5,6 +5,7 @@ import pytest
 
 from engine.music import Clip, Note
 from engine.policy import GenerationSettings, Policy, PolicyLoadError
+from engine.tokenizer import RemiTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,31 @@ def test_settings_validation():
     for bad in (dict(candidates=0), dict(temperature=-1), dict(top_p=0), dict(bars=0)):
         with pytest.raises(ValueError):
             GenerationSettings(**bad).validate()
+
+
+def test_generated_row_stopping_rules_and_window():
+    from engine.policy import GeneratedRow
+
+    tok = RemiTokenizer()
+    pos, pitch = tok.vocab["Position_0"], tok.vocab["Pitch_60"]
+    # Bars: with bars=1 and bar_offset=-1 (the prompt opens bar 1), the first new Bar already ends the row.
+    row = GeneratedRow([tok.bar_id, pos])
+    assert row.accept(pitch, tok, GenerationSettings(bars=1), bar_offset=-1)
+    assert not row.accept(tok.bar_id, tok, GenerationSettings(bars=1), bar_offset=-1)
+    assert row.done and row.finish == "bars" and row.history == [tok.bar_id, pos, pitch]
+    # Without the offset one Bar is allowed, the second ends the row and is not emitted.
+    row = GeneratedRow([tok.bar_id])
+    assert row.accept(tok.bar_id, tok, GenerationSettings(bars=1)) and not row.done
+    assert not row.accept(tok.bar_id, tok, GenerationSettings(bars=1)) and row.finish == "bars"
+    # EOS ends without being emitted; the token budget ends after the last emitted token.
+    row = GeneratedRow([tok.bar_id])
+    assert not row.accept(tok.eos_id, tok, GenerationSettings()) and row.finish == "eos"
+    row = GeneratedRow([tok.bar_id])
+    assert row.accept(pos, tok, GenerationSettings(max_new_tokens=2)) and not row.done
+    assert row.accept(pitch, tok, GenerationSettings(max_new_tokens=2)) and row.done and row.finish == "tokens"
+    # Window: everything while it fits; past the context, the recent half from its first bar line.
+    history = [tok.bar_id, pos, pitch, pitch, tok.bar_id, pos, pitch, pitch]
+    row = GeneratedRow(history)
+    assert row.window(9, tok.bar_id) == history
+    assert row.window(8, tok.bar_id) == [tok.bar_id, pos, pitch, pitch]
+    assert row.window(6, tok.bar_id) == [pos, pitch, pitch]  # no bar line in the recent half: all of it
