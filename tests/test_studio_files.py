@@ -4,7 +4,6 @@ import json
 import wave
 
 import pytest
-import shiboken6
 from PySide6.QtCore import QEvent, QThread
 from PySide6.QtWidgets import QApplication, QMessageBox
 from test_studio_support import boxes, make_window, sketch, window  # noqa: F401 - fixtures
