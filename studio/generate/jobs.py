@@ -93,7 +93,36 @@ class Job(QObject):
         raise NotImplementedError
 
 
-class GenerationJob(Job):
+class StreamJob(Job):
+    """A job that reads one streamed host response; cancelling closes the stream, which breaks the
+    blocking read at once (and makes the host stop that request's work)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._stream = None
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        super().cancel()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+    def _hold(self, stream) -> bool:
+        """Keep `stream` for cancel(); False (and the stream closed) when already cancelled."""
+        with self._lock:
+            self._stream = stream
+        if self.cancelled:
+            stream.close()
+            return False
+        return True
+
+
+class GenerationJob(StreamJob):
     """Streams one generation. `payload` is the /v1/generate JSON body."""
 
     started_request = Signal(object)  # the host's "started" event
@@ -106,26 +135,11 @@ class GenerationJob(Job):
         super().__init__("generate")
         self.client = client
         self.payload = payload
-        self._stream = None
-        self._lock = threading.Lock()
         self.first_note_at: float | None = None
-
-    def cancel(self) -> None:
-        super().cancel()
-        with self._lock:
-            stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()  # breaks the blocking read; the host stops decoding this request
-            except Exception:
-                pass
 
     def run(self) -> None:
         stream = self.client.generate_raw(self.payload)
-        with self._lock:
-            self._stream = stream
-        if self.cancelled:
-            stream.close()
+        if not self._hold(stream):
             self.cancelled_job.emit()
             return
         try:

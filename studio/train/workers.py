@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 from PySide6.QtCore import Signal
 
 from engine.host_client import HostClient, HostError
-from studio.generate.jobs import Job, decode_candidate_notes
+from studio.generate.jobs import Job, StreamJob, decode_candidate_notes
 
 
 class CallJob(Job):
@@ -29,7 +28,7 @@ class CallJob(Job):
             self.result.emit(value)
 
 
-class EventsWatcher(Job):
+class EventsWatcher(StreamJob):
     """Emits every line of a job's event stream: step records, state lines, and the done line."""
 
     event = Signal(object)
@@ -39,25 +38,10 @@ class EventsWatcher(Job):
         super().__init__("train-events")
         self.client = client
         self.job_id = job_id
-        self._stream = None
-        self._lock = threading.Lock()
-
-    def cancel(self) -> None:
-        super().cancel()
-        with self._lock:
-            stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
 
     def run(self) -> None:
         stream = self.client.job_events(self.job_id)
-        with self._lock:
-            self._stream = stream
-        if self.cancelled:
-            stream.close()
+        if not self._hold(stream):
             return
         try:
             for ev in stream:
