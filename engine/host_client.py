@@ -56,13 +56,16 @@ def decode_midi(b64: str) -> Clip:
     return clip
 
 
-class GenerationStream:
-    """The NDJSON events of one /v1/generate request; iterate once. `result` holds the done event."""
+class _EventStream:
+    """Newline-delimited JSON events of one streamed response; iterate once. The done line is kept in
+    `result`; the connection is closed once it has arrived."""
 
     def __init__(self, response: httpx.Response):
         self._response = response
         self.result: dict | None = None
-        self.request_id: int | None = None
+
+    def _observe(self, event: dict) -> None:
+        """Per-event hook of the subclasses (may raise HostError)."""
 
     def __iter__(self) -> Iterator[dict]:
         try:
@@ -70,53 +73,7 @@ class GenerationStream:
                 if not line.strip():
                     continue
                 event = json.loads(line)
-                kind = event.get("event")
-                if kind == "started":
-                    self.request_id = event.get("request_id")
-                elif kind == "error":
-                    raise HostError(f"generation failed: {event.get('message')}", 500)
-                elif event.get("done"):
-                    self.result = event
-                yield event
-        except httpx.HTTPError as exc:
-            raise HostError(f"the host connection broke: {exc}") from None
-        finally:
-            if self.result is not None:
-                self.close()
-
-    def wait(self) -> dict:
-        """Consume the remaining events; the done event."""
-        for _ in self:
-            pass
-        if self.result is None:
-            raise HostError("the host ended the stream without a result")
-        return self.result
-
-    def close(self) -> None:
-        """Stop listening; before the end this cancels the request on the host."""
-        self._response.close()
-
-    def __enter__(self) -> "GenerationStream":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-class JobEventStream:
-    """The NDJSON lines of GET /v1/jobs/ID/events: step records, {"event": "state"} lines, then the done
-    line (kept in `result`). Closing it only stops listening: the job goes on."""
-
-    def __init__(self, response: httpx.Response):
-        self._response = response
-        self.result: dict | None = None
-
-    def __iter__(self) -> Iterator[dict]:
-        try:
-            for line in self._response.iter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
+                self._observe(event)
                 if event.get("done"):
                     self.result = event
                 yield event
@@ -129,11 +86,39 @@ class JobEventStream:
     def close(self) -> None:
         self._response.close()
 
-    def __enter__(self) -> "JobEventStream":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class GenerationStream(_EventStream):
+    """The events of one /v1/generate request. Closing it before the end cancels the request on the host."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(response)
+        self.request_id: int | None = None
+
+    def _observe(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "started":
+            self.request_id = event.get("request_id")
+        elif kind == "error":
+            raise HostError(f"generation failed: {event.get('message')}", 500)
+
+    def wait(self) -> dict:
+        """Consume the remaining events; the done event."""
+        for _ in self:
+            pass
+        if self.result is None:
+            raise HostError("the host ended the stream without a result")
+        return self.result
+
+
+class JobEventStream(_EventStream):
+    """The lines of GET /v1/jobs/ID/events: step records, {"event": "state"} lines, then the done line.
+    Closing it only stops listening: the job goes on."""
 
 
 class HostClient:
