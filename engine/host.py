@@ -1329,6 +1329,7 @@ def run(args) -> int:
     threads = cpu_threads(args.threads, device)
     if threads is not None:
         torch.set_num_threads(threads)
+    decode_weights = pick_decode_weights(args.decode_weights, device)
 
     import uvicorn
 
@@ -1350,7 +1351,6 @@ def run(args) -> int:
     from engine.host_jobs import JobManager, jobs_router  # training jobs (POST /v1/train, /v1/jobs)
 
     jobs = JobManager(args.jobs_dir)
-    decode_weights = pick_decode_weights(args.decode_weights, device)
     app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
                      model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
                      max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)],
