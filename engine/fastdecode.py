@@ -21,6 +21,7 @@ This module must never import Qt.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
@@ -49,7 +50,9 @@ def _int8_pack(weight: torch.Tensor):
     w = weight.detach().float().contiguous()
     scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
     zero_points = torch.zeros(w.shape[0], dtype=torch.long)
-    q = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
+    with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated; fbgemm still serves it
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
     return torch.ops.quantized.linear_prepack(q, None)
 
 
@@ -58,11 +61,7 @@ def int8_weights_available() -> bool:
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         return False
     try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.ops.quantized.linear_dynamic(torch.zeros(1, 8), _int8_pack(torch.ones(8, 8)), True)
+        torch.ops.quantized.linear_dynamic(torch.zeros(1, 8), _int8_pack(torch.ones(8, 8)), True)
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return True
@@ -78,11 +77,7 @@ class _Linear:
         if mode == "fp16":
             self.packed = torch.ops.quantized.linear_prepack_fp16(weight)
         elif mode == "int8":
-            import warnings
-
-            with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated; fbgemm still serves it
-                warnings.simplefilter("ignore")
-                self.packed = _int8_pack(weight)
+            self.packed = _int8_pack(weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "fp16":
@@ -168,8 +163,6 @@ class Phi3Decoder:
         """`packed`: weights packed once by `PackedWeights` for this model (its mode overrides `weights`)."""
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size}, {max_len}")
-        if weights not in WEIGHT_MODES:
-            raise ValueError(f"weights must be one of {WEIGHT_MODES}, got {weights!r}")
         _check_supported(model, max_len)
         config = model.config
         embed = model.model.embed_tokens.weight

@@ -56,10 +56,10 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.errors import UserError
-from engine.fastdecode import Phi3Decoder
+from engine.fastdecode import WEIGHT_MODES, PackedWeights, Phi3Decoder
 from engine.music import Clip, MidiFileError, Note
 from engine.policy import (DEFAULT_MODEL_DIR, GeneratedRow, GenerationSettings, NoteEvent, Policy, PolicyLoadError,
-                           new_rows)
+                           left_padded, new_rows)
 
 log = logging.getLogger("smart.host")
 
@@ -98,8 +98,6 @@ class DecodeJob:
     def __init__(self, policy: Policy, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
                  bar_offset: int = 0, should_stop: Callable[[], bool] | None = None, position_floor: int = 0):
         settings.validate()
-        if settings.allowed_pitches is not None and not settings.grammar:
-            raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
         self.id = next(self._ids)
         self.policy = policy
         self.prompts = [list(p) for p in prompts]
@@ -205,8 +203,6 @@ class DecodeScheduler:
 
     def __init__(self, max_rows: int = 32, gather_s: float = 0.003, decode_weights: str = "model"):
         """`decode_weights`: "model" (exact) or an approximate CPU mode of `engine.fastdecode` ("int8")."""
-        from engine.fastdecode import WEIGHT_MODES
-
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
         if decode_weights not in WEIGHT_MODES:
@@ -226,8 +222,6 @@ class DecodeScheduler:
         """The packed weights for `model` in this scheduler's mode (None in exact mode); cached per model."""
         if self.decode_weights == "model" or next(model.parameters()).device.type != "cpu":
             return None
-        from engine.fastdecode import PackedWeights
-
         if self._packed is None or self._packed.model_ref() is not model:
             self._packed = PackedWeights(model, self.decode_weights)
         return self._packed
@@ -365,14 +359,9 @@ class _Batch:
         return rows
 
     def _prefill(self, rows: list[_Row], capacity: int | str | None = None):
-        windows = [r.window(self.context, self.tok.bar_id) for r in rows]
-        width = max(len(w) for w in windows)
+        ids, mask = left_padded([r.window(self.context, self.tok.bar_id) for r in rows], self.tok.pad_id)
+        width = ids.shape[1]
         capacity = width if capacity == "exact" else capacity or _round_capacity(width, self.context)
-        ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for r, w in enumerate(windows):
-            ids[r, width - len(w):] = torch.tensor(w, dtype=torch.long)
-            mask[r, width - len(w):] = True
         decoder = Phi3Decoder(self.policy.model, batch_size=len(rows), max_len=capacity, device=self.device,
                               packed=self.sched.packed_for(self.policy.model))
         logits = decoder.prefill(ids.to(self.device), mask.to(self.device))

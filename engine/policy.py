@@ -79,6 +79,8 @@ class GenerationSettings:
             raise ValueError("bars must be between 1 and 256")
         if not 1 <= self.max_new_tokens <= 65536:
             raise ValueError("max_new_tokens must be between 1 and 65536")
+        if self.allowed_pitches is not None and not self.grammar:
+            raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
 
 
 @dataclass
@@ -147,8 +149,6 @@ def new_rows(tok: RemiTokenizer, prompts: Sequence[Sequence[int]], settings: "Ge
              position_floor: int = 0, make: Callable | None = None) -> list:
     """A row per prompt, with its grammar when `settings.grammar` (key/pitch lock, position floor).
     `make(index, prompt, grammar)` builds each row (default: a GeneratedRow)."""
-    if settings.allowed_pitches is not None and not settings.grammar:
-        raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
     allowed = None
     if settings.allowed_pitches is not None:
         allowed = np.zeros(128, dtype=bool)
@@ -163,6 +163,18 @@ def new_rows(tok: RemiTokenizer, prompts: Sequence[Sequence[int]], settings: "Ge
             grammar.min_position = position_floor
         rows.append(make(i, prompt, grammar) if make is not None else GeneratedRow(prompt, grammar))
     return rows
+
+
+def left_padded(windows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token windows as one left-padded batch (ids, attention mask), the layout `Phi3Decoder.prefill` takes."""
+    width = max(len(w) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.bool)
+    for r, w in enumerate(windows):
+        if w:
+            ids[r, width - len(w):] = torch.tensor(w, dtype=torch.long)
+            mask[r, width - len(w):] = True
+    return ids, mask
 
 
 class Policy:
@@ -275,14 +287,7 @@ class Policy:
         self.last_finish = [row.finish for row in rows]
 
         def prefill_windows() -> torch.Tensor:
-            windows = [row.window(max_ctx, tok.bar_id) for row in rows]
-            width = max(len(w) for w in windows)
-            ids = torch.full((batch, width), tok.pad_id, dtype=torch.long)
-            mask = torch.zeros((batch, width), dtype=torch.bool)
-            for r, w in enumerate(windows):
-                if w:
-                    ids[r, width - len(w):] = torch.tensor(w, dtype=torch.long)
-                    mask[r, width - len(w):] = True
+            ids, mask = left_padded([row.window(max_ctx, tok.bar_id) for row in rows], tok.pad_id)
             decoder.reset()
             return decoder.prefill(ids.to(device), mask.to(device))
 
