@@ -23,7 +23,7 @@ COMMAND_MODULES = [
     "training.nll",
     "training.grpo_cli",
     "training.evaluate",
-    "engine.host",
+    "engine.host.serve",
 ]
 
 

@@ -16,6 +16,8 @@ from typing import Iterable, Literal
 
 import symusic
 
+from engine.errors import first_line
+
 DEFAULT_PPQ = 480
 DEFAULT_BPM = 120.0
 # Beyond these a file is almost certainly broken (a 0 µs/quarter tempo, a corrupt meta event).
@@ -287,7 +289,7 @@ class Clip:
         try:
             score = symusic.Score.from_midi(data)
         except Exception as exc:  # symusic raises RuntimeError/ValueError with C++ messages
-            raise MidiFileError(f"not a readable MIDI file ({_first_line(exc)})") from None
+            raise MidiFileError(f"not a readable MIDI file ({first_line(exc)})") from None
         return cls.from_score(score, mode=mode, max_notes=max_notes, apply_sustain=apply_sustain)
 
     @classmethod
@@ -459,11 +461,6 @@ def _check_header(data: bytes) -> None:
         raise MidiFileError("SMPTE-timed MIDI files are not supported (need ticks per quarter note)")
     if data.find(b"MTrk", 14) < 0:
         raise MidiFileError("truncated MIDI file: no track chunk")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

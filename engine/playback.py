@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.errors import first_line
 from engine.music import Clip
 from engine.render import SoundFontError, load_synth
 
@@ -83,16 +84,11 @@ def _sounddevice():
         try:
             import sounddevice
         except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
-            raise AudioUnavailable(f"PortAudio is not available: {_one_line(exc)}") from None
+            raise AudioUnavailable(f"PortAudio is not available: {first_line(exc)}") from None
         except ImportError as exc:
-            raise AudioUnavailable(f"the sounddevice package is not available: {_one_line(exc)}") from None
+            raise AudioUnavailable(f"the sounddevice package is not available: {first_line(exc)}") from None
         _sd_module = sounddevice
     return _sd_module
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def rescan_audio_devices() -> None:
@@ -340,7 +336,7 @@ class Player:
             self.unavailable_reason = str(exc)
             raise
         except (sd.PortAudioError, ValueError, OSError) as exc:
-            self.unavailable_reason = f"cannot open audio output: {_one_line(exc)}"
+            self.unavailable_reason = f"cannot open audio output: {first_line(exc)}"
             raise AudioUnavailable(self.unavailable_reason) from None
         self._stream = stream
         _open_streams += 1
@@ -360,7 +356,7 @@ class Player:
         try:
             return sd.query_devices(self.device, "output")["index"]
         except (ValueError, sd.PortAudioError) as exc:
-            raise AudioUnavailable(f"audio output device {self.device!r} not usable: {_one_line(exc)}") from None
+            raise AudioUnavailable(f"audio output device {self.device!r} not usable: {first_line(exc)}") from None
 
     def _usable_sample_rate(self, sd, device) -> int:
         """Our rate if the device takes it, else the device's own (JACK only runs at the server's)."""
@@ -393,7 +389,7 @@ class Player:
             stream.stop()
             stream.close()
         except Exception as exc:  # a vanished device must not make closing fail
-            log.warning("closing audio stream: %s", _one_line(exc))
+            log.warning("closing audio stream: %s", first_line(exc))
         _open_streams -= 1
         self._playing = False
         self._commands.clear()

@@ -27,7 +27,24 @@ from audiobox_aesthetics.model.aes import DEFAULT_AUDIO_CFG, AesMultiOutput, Nor
 from audiobox_aesthetics.model.utils import create_mlp_block
 from audiobox_aesthetics.model.wavlm import WavLM, WavLMConfig
 from torch import nn
-from tqdm.auto import tqdm
+
+from engine.errors import first_line
+from engine.maa_weights import (
+    AXES,
+    CHECKPOINT_ENV_VAR,
+    HF_CONFIG_FILENAME,
+    HF_REPO_ID,
+    HF_WEIGHTS_FILENAME,
+    HOP_SAMPLES,
+    MAA_DOWNLOAD_BYTES,
+    MAA_SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    MAACheckpointError,
+    MAAUnavailable,
+    download_weights,
+    find_checkpoint,
+    missing_weights_message,
+)
 
 __all__ = [
     "AXES",
@@ -52,25 +69,6 @@ __all__ = [
     "window_plan",
 ]
 
-AXES: tuple[str, ...] = ("CE", "CU", "PC", "PQ")
-
-HF_REPO_ID = "facebook/audiobox-aesthetics"
-CHECKPOINT_FILENAME = "checkpoint.pt"
-HF_CONFIG_FILENAME = "config.json"
-HF_WEIGHTS_FILENAME = "model.safetensors"
-CHECKPOINT_ENV_VAR = "SMART_MAA_CHECKPOINT"
-
-# Approximate size of checkpoint.pt: the fp32 state dict of the released architecture
-# (AesMultiOutput with the 12-layer WavLM = 94,385,064 parameters x 4 bytes = 377.5 MB), computed
-# from the model definition in audiobox_aesthetics 0.0.x; the hub listing could not be checked offline.
-MAA_DOWNLOAD_BYTES: int = 378_000_000
-
-# The package's inference constants (infer.py: AesPredictor.sample_rate, make_inference_batch(…, 10, 10)).
-MAA_SAMPLE_RATE = 16_000
-WINDOW_SECONDS = 10
-HOP_SECONDS = 10
-WINDOW_SAMPLES = WINDOW_SECONDS * MAA_SAMPLE_RATE
-HOP_SAMPLES = HOP_SECONDS * MAA_SAMPLE_RATE
 
 DEFAULT_MAX_BATCH_SIZE = 8
 
@@ -112,12 +110,6 @@ warnings.filterwarnings("ignore", message=r"Support for mismatched key_padding_m
 _PRECISION_NAMES = {torch.float64: "64", torch.float32: "32", torch.half: "16", torch.bfloat16: "bf16"}
 
 
-class MAAUnavailable(RuntimeError):
-    """No usable MAA weights (not installed, download failed, or unreadable checkpoint)."""
-
-
-class MAACheckpointError(MAAUnavailable):
-    """A checkpoint file/directory exists but cannot be loaded."""
 
 
 class MAAInputError(ValueError):
@@ -266,7 +258,7 @@ def _load_checkpoint_pt(path: Path) -> ConfigurableAesMultiOutput:
             ) from None
         raise MAACheckpointError(f"{path} is not a readable checkpoint ({detail})") from None
     except (OSError, RuntimeError, EOFError) as exc:
-        raise MAACheckpointError(f"{path} is not a readable checkpoint ({_first_line(exc)})") from None
+        raise MAACheckpointError(f"{path} is not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "model_cfg", "target_transform"} <= set(ckpt):
         raise MAACheckpointError(
             f"{path} is not an audiobox-aesthetics checkpoint (needs state_dict, model_cfg, target_transform)"
@@ -284,7 +276,7 @@ def _load_checkpoint_pt(path: Path) -> ConfigurableAesMultiOutput:
             random_weights=bool(model_cfg.get("smart_random_weights", False)),
         )
     except (ValueError, KeyError, TypeError) as exc:
-        raise MAACheckpointError(f"{path}: unsupported model configuration ({_first_line(exc)})") from None
+        raise MAACheckpointError(f"{path}: unsupported model configuration ({first_line(exc)})") from None
     state_dict = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     _load_state_dict(model, state_dict, path)
     return model
@@ -298,7 +290,7 @@ def _weights_unpickler_detail(exc: BaseException) -> str:
         for line in text.split(marker, 1)[1].splitlines():
             if line.strip():
                 return line.strip().split(" Please use", 1)[0]  # drop torch's allowlisting advice
-    return _first_line(exc)
+    return first_line(exc)
 
 
 def _load_hf_directory(directory: Path) -> ConfigurableAesMultiOutput:
@@ -308,7 +300,7 @@ def _load_hf_directory(directory: Path) -> ConfigurableAesMultiOutput:
     try:
         model = ConfigurableAesMultiOutput.from_pretrained(directory, strict=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 -- safetensors/json/torch raise assorted types; all mean "unreadable"
-        raise MAACheckpointError(f"{directory} could not be loaded ({_first_line(exc)})") from None
+        raise MAACheckpointError(f"{directory} could not be loaded ({first_line(exc)})") from None
     _check_target_transform(model.target_transform, directory)
     return model
 
@@ -331,81 +323,6 @@ def _check_target_transform(target_transform: Any, source: Path) -> None:
     if not ok:
         raise MAACheckpointError(f"{source}: target_transform must give mean/std for {', '.join(AXES)}")
 
-
-def _hf_cache_location() -> Path | None:
-    """checkpoint.pt or a from_pretrained snapshot of facebook/audiobox-aesthetics, if already cached."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(HF_REPO_ID, CHECKPOINT_FILENAME)
-    if isinstance(cached, str):
-        return Path(cached)
-    weights = try_to_load_from_cache(HF_REPO_ID, HF_WEIGHTS_FILENAME)
-    config = try_to_load_from_cache(HF_REPO_ID, HF_CONFIG_FILENAME)
-    if isinstance(weights, str) and isinstance(config, str) and Path(weights).parent == Path(config).parent:
-        return Path(weights).parent
-    return None
-
-
-def find_checkpoint(explicit: str | os.PathLike | None = None) -> Path | None:
-    """Where MAA weights are: ``explicit`` → ``$SMART_MAA_CHECKPOINT`` → local HF cache; else None.
-
-    The first location that is *given* decides: a given path that does not exist yields None
-    rather than silently falling back to other weights. Never touches the network.
-    """
-    given = explicit if explicit is not None else os.environ.get(CHECKPOINT_ENV_VAR) or None
-    if given is not None:
-        path = Path(given).expanduser()
-        if path.is_dir() and not (path / HF_WEIGHTS_FILENAME).exists() and (path / CHECKPOINT_FILENAME).is_file():
-            return path / CHECKPOINT_FILENAME
-        return path if path.exists() else None
-    return _hf_cache_location()
-
-
-class _SilentTqdm(tqdm):
-    """Progress bar class handed to hf_hub_download when progress=False."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
-def download_weights(
-    progress: bool = True, *, cache_dir: str | os.PathLike | None = None, endpoint: str | None = None
-) -> Path:
-    """Download checkpoint.pt (~378 MB) from the Hugging Face hub into the HF cache; return its path.
-
-    Raises MAAUnavailable with the reason when the hub cannot be reached.
-    """
-    from huggingface_hub import hf_hub_download
-
-    try:
-        path = hf_hub_download(
-            HF_REPO_ID,
-            CHECKPOINT_FILENAME,
-            cache_dir=cache_dir,
-            endpoint=endpoint,
-            tqdm_class=None if progress else _SilentTqdm,
-        )
-    except Exception as exc:  # noqa: BLE001 -- network/offline/HTTP errors come in many types; all mean "not downloaded"
-        reason = _first_line(_root_cause(exc))  # the hub's own wrapper message is generic
-        raise MAAUnavailable(f"could not download MAA weights ({HF_REPO_ID}/{CHECKPOINT_FILENAME}): {reason}") from None
-    return Path(path)
-
-
-def _missing_weights_message(explicit: str | os.PathLike | None) -> str:
-    if explicit is not None:
-        looked = f"no checkpoint at {Path(explicit).expanduser()}"
-    elif os.environ.get(CHECKPOINT_ENV_VAR):
-        looked = f"no checkpoint at ${CHECKPOINT_ENV_VAR}={os.environ[CHECKPOINT_ENV_VAR]}"
-    else:
-        from huggingface_hub import constants
-
-        looked = f"${CHECKPOINT_ENV_VAR} is unset and the HF cache ({constants.HF_HUB_CACHE}) has no {HF_REPO_ID}"
-    return (
-        f"MAA weights not installed: {looked}; install with "
-        f"`hf download {HF_REPO_ID} {CHECKPOINT_FILENAME}` (~{MAA_DOWNLOAD_BYTES / 1e6:.0f} MB), "
-        f"or point ${CHECKPOINT_ENV_VAR} at a checkpoint.pt / HF model directory"
-    )
 
 
 # -------------------------------------------------------------------------------------------- scoring
@@ -459,7 +376,7 @@ class MAAScorer:
         location_given = checkpoint is not None or bool(os.environ.get(CHECKPOINT_ENV_VAR))
         if path is None:
             if not allow_download or location_given:
-                raise MAAUnavailable(_missing_weights_message(checkpoint))
+                raise MAAUnavailable(missing_weights_message(checkpoint))
             path = download_weights(progress=progress)
         model = _load_hf_directory(path) if path.is_dir() else _load_checkpoint_pt(path)
         return cls(
@@ -596,15 +513,3 @@ def make_windows(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, n
     return windows, masks, lengths / WINDOW_SAMPLES, clip_ids
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """Innermost chained exception: hub errors wrap the informative network error (DNS, refused…)."""
-    seen = {id(exc)}
-    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        exc = inner
-    return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

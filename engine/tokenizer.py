@@ -290,7 +290,7 @@ class RemiTokenizer:
     def hf_tokenizer(self):
         """Word-level `PreTrainedTokenizerFast` over the same vocabulary (tokens separated by spaces)."""
         if self._hf is None:
-            from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers
             from transformers import PreTrainedTokenizerFast
 
             tok = Tokenizer(models.WordLevel(vocab=dict(self.vocab), unk_token=MASK))

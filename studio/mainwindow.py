@@ -56,8 +56,8 @@ from studio.files.documents import (
 )
 from studio.files.recent import RecentFiles
 from studio.files.wavexport import WavExportJob
-from studio.midi.menu import MidiController, MidiMenu
 from studio.gcguard import install_main_thread_gc
+from studio.midi.menu import MidiController, MidiMenu
 from studio.transport.controller import LATENCY_CHOICES, Transport
 from studio.transport.toolbar import TransportToolBar
 
@@ -108,12 +108,16 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._connect()
-        from studio.generate.panel import GeneratePanel  # the Generate panel (studio/generate)
+        from studio.generate.panel import (
+            GeneratePanel,  # the Generate panel (studio/generate)
+        )
 
         self.generate_panel = GeneratePanel(self)
         self.add_panel(self.generate_panel)
         self.generate_panel.install_menu(self.menuBar())
-        from studio.train.panel import TrainPanel  # the Train panel (studio/train): GRPO jobs on the host
+        from studio.train.panel import (
+            TrainPanel,  # the Train panel (studio/train): GRPO jobs on the host
+        )
 
         self.train_panel = TrainPanel(self)
         self.add_panel(self.train_panel)

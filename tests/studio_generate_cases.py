@@ -97,7 +97,7 @@ def serve(app):
 @pytest.fixture(scope="module")
 def bare_host(model_dir):
     """A host without MAA weights (in-process, token-protected)."""
-    from engine.host import create_app
+    from engine.host.server import create_app
     from engine.policy import Policy
 
     app = create_app(Policy.load(model_dir), maa_reason="MAA weights not installed (test)", token="bare-token-123")

@@ -16,7 +16,9 @@ import soundfile
 import torch
 import uvicorn
 
-from engine.host import SampleGroup, create_app, is_loopback, sample_rows
+from engine.host.scheduler import SampleGroup, sample_rows
+from engine.host.serve import is_loopback
+from engine.host.server import create_app
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi
 from engine.music import Clip, Note
 from engine.policy import GenerationSettings, Policy

@@ -1,4 +1,4 @@
-"""Training jobs on the policy host (engine/host_jobs.py): a real `smart serve` on 127.0.0.1 with a tiny
+"""Training jobs on the policy host (engine/host/jobs.py): a real `smart serve` on 127.0.0.1 with a tiny
 random-weight policy, jobs with the offline `notes` reward, each in its own process."""
 
 from __future__ import annotations

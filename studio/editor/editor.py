@@ -14,7 +14,12 @@ from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 from engine.music import MidiFileError, Note
 from studio import theme
 from studio.editor import operations as ops
-from studio.editor.clipboard import drag_mime, notes_from_mime, notes_to_mime, put_on_clipboard
+from studio.editor.clipboard import (
+    drag_mime,
+    notes_from_mime,
+    notes_to_mime,
+    put_on_clipboard,
+)
 from studio.editor.document import SketchDocument
 from studio.editor.geometry import RollGeometry
 from studio.editor.keyboard import PianoKeyboard

@@ -16,15 +16,12 @@ import time
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from engine.errors import first_line
 from engine.host_client import HostClient, HostError
+from engine.maa_weights import WINDOW_SECONDS
 from engine.music import Clip, MidiFileError, Note
 
-SCORE_WINDOW_SECONDS = 10.0  # MAA's own window (engine.scorer.WINDOW_SECONDS)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+SCORE_WINDOW_SECONDS = float(WINDOW_SECONDS)  # MAA's own window
 
 
 def note_from_json(d: dict) -> Note:
@@ -85,7 +82,7 @@ class Job(QObject):
             self.run()
         except Exception as exc:  # every failure is reported, never raised into Qt
             if not self.cancelled:
-                self.failed.emit(_one_line(exc))
+                self.failed.emit(first_line(exc))
         finally:
             self.finished_job.emit()
 
@@ -223,7 +220,7 @@ class SketchScoreJob(Job):
 
 
 class MaaDownloadJob(Job):
-    """Download checkpoint.pt from the Hugging Face hub (engine.scorer's repo/file) with byte progress."""
+    """Download checkpoint.pt from the Hugging Face hub (engine.maa_weights) with byte progress."""
 
     done = Signal(str)  # local path
 
@@ -231,10 +228,14 @@ class MaaDownloadJob(Job):
         super().__init__("maa-download")
 
     def run(self) -> None:
-        from huggingface_hub import hf_hub_download
         from tqdm.auto import tqdm
 
-        from engine.scorer import CHECKPOINT_FILENAME, HF_REPO_ID, MAA_DOWNLOAD_BYTES
+        from engine.maa_weights import (
+            HF_REPO_ID,
+            MAA_DOWNLOAD_BYTES,
+            MAAUnavailable,
+            download_weights,
+        )
 
         job = self
 
@@ -255,13 +256,9 @@ class MaaDownloadJob(Job):
 
         self.progress.emit(f"Contacting huggingface.co for {HF_REPO_ID} ({MAA_DOWNLOAD_BYTES / 1e6:.0f} MB)…", 0.0)
         try:
-            path = hf_hub_download(HF_REPO_ID, CHECKPOINT_FILENAME, tqdm_class=QtProgress)
-        except Exception as exc:  # offline, DNS, HTTP errors, cancel
-            cause = exc
-            while cause.__cause__ is not None or cause.__context__ is not None:
-                cause = cause.__cause__ or cause.__context__
-            raise RuntimeError(f"could not download the MAA weights from huggingface.co ({_one_line(cause)}). "
-                               "Check the internet connection, or choose a local checkpoint.pt / HF folder") from None
+            path = download_weights(QtProgress)
+        except MAAUnavailable as exc:  # offline, DNS, HTTP errors, cancel
+            raise RuntimeError(f"{exc}. Check the internet connection, or choose a local checkpoint.pt / HF folder") from None
         self.done.emit(str(path))
 
 

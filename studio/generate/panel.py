@@ -50,8 +50,20 @@ from studio.generate.candidates import (
     SwatchDelegate,
 )
 from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
-from studio.generate.jobs import GenerationJob, MaaDownloadJob, SearchJob, SketchScoreJob
-from studio.generate.options import MAX_BARS, MAX_CANDIDATES, NOTE_NAMES, SCALES, GenerateOptions, pitch_name
+from studio.generate.jobs import (
+    GenerationJob,
+    MaaDownloadJob,
+    SearchJob,
+    SketchScoreJob,
+)
+from studio.generate.options import (
+    MAX_BARS,
+    MAX_CANDIDATES,
+    NOTE_NAMES,
+    SCALES,
+    GenerateOptions,
+    pitch_name,
+)
 from studio.generate.scorestrip import ScoreStrip
 from studio.generate.search import MAA_REWARDS, OFFLINE_REWARDS, reward_label
 
@@ -384,7 +396,7 @@ class GeneratePanel(QDockWidget):
         self.maa_label.setWordWrap(True)
         inner.addWidget(self.maa_label)
         row = QHBoxLayout()
-        from engine.scorer import MAA_DOWNLOAD_BYTES
+        from engine.maa_weights import MAA_DOWNLOAD_BYTES
 
         self.btn_download = QPushButton(f"Download weights ({MAA_DOWNLOAD_BYTES / 1e6:.0f} MB)")
         self.btn_download.setToolTip("Fetch facebook/audiobox-aesthetics checkpoint.pt from huggingface.co")
@@ -1317,7 +1329,7 @@ class GeneratePanel(QDockWidget):
 
     def use_maa_weights(self, path: str) -> bool:
         """Use these MAA weights: the local host restarts with them; a remote host needs its own."""
-        from engine.scorer import find_checkpoint
+        from engine.maa_weights import find_checkpoint
 
         found = find_checkpoint(path)
         if found is None:

@@ -15,7 +15,7 @@ Endpoints (router `jobs_router(manager)`, included by `smart serve`):
     POST   /v1/jobs/ID/resume        queue it again; it continues from its last complete checkpoint
     GET    /v1/jobs/ID/checkpoints   complete checkpoints (each a model directory for /v1/models/activate)
 
-Each job is a subprocess (`python -m engine.host_jobs run JOBDIR`), so a crash in training never takes
+Each job is a subprocess (`python -m engine.host.jobs run JOBDIR`), so a crash in training never takes
 the host down; one job runs at a time (one device per host) and the others wait in a FIFO queue.
 
 Jobs directory (`smart serve --jobs-dir`, default `$SMART_JOBS_DIR` or the user's data dir):
@@ -513,7 +513,7 @@ class JobManager:
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        cmd = [self.python, "-m", "engine.host_jobs", "run", str(job.dir.resolve()),
+        cmd = [self.python, "-m", "engine.host.jobs", "run", str(job.dir.resolve()),
                "--parent-pid", str(os.getpid())]
         if cfg_exists or job.data.get("resume"):
             cmd.append("--resume")
@@ -614,7 +614,7 @@ def _kill_stale(job: Job) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return
-    if "engine.host_jobs" not in cmdline or str(job.dir.resolve()) not in cmdline:
+    if "engine.host.jobs" not in cmdline or str(job.dir.resolve()) not in cmdline:
         return  # the pid was reused by something else
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -725,10 +725,10 @@ def jobs_router(manager: JobManager):
     @router.get("/v1/jobs/{job_id}/events", responses={200: {"content": {"application/x-ndjson": {}}}})
     async def job_events(job_id: str):
         """NDJSON: the step records so far, new ones as they come, state changes, then a done line."""
-        from engine.host import _event_stream_response
+        from engine.host.middleware import event_stream_response
 
         job = _job_or_404(manager, job_id)
-        return _event_stream_response(tail_events(manager, job), on_disconnect=lambda: None)
+        return event_stream_response(tail_events(manager, job), on_disconnect=lambda: None)
 
     return router
 
@@ -832,7 +832,7 @@ def run_job(job_dir: str, *, resume: bool, parent_pid: int | None = None) -> int
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m engine.host_jobs")
+    p = argparse.ArgumentParser(prog="python -m engine.host.jobs")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one job directory (the host starts this)")
     r.add_argument("job_dir")

@@ -1,0 +1,177 @@
+"""`smart serve`: bind rules, device and decoding-weight choice, and the uvicorn server."""
+
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import torch
+
+from engine.api import DEFAULT_PORT, TOKEN_ENV_VAR
+from engine.errors import UserError
+from engine.host.server import create_app
+from engine.policy import DEFAULT_MODEL_DIR, Policy, PolicyLoadError
+
+log = logging.getLogger("smart.host")
+
+# ============================================================================ smart serve
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def pick_device(requested: str | None) -> str:
+    if requested in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available to this process")
+    return requested
+
+
+DECODE_WEIGHTS_ENV_VAR = "SMART_DECODE_WEIGHTS"
+DECODE_WEIGHT_CHOICES = ("auto", "model", "int8", "fp16")
+
+
+def pick_decode_weights(requested: str, device: str) -> str:
+    """--decode-weights: "auto" is int8 on CPU when torch has the kernels (faster decoding at about
+    +0.001 nats/token, see BENCHMARKS.md), exact weights otherwise."""
+    from engine.fastdecode import int8_weights_available
+
+    if requested not in DECODE_WEIGHT_CHOICES:
+        raise UserError(f"--decode-weights / ${DECODE_WEIGHTS_ENV_VAR}: {requested!r} is not one of "
+                        f"{', '.join(DECODE_WEIGHT_CHOICES)}")
+    if requested != "auto":
+        if requested != "model" and device != "cpu":
+            raise UserError(f"--decode-weights {requested} is a CPU mode; use model (exact) on {device}")
+        return requested
+    return "int8" if device == "cpu" and int8_weights_available() else "model"
+
+
+def cpu_threads(requested: int | None, device: str) -> int | None:
+    """Torch intra-op threads for the host (None: leave torch's default, as on CUDA).
+
+    Decoding runs many small ops; spreading each over all cores mostly buys spin-waiting, and on a
+    busy machine far worse: on 2 loaded cores 1 thread decoded 35-row steps in 5.5 ms against 97 ms
+    with 2 (benchmarks/bench_host_load.py). So by default a quarter of the cores, 1 to 4.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"invalid --threads {requested}")
+        return requested
+    if device != "cpu":
+        return None
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot resolve --host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    return sock
+
+
+def run(args) -> int:
+    token = args.token or os.environ.get(TOKEN_ENV_VAR) or None
+    if not is_loopback(args.host) and not token:
+        raise UserError(f"refusing to listen on {args.host} without a token: anyone who can reach it could use "
+                        f"the GPU. Pass --token T or set {TOKEN_ENV_VAR} (or bind to 127.0.0.1)")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"invalid --port {args.port}")
+    if token is not None and len(token) < 8:
+        raise UserError("the token must be at least 8 characters")
+    if args.soundfont is not None and not Path(args.soundfont).is_file():
+        raise UserError(f"--soundfont {args.soundfont}: no such file")
+    device = pick_device(args.device)
+    threads = cpu_threads(args.threads, device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    decode_weights = pick_decode_weights(args.decode_weights, device)
+
+    import uvicorn
+
+    try:
+        policy = Policy.load(args.model, device=device)
+    except PolicyLoadError as exc:
+        hint = "" if args.model else " (train one with `smart pretrain` or pass --model DIR)"
+        raise UserError(f"{exc}{hint}") from None
+    scorer, maa_reason = None, None
+    try:
+        from engine.scorer import MAAScorer, MAAUnavailable
+
+        try:
+            scorer = MAAScorer.load(args.maa, device=device, allow_download=False)
+        except MAAUnavailable as exc:
+            maa_reason = str(exc)
+    except ImportError as exc:
+        maa_reason = f"the MAA scorer cannot be imported: {exc}"
+    from engine.host.jobs import (  # training jobs (POST /v1/train, /v1/jobs)
+        JobManager,
+        jobs_router,
+    )
+
+    jobs = JobManager(args.jobs_dir)
+    app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
+                     model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
+                     max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)],
+                     decode_weights=decode_weights)
+    sock = bind_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"smart serve: http://{url_host}:{port} (docs at /docs) — model {policy.path}, device {device}, "
+          f"MAA {'ok' if scorer is not None else 'missing: ' + (maa_reason or '')}, "
+          f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads, decode weights {decode_weights}", file=sys.stderr, flush=True)
+    if args.ready_file:
+        # Written once bound: a parent that asked for --port 0 learns the port from it.
+        Path(args.ready_file).write_text(json.dumps({"port": port, "pid": os.getpid()}))
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log, lifespan="on",
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the policy host (HTTP API for the studio; OpenAPI at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs a token)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (see --ready-file)")
+    p.add_argument("--token", default=None, help=f"bearer token clients must send (default: ${TOKEN_ENV_VAR})")
+    p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    p.add_argument("--maa", default=None, help="MAA checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT "
+                                               "or the HF cache); without one, scores are null")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default on CPU: a quarter of the cores, 1 to 4)")
+    p.add_argument("--decode-weights", default=os.environ.get(DECODE_WEIGHTS_ENV_VAR, "auto"),
+                   choices=DECODE_WEIGHT_CHOICES,
+                   help="weights for decoding: model = exact; int8/fp16 = packed CPU snapshots (faster, "
+                        f"approximate); auto = int8 on CPU, exact on CUDA (default: ${DECODE_WEIGHTS_ENV_VAR} or auto)")
+    p.add_argument("--checkpoints", action="append", default=[], metavar="DIR",
+                   help="also list model directories found under DIR in /v1/models (repeatable)")
+    p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
+    p.add_argument("--max-batch-rows", type=int, default=64, help="rows (candidates) decoded together at most (at least 16, the most one request asks for)")
+    p.add_argument("--jobs-dir", default=None, help="training jobs directory (default: $SMART_JOBS_DIR or "
+                                                    "~/.local/share/smart-studio/jobs)")
+    p.add_argument("--ready-file", default=None, help="write {\"port\", \"pid\"} here once listening")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=run)

@@ -1,0 +1,636 @@
+"""The policy host: an HTTP service (FastAPI + uvicorn) that generates, renders and scores for the studio.
+
+`smart serve` holds the policy, the renderer and the MAA scorer on the best device it has. The studio
+talks to it with `engine.host_client` (by default to one it starts on 127.0.0.1 with a random token).
+
+Endpoints (OpenAPI at /docs): GET /v1/health, GET /v1/models, POST /v1/models/activate,
+POST /v1/generate (NDJSON stream of note / candidate / done events), POST /v1/score.
+Each feature is an APIRouter; later features (training jobs) add theirs with `app.include_router`
+and reach the shared state as `request.app.state.host`.
+
+Concurrency: every generation request runs its music-level logic (prompt building, note decoding,
+infill clipping, rendering, scoring) in a worker thread, but token decoding goes through one
+`DecodeScheduler` thread that runs the rows of all concurrent requests as one batch: new requests
+join a running batch (their prompts are prefilled alone and their KV cache is spliced in), finished
+ones are compacted out, and each request keeps its own sampling settings and random generator, so a
+request decoded alone samples exactly what `Policy.continue_clip` would.
+
+Security: a token (constant-time compared bearer token) is required to listen beyond loopback;
+request bodies are bounded; every number in a request is range-checked; malformed payloads get 4xx.
+This module must never import Qt.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.api import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_BARS,
+    MAX_CANDIDATES,
+    MAX_INFILL_START_BAR,
+    MAX_NEW_TOKENS,
+    MAX_SCORE_SECONDS,
+    SCORE_SAMPLE_RATE,
+)
+from engine.errors import first_line
+from engine.fastdecode import Phi3Decoder
+from engine.host.middleware import (
+    BearerAuthMiddleware,
+    BodyLimitMiddleware,
+    event_stream_response,
+)
+from engine.host.scheduler import END_OF_STREAM, DecodeScheduler, ScheduledPolicy
+from engine.music import Clip, MidiFileError, Note
+from engine.policy import (
+    DEFAULT_MODEL_DIR,
+    GenerationSettings,
+    NoteEvent,
+    Policy,
+    PolicyLoadError,
+)
+
+log = logging.getLogger("smart.host")
+
+
+
+
+# ============================================================================ host state
+@dataclass
+class HostStats:
+    requests: int = 0
+    active: int = 0
+    completed: int = 0
+    cancelled: int = 0  # generation requests stopped because their client went away
+    failed: int = 0
+    rejected_busy: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def as_dict(self) -> dict:
+        lat = sorted(self.latencies)
+        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3)) if lat else (lambda q: None)
+        return {"requests": self.requests, "active": self.active, "completed": self.completed,
+                "cancelled": self.cancelled, "failed": self.failed, "rejected_busy": self.rejected_busy,
+                "latency_p50_s": pct(0.5), "latency_p95_s": pct(0.95)}
+
+
+def _is_model_dir(path: Path) -> bool:
+    from engine.tokenizer import REMI_CONFIG_FILE
+
+    return all((path / f).is_file() for f in ("config.json", "model.safetensors", REMI_CONFIG_FILE))
+
+
+class HostState:
+    """What the routers share: the active policy, scorer, scheduler, executor and counters."""
+
+    def __init__(self, policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
+                 model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
+                 decode_weights: str = "model"):
+        self.policy = policy
+        self.scorer = scorer
+        self.maa_reason = maa_reason
+        self.token = token or None
+        self.max_body_bytes = max_body_bytes
+        self.max_active = max_active
+        self.soundfont = soundfont
+        self.model_roots = [Path(r) for r in model_roots]
+        self.registered: list[Path] = [p for p in [policy.path] if p is not None]
+        self.scheduler = DecodeScheduler(max_rows=max(max_batch_rows, MAX_CANDIDATES), decode_weights=decode_weights)
+        self.scheduler.packed_for(policy.model)  # pack now, not on the first request
+        # Generation workers mostly wait on the scheduler; one per admitted request.
+        self.executor = ThreadPoolExecutor(max_workers=max_active, thread_name_prefix="smart-generate")
+        self.stats = HostStats()
+        self.lock = threading.Lock()  # stats and the active-policy swap
+        self.activation_lock = threading.Lock()
+        self.scorer_lock = threading.Lock()  # one MAA forward at a time (memory, thread safety)
+        self.started_at = time.time()
+        self._request_ids = itertools.count(1)
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ descriptions
+    def maa_status(self) -> dict:
+        if self.scorer is None:
+            return {"status": "missing", "reason": self.maa_reason or "no MAA scorer loaded", "source": None}
+        random_weights = bool(getattr(self.scorer, "is_random", False))
+        return {"status": "random-weights" if random_weights else "available",
+                "reason": "random weights: scores are for tests and timing only" if random_weights else None,
+                "source": getattr(self.scorer, "source", None)}
+
+    def known_models(self) -> list[dict]:
+        active = self.policy.path.resolve() if self.policy.path else None
+        found: dict[Path, str] = {}
+        for p in [DEFAULT_MODEL_DIR]:
+            found.setdefault(p.resolve(), "default")
+        for p in self.registered:
+            found.setdefault(p.resolve(), "registered")
+        for root in self.model_roots:
+            for candidate in _scan_model_dirs(root):
+                found.setdefault(candidate.resolve(), "checkpoint")
+        return [{"path": str(p), "source": src, "available": _is_model_dir(p), "active": p == active}
+                for p, src in found.items()]
+
+    def next_request_id(self) -> int:
+        return next(self._request_ids)
+
+
+def _scan_model_dirs(root: Path, depth: int = 2) -> list[Path]:
+    """Model directories at most `depth` levels below `root` (e.g. runs/NAME/checkpoint-N)."""
+    out: list[Path] = []
+    if not root.is_dir():
+        return out
+    level = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if _is_model_dir(d):
+                out.append(d)
+                continue
+            try:
+                nxt.extend(sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")))
+            except OSError:
+                continue
+        level = nxt[:1000]
+    return out
+
+
+# ============================================================================ helpers
+class BadRequest(Exception):
+    """A payload that parsed but cannot be used: 400 (or `status`) with the message."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _b64decode(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise BadRequest(f"{what} is not valid base64") from None
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _parse_midi(value: str, what: str) -> Clip:
+    data = _b64decode(value, what)
+    try:
+        clip, _report = Clip.from_midi(data, mode="user")
+    except MidiFileError as exc:
+        raise BadRequest(f"{what}: {exc}") from None
+    return clip
+
+
+def _note_json(n: Note) -> dict:
+    return {"start": n.start, "pitch": n.pitch, "duration": n.duration, "velocity": n.velocity}
+
+
+def _json_safe(value):
+    """NaN/inf (never expected from features or MAA) become null instead of breaking the NDJSON stream."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _score_seconds(clip: Clip) -> float | None:
+    """None (render it all) unless the clip is longer than MAX_SCORE_SECONDS."""
+    return MAX_SCORE_SECONDS if clip.duration_seconds > MAX_SCORE_SECONDS else None
+
+
+def score_clips(state: HostState, clips: Sequence[Clip]) -> list[dict]:
+    """MAA scores of clips rendered through the SoundFont (raises if MAA or rendering fails)."""
+    from engine.render import render
+
+    audios = [render(c, sample_rate=SCORE_SAMPLE_RATE, seconds=_score_seconds(c), soundfont=state.soundfont)
+              for c in clips]
+    with state.scorer_lock:
+        return [s.as_dict() for s in state.scorer.score(audios, SCORE_SAMPLE_RATE)]
+
+
+# ============================================================================ request models
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+class InfillSpan(_Strict):
+    start_bar: int = Field(ge=0, le=MAX_INFILL_START_BAR, description="first bar to rewrite (0-based)")
+    end_bar: int = Field(ge=1, le=MAX_INFILL_START_BAR + MAX_BARS, description="bar after the last one")
+
+    @model_validator(mode="after")
+    def _span(self):
+        if self.end_bar <= self.start_bar:
+            raise ValueError("infill.end_bar must be greater than infill.start_bar")
+        if self.end_bar - self.start_bar > MAX_BARS:
+            raise ValueError(f"an infill spans at most {MAX_BARS} bars")
+        return self
+
+class GenerateRequest(_Strict):
+    prompt_midi: str | None = Field(None, max_length=DEFAULT_MAX_BODY_BYTES,
+                                    description="base64 Standard MIDI File; omitted → procedural prompt")
+    candidates: int = Field(4, ge=1, le=MAX_CANDIDATES)
+    bars: int = Field(4, ge=1, le=MAX_BARS, description="new bars per candidate (infill: the span)")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    top_p: float = Field(0.95, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    max_new_tokens: int = Field(1024, ge=1, le=MAX_NEW_TOKENS)
+    at_tick: int | None = Field(None, ge=0, le=2**40, description="continue from here (default: the end)")
+    infill: InfillSpan | None = None
+    allowed_pitches: list[int] | None = Field(None, min_length=1, max_length=128,
+                                              description="key lock / range: pitches the model may write")
+    score: bool = True
+    first_note: bool = Field(False, description="procedural prompts also get a first note")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.allowed_pitches is not None and not all(0 <= p <= 127 for p in self.allowed_pitches):
+            raise ValueError("allowed_pitches must be MIDI pitches 0..127")
+        if self.infill is not None and self.prompt_midi is None:
+            raise ValueError("infill needs prompt_midi (the clip to rewrite bars of)")
+        if self.infill is not None and self.at_tick is not None:
+            raise ValueError("give either at_tick or infill, not both")
+        return self
+
+class ScoreRequest(_Strict):
+    midi: str | None = Field(None, description="base64 Standard MIDI File (rendered through the SoundFont)")
+    wav: str | None = Field(None, description="base64 audio file (WAV/FLAC/OGG)")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.midi is None) == (self.wav is None):
+            raise ValueError("give exactly one of midi or wav")
+        return self
+
+class ActivateRequest(_Strict):
+    path: str = Field(min_length=1, max_length=4096, description="a SMART model directory (safetensors)")
+
+
+# ============================================================================ generation worker
+class GenerationRun:
+    """One /v1/generate request: runs in a worker thread, emits events through `emit`."""
+
+    def __init__(self, state: HostState, req, clip: Clip | None, emit: Callable[[dict], None]):
+        self.state = state
+        self.req = req
+        self.clip = clip
+        self.emit = emit
+        self.cancelled = threading.Event()
+        self.id = state.next_request_id()
+
+    def settings(self) -> GenerationSettings:
+        r = self.req
+        return GenerationSettings(candidates=r.candidates, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
+                                  bars=r.bars, max_new_tokens=r.max_new_tokens, grammar=True,
+                                  allowed_pitches=r.allowed_pitches)
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        state, req, clip = self.state, self.req, self.clip
+        policy = state.policy  # a model activated meanwhile serves the next request
+        view = ScheduledPolicy(policy, state.scheduler)
+        settings = self.settings()
+
+        def on_note(ev: NoteEvent) -> None:
+            self.emit({"event": "note", "candidate": ev.candidate, "note": _note_json(ev.note)})
+
+        stop = self.cancelled.is_set
+        if req.infill is not None:
+            a, b = req.infill.start_bar, req.infill.end_bar
+            cands = view.infill(clip, a, b, settings, on_note=on_note, should_stop=stop)
+            span, ppq = (clip.bar_tick(a), clip.bar_tick(b)), clip.ppq
+        elif clip is not None:
+            at = clip.end_tick if req.at_tick is None else req.at_tick
+            cands = view.continue_clip(clip, settings, at_tick=req.at_tick, on_note=on_note, should_stop=stop)
+            span, ppq = (at, None), clip.ppq
+        else:
+            cands, _prompts = view.generate_procedural(settings, first_note=req.first_note, on_note=on_note,
+                                                       should_stop=stop)
+            span, ppq = (0, None), 480
+        if self.cancelled.is_set():
+            return
+
+        from engine.features import midi_features
+
+        random_weights = bool(getattr(state.scorer, "is_random", False)) if state.scorer is not None else None
+        out = []
+        for i, c in enumerate(cands):
+            if self.cancelled.is_set():
+                return
+            start, end = span
+            # The candidate's own music (from where it starts), for features and listening scores.
+            generated = c.clip.slice_ticks(start, end if end is not None else max(c.clip.end_tick, start) + 1)
+            scores, score_error = None, None
+            if not req.score:
+                score_error = "not requested"
+            elif state.scorer is None:
+                score_error = state.maa_status()["reason"]
+            elif not generated.notes:
+                score_error = "no notes to score"
+            else:
+                try:
+                    scores = score_clips(state, [generated])[0]
+                except Exception as exc:  # a render/score failure costs this candidate its score, not the request
+                    log.exception("scoring candidate %d of request %d failed", i, self.id)
+                    score_error = f"scoring failed: {first_line(exc)}"
+            cand = {"candidate": i, "midi": _b64encode(c.clip.to_midi_bytes()), "notes": len(c.notes),
+                    "bars": c.bars, "tokens": len(c.token_ids), "finished_by": c.finished_by,
+                    "features": _json_safe(midi_features(generated)), "scores": _json_safe(scores),
+                    "random_weights": random_weights if scores is not None else None}
+            if score_error is not None:
+                cand["scores_error"] = score_error
+            out.append(cand)
+            self.emit({"event": "candidate", **cand})
+        self.emit({"event": "done", "done": True, "request_id": self.id, "ppq": ppq, "candidates": out,
+                   "model": policy.describe(), "elapsed_s": round(time.monotonic() - t0, 4)})
+
+
+
+# ============================================================================ routers
+def health_router():
+    router = APIRouter(tags=["host"])
+
+    @router.get("/v1/health")
+    def health(request: Request) -> dict:
+        """Device, model, MAA status and load counters."""
+        state: HostState = request.app.state.host
+        with state.lock:
+            stats = state.stats.as_dict()
+        return {"status": "ok", "device": str(state.policy.device), "model": state.policy.describe(),
+                "decode_weights": state.scheduler.decode_weights,
+                "maa": state.maa_status(), "auth": state.token is not None,
+                "uptime_s": round(time.time() - state.started_at, 1),
+                "limits": {"candidates": MAX_CANDIDATES, "bars": MAX_BARS, "max_new_tokens": MAX_NEW_TOKENS,
+                           "body_bytes": state.max_body_bytes, "active_requests": state.max_active},
+                "stats": stats, "decode": state.scheduler.stats.as_dict()}
+
+    return router
+
+
+def models_router():
+    router = APIRouter(tags=["models"])
+
+    @router.get("/v1/models")
+    def models(request: Request) -> dict:
+        """The loaded model and the model directories the host knows of."""
+        state: HostState = request.app.state.host
+        return {"active": state.policy.describe(), "models": state.known_models()}
+
+    @router.post("/v1/models/activate")
+    async def activate(body: ActivateRequest, request: Request) -> dict:
+        """Load a model directory (safetensors only); on failure the current model stays active."""
+        state: HostState = request.app.state.host
+
+        def load() -> Policy:
+            with state.activation_lock:  # one load at a time (each may hold a model's worth of memory)
+                policy = Policy.load(body.path, device=state.policy.device)
+            try:  # refuse models the decoder cannot run before they replace a working one
+                Phi3Decoder(policy.model, batch_size=1, max_len=8)
+            except (NotImplementedError, ValueError) as exc:
+                raise PolicyLoadError(f"model in {body.path} cannot be decoded: {exc}") from None
+            return policy
+
+        try:
+            policy = await run_in_threadpool(load)
+        except PolicyLoadError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        with state.lock:
+            state.policy = policy
+            if policy.path is not None and all(p.resolve() != policy.path.resolve() for p in state.registered):
+                state.registered.append(policy.path)
+        log.info("activated model %s", policy.path)
+        return {"active": policy.describe()}
+
+    return router
+
+
+def generate_router():
+    router = APIRouter(tags=["generate"])
+
+    @router.post("/v1/generate", responses={200: {
+        "content": {"application/x-ndjson": {}},
+        "description": "NDJSON events: started, note…, candidate…, done (or error)"}})
+    async def generate(body: GenerateRequest, request: Request):
+        """Continue / infill the prompt (or a procedural prompt); stream notes, then scored candidates."""
+        state: HostState = request.app.state.host
+        clip = None
+        if body.prompt_midi is not None:
+            try:
+                clip = await run_in_threadpool(_parse_midi, body.prompt_midi, "prompt_midi")
+            except BadRequest as exc:
+                raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+            _check_positions(body, clip)
+        with state.lock:
+            if state.stats.active >= state.max_active:
+                state.stats.rejected_busy += 1
+                raise HTTPException(status_code=503, detail=f"host busy: {state.max_active} requests in progress",
+                                    headers={"Retry-After": "1"})
+            state.stats.active += 1
+            state.stats.requests += 1
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(event) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the server loop is gone (shutdown)
+                run.cancelled.set()
+
+        run = GenerationRun(state, body, clip, emit)
+        t0 = time.monotonic()
+
+        def work() -> None:
+            status = "failed"
+            try:
+                run.run()
+                status = "cancelled" if run.cancelled.is_set() else "completed"
+            except Exception as exc:
+                log.exception("generation request %d failed", run.id)
+                emit({"event": "error", "request_id": run.id, "message": first_line(exc)})
+            finally:
+                emit(END_OF_STREAM)
+                with state.lock:
+                    state.stats.active -= 1
+                    setattr(state.stats, status, getattr(state.stats, status) + 1)
+                    if status == "completed":
+                        state.stats.latencies.append(time.monotonic() - t0)
+
+        # Started now, not when the response starts streaming: the accounting above then always runs.
+        try:
+            state.executor.submit(work)
+        except RuntimeError:  # executor shut down: the host is stopping
+            with state.lock:
+                state.stats.active -= 1
+            raise HTTPException(status_code=503, detail="the host is shutting down") from None
+
+        async def lines():
+            try:
+                yield json.dumps({"event": "started", "request_id": run.id, "candidates": body.candidates,
+                                  "ppq": clip.ppq if clip is not None else 480}) + "\n"
+                ended = False
+                while not ended:
+                    batch = [await events.get()]
+                    while not events.empty():
+                        batch.append(events.get_nowait())
+                    if batch[-1] is END_OF_STREAM:
+                        batch.pop()
+                        ended = True
+                    if batch:
+                        yield "".join(json.dumps(e, allow_nan=False) + "\n" for e in batch)
+            finally:
+                run.cancelled.set()  # no effect once done; stops the work if the client left
+
+        return event_stream_response(lines(), on_disconnect=run.cancelled.set)
+
+    return router
+
+
+def _check_positions(body, clip: Clip) -> None:
+    """at_tick / infill must lie within the clip plus room for the new bars (bounded prompt sizes)."""
+
+    limit_bar = clip.num_bars + MAX_BARS
+    if body.at_tick is not None and body.at_tick > clip.bar_tick(limit_bar):
+        raise HTTPException(status_code=422, detail=f"at_tick {body.at_tick} is more than {MAX_BARS} bars past "
+                                                    f"the end of the prompt")
+    if body.infill is not None and body.infill.start_bar > limit_bar:
+        raise HTTPException(status_code=422, detail=f"infill.start_bar {body.infill.start_bar} is more than "
+                                                    f"{MAX_BARS} bars past the end of the prompt")
+
+
+def score_router():
+    router = APIRouter(tags=["score"])
+
+    @router.post("/v1/score")
+    async def score(body: ScoreRequest, request: Request) -> dict:
+        """MAA CE/CU/PC/PQ of a MIDI file (rendered through the SoundFont) or of audio."""
+        state: HostState = request.app.state.host
+        if state.scorer is None:
+            raise HTTPException(status_code=503, detail=f"MAA unavailable: {state.maa_status()['reason']}")
+
+        def work() -> dict:
+            from engine.render import (
+                AudioFileError,
+                RenderError,
+                SoundFontError,
+                load_wav,
+                render,
+            )
+            from engine.scorer import MAAInputError
+
+            seconds = None
+            try:
+                if body.midi is not None:
+                    clip = _parse_midi(body.midi, "midi")
+                    if not clip.notes:
+                        raise BadRequest("midi has no notes to score")
+                    audio = render(clip, sample_rate=SCORE_SAMPLE_RATE, seconds=_score_seconds(clip),
+                                   soundfont=state.soundfont)
+                    sr = SCORE_SAMPLE_RATE
+                else:
+                    data = _b64decode(body.wav, "wav")
+                    with tempfile.TemporaryDirectory(prefix="smart-score-") as d:
+                        path = Path(d) / "upload.audio"
+                        path.write_bytes(data)
+                        audio, sr = load_wav(path)
+                    if audio.size == 0:
+                        raise BadRequest("wav has no samples")
+                    audio = audio[: int(MAX_SCORE_SECONDS * sr)]
+                seconds = round(len(audio) / sr, 3)
+                with state.scorer_lock:
+                    result = _json_safe(state.scorer.score([audio], sr)[0].as_dict())
+            except (AudioFileError, RenderError, MAAInputError) as exc:
+                raise BadRequest(first_line(exc)) from None
+            except SoundFontError as exc:
+                raise BadRequest(f"renderer unavailable: {first_line(exc)}", status=503) from None
+            return {**result, "random_weights": bool(getattr(state.scorer, "is_random", False)),
+                    "maa": getattr(state.scorer, "source", None), "seconds": seconds}
+
+        try:
+            return await run_in_threadpool(work)
+        except BadRequest as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+
+    return router
+
+
+# ============================================================================ app factory
+def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
+               model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
+               routers: Sequence = (), decode_weights: str = "model"):
+    """The host's FastAPI app. `scorer`: an MAAScorer or None (then `maa_reason` says why).
+
+    `routers`: extra APIRouters (e.g. training jobs); they reach the state as `request.app.state.host`.
+    """
+    from contextlib import asynccontextmanager
+
+    state = HostState(policy, scorer=scorer, maa_reason=maa_reason, token=token, model_roots=model_roots,
+                      max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows, max_active=max_active,
+                      soundfont=soundfont, decode_weights=decode_weights)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.close()
+
+    app = FastAPI(title="SMART Studio policy host", version="1", lifespan=lifespan,
+                  description="Generation, rendering and MAA scoring for SMART Studio. "
+                              "Send `Authorization: Bearer TOKEN` when the host has a token.",
+                  # Declares the bearer scheme for /docs (Authorize button); the check is BearerAuthMiddleware.
+                  dependencies=[Depends(HTTPBearer(auto_error=False))])
+    app.state.host = state
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+        return JSONResponse({"detail": "; ".join(problems) or "invalid request",
+                             "errors": [{"loc": list(map(str, e.get("loc", ()))), "msg": str(e.get("msg"))}
+                                        for e in exc.errors()]}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error: {first_line(exc)}"}, status_code=500)
+
+    for router in (health_router(), models_router(), generate_router(), score_router(), *routers):
+        app.include_router(router)
+    # Outermost first: auth before the body is read, then the body bound.
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(BearerAuthMiddleware, token=state.token)
+    return app
+
+
