@@ -1,20 +1,487 @@
-"""The host's API contract, light enough for every process (no torch): limits, names and defaults
-shared by the policy host (`engine.host`), its client (`engine.host_client`), the studio and training.
+"""The host's API contract, light enough for every process (pydantic, no torch): limits, names and
+defaults shared by the policy host (`engine.host`), its client (`engine.host_client`), the studio and
+training.
+
+- generation: `GenerationSettings` and its one validator (`validate(limits)`), the request/response
+  models of /v1/generate, /v1/score and /v1/models/activate
+- training: the GRPO run options (`GRPOOptions`: types, bounds, defaults = the paper's), `PRESETS`,
+  the reward catalogue (`REWARDS`) and the spec grammar (`parse_reward_spec`); `training.grpo`'s
+  `GRPORunConfig` extends `GRPOOptions`, and the host checks /v1/train bodies with
+  `validate_grpo_options` and serves the catalogue at GET /v1/train/options (`train_options`)
+- the files a training job shares with the host (run directory layout, job files)
 """
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from engine import maa_weights
+from engine.errors import UserError
+
+# MAA (owned by engine.maa_weights, re-exported as part of the contract).
+MAA_AXES = maa_weights.AXES
+MAA_WINDOW_SECONDS = maa_weights.WINDOW_SECONDS
+MAA_REPO_ID = maa_weights.HF_REPO_ID
+MAA_DOWNLOAD_BYTES = maa_weights.MAA_DOWNLOAD_BYTES
+
+
+# ============================================================================ transport
 TOKEN_ENV_VAR = "SMART_HOST_TOKEN"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+# Host names a loopback host answers to (DNS rebinding: a page on evil.example resolving to 127.0.0.1
+# sends `Host: evil.example`); loopback IP literals (127.x, ::1) are accepted as well.
+LOOPBACK_HOST_NAMES = frozenset({"localhost", "localhost.", "localhost.localdomain"})
+JSON_CONTENT_TYPE = "application/json"
+# /docs and the schema it loads stay reachable without the token (a browser cannot send a bearer
+# header to fetch them); they describe the API, not any data. Everything else needs the token.
+AUTH_EXEMPT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+# ============================================================================ generation limits
 MAX_CANDIDATES = 16
 MAX_BARS = 64
 MAX_NEW_TOKENS = 4096
 MAX_INFILL_START_BAR = 2048
+MAX_SEED = 2**63 - 1
+MAX_TEMPERATURE = 5.0
 # Audio scored per clip is cropped here: MAA averages 10-s windows, and a hostile MIDI file with a
 # note at tick 10^9 must not make the host render hours of audio.
 MAX_SCORE_SECONDS = 120.0
 SCORE_SAMPLE_RATE = 16000
-# /docs and the schema it loads stay reachable without the token (a browser cannot send a bearer
-# header to fetch them); they describe the API, not any data. Everything else needs the token.
-AUTH_EXEMPT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+
+@dataclass(frozen=True)
+class GenerationLimits:
+    """Upper bounds of one generation request (the lower bounds are fixed: 1 candidate, 1 bar, 1 token)."""
+
+    candidates: int
+    bars: int
+    max_new_tokens: int
+
+
+# In-process generation (CLI, training tools): bounded by memory only.
+LOCAL_LIMITS = GenerationLimits(candidates=64, bars=256, max_new_tokens=65536)
+# A shared host: one request must not take the whole batch or hours of decoding.
+HOST_LIMITS = GenerationLimits(candidates=MAX_CANDIDATES, bars=MAX_BARS, max_new_tokens=MAX_NEW_TOKENS)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class GenerationSettings:
+    """How to sample: the one set of generation settings, checked by `validate` wherever they enter
+    (the policy, the host's /v1/generate, `smart generate`, the studio's options).
+
+    temperature 0 means greedy decoding (the most likely token every step); top_p < 1 samples from
+    the smallest set of most likely tokens whose probability reaches top_p."""
+
+    candidates: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int | None = None
+    bars: int | None = 4  # stop each candidate after this many new bars…
+    max_new_tokens: int = 1024  # …or this many tokens, whichever first
+    grammar: bool = True  # mask tokens that cannot legally come next
+    allowed_pitches: Sequence[int] | None = None  # key/scale lock and pitch range (logit mask)
+
+    def validate(self, limits: GenerationLimits = LOCAL_LIMITS) -> None:
+        """ValueError naming the first setting out of range (types included: no bools for numbers)."""
+        if not _is_int(self.candidates) or not 1 <= self.candidates <= limits.candidates:
+            raise ValueError(f"candidates must be between 1 and {limits.candidates}")
+        if not _is_number(self.temperature) or not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}")
+        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError("seed must be an integer between 0 and 2^63-1")
+        if self.bars is not None and (not _is_int(self.bars) or not 1 <= self.bars <= limits.bars):
+            raise ValueError(f"bars must be between 1 and {limits.bars}")
+        if not _is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= limits.max_new_tokens:
+            raise ValueError(f"max_new_tokens must be between 1 and {limits.max_new_tokens}")
+        if self.allowed_pitches is not None:
+            pitches = list(self.allowed_pitches)
+            if not 1 <= len(pitches) <= 128 or not all(_is_int(p) and 0 <= p <= 127 for p in pitches):
+                raise ValueError("allowed_pitches must be 1 to 128 MIDI pitches 0..127")
+            if not self.grammar:
+                raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
+
+
+# ============================================================================ request models
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InfillSpan(_Strict):
+    start_bar: int = Field(ge=0, le=MAX_INFILL_START_BAR, description="first bar to rewrite (0-based)")
+    end_bar: int = Field(ge=1, le=MAX_INFILL_START_BAR + MAX_BARS, description="bar after the last one")
+
+    @model_validator(mode="after")
+    def _span(self):
+        if self.end_bar <= self.start_bar:
+            raise ValueError("infill.end_bar must be greater than infill.start_bar")
+        if self.end_bar - self.start_bar > MAX_BARS:
+            raise ValueError(f"an infill spans at most {MAX_BARS} bars")
+        return self
+
+
+class GenerateRequest(_Strict):
+    """POST /v1/generate. The sampling fields are checked by `GenerationSettings.validate(HOST_LIMITS)`."""
+
+    prompt_midi: str | None = Field(None, max_length=DEFAULT_MAX_BODY_BYTES,
+                                    description="base64 Standard MIDI File; omitted → procedural prompt")
+    candidates: int = Field(4, description=f"1..{MAX_CANDIDATES}")
+    bars: int = Field(4, description=f"new bars per candidate (infill: the span), 1..{MAX_BARS}")
+    temperature: float = Field(1.0, description=f"0 (greedy) .. {MAX_TEMPERATURE:g}")
+    top_p: float = Field(0.95, description="(0, 1]")
+    seed: int | None = Field(None, description="0..2^63-1; omitted → random")
+    max_new_tokens: int = Field(1024, description=f"1..{MAX_NEW_TOKENS}")
+    at_tick: int | None = Field(None, ge=0, le=2**40, description="continue from here (default: the end)")
+    infill: InfillSpan | None = None
+    allowed_pitches: list[int] | None = Field(None, description="key lock / range: pitches the model may write")
+    score: bool = True
+    first_note: bool = Field(False, description="procedural prompts also get a first note")
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(candidates=self.candidates, temperature=self.temperature, top_p=self.top_p,
+                                  seed=self.seed, bars=self.bars, max_new_tokens=self.max_new_tokens,
+                                  grammar=True, allowed_pitches=self.allowed_pitches)
+
+    @model_validator(mode="after")
+    def _check(self):
+        self.settings().validate(HOST_LIMITS)
+        if self.infill is not None and self.prompt_midi is None:
+            raise ValueError("infill needs prompt_midi (the clip to rewrite bars of)")
+        if self.infill is not None and self.at_tick is not None:
+            raise ValueError("give either at_tick or infill, not both")
+        return self
+
+
+class ScoreRequest(_Strict):
+    midi: str | None = Field(None, description="base64 Standard MIDI File (rendered through the SoundFont)")
+    wav: str | None = Field(None, description="base64 audio file (WAV/FLAC/OGG)")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.midi is None) == (self.wav is None):
+            raise ValueError("give exactly one of midi or wav")
+        return self
+
+
+class ActivateRequest(_Strict):
+    path: str = Field(min_length=1, max_length=4096, description="a SMART model directory (safetensors)")
+
+
+# ============================================================================ training: run directory
+STOP_FILE = "STOP"  # a run stops after the current step when OUT/STOP exists
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_MARKER = "smart_checkpoint.json"  # written last: the checkpoint is complete
+RUN_CONFIG_FILE = "run_config.json"
+EVENTS_FILE = "events.jsonl"
+FINAL_DIR = "final"
+PREPARED_DATA_MARKER = "manifest.json"  # `smart prepare-data` output (data:DIR prompts)
+
+
+def complete_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every checkpoint whose marker was written (i.e. finished saving), by step."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    found = []
+    if root.is_dir():
+        for d in root.glob("checkpoint-*"):
+            marker = d / CHECKPOINT_MARKER
+            try:
+                step = int(d.name.rsplit("-", 1)[1])
+                info = json.loads(marker.read_text())
+            except (ValueError, IndexError, OSError, json.JSONDecodeError):
+                continue
+            if isinstance(info, dict) and info.get("step") == step:
+                found.append((step, d))
+    return sorted(found)
+
+
+# ============================================================================ training: host jobs
+# A host job is a process `python -m engine.cli JOB_PROCESS_COMMAND JOBDIR [--resume] [--parent-pid N]`;
+# the command is registered by `training` (hidden from --help). It reads JOBDIR/JOB_FILE's "config"
+# and leaves RESULT_FILE (success) or ERROR_FILE ({"error": "Type: message"}) behind.
+JOB_PROCESS_COMMAND = "host-job"
+JOB_FILE = "job.json"
+RESULT_FILE = "job_result.json"
+ERROR_FILE = "job_error.json"
+
+# ============================================================================ training: rewards
+@dataclass(frozen=True)
+class RewardInfo:
+    name: str
+    description: str
+    needs_maa: bool
+
+
+REWARDS: tuple[RewardInfo, ...] = (
+    RewardInfo("maa-ce", f"MAA content enjoyment (CE) of the first {MAA_WINDOW_SECONDS} s — the paper's reward", True),
+    RewardInfo("maa-cu", f"MAA content usefulness (CU) of the first {MAA_WINDOW_SECONDS} s", True),
+    RewardInfo("maa-pc", f"MAA production complexity (PC) of the first {MAA_WINDOW_SECONDS} s", True),
+    RewardInfo("maa-pq", f"MAA production quality (PQ) of the first {MAA_WINDOW_SECONDS} s", True),
+    RewardInfo("notes", f"notes starting in the first {MAA_WINDOW_SECONDS} s, /100 capped at 1 — offline, no MAA",
+               False),
+    RewardInfo("scale-consistency", f"MusPy scale consistency of the first {MAA_WINDOW_SECONDS} s (favours sparse "
+                                    "outputs on its own) — offline, no MAA", False),
+)
+# Old names a saved configuration may still use.
+REWARD_ALIASES = {"scale": "scale-consistency"}
+MAX_REWARD_SPEC_CHARS = 1000
+
+
+def canonical_reward(name: str) -> str:
+    return REWARD_ALIASES.get(name, name)
+
+
+def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
+    """`maa-ce` | `maa-ce=1,maa-pq=0.5` | `module:function=0.3` → [(name, weight)], names canonical
+    (aliases resolved). Only the grammar is checked here; which names exist is the caller's question."""
+    if not isinstance(spec, str) or len(spec) > MAX_REWARD_SPEC_CHARS:
+        raise UserError(f"reward must be a string of at most {MAX_REWARD_SPEC_CHARS} characters")
+    out: list[tuple[str, float]] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, weight = part, 1.0
+        if "=" in part:
+            name, _, w = part.rpartition("=")
+            try:
+                weight = float(w)
+            except ValueError:
+                raise UserError(f"reward weight must be a number in {part!r}") from None
+            if not math.isfinite(weight):
+                raise UserError(f"reward weight must be finite in {part!r}")
+        out.append((canonical_reward(name.strip()), weight))
+    if not out:
+        raise UserError("no reward given")
+    return out
+
+
+def reward_needs_maa(name: str) -> bool:
+    return any(r.name == canonical_reward(name) and r.needs_maa for r in REWARDS)
+
+
+# ============================================================================ training: run options
+MAX_STEPS = 100_000
+MAX_GROUP = 256
+MAX_PROMPTS_PER_STEP = 256
+MAX_SEED_GRPO = 2**32 - 1  # numpy's seed range
+LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                "inverse_sqrt")  # transformers SchedulerType values that need no extra arguments
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL GRPOConfig.loss_type
+PROCEDURAL_PROMPTS = ("procedural", "proc", "procedural+note", "procedural-note")
+# Options only the host sets for a job submitted over HTTP (paths on the host, the job folder).
+HOST_OWNED_OPTIONS = frozenset({"maa", "soundfont"})
+
+
+def _opt(description: str, **bounds):
+    """An option's description and bounds; strict: no "5" for 5, no true for 1."""
+    return Field(description=description, strict=True, **bounds)
+
+
+def _choice(description: str):
+    """A Literal option's description (a Literal accepts only its exact values anyway)."""
+    return Field(description=description)
+
+
+@dataclass
+class GRPOOptions:
+    """Every option of a SMART GRPO run a user chooses; the defaults are the paper's (preset "paper",
+    §3.5). Types and bounds are checked by `validate_grpo_options` (the host checks /v1/train bodies
+    with it, `training.grpo.GRPORunConfig.validate` checks its runs with it)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    model: Annotated[str, _opt("base model directory (a SMART policy directory); empty: the host's model",
+                               max_length=4096)] = ""
+    preset: Annotated[str, _opt("preset the other options override")] = "paper"
+    steps: Annotated[int, _opt("iterations (optimizer steps); paper 200", ge=1, le=MAX_STEPS)] = 200
+    prompts_per_step: Annotated[int, _opt("prompts per iteration; paper 8", ge=1, le=MAX_PROMPTS_PER_STEP)] = 8
+    group: Annotated[int, _opt("completions per prompt (GRPO normalizes rewards within a group); paper 8",
+                               ge=2, le=MAX_GROUP)] = 8
+    max_completion_tokens: Annotated[int, _opt("longest completion in tokens; paper 256", ge=1, le=8192)] = 256
+    reward: Annotated[str, _opt("reward spec: a name, or weighted 'maa-ce=1,maa-pq=0.5'; paper maa-ce",
+                                min_length=1, max_length=MAX_REWARD_SPEC_CHARS)] = "maa-ce"
+    beta: Annotated[float, _opt("KL coefficient to the frozen reference; paper 0.04", ge=0.0, le=1000.0,
+                                allow_inf_nan=False)] = 0.04
+    lr: Annotated[float, _opt("peak learning rate; paper 1e-4", gt=0.0, lt=1.0, allow_inf_nan=False)] = 1e-4
+    lr_schedule: Annotated[Literal[LR_SCHEDULES], _choice("learning-rate schedule (to 0 over steps); paper "
+                                                                 "linear")] = "linear"
+    warmup_steps: Annotated[int, _opt("warm-up steps", ge=0, le=MAX_STEPS)] = 0
+    temperature: Annotated[float, _opt("sampling temperature; GRPO needs sampled (not greedy) completions, "
+                                            "so > 0; paper 1.0", gt=0.0, le=MAX_TEMPERATURE,
+                                       allow_inf_nan=False)] = 1.0
+    top_p: Annotated[float, _opt("nucleus sampling (1 = off)", gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+    top_k: Annotated[int, _opt("top-k sampling (0 = off)", ge=0, le=65536)] = 0
+    loss_type: Annotated[Literal[LOSS_TYPES], _choice("TRL GRPO loss")] = "grpo"
+    scale_rewards: Annotated[Literal["group", "batch", "none"],
+                             _choice("advantage normalization (paper: group)")] = "group"
+    epsilon: Annotated[float, _opt("PPO clipping range", gt=0.0, le=10.0, allow_inf_nan=False)] = 0.2
+    num_iterations: Annotated[int, _opt("GRPO updates per generated batch (μ)", ge=1, le=64)] = 1
+    max_grad_norm: Annotated[float, _opt("gradient clipping norm (0 = off)", ge=0.0, le=1e6,
+                                         allow_inf_nan=False)] = 1.0
+    seed: Annotated[int, _opt("random seed (prompts, sampling)", ge=0, le=MAX_SEED_GRPO)] = 0
+    prompts: Annotated[str, _opt("procedural | procedural+note | data:DIR[:split] | MIDI "
+                                               "files/folders (comma-separated; not over HTTP)",
+                                 min_length=1, max_length=4096)] = "procedural"
+    prompt_bars: Annotated[int, _opt("bars of a MIDI file used as its continuation prompt", ge=1, le=64)] = 4
+    soundfont: Annotated[str | None, _opt("SoundFont for rendering (default: the shipped piano)",
+                                          max_length=4096)] = None
+    seconds: Annotated[float, _opt("seconds of audio the reward hears (MAA's window); paper 10", gt=0.0,
+                                   le=MAX_SCORE_SECONDS, allow_inf_nan=False)] = 10.0
+    sample_rate: Annotated[int, _opt("render sample rate", ge=8000, le=96000)] = 16000
+    maa: Annotated[str | None, _opt("MAA checkpoint (default: the cached weights)", max_length=4096)] = None
+    maa_random: Annotated[bool, _opt("random-weight MAA: plumbing/timing only, never real scores")] = False
+    maa_random_size: Annotated[Literal["small", "full"], _choice("random MAA size (full: the real "
+                                                                       "architecture, for timing)")] = "small"
+    render_processes: Annotated[int | None, _opt("render worker processes (default: the cores)", ge=1,
+                                                 le=1024)] = None
+    save_every: Annotated[int, _opt("checkpoint every N steps (0 = only at the end)", ge=0,
+                                    le=MAX_STEPS)] = 50
+    keep_checkpoints: Annotated[int | None, _opt("keep only the newest N checkpoints", ge=1,
+                                                 le=MAX_STEPS)] = None
+    min_diversity: Annotated[float | None, _opt("guard: stop when diversity < F × its starting value",
+                                                gt=0.0, lt=1.0, allow_inf_nan=False)] = None
+    guard_action: Annotated[Literal["rollback", "stop"],
+                            _choice("on a diversity collapse: rollback (final = best state above the "
+                                             "floor) | stop")] = "rollback"
+    guard_window: Annotated[int, _opt("steps averaged for the guard's baseline and check", ge=1,
+                                      le=1000)] = 3
+    micro_batch: Annotated[int | None, _opt("completions per forward/backward (default: the whole step)",
+                                            ge=1, le=MAX_PROMPTS_PER_STEP * MAX_GROUP)] = None
+    generation: Annotated[Literal["auto", "fast", "hf"],
+                          _choice("fast (engine.fastdecode) | hf (transformers generate) | auto")] = "auto"
+    device: Annotated[Literal["auto", "cpu", "cuda"], _choice("auto | cpu | cuda")] = "auto"
+    bf16: Annotated[Literal["auto", "on", "off"], _choice("bfloat16 training (auto: on CUDA)")] = "auto"
+    use_vllm: Annotated[bool, _opt("TRL's vLLM generation (GPU + vllm installed)")] = False
+    vllm_mode: Annotated[Literal["colocate", "server"], _choice("vLLM mode")] = "colocate"
+    tensorboard: Annotated[bool, _opt("write TensorBoard logs")] = True
+    cpu_threads: Annotated[int | None, _opt("torch CPU threads (1 is fastest on a busy machine)", ge=1,
+                                            le=1024)] = None
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GRPOOptions))
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    options: dict
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("the paper's run (§3.5): 200 steps, 8 prompts × 8 completions, MAA CE", {}),
+    "paper-1000": Preset("the paper's over-optimization study (§5.2): 1000 steps", {"steps": 1000}),
+    "aggressive": Preset("1000 steps without the KL penalty (β = 0)", {"steps": 1000, "beta": 0.0}),
+    "quick": Preset("a few minutes on a laptop CPU with the offline notes reward: tries the whole loop",
+                    {"steps": 8, "prompts_per_step": 2, "group": 4, "max_completion_tokens": 64, "reward": "notes"}),
+    "smoke": Preset("seconds: checks the loop end to end with the offline reward",
+                    {"steps": 4, "prompts_per_step": 2, "group": 4, "max_completion_tokens": 64, "reward": "notes",
+                     "save_every": 2}),
+}
+
+_OPTIONS_ADAPTER = TypeAdapter(GRPOOptions)
+_ERROR_KINDS = {"int_type": "int", "int_parsing": "int", "int_from_float": "int", "float_type": "float",
+                "float_parsing": "float", "string_type": "str", "bool_type": "bool", "bool_parsing": "bool"}
+
+
+def _option_error(err: dict) -> str:
+    """One pydantic error as `name must …` (the CLI and HTTP messages)."""
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    name = loc[0] if loc else "options"
+    kind, ctx, value = err.get("type", ""), err.get("ctx") or {}, err.get("input")
+    if kind == "unexpected_keyword_argument":
+        return f"unknown option: {name}"
+    if kind in _ERROR_KINDS:
+        if value is None:
+            return f"{name} cannot be null"
+        return f"{name} must be {_ERROR_KINDS[kind]}, not {type(value).__name__}"
+    bound = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("≤", "le"),
+             "less_than": ("<", "lt")}.get(kind)
+    if bound is not None:
+        return f"{name} must be {bound[0]} {ctx.get(bound[1])}"
+    if kind == "literal_error":
+        return f"{name} must be one of {ctx.get('expected', '')}"
+    if kind == "finite_number":
+        return f"{name} must be finite"
+    if kind in ("string_too_long", "string_too_short"):
+        return f"{name} must be {ctx.get('max_length') or ctx.get('min_length')} characters at " \
+               f"{'most' if kind == 'string_too_long' else 'least'}"
+    return f"{name}: {err.get('msg', 'invalid value')}"
+
+
+def validate_grpo_options(values: dict) -> GRPOOptions:
+    """`values` (option name → value) as checked options; UserError naming each problem.
+
+    Checks every option's type and bounds, the preset, the reward spec's grammar and weights, and
+    what options imply about each other (micro_batch divides the step's completions)."""
+    if not isinstance(values, dict):
+        raise UserError("the options must be a JSON object")
+    try:
+        options = _OPTIONS_ADAPTER.validate_python(values)
+    except ValidationError as exc:
+        raise UserError("; ".join(_option_error(e) for e in exc.errors())) from None
+    if options.preset not in PRESETS:
+        raise UserError(f"unknown preset {options.preset!r} (choose from {', '.join(PRESETS)})")
+    parse_reward_spec(options.reward)
+    per_step = options.prompts_per_step * options.group
+    if options.micro_batch is not None and per_step % options.micro_batch:
+        raise UserError(f"micro_batch {options.micro_batch} must divide the completions per step ({per_step})")
+    return options
+
+
+def option_values(options) -> dict:
+    """The GRPOOptions fields of `options` (a GRPOOptions or a subclass such as GRPORunConfig)."""
+    return {name: getattr(options, name) for name in OPTION_NAMES}
+
+
+def options_with_preset(preset: str, overrides: dict) -> dict:
+    """Option values of `preset` with `overrides` (None values are not overrides) on top, unchecked."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return {**PRESETS[preset].options, **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
+
+
+def _option_catalogue() -> list[dict]:
+    schema = _OPTIONS_ADAPTER.json_schema()["properties"]
+    out = []
+    for name in OPTION_NAMES:
+        prop = dict(schema[name])
+        variants = prop.pop("anyOf", None) or [prop]
+        nullable = any(v.get("type") == "null" for v in variants)
+        main = next((v for v in variants if v.get("type") != "null"), {})
+        entry = {"name": name, "type": {"integer": "int", "number": "float", "string": "str",
+                                        "boolean": "bool"}.get(main.get("type"), main.get("type")),
+                 "nullable": nullable, "default": prop.get("default"), "description": prop.get("description", ""),
+                 "settable": name not in HOST_OWNED_OPTIONS}
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "maxLength"):
+            if key in main:
+                entry[key] = main[key]
+        if name == "preset":
+            entry["enum"] = list(PRESETS)
+        out.append(entry)
+    return out
+
+
+def train_options(*, maa_weights: bool) -> dict:
+    """The body of GET /v1/train/options: what a client may ask a host to train with."""
+    return {"options": _option_catalogue(),
+            "presets": {name: {"description": p.description, "options": dict(p.options)} for name, p in PRESETS.items()},
+            "rewards": [{"name": r.name, "description": r.description, "needs_maa": r.needs_maa} for r in REWARDS],
+            "reward_aliases": dict(REWARD_ALIASES), "maa_weights": bool(maa_weights),
+            "prompts": list(PROCEDURAL_PROMPTS[::2]) + ["data:DIR[:split]"]}

@@ -1,43 +1,40 @@
 """`smart`: the command-line face of the engine, pretraining, GRPO, evaluation and the policy host.
 
-Each feature module exposes `register(subparsers)`; its subcommands set `func=run(args) -> int`.
-Known problems (bad files, missing weights, unloadable models) print one line on stderr and exit
-non-zero, without a traceback.
+Subcommands come from the packaging entry points of group `smart.commands` (pyproject.toml): each
+names a module with `register(subparsers)`, whose subcommands set `func=run(args) -> int`. The engine
+thus names no higher layer; `training` registers its own commands. Known problems (bad files, missing
+weights, unloadable models) print one line on stderr and exit non-zero, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+from importlib.metadata import entry_points
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line, os_error_line
 
-# Modules that contribute subcommands, in the order they appear in --help. A module that is not
-# importable (an optional feature whose dependencies are missing) is skipped with a note in --help.
-COMMAND_MODULES = [
-    "engine.commands",
-    "training.data",
-    "training.pretrain",
-    "training.nll",
-    "training.grpo_cli",
-    "training.evaluate",
-    "engine.host.serve",
-]
+COMMANDS_GROUP = "smart.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smart", description="SMART Studio engine: render, score, generate, train.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     unavailable = []
-    for name in COMMAND_MODULES:
+    # Sorted by entry-point name (pyproject.toml's names carry the --help order). A module that is not
+    # importable (an optional feature whose dependencies are missing) is skipped with a note in --help.
+    found = sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)
+    if not found:
+        parser.epilog = (f"no commands are registered (entry points {COMMANDS_GROUP!r} are missing: "
+                         "install the project, e.g. `uv sync`)")
+    for ep in found:
         try:
-            module = importlib.import_module(name)
+            module = ep.load()
         except ModuleNotFoundError as exc:
-            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
-                continue  # feature not part of this build yet
-            unavailable.append(f"{name} ({exc})")
+            if exc.name and (exc.name == ep.value or ep.value.startswith(exc.name + ".")):
+                continue  # feature not part of this build
+            unavailable.append(f"{ep.name} ({exc})")
             continue
         register = getattr(module, "register", None)
         if register is not None:
@@ -65,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         # stdout closed early (e.g. `| head`): not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file that cannot be read or written: say which, no traceback
+        print(f"smart {args.command}: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except (MemoryError, OverflowError) as exc:  # input far beyond what the engine is sized for
+        print(f"smart {args.command}: the input is too large ({type(exc).__name__}: {first_line(exc)})",
+              file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, os_error_line
 from engine.music import Clip, MidiFileError, atomic_write_text
 
 AUDIO_SUFFIXES = {".wav", ".wave"}
@@ -16,15 +17,40 @@ AUDIO_SUFFIXES = {".wav", ".wave"}
 
 @contextmanager
 def user_errors():
-    """Turn the engine's known failure types into one-line UserErrors."""
+    """Turn the engine's known failure types, and files that cannot be read or written, into
+    one-line UserErrors."""
     from engine.policy import PolicyLoadError
-    from engine.render import SoundFontError
+    from engine.render import AudioFileError, RenderError, SoundFontError
     from engine.scorer import MAAUnavailable
 
     try:
         yield
-    except (MidiFileError, SoundFontError, PolicyLoadError, MAAUnavailable) as exc:
+    except (MidiFileError, SoundFontError, PolicyLoadError, MAAUnavailable, RenderError, AudioFileError) as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_line(exc)) from None
+
+
+def output_file(path: str) -> Path:
+    """`path` checked before a long job writes to it: not a folder, its folder creatable."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give a file name")
+    with user_errors():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def output_folder(path: str) -> Path:
+    """`path` as a folder to write into, created if missing; not an existing file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --out takes a folder")
+    with user_errors():
+        out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: Permission denied")
+    return out
 
 
 def load_clip(path: str, mode: str = "user") -> Clip:
@@ -44,6 +70,7 @@ def run_render(args) -> int:
     if args.seconds is not None and not 0 < args.seconds <= 3600:
         raise UserError(f"invalid --seconds {args.seconds} (0 < S ≤ 3600)")
     clip = load_clip(args.input)
+    output_file(args.output)
     with user_errors():
         audio = render(clip, sample_rate=args.sample_rate, seconds=args.seconds, soundfont=args.soundfont)
         save_wav(args.output, audio, args.sample_rate)
@@ -101,9 +128,10 @@ def run_generate(args) -> int:
 
     if args.prompt is None and not args.procedural:
         raise UserError("give --prompt FILE.mid or --procedural")
-    prompt_clip = load_clip(args.prompt) if args.prompt else None
-    if prompt_clip is not None and args.prompt_bars:
-        prompt_clip = prompt_clip.last_bars(args.prompt_bars)
+    if args.prompt_bars is not None and args.prompt_bars < 1:
+        raise UserError(f"invalid --prompt-bars {args.prompt_bars} (N ≥ 1)")
+    prompt_clip = load_prompt(args.prompt) if args.prompt else None
+    out = output_folder(args.out)
     settings = GenerationSettings(candidates=args.candidates, temperature=args.temperature, top_p=args.top_p,
                                   seed=args.seed, bars=args.bars, max_new_tokens=args.max_tokens,
                                   grammar=not args.no_grammar)
@@ -113,6 +141,14 @@ def run_generate(args) -> int:
         raise UserError(str(exc)) from None
     with user_errors():
         policy = Policy.load(args.model)
+    meter_note = None
+    if prompt_clip is not None:
+        # Bars are counted as the model reads them, from --prompt-bars to the "bars" reported.
+        prompt_clip, meter_note = policy.tokenizer.model_meter(prompt_clip)
+        if meter_note:
+            print(f"smart generate: {args.prompt}: {meter_note}", file=sys.stderr)
+        if args.prompt_bars:
+            prompt_clip = prompt_clip.last_bars(args.prompt_bars)
     scorer = None
     try:
         from engine.scorer import MAAScorer, MAAUnavailable
@@ -123,35 +159,35 @@ def run_generate(args) -> int:
 
     if prompt_clip is not None:
         candidates = policy.continue_clip(prompt_clip, settings)
-        base = prompt_clip
+        start = prompt_clip.end_tick  # continue_clip's default: where the prompt's last note ends
     else:
         candidates, _ = policy.generate_procedural(settings, first_note=args.first_note)
-        base = None
+        start = 0
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    audios = []
+    score_rate = 16000
+    score_audio = []
     rows = []
     for k, cand in enumerate(candidates, start=1):
-        generated = cand.clip
-        full = base.with_notes(list(base.notes) + list(cand.notes)) if base is not None else generated
+        full = candidate_file_clip(prompt_clip, cand.clip)
+        continuation = full.slice_ticks(start, max(full.end_tick, start) + 1)
+        meter = full.time_signature_at(start)
         midi_path = out / f"candidate_{k:02d}.mid"
         full.save_midi(midi_path)
         row = {"file": str(midi_path), "candidate": k, "notes": len(cand.notes), "bars": cand.bars,
+               "continuation_start_beat": start / full.ppq,
+               "beats_per_bar": meter.numerator * 4 / meter.denominator,
+               "time_signature": f"{meter.numerator}/{meter.denominator}", "meter_note": meter_note,
                "tokens": len(cand.token_ids), "finished_by": cand.finished_by,
-               "features": midi_features(generated)}
-        audio = None
-        if args.wav or scorer is not None:
-            audio = render(generated, sample_rate=16000 if not args.wav else 44100)
+               "features": midi_features(continuation)}
+        if scorer is not None:
+            score_audio.append(render(continuation, sample_rate=score_rate))
         if args.wav:
             wav_path = out / f"candidate_{k:02d}.wav"
-            save_wav(wav_path, audio, 44100)
+            save_wav(wav_path, render(full, sample_rate=44100), 44100)
             row["wav"] = str(wav_path)
-        audios.append((audio, 44100 if args.wav else 16000))
         rows.append(row)
-    if scorer is not None:
-        scores = scorer.score([a for a, _ in audios], audios[0][1]) if audios else []
-        for row, s in zip(rows, scores):
+    if scorer is not None and score_audio:
+        for row, s in zip(rows, scorer.score(score_audio, score_rate)):
             row["scores"] = s.as_dict()
             row["scores_random_weights"] = bool(getattr(scorer, "is_random", False))
     for row in rows:
@@ -159,6 +195,28 @@ def run_generate(args) -> int:
         print(json.dumps(row), flush=True)
     atomic_write_text(out / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return 0
+
+
+def load_prompt(path: str) -> Clip:
+    """A prompt file with notes to continue; one clear line when it has none (e.g. drums only)."""
+    try:
+        clip, report = Clip.from_midi(path, mode="user")
+    except MidiFileError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if not clip.notes:
+        drums = any(d.endswith("(drums)") for d in report.tracks_dropped)
+        raise UserError(f"{path}: no notes to continue{' (drum tracks are not read)' if drums else ''}; "
+                        "use --procedural to generate without a prompt")
+    return clip
+
+
+def candidate_file_clip(prompt: Clip | None, generated: Clip) -> Clip:
+    """What a candidate file holds: the prompt's notes and tempo map, the continuation's notes, and the
+    bar lines the model wrote them in (the prompt's model meter, plus any meter change it made)."""
+    if prompt is None:
+        return generated
+    return Clip(list(prompt.notes) + list(generated.notes), prompt.ppq, list(prompt.tempos),
+                list(generated.time_signatures))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -193,8 +251,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--bars", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature, 0 to 5; 0 is greedy (always the most likely token, so every "
+                        "candidate of a prompt is the same) (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1] (default 0.95)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-grammar", action="store_true", help="sample without grammar masking")
     p.add_argument("--maa", default=None)

@@ -20,3 +20,9 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name when it has none), at most `limit` chars."""
     text = str(exc).strip().splitlines()
     return text[0][:limit] if text else type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """A file-system error as one line naming the file: "out.wav: Permission denied"."""
+    reason = exc.strerror or first_line(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

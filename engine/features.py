@@ -4,7 +4,8 @@ The eight track features follow MusPy's definitions (Dong et al., 2020) with
 `resolution` = `clip.ppq` ticks per beat, i.e. a beat is always a quarter note, whatever the
 time signature (as in MusPy, whose `Music.resolution` is "time steps per quarter note"); a 6/8
 bar therefore holds three beats here. MusPy is not a dependency: it is reimplemented with
-numpy, vectorized so that clips of tens of thousands of notes stay cheap.
+numpy, vectorized so that clips of tens of thousands of notes stay cheap. One difference: a
+note repeated at the same onset and pitch counts once (MusPy counts each copy).
 
 Where MusPy returns NaN (a clip without notes) these functions return values that stay valid
 JSON and read naturally for "silence": counts and ranges 0, polyphony rate and scale
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from engine.music import Clip, Note
+from engine.music import Clip, Note, dedupe_notes
 
 FEATURE_NAMES: tuple[str, ...] = (
     "n_notes",
@@ -52,11 +53,14 @@ SCALE_MASKS = np.stack(
 
 # ---------------------------------------------------------------------------- note arrays
 class _NoteArrays:
-    """Columns of a note list as int64 arrays (durations clamped at 0)."""
+    """Columns of a note list as int64 arrays (durations clamped at 0), one row per distinct note:
+    same-onset same-pitch duplicates count once (`engine.music.dedupe_notes`), so stacking them
+    cannot raise a note count, a histogram share or a scale score."""
 
     __slots__ = ("end", "pitch", "start", "velocity")
 
     def __init__(self, notes: Sequence[Note]):
+        notes = dedupe_notes(notes)
         if notes:
             table = np.array(
                 [(n.start, n.pitch, n.duration, n.velocity) for n in notes], dtype=np.int64
@@ -196,7 +200,7 @@ def scale_consistency(clip: Clip) -> float:
 def midi_features(clip: Clip, window_seconds: float | None = None) -> dict:
     """The eight features of the SMART paper §4.2 (Fig. 4), as JSON-ready python values.
 
-    - n_notes: number of notes.
+    - n_notes: number of distinct notes (same onset and pitch count once; so do all the counts below).
     - polyphony_rate: see `polyphony_rate` (MusPy's default threshold 2: > 2 pitches).
     - empty_beat_rate: see `empty_beat_rate`.
     - pitch_range: highest − lowest MIDI pitch (0 without notes).

@@ -28,9 +28,8 @@ from typing import Iterator, Sequence
 
 import httpx
 
+from engine.api import TOKEN_ENV_VAR
 from engine.music import Clip
-
-TOKEN_ENV_VAR = "SMART_HOST_TOKEN"  # same as engine.host.TOKEN_ENV_VAR (kept here to stay light)
 
 
 class HostError(RuntimeError):
@@ -203,11 +202,16 @@ class HostClient:
             raise HostError(f"POST /v1/generate: {response.status_code} {_detail(response)}", response.status_code)
         return GenerationStream(response)
 
-    # ------------------------------------------------------------------ training jobs (engine.host_jobs)
+    # ------------------------------------------------------------------ training jobs (engine.host.jobs)
+    def train_options(self) -> dict:
+        """GET /v1/train/options: the GRPO options (name, type, bounds, default, description), presets,
+        rewards (name, description, needs_maa) this host trains with, and whether it has MAA weights."""
+        return self._request("GET", "/v1/train/options")
+
     def start_training(self, options: dict | None = None, *, prompts_midi: Sequence[bytes] | None = None,
                        **more) -> str:
-        """POST /v1/train: `options` are GRPORunConfig fields by name (`smart grpo` options); MIDI prompts
-        as bytes. Returns the job id."""
+        """POST /v1/train: `options` are GRPO options by name (`engine.api.GRPOOptions`, the `smart grpo`
+        options); MIDI prompts as bytes. Returns the job id."""
         payload = {**(options or {}), **more}
         if prompts_midi is not None:
             payload["prompts_midi"] = [base64.b64encode(m).decode() for m in prompts_midi]

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["JackServer", "JackUnavailable", "jack_server", "jackd_installed"]
+__all__ = ["JackServer", "JackUnavailable", "jack_server", "jackd_installed", "jackd_missing_reason",
+           "portaudio_missing_reason"]
 
 _START_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_SECONDS = 5.0
@@ -53,6 +54,22 @@ class JackServer:
 
 def jackd_installed() -> bool:
     return shutil.which("jackd") is not None
+
+
+def jackd_missing_reason() -> str | None:
+    """Why tests that need a JACK server cannot run here (a skip reason), or None."""
+    return None if jackd_installed() else "jackd is not installed (Debian/Ubuntu: apt-get install jackd2)"
+
+
+def portaudio_missing_reason() -> str | None:
+    """Why tests that need PortAudio (real audio devices) cannot run here, or None."""
+    from engine.playback import AudioUnavailable, _sounddevice
+
+    try:
+        _sounddevice()
+    except AudioUnavailable as exc:
+        return f"{exc} (Debian/Ubuntu: apt-get install libportaudio2)"
+    return None
 
 
 def _server_running(name: str, process: subprocess.Popen) -> bool:

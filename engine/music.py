@@ -8,8 +8,15 @@ SMART paper (§3.1) lives here too, so training data and user files go through o
 from __future__ import annotations
 
 import bisect
+import errno
+import glob
+import math
+import numbers
 import os
+import secrets
+import stat
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Literal
@@ -26,6 +33,17 @@ MIN_BPM, MAX_BPM = 10.0, 1000.0
 # for piano sketches and pieces, not for dumps of whole MIDI libraries in one file.
 MAX_NOTES = 50_000
 MAX_FILE_BYTES = 32 * 1024 * 1024
+# Musical bounds every clip keeps, checked where clips enter (MIDI files, JSON, projects) so that
+# no bar or tick loop can run away: a Standard MIDI File states at most 0x7FFF ticks per quarter;
+# a clip lasts at most MAX_CLIP_QUARTERS quarter notes (4 h 10 min at 120 bpm) and never past
+# MAX_SMF_TICK, the largest gap one MIDI event can hold (symusic writes a far note's gap as one
+# delta, and silently wraps a larger one).
+MAX_PPQ = 0x7FFF
+MAX_CLIP_QUARTERS = 30_000
+MAX_SMF_TICK = 2**28 - 1
+MAX_NUMERATOR = 255  # a MIDI time-signature numerator is one byte
+MAX_DENOMINATOR = 64
+MAX_MAP_EVENTS = 10_000  # tempo changes or time signatures in one clip
 PIANO_PROGRAMS = range(0, 8)  # GM programs 1–8 (0-based here)
 PIANO_PITCH_RANGE = (21, 108)
 SUSTAIN_PEDAL_CC = 64
@@ -64,6 +82,18 @@ class TimeSignature:
     def ticks_per_bar(self, ppq: int) -> int:
         return self.numerator * ppq * 4 // self.denominator
 
+    def problem(self, ppq: int) -> str | None:
+        """Why this meter cannot be used at `ppq` (one line), or None."""
+        num, den = self.numerator, self.denominator
+        if not 1 <= num <= MAX_NUMERATOR:
+            return f"time signature {num}/{den} at tick {self.tick}: the numerator must be 1–{MAX_NUMERATOR}"
+        if not (1 <= den <= MAX_DENOMINATOR and den & (den - 1) == 0):
+            return (f"time signature {num}/{den} at tick {self.tick}: the denominator must be a power "
+                    f"of two from 1 to {MAX_DENOMINATOR}")
+        if self.ticks_per_bar(ppq) < 1:
+            return f"time signature {num}/{den} at tick {self.tick}: a bar is shorter than one tick at PPQ {ppq}"
+        return None
+
 
 @dataclass
 class ImportReport:
@@ -91,8 +121,10 @@ class Clip:
     time_signatures: list[TimeSignature] = field(default_factory=lambda: [TimeSignature(0, 4, 4)])
 
     def __post_init__(self) -> None:
-        if self.ppq <= 0:
-            raise MidiFileError(f"invalid PPQ {self.ppq}: must be positive")
+        if isinstance(self.ppq, bool) or not isinstance(self.ppq, numbers.Integral) or not 1 <= self.ppq <= MAX_PPQ:
+            raise MidiFileError(f"invalid PPQ {self.ppq}: must be a whole number from 1 to {MAX_PPQ}")
+        self.ppq = int(self.ppq)
+        _check_maps(self.ppq, self.tempos, self.time_signatures)
         if not self.tempos or self.tempos[0].tick != 0:
             first = self.tempos[0].bpm if self.tempos else DEFAULT_BPM
             self.tempos = [TempoChange(0, first)] + [t for t in self.tempos if t.tick > 0]
@@ -152,15 +184,17 @@ class Clip:
         return self.seconds_at(self.end_tick)
 
     def bar_starts(self, until_tick: int | None = None) -> list[int]:
-        """Tick of every bar line from 0 up to (and including the bar containing) `until_tick`."""
+        """Tick of every bar line from 0 up to (and including the bar containing) `until_tick`,
+        at most up to the longest clip (`max_clip_tick`): the list stays bounded whatever is asked."""
         until = self.end_tick if until_tick is None else until_tick
+        until = min(until, max_clip_tick(self.ppq))
         starts: list[int] = []
         sigs = self.time_signatures
         tick = 0
         for i, ts in enumerate(sigs):
             tick = max(tick, ts.tick)
             stop = sigs[i + 1].tick if i + 1 < len(sigs) else None
-            step = ts.ticks_per_bar(self.ppq)
+            step = max(1, ts.ticks_per_bar(self.ppq))  # validated ≥ 1; guards a clip mutated since
             while (stop is None or tick < stop) and tick <= until:
                 starts.append(tick)
                 tick += step
@@ -303,8 +337,9 @@ class Clip:
     ) -> tuple["Clip", ImportReport]:
         report = ImportReport(tracks_total=len(score.tracks))
         ppq = int(score.ticks_per_quarter)
-        if ppq <= 0:
-            raise MidiFileError(f"invalid PPQ {ppq} in the file header")
+        if not 1 <= ppq <= MAX_PPQ:
+            raise MidiFileError(f"invalid PPQ {ppq} in the file header (accepted: 1–{MAX_PPQ})")
+        last_tick = max_clip_tick(ppq)
         raw: list[Note] = []
         for track in score.tracks:
             label = track.name or f"program {track.program + 1}"
@@ -317,13 +352,16 @@ class Clip:
             if len(track.notes) == 0:
                 continue
             report.tracks_used += 1
+            if len(raw) + len(track.notes) > max_notes:
+                raise MidiFileError(f"too many notes (more than {max_notes:,}); the limit keeps the studio responsive")
             track_notes = [Note(int(n.start), int(n.pitch), max(1, int(n.duration)), int(n.velocity)) for n in track.notes]
+            far = next((n for n in track_notes if n.start < 0 or n.end > last_tick), None)
+            if far is not None:
+                raise MidiFileError(_far_note_message(far, ppq))
             if apply_sustain and len(track.pedals):
                 track_notes, extended = _apply_sustain(track_notes, [(int(p.start), int(p.end)) for p in track.pedals])
                 report.pedal_extended += extended
             raw.extend(track_notes)
-            if len(raw) > max_notes:
-                raise MidiFileError(f"too many notes (more than {max_notes:,}); the limit keeps the studio responsive")
         lo, hi = PIANO_PITCH_RANGE
         in_range = [n for n in raw if lo <= n.pitch <= hi and n.velocity > 0]
         report.out_of_range_removed = len(raw) - len(in_range)
@@ -331,7 +369,12 @@ class Clip:
         report.duplicates_removed = len(in_range) - len(notes)
 
         tempos = []
+        beyond = sum(1 for e in (*score.tempos, *score.time_signatures) if int(e.time) > last_tick)
+        if beyond:  # a meta event after the longest clip cannot affect any note
+            report.messages.append(f"ignored {beyond} tempo/meter events after the last possible bar")
         for t in score.tempos:
+            if int(t.time) > last_tick:
+                continue
             bpm = float(t.qpm)
             if not (MIN_BPM <= bpm <= MAX_BPM):
                 raise MidiFileError(f"absurd tempo {bpm:.6g} bpm at tick {int(t.time)} (accepted: {MIN_BPM:g}–{MAX_BPM:g})")
@@ -339,11 +382,13 @@ class Clip:
         tempos = _dedupe_by_tick(tempos) or [TempoChange(0, DEFAULT_BPM)]
         sigs = []
         for ts in score.time_signatures:
-            num, den = int(ts.numerator), int(ts.denominator)
-            if num <= 0 or den <= 0 or den & (den - 1):
-                report.messages.append(f"ignored invalid time signature {num}/{den}")
+            if int(ts.time) > last_tick:
                 continue
-            sigs.append(TimeSignature(int(ts.time), num, den))
+            sig = TimeSignature(int(ts.time), int(ts.numerator), int(ts.denominator))
+            if (problem := sig.problem(ppq)) is not None:
+                report.messages.append(f"ignored {problem}")
+                continue
+            sigs.append(sig)
         sigs = _dedupe_by_tick(sigs) or [TimeSignature(0, 4, 4)]
 
         if mode == "user" and report.tracks_used > 1:
@@ -373,15 +418,104 @@ class Clip:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Clip":
-        try:
-            return cls(
-                [Note(int(s), int(p), int(du), int(v)) for s, p, du, v in d["notes"]],
-                int(d["ppq"]),
-                [TempoChange(int(t), float(b)) for t, b in d["tempos"]],
-                [TimeSignature(int(t), int(n), int(de)) for t, n, de in d["time_signatures"]],
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MidiFileError(f"malformed clip data ({exc})") from None
+        """The inverse of `to_dict`, checked field by field: MidiFileError (one line) names the
+        first problem — a value of the wrong type, or a note, tempo or meter outside the bounds."""
+        if not isinstance(d, dict):
+            raise MidiFileError("the clip is not an object")
+        for key in ("ppq", "notes", "tempos", "time_signatures"):
+            if key not in d:
+                raise MidiFileError(f"the clip has no '{key}'")
+        ppq = json_whole_number(d["ppq"], "ppq")
+        if not 1 <= ppq <= MAX_PPQ:
+            raise MidiFileError(f"invalid PPQ {ppq}: must be a whole number from 1 to {MAX_PPQ}")
+        notes = _rows(d["notes"], "notes", 4, MAX_NOTES)
+        tempos = _rows(d["tempos"], "tempos", 2, MAX_MAP_EVENTS)
+        sigs = _rows(d["time_signatures"], "time_signatures", 3, MAX_MAP_EVENTS)
+        clip = cls(
+            check_notes([Note(*(json_whole_number(v, "note value") for v in row)) for row in notes], ppq),
+            ppq,
+            [TempoChange(json_whole_number(t, "tempo tick"), _json_real(b, "tempo")) for t, b in tempos],
+            [TimeSignature(*(json_whole_number(v, "time signature value") for v in row)) for row in sigs],
+        )
+        return clip
+
+
+def max_clip_tick(ppq: int) -> int:
+    """The last tick a clip at `ppq` may reach (MAX_CLIP_QUARTERS quarter notes, at most MAX_SMF_TICK)."""
+    return min(MAX_CLIP_QUARTERS * ppq, MAX_SMF_TICK)
+
+
+def _far_note_message(note: Note, ppq: int) -> str:
+    return (f"note at tick {note.start} (length {note.duration}) lies outside the longest clip accepted "
+            f"({MAX_CLIP_QUARTERS:,} quarter notes = tick {max_clip_tick(ppq):,} at PPQ {ppq})")
+
+
+def check_notes(notes: list[Note], ppq: int) -> list[Note]:
+    """`notes` if every one is a playable piano-roll note inside the longest clip, else
+    MidiFileError naming the first that is not. Clips entering from outside (files, JSON)
+    pass through here; the editor and the generator only make notes that do."""
+    if len(notes) > MAX_NOTES:
+        raise MidiFileError(f"too many notes ({len(notes):,}; the limit is {MAX_NOTES:,})")
+    last_tick = max_clip_tick(ppq)
+    for n in notes:
+        if not (0 <= n.pitch <= 127 and 1 <= n.velocity <= 127 and n.duration >= 1):
+            raise MidiFileError(f"invalid note (start {n.start}, pitch {n.pitch}, length {n.duration}, "
+                                f"velocity {n.velocity}): pitch 0–127, velocity 1–127, length ≥ 1")
+        if n.start < 0 or n.end > last_tick:
+            raise MidiFileError(_far_note_message(n, ppq))
+    return notes
+
+
+def _check_maps(ppq: int, tempos: list[TempoChange], sigs: list[TimeSignature]) -> None:
+    """Tempo map and meters inside the musical bounds (a few entries: cheap on every Clip)."""
+    if len(tempos) > MAX_MAP_EVENTS or len(sigs) > MAX_MAP_EVENTS:
+        raise MidiFileError(f"more than {MAX_MAP_EVENTS:,} tempo changes or time signatures")
+    last_tick = max_clip_tick(ppq)
+    for t in tempos:
+        if not (isinstance(t.bpm, numbers.Real) and math.isfinite(t.bpm) and MIN_BPM <= t.bpm <= MAX_BPM):
+            raise MidiFileError(f"tempo {t.bpm} bpm at tick {t.tick} is outside {MIN_BPM:g}–{MAX_BPM:g} bpm")
+        if not 0 <= t.tick <= last_tick:
+            raise MidiFileError(f"tempo change at tick {t.tick} lies outside the clip (0–{last_tick:,})")
+    for ts in sigs:
+        if (problem := ts.problem(ppq)) is not None:
+            raise MidiFileError(problem)
+        if not 0 <= ts.tick <= last_tick:
+            raise MidiFileError(f"time signature at tick {ts.tick} lies outside the clip (0–{last_tick:,})")
+
+
+def json_whole_number(value, what: str) -> int:
+    """A JSON value that is a whole number (1 and 1.0 both) of sane size, else MidiFileError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MidiFileError(f"{what} {_short(value)} is not a number")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise MidiFileError(f"{what} {_short(value)} is not a whole number")
+    if abs(value) > 2**62:
+        raise MidiFileError(f"{what} {float(value):.3g} is out of range")
+    return int(value)
+
+
+def _json_real(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MidiFileError(f"{what} {_short(value)} is not a number")
+    if isinstance(value, int) and abs(value) > 2**62:
+        raise MidiFileError(f"{what} {float(value):.3g} is out of range")
+    return float(value)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _rows(value, what: str, width: int, limit: int) -> list:
+    if not isinstance(value, list):
+        raise MidiFileError(f"'{what}' is not a list")
+    if len(value) > limit:
+        raise MidiFileError(f"too many {what.replace('_', ' ')} ({len(value):,}; the limit is {limit:,})")
+    for row in value:
+        if not isinstance(row, list) or len(row) != width:
+            raise MidiFileError(f"each of '{what}' must be a list of {width} numbers")
+    return value
 
 
 def dedupe_notes(notes: Iterable[Note]) -> list[Note]:
@@ -463,16 +597,42 @@ def _check_header(data: bytes) -> None:
         raise MidiFileError("truncated MIDI file: no track chunk")
 
 
+# A temp file older than this beside a file being saved was left by a crashed save.
+STALE_TEMP_SECONDS = 60.0
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and an atomic rename."""
-    path = Path(path)
+    """Write `data` to `path` via a temp file in the same folder and an atomic rename.
+
+    As an editor would: a symlink is written through (its target is replaced, the link stays),
+    an existing file keeps its mode and a new one gets 0666 less the umask (not mkstemp's 0600),
+    a file we may not write is refused (PermissionError), and temp files that a crashed earlier
+    save left beside `path` are removed. Errors are OSErrors naming the path.
+    """
+    path = Path(os.path.realpath(path))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = None
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, "the file is read-only", str(path))
+        mode = stat.S_IMODE(path.stat().st_mode)
+    remove_stale_temps(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:  # O_EXCL with mode 0666: the umask applies, as for any new file
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -480,6 +640,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temps(folder: Path, pattern: str, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete files matching `pattern` in `folder` not modified for `older_than` seconds (the
+    leftovers of crashed atomic writes; a younger one may belong to a save in progress)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for leftover in folder.glob(pattern):
+        try:
+            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -18,7 +18,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+# GenerationSettings and its one validator belong to the API contract (shared with the host, the CLI and
+# the studio); `from engine.policy import GenerationSettings` keeps working.
+from engine.api import GenerationSettings
 from engine.music import Clip, Note
+from engine.sampling import GeneratedRow, LocalSampler, RowGroup, RowRules
 from engine.tokenizer import REMI_CONFIG_FILE, RemiTokenizer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -58,40 +62,16 @@ def build_config(name: str, tokenizer: RemiTokenizer, **overrides):
 
 
 @dataclass
-class GenerationSettings:
-    candidates: int = 4
-    temperature: float = 1.0
-    top_p: float = 0.95
-    seed: int | None = None
-    bars: int | None = 4  # stop each candidate after this many new bars…
-    max_new_tokens: int = 1024  # …or this many tokens, whichever first
-    grammar: bool = True  # mask tokens that cannot legally come next
-    allowed_pitches: Sequence[int] | None = None  # key/scale lock and pitch range (logit mask)
-
-    def validate(self) -> None:
-        if not 1 <= self.candidates <= 64:
-            raise ValueError("candidates must be between 1 and 64")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError("temperature must be between 0 and 5")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.bars is not None and not 1 <= self.bars <= 256:
-            raise ValueError("bars must be between 1 and 256")
-        if not 1 <= self.max_new_tokens <= 65536:
-            raise ValueError("max_new_tokens must be between 1 and 65536")
-        if self.allowed_pitches is not None and not self.grammar:
-            raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
-
-
-@dataclass
 class Candidate:
     """One generated continuation/infill: the new notes (absolute ticks in the source clip) and its tokens."""
 
     notes: list[Note]
     token_ids: list[int]
-    bars: int
-    finished_by: str  # "bars", "eos", "tokens", "cancelled"
+    bars: int  # bars written, counted from the continuation point (a bar it starts inside is not counted)
+    finished_by: str  # why it stopped: "bars" (all requested bars), "eos", "tokens" (budget), "cancelled"
     clip: Clip  # the new notes with the tempo map and time signatures they were written in
+    end_tick: int = 0  # where the output ends on the clip's timeline: the bar line closing its last bar
+    # when finished_by == "bars" (a last note may ring past it), else the end of its last note or position
 
 
 @dataclass
@@ -100,91 +80,24 @@ class NoteEvent:
     note: Note
 
 
-class GeneratedRow:
-    """One row being generated: its history (prompt + accepted tokens), its grammar, and the stopping
-    rules — EOS; the Bar that would open one bar too many (not emitted); the token budget.
-    `Policy.stream_ids` and the host's batched scheduler both advance rows with it, so they stop alike."""
-
-    __slots__ = ("history", "grammar", "new_bars", "produced", "done", "finish")
-
-    def __init__(self, prompt: Sequence[int], grammar=None):
-        self.history = list(prompt)
-        self.grammar = grammar
-        self.new_bars = 0
-        self.produced = 0
-        self.done = False
-        self.finish = "tokens"
-
-    def accept(self, token: int, tok: RemiTokenizer, settings: "GenerationSettings", bar_offset: int = 0) -> bool:
-        """Apply a sampled token. True when it belongs to the output (it was appended); False when it
-        ended the row instead (EOS, or the Bar past the budget). Check `done` after either."""
-        if token == tok.eos_id:
-            self.done, self.finish = True, "eos"
-            return False
-        if token == tok.bar_id:
-            self.new_bars += 1
-            if settings.bars is not None and self.new_bars > settings.bars + bar_offset:
-                self.done, self.finish = True, "bars"
-                return False
-        self.history.append(token)
-        self.produced += 1
-        if self.grammar is not None:
-            self.grammar.observe(token)
-        if self.produced >= settings.max_new_tokens:
-            self.done, self.finish = True, "tokens"
-        return True
-
-    def window(self, context: int, bar_id: int) -> list[int]:
-        """What the decoder sees: the whole history while it fits, else (sliding past the context) the
-        recent half starting at a bar line, so the model sees whole bars."""
-        h = self.history
-        if len(h) + 1 <= context:
-            return h
-        tail = h[-(context // 2):]
-        bars = [i for i, t in enumerate(tail) if t == bar_id]
-        return tail[bars[0]:] if bars else tail
-
-
-def new_rows(tok: RemiTokenizer, prompts: Sequence[Sequence[int]], settings: "GenerationSettings",
-             position_floor: int = 0, make: Callable | None = None) -> list:
-    """A row per prompt, with its grammar when `settings.grammar` (key/pitch lock, position floor).
-    `make(index, prompt, grammar)` builds each row (default: a GeneratedRow)."""
-    allowed = None
-    if settings.allowed_pitches is not None:
-        allowed = np.zeros(128, dtype=bool)
-        allowed[[p for p in settings.allowed_pitches if 0 <= p < 128]] = True
-    rows = []
-    for i, prompt in enumerate(prompts):
-        grammar = None
-        if settings.grammar:
-            grammar = tok.grammar()
-            grammar.observe_many(prompt)
-            grammar.allowed_pitches = allowed
-            grammar.min_position = position_floor
-        rows.append(make(i, prompt, grammar) if make is not None else GeneratedRow(prompt, grammar))
-    return rows
-
-
-def left_padded(windows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token windows as one left-padded batch (ids, attention mask), the layout `Phi3Decoder.prefill` takes."""
-    width = max(len(w) for w in windows)
-    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(windows), width), dtype=torch.bool)
-    for r, w in enumerate(windows):
-        if w:
-            ids[r, width - len(w):] = torch.tensor(w, dtype=torch.long)
-            mask[r, width - len(w):] = True
-    return ids, mask
-
-
 class Policy:
-    """A Phi-3 REMI model with its tokenizer."""
+    """A Phi-3 REMI model with its tokenizer.
 
-    def __init__(self, model, tokenizer: RemiTokenizer, path: Path | None = None):
+    Generation builds a `RowGroup` per call and hands it to a sampler that drives the one sampling loop
+    (`engine.sampling`): by default a loop of its own (`LocalSampler`); the host gives each request a view
+    (`using(scheduler)`) whose rows join its shared batch.
+    """
+
+    def __init__(self, model, tokenizer: RemiTokenizer, path: Path | None = None, sampler=None):
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
+        self.sampler = sampler if sampler is not None else LocalSampler()
         self.model.eval()
+
+    def using(self, sampler) -> "Policy":
+        """This policy (same model and tokenizer) generating through `sampler`, e.g. the host's scheduler."""
+        return Policy(self.model, self.tokenizer, self.path, sampler)
 
     # ------------------------------------------------------------------ construction / IO
     @classmethod
@@ -255,67 +168,45 @@ class Policy:
             "device": str(self.device),
         }
 
-    # ------------------------------------------------------------------ core sampling loop
-    def stream_ids(
-        self,
-        prompts: Sequence[Sequence[int]],
-        settings: GenerationSettings,
-        *,
-        bar_offset: int = 0,
-        should_stop: Callable[[], bool] | None = None,
-        position_floor: int = 0,
-    ) -> Iterator[tuple[int, int]]:
-        """Sample continuations of each prompt; yields (row, token_id) as tokens are produced.
-
-        Rows stop on EOS, after `settings.bars` new Bar tokens (the Bar that would start one bar
-        too many is not emitted), or after `settings.max_new_tokens`.
-        `bar_offset`: extra Bar tokens allowed beyond `settings.bars` (-1 when the prompt itself opens bar 1).
-        """
-        from engine.fastdecode import Phi3Decoder, sample_next
-
+    # ------------------------------------------------------------------ sampling
+    def row_group(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, *, opened_bars: int = 0,
+                  position_floor: int = 0, keep_meter: bool = False,
+                  meter: tuple[int, int] | None = None) -> RowGroup:
+        """The rows for `prompts` with `settings`' rules, grammar (key/pitch lock, position floor) and a seeded
+        generator. `opened_bars`: 1 when each prompt opens the first output bar itself (see GeneratedRow);
+        `keep_meter`: new bars keep the time signature in force (continuing or infilling a clip): the
+        prompt's last one, or `meter` (an infill's span)."""
         settings.validate()
         tok = self.tokenizer
-        batch = len(prompts)
-        if batch == 0:
-            return
-        device = self.device
-        gen = torch.Generator(device=device)  # sampling happens where the logits are
+        allowed = None
+        if settings.allowed_pitches is not None:
+            allowed = np.zeros(128, dtype=bool)
+            allowed[[p for p in settings.allowed_pitches if 0 <= p < 128]] = True
+        rows = []
+        for prompt in prompts:
+            grammar = None
+            if settings.grammar:
+                grammar = tok.grammar()
+                grammar.observe_many(prompt)
+                grammar.allowed_pitches = allowed
+                grammar.min_position = position_floor
+                if meter is not None:
+                    grammar.ts = tuple(meter)
+            rows.append(GeneratedRow(prompt, grammar, opened_bars=opened_bars))
+        rules = RowRules(temperature=settings.temperature, top_p=settings.top_p, bars=settings.bars,
+                         max_new_tokens=settings.max_new_tokens, stop_ids=(tok.eos_id,), bar_id=tok.bar_id,
+                         meter_ids={ts: tok.vocab[f"TimeSig_{ts[0]}/{ts[1]}"] for ts in tok.time_signatures}
+                         if keep_meter else None)
+        gen = torch.Generator(device=self.device)  # sampling happens where the logits are
         gen.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
-        max_ctx = self.context_length
-        rows = new_rows(tok, prompts, settings, position_floor)
-        decoder = Phi3Decoder(self.model, batch_size=batch, max_len=max_ctx, device=device)
-        self.last_finish = [row.finish for row in rows]
+        return RowGroup(rows, rules, gen)
 
-        def prefill_windows() -> torch.Tensor:
-            ids, mask = left_padded([row.window(max_ctx, tok.bar_id) for row in rows], tok.pad_id)
-            decoder.reset()
-            return decoder.prefill(ids.to(device), mask.to(device))
-
-        with torch.inference_mode():
-            logits = prefill_windows()
-            while not all(row.done for row in rows):
-                if should_stop is not None and should_stop():
-                    self.last_finish = ["cancelled" if not row.done else row.finish for row in rows]
-                    return
-                mask_t = None
-                if settings.grammar:
-                    mask_t = torch.from_numpy(np.stack([row.grammar.allowed() for row in rows])).to(logits.device)
-                next_ids = sample_next(logits, temperature=settings.temperature, top_p=settings.top_p,
-                                       generator=gen, mask=mask_t).cpu()
-                for r, row in enumerate(rows):
-                    t = int(next_ids[r])
-                    if row.done or not row.accept(t, tok, settings, bar_offset):
-                        next_ids[r] = tok.pad_id
-                        self.last_finish[r] = row.finish
-                        continue
-                    self.last_finish[r] = row.finish
-                    yield r, t
-                if all(row.done for row in rows):
-                    break
-                if decoder.length >= max_ctx:
-                    logits = prefill_windows()
-                else:
-                    logits = decoder.step(next_ids.to(device))
+    def sample(self, group: RowGroup, should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[int, int]]:
+        """Run `group` through this policy's sampler; yields (row, token_id) as tokens are accepted.
+        Afterwards each row says how many bars it wrote and why it stopped (`group.finish()`)."""
+        tok = self.tokenizer
+        return self.sampler.sample(self.model, group, pad_id=tok.pad_id, bar_id=tok.bar_id,
+                                   context=self.context_length, should_stop=should_stop)
 
     # ------------------------------------------------------------------ music-level generation
     def continue_clip(
@@ -330,19 +221,20 @@ class Policy:
         tok = self.tokenizer
         at = clip.end_tick if at_tick is None else at_tick
         prompt = tok.continuation_prompt(clip, at)
-        # The prompt ends inside the open bar that contains `at`: the model fills the rest of that
-        # bar, then writes new bars up to `settings.bars` bars counted from it.
-        return self._run([prompt] * settings.candidates, settings, clip.ppq, bar_offset=-1,
-                         on_note=on_note, should_stop=should_stop, min_tick=at,
-                         position_floor=tok.position_floor(clip, at))
+        # The prompt ends inside the open bar that contains `at`. From a bar line that bar is the first of
+        # the `settings.bars`; from inside a bar the model finishes it, then writes `settings.bars` more.
+        floor = tok.position_floor(clip, at)
+        return self._run([prompt] * settings.candidates, settings, clip.ppq, opened_bars=1 if floor == 0 else 0,
+                         on_note=on_note, should_stop=should_stop, min_tick=at, position_floor=floor,
+                         keep_meter=True)
 
     def generate_procedural(self, settings: GenerationSettings, ppq: int = 480, first_note: bool = False,
                             on_note=None, should_stop=None) -> tuple[list[Candidate], list[list[int]]]:
         """Paper §3.5: each candidate from its own procedural prompt (Bar + time signature + tempo)."""
         rng = random.Random(settings.seed)
         prompts = [self.tokenizer.procedural_prompt(rng, first_note=first_note) for _ in range(settings.candidates)]
-        # The prompt opens bar 1 (Bar TimeSig Position Tempo), so `bars` in total = bars - 1 new Bar tokens.
-        cands = self._run(prompts, settings, ppq, bar_offset=-1, on_note=on_note, should_stop=should_stop)
+        # The prompt opens bar 1 (Bar TimeSig Position Tempo): it is the first of the `bars`.
+        cands = self._run(prompts, settings, ppq, opened_bars=1, on_note=on_note, should_stop=should_stop)
         return cands, prompts
 
     def infill(self, clip: Clip, start_bar: int, end_bar: int, settings: GenerationSettings,
@@ -351,25 +243,27 @@ class Policy:
         if not 0 <= start_bar < end_bar:
             raise ValueError("infill needs 0 <= start_bar < end_bar")
         tok = self.tokenizer
+        clip, _ = tok.model_meter(clip)  # the bars are those the prompt counts (tokenizer.model_meter)
         prompt = tok.infill_prompt(clip, start_bar, end_bar)
         span = end_bar - start_bar
         s = GenerationSettings(**{**settings.__dict__, "bars": span})
         start_tick, end_tick = clip.bar_tick(start_bar), clip.bar_tick(end_bar)
         ts = clip.time_signature_at(start_tick)
-        cands = self._run([prompt] * s.candidates, s, clip.ppq, should_stop=should_stop,
+        cands = self._run([prompt] * s.candidates, s, clip.ppq, should_stop=should_stop, keep_meter=True,
                           infill=(start_tick, (ts.numerator, ts.denominator), clip.tempo_at(start_tick)))
         out = []
         for c in cands:
             notes = [n for n in c.notes if start_tick <= n.start < end_tick]
             notes = [Note(n.start, n.pitch, min(n.duration, end_tick - n.start), n.velocity) for n in notes]
-            out.append(Candidate(notes, c.token_ids, c.bars, c.finished_by, clip.with_notes(notes)))
+            end = end_tick if c.finished_by == "bars" else min(c.end_tick, end_tick)
+            out.append(Candidate(notes, c.token_ids, c.bars, c.finished_by, clip.with_notes(notes), end))
             if on_note:
                 for n in notes:
                     on_note(NoteEvent(len(out) - 1, n))
         return out
 
-    def _run(self, prompts, settings, ppq, *, bar_offset=0, on_note=None, should_stop=None, min_tick=0,
-             infill=None, position_floor=0) -> list[Candidate]:
+    def _run(self, prompts, settings, ppq, *, opened_bars=0, on_note=None, should_stop=None, min_tick=0,
+             infill=None, position_floor=0, keep_meter=False) -> list[Candidate]:
         """Sample, decode each row incrementally, and collect the new notes per candidate.
 
         infill=(start_tick, time_signature, bpm): the rows write middle bars that begin at start_tick.
@@ -385,11 +279,10 @@ class Policy:
                 d = tok.decoder(ppq)
                 d.feed_many(prompts[r])
                 decoders.append((d, 0))
-        token_ids: list[list[int]] = [[] for _ in range(n)]
+        group = self.row_group(prompts, settings, opened_bars=opened_bars, position_floor=position_floor,
+                               keep_meter=keep_meter, meter=infill[1] if infill is not None else None)
         notes: list[list[Note]] = [[] for _ in range(n)]
-        for row, t in self.stream_ids(prompts, settings, bar_offset=bar_offset, should_stop=should_stop,
-                                      position_floor=position_floor):
-            token_ids[row].append(t)
+        for row, t in self.sample(group, should_stop):
             d, offset = decoders[row]
             for note in d.feed(t):
                 if offset:
@@ -399,8 +292,13 @@ class Policy:
                 notes[row].append(note)
                 if on_note is not None and infill is None:
                     on_note(NoteEvent(row, note))
-        finish = getattr(self, "last_finish", ["tokens"] * n)
-        return [Candidate(notes[r], token_ids[r], sum(1 for t in token_ids[r] if t == tok.bar_id), finish[r],
-                          decoders[r][0].clip().with_notes(notes[r]))
-                for r in range(n)]
-
+        out = []
+        for r, (row, finish) in enumerate(zip(group.rows, group.finish())):
+            d, offset = decoders[r]
+            if finish == "bars":  # the Bar that ended the row (not emitted) is where the last bar ends
+                d.feed(tok.bar_id)  # (a note may ring past it: notes are streamed as decoded, never cut)
+                end = offset + round(d.current_tick * d.scale)
+            else:
+                end = max([offset + round(d.current_tick * d.scale), min_tick] + [x.end for x in notes[r]])
+            out.append(Candidate(notes[r], row.output, row.bars, finish, d.clip().with_notes(notes[r]), end))
+        return out

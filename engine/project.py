@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.music import MAX_NOTES, Clip, MidiFileError, atomic_write_text
+from engine.errors import first_line
+from engine.music import Clip, MidiFileError, atomic_write_text, json_whole_number, max_clip_tick
 
 PROJECT_SUFFIX = ".smartproj"
 PROJECT_FORMAT = "smart-studio-project"
 PROJECT_VERSION = 1
 # A project is a sketch plus candidates; anything far bigger is not one of ours (or is damaged).
 MAX_PROJECT_BYTES = 64 * 1024 * 1024
+MAX_PATH_CHARS = 4096
 
 
 class ProjectError(ValueError):
@@ -36,6 +38,24 @@ class LoopRegion:
         if self.start < 0 or self.end <= self.start:
             raise ProjectError(f"invalid loop region {self.start}–{self.end} (need 0 ≤ start < end)")
 
+    @classmethod
+    def from_dict(cls, data: Any, ppq: int) -> LoopRegion:
+        """A loop region from project JSON, inside the longest clip at `ppq`."""
+        if not isinstance(data, dict) or "start" not in data or "end" not in data:
+            raise ProjectError("damaged project: the loop region needs 'start' and 'end'")
+        try:
+            start = json_whole_number(data["start"], "loop start")
+            end = json_whole_number(data["end"], "loop end")
+        except MidiFileError as exc:
+            raise ProjectError(f"damaged project: {exc}") from None
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ProjectError("damaged project: the loop's 'enabled' must be true or false")
+        if end > max_clip_tick(ppq):
+            raise ProjectError(f"damaged project: loop end {end:,} lies beyond the longest clip "
+                               f"(tick {max_clip_tick(ppq):,} at PPQ {ppq})")
+        return cls(start, end, enabled)
+
 
 @dataclass
 class Project:
@@ -45,6 +65,8 @@ class Project:
     # Reserved for the generator panels: kept verbatim through load/save.
     candidates: list[Any] = field(default_factory=list)
     history: list[Any] = field(default_factory=list)
+    # How the studio last showed the sketch (zoom, scroll); its own keys, checked where it applies them.
+    view: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ plain data
     def to_dict(self) -> dict:
@@ -58,6 +80,7 @@ class Project:
             "soundfont": self.soundfont,
             "candidates": self.candidates,
             "history": self.history,
+            "view": self.view,
         }
 
     def to_json(self) -> str:
@@ -82,31 +105,24 @@ class Project:
         clip_data = data.get("clip")
         if not isinstance(clip_data, dict):
             raise ProjectError("damaged project: no clip")
-        notes = clip_data.get("notes")
-        if isinstance(notes, list) and len(notes) > MAX_NOTES:
-            raise ProjectError(f"too many notes ({len(notes):,}; the limit is {MAX_NOTES:,})")
-        try:
+        try:  # every field inside its musical bounds: music.Clip.from_dict
             clip = Clip.from_dict(clip_data)
         except MidiFileError as exc:
             raise ProjectError(f"damaged project: {exc}") from None
-        for n in clip.notes:
-            if not (0 <= n.pitch <= 127 and 1 <= n.velocity <= 127 and n.start >= 0 and n.duration >= 1):
-                raise ProjectError(f"damaged project: invalid note {n}")
-        loop = None
         loop_data = data.get("loop")
-        if loop_data is not None:
-            try:
-                loop = LoopRegion(int(loop_data["start"]), int(loop_data["end"]), bool(loop_data.get("enabled", True)))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ProjectError(f"damaged project: bad loop region ({exc})") from None
+        loop = None if loop_data is None else LoopRegion.from_dict(loop_data, clip.ppq)
         soundfont = data.get("soundfont")
-        if soundfont is not None and not isinstance(soundfont, str):
+        if soundfont is not None and not (isinstance(soundfont, str) and 0 < len(soundfont) <= MAX_PATH_CHARS
+                                          and "\x00" not in soundfont):
             raise ProjectError("damaged project: 'soundfont' must be a path or null")
         candidates = data.get("candidates", [])
         history = data.get("history", [])
         if not isinstance(candidates, list) or not isinstance(history, list):
             raise ProjectError("damaged project: 'candidates' and 'history' must be lists")
-        return cls(clip, loop, soundfont, candidates, history)
+        view = data.get("view")
+        if view is not None and not (isinstance(view, dict) and len(view) <= 32):
+            raise ProjectError("damaged project: 'view' must be an object or null")
+        return cls(clip, loop, soundfont, candidates, history, view)
 
     @classmethod
     def from_json(cls, text: str) -> Project:
@@ -114,6 +130,10 @@ class Project:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProjectError(f"not a SMART Studio project or truncated (invalid JSON at line {exc.lineno})") from None
+        except RecursionError:
+            raise ProjectError("not a SMART Studio project (JSON nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer literal of thousands of digits
+            raise ProjectError(f"not a SMART Studio project ({first_line(exc)})") from None
         return cls.from_dict(data)
 
 

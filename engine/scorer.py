@@ -8,6 +8,11 @@ package's windowing / weighting is re-implemented below exactly as ``infer.make_
 Weights come from (first match wins): an explicit path, ``$SMART_MAA_CHECKPOINT``, or the local
 Hugging Face cache. Nothing is downloaded unless ``allow_download=True`` is passed. With no weights,
 ``MAAUnavailable`` is raised; this module never invents scores.
+
+On a CPU, windows go through ``FastCPUForward`` (int8/bf16, ~2.5–3× faster than the float32 model;
+figures and agreement in BENCHMARKS.md) unless ``exact=True`` or ``$SMART_MAA_EXACT=1``. Its
+agreement was measured with random weights of the released architecture: recheck it with the real
+weights once installed (``benchmarks/bench_maa.py --maa PATH``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from audiobox_aesthetics.model.aes import DEFAULT_AUDIO_CFG, AesMultiOutput, Normalize
 from audiobox_aesthetics.model.utils import create_mlp_block
 from audiobox_aesthetics.model.wavlm import WavLM, WavLMConfig
@@ -49,11 +55,13 @@ from engine.maa_weights import (
 __all__ = [
     "AXES",
     "CHECKPOINT_ENV_VAR",
+    "EXACT_ENV_VAR",
     "HF_REPO_ID",
     "MAA_DOWNLOAD_BYTES",
     "MAA_SAMPLE_RATE",
     "SMALL_WAVLM_CONFIG",
     "ConfigurableAesMultiOutput",
+    "FastCPUForward",
     "MAACheckpointError",
     "MAAInputError",
     "MAAScorer",
@@ -61,6 +69,7 @@ __all__ = [
     "MAAUnavailable",
     "build_maa_model",
     "download_weights",
+    "fast_cpu_unsupported",
     "fill_windows",
     "find_checkpoint",
     "make_windows",
@@ -71,6 +80,8 @@ __all__ = [
 
 
 DEFAULT_MAX_BATCH_SIZE = 8
+# Set to 1/true to score with the exact float32 model on CPU instead of FastCPUForward.
+EXACT_ENV_VAR = "SMART_MAA_EXACT"
 
 # Keys of checkpoint["model_cfg"] that the package passes to AesMultiOutput (infer.py).
 _MODEL_CFG_KEYS = (
@@ -325,6 +336,173 @@ def _check_target_transform(target_transform: Any, source: Path) -> None:
 
 
 
+# ------------------------------------------------------------------------------------- fast CPU path
+
+
+def _cpu_has_vnni() -> bool:
+    """x86 VNNI (AVX512-VNNI / AVX-VNNI): fbgemm's int8 kernels then accumulate in int32 without the
+    int16 saturation that forces 7-bit activations (``reduce_range``) on older CPUs."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def fast_cpu_unsupported(model: AesMultiOutput) -> str | None:
+    """Why ``FastCPUForward`` cannot run ``model`` (None when it can)."""
+    from engine.fastdecode import int8_weights_available
+
+    cfg = model.wavlm_model.cfg
+    checks = (
+        (int8_weights_available(), "this torch build lacks the fbgemm int8 kernels"),
+        (cfg.extractor_mode == "default" and not cfg.conv_bias, "the convolutions are not WavLM's default ones"),
+        (not cfg.layer_norm_first and cfg.activation_fn == "gelu", "the encoder is not post-LN with GELU"),
+        (cfg.relative_position_embedding and cfg.gru_rel_pos, "the attention has no gated relative position bias"),
+        (model.use_weighted_layer_sum and model.nth_layer == cfg.encoder_layers + 1,
+         "the heads do not read a weighted sum of all layers"),
+        (next(model.parameters()).dtype == torch.float32, "the weights are not float32"),
+    )
+    return next((reason for ok, reason in checks if not ok), None)
+
+
+class _Int8Linear:
+    """``F.linear`` through fbgemm: weight int8 per output channel, activations quantized per call."""
+
+    __slots__ = ("packed", "bias", "reduce_range")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
+        from engine.fastdecode import _int8_pack
+
+        self.packed = _int8_pack(weight)
+        self.bias = None if bias is None else bias.detach().float().clone()
+        self.reduce_range = reduce_range
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]), self.packed, self.reduce_range)
+        y = y.view(*shape[:-1], y.shape[-1])
+        return y if self.bias is None else y + self.bias
+
+
+class FastCPUForward:
+    """MAA's forward pass for CPUs: the package's computation, re-laid out and at lower precision.
+
+    * the WavLM linears (attention projections, feed-forward, feature projection) and the strided
+      convolutions 2–7 run as int8 fbgemm matmuls (weights per output channel, activations per call);
+      the convolutions become matmuls over time-major frames (im2col), which also drops the
+      channel-major ↔ time-major transposes;
+    * the 1-channel first convolution is a float32 matmul over the framed waveform (oneDNN's direct
+      convolution is ~15× slower for a single input channel); the positional convolution runs in bf16;
+    * attention, layer norms, pooling and the heads stay float32.
+
+    Same inputs and outputs as ``AesMultiOutput.forward`` (eval mode). A snapshot of the weights:
+    build a new one if they change. Scores agree with the exact path to within a few hundredths on the
+    1–10 scale (measured with random weights, ``benchmarks/bench_maa.py``); recheck with the real
+    weights once installed. ``fast_cpu_unsupported(model)`` says which models it cannot run.
+    """
+
+    def __init__(self, model: AesMultiOutput, reduce_range: bool | None = None):
+        reason = fast_cpu_unsupported(model)
+        if reason is not None:
+            raise ValueError(f"fast CPU path unavailable: {reason}")
+        rr = not _cpu_has_vnni() if reduce_range is None else bool(reduce_range)
+        self.model = model
+        wavlm = model.wavlm_model
+        self.wavlm = wavlm
+        with torch.no_grad():
+            blocks = list(wavlm.feature_extractor.conv_layers)
+            first = blocks[0][0]
+            self.frame, self.hop = first.kernel_size[0], first.stride[0]
+            self.first_weight = first.weight.detach().reshape(first.out_channels, -1).t().contiguous()  # (k, C)
+            self.first_norm = blocks[0][2]  # GroupNorm with one group per channel: normalises over time
+            self.convs = []
+            for block in blocks[1:]:
+                conv = block[0]
+                w = conv.weight.detach()  # (out, in, k) -> rows of k consecutive frames: (out, k·in)
+                self.convs.append((conv.kernel_size[0], conv.stride[0],
+                                   _Int8Linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None, rr)))
+            proj = wavlm.post_extract_proj
+            self.post_proj = None if proj is None else _Int8Linear(proj.weight, proj.bias, rr)
+            pos = wavlm.encoder.pos_conv[0]
+            self.pos_weight = torch._weight_norm(pos.weight_v, pos.weight_g, 2).detach().to(torch.bfloat16)
+            self.pos_bias = pos.bias.detach().to(torch.bfloat16)
+            self.pos_padding, self.pos_groups = pos.padding[0], pos.groups
+            self.pos_remove = wavlm.encoder.pos_conv[1].remove
+            self.layers = []
+            for layer in wavlm.encoder.layers[: model.nth_layer - 1]:
+                attn = layer.self_attn
+                self.layers.append((
+                    layer,
+                    *(_Int8Linear(m.weight, m.bias, rr) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj)),
+                    _Int8Linear(layer.fc1.weight, layer.fc1.bias, rr),
+                    _Int8Linear(layer.fc2.weight, layer.fc2.bias, rr),
+                ))
+
+    def _features(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> (B, frames, channels): the convolutional feature extractor, time-major."""
+        x = wav.unfold(-1, self.frame, self.hop) @ self.first_weight  # (B, T, C)
+        norm = self.first_norm
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        x = F.gelu((x - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias)
+        for kernel, stride, linear in self.convs:
+            batch, frames, channels = x.shape
+            out_frames = (frames - kernel) // stride + 1
+            rows = x.as_strided((batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1))
+            x = F.gelu(linear(rows.contiguous()))
+        return x
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        model, wavlm = self.model, self.wavlm
+        wav = batch["wav"].squeeze(1)
+        padding_mask = ~batch["mask"].squeeze(1) if "mask" in batch else torch.zeros_like(wav, dtype=torch.bool)
+        if wavlm.cfg.normalize:
+            wav = F.layer_norm(wav, wav.shape)
+        features = wavlm.layer_norm(self._features(wav))
+        padding_mask = wavlm.forward_padding_mask(features, padding_mask)
+        x = features if self.post_proj is None else self.post_proj(features)
+        x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        pos = F.conv1d(x.transpose(1, 2).to(torch.bfloat16), self.pos_weight, self.pos_bias,
+                       padding=self.pos_padding, groups=self.pos_groups)
+        if self.pos_remove:
+            pos = pos[:, :, : -self.pos_remove]
+        x = wavlm.encoder.layer_norm(x + F.gelu(pos.float()).transpose(1, 2))
+        results = [x]
+        batch_size, frames, dim = x.shape
+        key_padding = padding_mask.view(batch_size, 1, 1, frames)
+        position_bias = None
+        for layer, q_proj, k_proj, v_proj, out_proj, fc1, fc2 in self.layers:
+            attn = layer.self_attn
+            heads = attn.num_heads
+            if position_bias is None:  # computed by the first layer, shared by all (as in WavLM)
+                position_bias = attn.compute_bias(frames, frames)  # (H, T, T)
+
+            def split(t: torch.Tensor) -> torch.Tensor:
+                return t.view(batch_size, frames, heads, dim // heads).transpose(1, 2)  # (B, H, T, d)
+
+            gate_a, gate_b = torch.sigmoid(attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)).chunk(2, dim=-1)
+            gate = gate_a * (gate_b * attn.grep_a - 1.0) + 2.0  # (B, H, T, 1)
+            bias = (gate * position_bias).masked_fill(key_padding, float("-inf"))
+            out = F.scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)), attn_mask=bias)
+            x = layer.self_attn_layer_norm(x + out_proj(out.transpose(1, 2).reshape(batch_size, frames, dim)))
+            x = layer.final_layer_norm(x + fc2(F.gelu(fc1(x))))
+            results.append(x)
+        stacked = torch.stack(results, dim=-1)  # (B, T, C, L)
+        keep = (~padding_mask).unsqueeze(-1).to(stacked.dtype)
+        preds = {}
+        for name in model.axes_name:
+            if model.use_weighted_layer_sum:
+                embed = torch.einsum("btcl,l->btc", stacked, F.softmax(model.layer_weights[name], dim=-1))
+            else:
+                embed = stacked[..., -1]
+            embed = (embed * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+            if model.normalize_embed:
+                embed = F.normalize(embed, dim=-1)
+            preds[name] = model.proj_layer[name](embed).squeeze(-1)
+        return preds
+
+
 # -------------------------------------------------------------------------------------------- scoring
 
 
@@ -338,6 +516,7 @@ class MAAScorer:
         is_random: bool = False,
         source: str = "in-memory model",
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        exact: bool | None = None,
     ):
         if model.target_transform is None:
             raise ValueError("model has no target_transform; it cannot produce 1–10 scores")
@@ -358,6 +537,26 @@ class MAAScorer:
         self._inverse = {
             axis: Normalize(mean=float(t["mean"]), std=float(t["std"])) for axis, t in model.target_transform.items()
         }
+        # CPU: FastCPUForward unless exact is asked for (argument, else $SMART_MAA_EXACT) or the model
+        # is one it cannot run; fast_reason says why the exact path was taken.
+        if exact is None:
+            exact = os.environ.get(EXACT_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
+        self._fast: FastCPUForward | None = None
+        if on_cuda:
+            self.fast_reason = "CUDA runs the exact model in bf16 autocast"
+        elif exact:
+            self.fast_reason = "exact float32 requested"
+        else:
+            self.fast_reason = fast_cpu_unsupported(self.model)
+            if self.fast_reason is None:
+                self._fast = FastCPUForward(self.model)
+
+    @property
+    def precision(self) -> str:
+        """How windows are computed: "fast-cpu" (int8/bf16, FastCPUForward), "fp32" or "bf16-autocast"."""
+        if self._fast is not None:
+            return "fast-cpu"
+        return "bf16-autocast" if self.model.enable_autocast else "fp32"
 
     @classmethod
     def load(
@@ -367,6 +566,7 @@ class MAAScorer:
         allow_download: bool = False,
         progress: bool = True,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        exact: bool | None = None,
     ) -> MAAScorer:
         """Load weights from a checkpoint.pt / HF directory (see find_checkpoint).
 
@@ -385,6 +585,7 @@ class MAAScorer:
             is_random=bool(getattr(model, "random_weights", False)),
             source=str(path),
             max_batch_size=max_batch_size,
+            exact=exact,
         )
 
     @classmethod
@@ -394,6 +595,7 @@ class MAAScorer:
         device: str | torch.device | None = None,
         is_random: bool | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        exact: bool | None = None,
     ) -> MAAScorer:
         """Wrap an in-memory model (moved to ``device``, put in eval mode).
 
@@ -402,7 +604,7 @@ class MAAScorer:
         model_random = bool(getattr(model, "random_weights", False))
         random = model_random if is_random is None else bool(is_random) or model_random
         source = "random weights (tests/timing only)" if random else f"in-memory {type(model).__name__}"
-        return cls(model, device=device, is_random=random, source=source, max_batch_size=max_batch_size)
+        return cls(model, device=device, is_random=random, source=source, max_batch_size=max_batch_size, exact=exact)
 
     def score_one(self, audio: np.ndarray, sample_rate: int) -> MAAScores:
         return self.score([audio], sample_rate)[0]
@@ -430,6 +632,7 @@ class MAAScorer:
         self, clips: Sequence[np.ndarray], clip_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     ) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {axis: [] for axis in AXES}
+        forward = self._fast or self.model
         with torch.inference_mode():
             # windows are materialised one batch at a time: many long clips never sit padded in memory
             for first in range(0, len(clip_ids), self.max_batch_size):
@@ -437,13 +640,14 @@ class MAAScorer:
                 windows, masks = fill_windows(clips, clip_ids[batch], starts[batch], lengths[batch])
                 wav = torch.from_numpy(windows).to(self.device).unsqueeze(1)
                 mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
-                preds = self.model({"wav": wav, "mask": mask})
+                preds = forward({"wav": wav, "mask": mask})
                 for axis in AXES:
                     outputs[axis].append(preds[axis].float().cpu().numpy().astype(np.float64))
         return {axis: np.concatenate(parts) for axis, parts in outputs.items()}
 
     def __repr__(self) -> str:
-        return f"MAAScorer(source={self.source!r}, device={self.device}, is_random={self.is_random})"
+        return (f"MAAScorer(source={self.source!r}, device={self.device}, is_random={self.is_random}, "
+                f"precision={self.precision!r})")
 
 
 def _default_device() -> torch.device:

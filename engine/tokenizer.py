@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -56,6 +56,31 @@ def default_config() -> miditok.TokenizerConfig:
         use_sustain_pedals=False,
         special_tokens=list(SPECIAL_TOKENS),
     )
+
+
+_NOTE_VALUES = {1: "whole notes", 2: "half notes", 4: "beats", 8: "eighths", 16: "sixteenths", 32: "32nds"}
+
+
+def _meter_words(ts: TimeSignature) -> str:
+    unit = _NOTE_VALUES.get(ts.denominator, f"1/{ts.denominator} notes")
+    return f"{ts.numerator}/{ts.denominator} (bars of {ts.numerator} {unit})"
+
+
+def _meter_note(ppq: int, dropped: list[TimeSignature], moved: list[tuple[TimeSignature, int]],
+                after: list[TimeSignature]) -> str | None:
+    """What `RemiTokenizer.model_meter` changed, in a musician's words (bar numbers count from 1)."""
+    bar_at = Clip([], ppq, [], list(after)).bar_index_at  # bars of the new meter
+    parts: list[str] = []
+    for ts in dropped:
+        now = next(a for a in reversed(after) if a.tick <= ts.tick)
+        where = f" from bar {bar_at(ts.tick) + 1}" if ts.tick > 0 else ""
+        parts.append(f"{ts.numerator}/{ts.denominator}{where} read as {_meter_words(now)}")
+    for ts, tick in moved:
+        parts.append(f"{ts.numerator}/{ts.denominator} moved to the next bar line (bar {bar_at(tick) + 1})")
+    parts = list(dict.fromkeys(parts))
+    if len(parts) > 3:  # a long list of changes: the first ones and a count
+        parts = parts[:3] + [f"{len(parts) - 3} more meter changes"]
+    return "; ".join(parts) or None
 
 
 @dataclass
@@ -149,30 +174,62 @@ class RemiTokenizer:
     def nearest_tempo(self, bpm: float) -> float:
         return float(self.tempos[np.argmin(np.abs(self.tempos - bpm))])
 
-    def nearest_time_signature(self, num: int, den: int) -> tuple[int, int]:
-        if (num, den) in self.time_signatures:
-            return (num, den)
-        # Same bar length if possible, else 4/4.
-        for ts in self.time_signatures:
-            if ts[0] * 4 / ts[1] == num * 4 / den:
-                return ts
-        return (4, 4)
+    # ------------------------------------------------------------------ meter
+    def model_meter(self, clip: Clip) -> tuple[Clip, str | None]:
+        """The clip with the bar lines the model reads, and a note for the musician (None: unchanged).
+
+        MidiTok (through which the training data was tokenized) drops time signatures outside the
+        vocabulary — the meter before one goes on, 4/4 at the start — and moves a change that falls
+        inside a bar to the next bar line of the meter before it. This applies the same rule to the
+        clip itself, so every bar line of the tokens is a bar line of the clip: encoding, prompts,
+        "the last N bars" and the bars of an infill all count the same bars. Notes and tempi keep
+        their ticks; only bar lines change. The clip itself is returned when nothing changes.
+        E.g. POP909's 1/4 files: "1/4 read as 4/4 (bars of 4 beats)".
+        """
+        sigs = clip.time_signatures
+        supported = set(self.time_signatures)
+        kept = [ts for ts in sigs if (ts.numerator, ts.denominator) in supported]
+        dropped = [ts for ts in sigs if (ts.numerator, ts.denominator) not in supported]
+        if not kept or kept[0].tick != 0:
+            kept.insert(0, TimeSignature(0, 4, 4))
+        out = [kept[0]]
+        moved: list[tuple[TimeSignature, int]] = []
+        for ts in kept[1:]:  # MidiTok's `_preprocess_time_signatures`
+            prev = out[-1]
+            if (ts.numerator, ts.denominator) == (prev.numerator, prev.denominator):
+                continue
+            bar = prev.ticks_per_bar(clip.ppq)
+            whole, rest = divmod(max(ts.tick, prev.tick) - prev.tick, bar)
+            tick = prev.tick + (whole + (1 if rest else 0)) * bar
+            if tick != ts.tick:
+                moved.append((ts, tick))
+            if tick == prev.tick:  # two at one tick: the later one wins
+                out[-1] = replace(ts, tick=tick)
+                if len(out) > 1 and (out[-2].numerator, out[-2].denominator) == (ts.numerator, ts.denominator):
+                    out.pop()
+            else:
+                out.append(replace(ts, tick=tick))
+        if out == sigs:
+            return clip, None
+        return (Clip(list(clip.notes), clip.ppq, list(clip.tempos), out),
+                _meter_note(clip.ppq, dropped, moved, out))
 
     # ------------------------------------------------------------------ encode
     def encode(self, clip: Clip) -> list[int]:
-        """Token ids for a clip (no BOS/EOS). Empty clips give the header of an empty bar."""
-        score = clip.to_score()
+        """Token ids for a clip (no BOS/EOS), in its `model_meter`. Empty clips give the header of an empty bar."""
+        clip, _ = self.model_meter(clip)
         if not clip.notes:
             ts = clip.time_signature
-            num, den = self.nearest_time_signature(ts.numerator, ts.denominator)
-            return self.header_ids((num, den), clip.bpm)
-        seqs = self.remi.encode(score)
+            return self.header_ids((ts.numerator, ts.denominator), clip.bpm)
+        seqs = self.remi.encode(clip.to_score())
         seq = seqs[0] if isinstance(seqs, list) else seqs
         return list(seq.ids)
 
     def header_ids(self, ts: tuple[int, int], bpm: float) -> list[int]:
         """`Bar TimeSig Position_0 Tempo`: the start of a piece (and of a procedural prompt)."""
-        num, den = self.nearest_time_signature(*ts)
+        num, den = ts
+        if (num, den) not in self.time_signatures:
+            raise ValueError(f"time signature {num}/{den} is not in the vocabulary (see model_meter)")
         return [
             self.bar_id,
             self.vocab[f"TimeSig_{num}/{den}"],
@@ -190,7 +247,8 @@ class RemiTokenizer:
         return RemiDecoder(self, ppq, initial_time_signature, initial_bpm)
 
     def decode(self, ids: Iterable[int], ppq: int = 480) -> Clip:
-        """Decode any id sequence to a Clip. Never raises: invalid ids and broken grammar are skipped."""
+        """Decode any id sequence to a Clip. Never raises: invalid ids and broken grammar are skipped,
+        duplicated notes (same onset and pitch) dropped."""
         dec = self.decoder(ppq)
         for i in ids:
             dec.feed(i)
@@ -215,24 +273,22 @@ class RemiTokenizer:
     def continuation_prompt(self, clip: Clip, at_tick: int | None = None) -> list[int]:
         """BOS + the clip's notes before `at_tick`, ending inside the (open) bar that contains `at_tick`.
 
-        Empty bars are added up to that bar, so the model's next tokens land in it; use
-        `position_floor` with `GrammarState.min_position` to keep them at or after `at_tick`.
+        Bars are those of the clip's `model_meter`. Bars without notes between the last note and
+        `at_tick` (silence the clip has) are written out, so the model's next tokens land in the
+        bar of `at_tick`; use `position_floor` with `GrammarState.min_position` to keep them at or
+        after `at_tick`.
         """
+        clip, _ = self.model_meter(clip)
         at = clip.end_tick if at_tick is None else at_tick
         context = clip.slice_ticks(0, at, shift_to_zero=False) if clip.notes else clip
-        ts0 = clip.time_signature
-        ids = self.encode(context) if context.notes else self.header_ids((ts0.numerator, ts0.denominator), clip.bpm)
+        ids = self.encode(context)
         n_bars = sum(1 for t in ids if t == self.bar_id)
-        target_bars = clip.bar_index_at(at) + 1
-        while n_bars < target_bars:
-            ts = clip.time_signature_at(clip.bar_tick(n_bars))
-            num, den = self.nearest_time_signature(ts.numerator, ts.denominator)
-            ids += [self.bar_id, self.vocab[f"TimeSig_{num}/{den}"]]
-            n_bars += 1
+        ids += self._empty_bars(clip, n_bars, clip.bar_index_at(at) + 1)
         return [self.bos_id] + ids
 
     def position_floor(self, clip: Clip, at_tick: int) -> int:
-        """Index of the first REMI Position at or after `at_tick` within its bar."""
+        """Index of the first REMI Position at or after `at_tick` within its bar (of the `model_meter`)."""
+        clip, _ = self.model_meter(clip)
         bar_start = clip.bar_tick(clip.bar_index_at(at_tick))
         ts = clip.time_signature_at(at_tick)
         ticks_per_pos = self.ticks_per_beat(ts.denominator) // self.pos_per_beat
@@ -242,8 +298,10 @@ class RemiTokenizer:
     def infill_prompt(self, clip: Clip, start_bar: int, end_bar: int) -> list[int]:
         """Fill-in-the-middle prompt for bars [start_bar, end_bar): FIMPrefix pre FIMSuffix suf FIMMiddle.
 
-        The model then writes the middle bars (starting with a Bar token) and EOS.
+        The model then writes the middle bars (starting with a Bar token) and EOS. Bars are those
+        of the clip's `model_meter`.
         """
+        clip, _ = self.model_meter(clip)
         prefix = clip.slice_bars(0, start_bar) if start_bar > 0 else None
         suffix = clip.slice_ticks(clip.bar_tick(end_bar), max(clip.end_tick, clip.bar_tick(end_bar)) + 1)
         pre_ids = self.encode(prefix) if prefix is not None and prefix.notes else self._empty_bars(clip, 0, start_bar)
@@ -254,11 +312,11 @@ class RemiTokenizer:
         return [self.fim_prefix_id] + pre_ids + [self.fim_suffix_id] + suf_ids + [self.fim_middle_id]
 
     def _empty_bars(self, clip: Clip, first: int, last: int) -> list[int]:
+        """`Bar TimeSig` for bars [first, last) of a clip already in its `model_meter`."""
         ids: list[int] = []
         for b in range(first, last):
             ts = clip.time_signature_at(clip.bar_tick(b))
-            num, den = self.nearest_time_signature(ts.numerator, ts.denominator)
-            ids += [self.bar_id, self.vocab[f"TimeSig_{num}/{den}"]]
+            ids += [self.bar_id, self.vocab[f"TimeSig_{ts.numerator}/{ts.denominator}"]]
             if b == 0:
                 ids += [self.vocab["Position_0"], self.vocab[f"Tempo_{self.nearest_tempo(clip.bpm)}"]]
         return ids
@@ -318,6 +376,11 @@ class RemiDecoder:
     Mirrors MidiTok's REMI `_tokens_to_score` semantics for this configuration (bars advance by
     the current time signature; Position is relative to the bar; a note is Pitch, Velocity,
     Duration in a row), but consumes one id at a time and skips anything invalid.
+
+    This is where tokens become notes for the studio, CLI, host, rewards and evaluation, so it is
+    where duplicates go: a note with the onset and pitch of one already decoded is dropped (the
+    first one stays — it may already be streamed) and counted in `duplicates`. One piano key
+    cannot be struck twice at once; stacked duplicates only sound louder and inflate note counts.
     """
 
     def __init__(self, tok: RemiTokenizer, ppq: int = 480, initial_time_signature=None, initial_bpm=None):
@@ -334,6 +397,8 @@ class RemiDecoder:
         self.bar = -1
         self.bars_seen = 0
         self._pending: list[tuple[str, object]] = []  # the Pitch / Velocity tokens of a note in progress
+        self._onsets: set[tuple[int, int]] = set()  # (start, pitch) of every decoded note
+        self.duplicates = 0  # notes dropped because their onset and pitch were already decoded
         self.n_tokens = 0
         self.n_invalid = 0
 
@@ -364,9 +429,13 @@ class RemiDecoder:
                 pitch, vel = self._pending[0][1], self._pending[1][1]
                 dur = tok.duration_ticks(value, self._ts()[1])
                 start = round(self.current_tick * self.scale)
-                note = Note(start, int(pitch), max(1, round(dur * self.scale)), int(vel))
-                self.notes.append(note)
-                done.append(note)
+                if (start, int(pitch)) in self._onsets:
+                    self.duplicates += 1
+                else:
+                    self._onsets.add((start, int(pitch)))
+                    note = Note(start, int(pitch), max(1, round(dur * self.scale)), int(vel))
+                    self.notes.append(note)
+                    done.append(note)
             self._pending.clear()
             return done
         self._pending.clear()

@@ -27,6 +27,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
     logging.basicConfig(level=os.environ.get("SMART_LOGLEVEL", "WARNING"))
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setApplicationName(APPLICATION)
@@ -55,7 +57,8 @@ def _take_screenshot(app: QApplication, window, path: Path, opened_ok: bool) -> 
     # Let layouts settle and the first paint happen before grabbing.
     for _ in range(5):
         app.processEvents()
-    window.editor.grid.center_on_notes()
+    if not window.editor.restore_view(window.project_extras.view):  # the final size is known only now
+        window.editor.grid.center_on_notes()
     app.processEvents()
     image = window.grab()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,8 @@ class MainWindow(QMainWindow):
         self.interactive = interactive
         self.document = SketchDocument(parent=self)
         self.project_path: Path | None = None
-        self.midi_source: Path | None = None  # the MIDI file the sketch came from (export default)
+        self.midi_source: Path | None = None  # the MIDI file the sketch came from
+        self.import_report = None  # what happened to that file on import (engine.music.ImportReport)
         self.project_extras = Project()  # candidates/history/soundfont carried for later panels
         self._forced_modified = False  # e.g. after recovery: unsaved although the stack is clean
         self._change_serial = 0
@@ -408,6 +409,7 @@ class MainWindow(QMainWindow):
             soundfont=tr.soundfont,
             candidates=self.project_extras.candidates,
             history=self.project_extras.history,
+            view=self.editor.view_state(),
         )
 
     def _autosave_snapshot(self):
@@ -433,7 +435,8 @@ class MainWindow(QMainWindow):
                 self.show_message(f"SoundFont {project.soundfont} unavailable ({exc}); using the shipped piano")
                 self.transport.soundfont = None
         self.transport.seek(0)
-        self.editor.grid.center_on_notes()
+        if not self.editor.restore_view(project.view):  # a project reopens where it was left
+            self.editor.grid.center_on_notes()
         self._update_title()
         self._update_selection_label()
 
@@ -476,6 +479,7 @@ class MainWindow(QMainWindow):
         except OpenError as exc:
             self.show_error("Cannot Open", str(exc))
             return False
+        self.import_report = None if opened.kind == "project" else opened.report
         if opened.kind == "project":
             self.load_project(opened.project, path)
             self.show_message(f"Opened {path.name} ({len(opened.project.clip.notes)} notes)")
@@ -528,12 +532,19 @@ class MainWindow(QMainWindow):
         if not self.document.notes:
             self.show_message("Nothing to export: the sketch is empty")
             return
-        base = self.midi_source or Path(self._dialog_dir()) / (self._display_name() + ".mid")
-        path, _ = QFileDialog.getSaveFileName(self, "Export MIDI", str(base), MIDI_FILTER)
+        path, _ = QFileDialog.getSaveFileName(self, "Export MIDI", str(self.export_midi_suggestion()), MIDI_FILTER)
         if path:
             if not path.lower().endswith((".mid", ".midi")):
                 path += ".mid"
             self.export_midi(path)
+
+    def export_midi_suggestion(self) -> Path:
+        """Where Export MIDI proposes to write: next to the song, never over the file it was imported from
+        (one click from losing the original)."""
+        path = Path(self._dialog_dir()) / f"{self._display_name()}.mid"
+        if self.midi_source is not None and path.resolve() == self.midi_source.resolve():
+            path = path.with_name(f"{self._display_name()} (edited).mid")
+        return path
 
     def export_midi(self, path: str | Path) -> bool:
         try:

@@ -71,3 +71,9 @@ def apply_dark_theme(app: QApplication) -> None:
         pal.setColor(QPalette.Disabled, role, QColor(0x70, 0x74, 0x7C))
     app.setPalette(pal)
     app.setStyleSheet(STYLESHEET)
+
+
+# Panel text styles: a warning the musician should read, a state that is fine, a side note.
+STYLE_WARN = "color: #ffb060;"
+STYLE_OK = "color: #9fe0a0;"
+STYLE_DIM = "color: #9095a0;"

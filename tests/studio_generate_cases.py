@@ -59,6 +59,7 @@ def local_host(qapp, model_dir, tmp_path_factory):
     conn.configure(LOCAL, model_dir=str(model_dir), maa_path=str(maa))
     conn.connect_host()
     assert conn.state == "connecting"
+    assert conn.startup_detail().split(" ")[1] == "s"  # "0 s[ — the host's latest log line]": shown while it starts
     assert wait_for(qapp, lambda: conn.state in ("connected", "failed"), 240), "local host did not start"
     assert conn.connected, conn.error
     from engine.fastdecode import int8_weights_available
@@ -119,9 +120,9 @@ def generate(qtbot, panel, button, candidates=4, bars=2, seed=7):
     panel.spin_bars.setValue(bars)
     panel.spin_seed.setValue(seed)
     qtbot.mouseClick(button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: panel._job is None and panel._request is not None
-                    and panel._request["status"] != "running", timeout=60000)
-    assert panel._request["status"] == "completed", panel.job_label.text()
+    qtbot.waitUntil(lambda: not panel.generating and panel.current_request is not None
+                    and panel.current_request.status != "running", timeout=60000)
+    assert panel.current_request.status == "completed", panel.job_label.text()
 
 
 # ====================================================================== no host needed
@@ -165,15 +166,15 @@ def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host
     doc.set_selection([n for n in doc.notes if n.start < 2 * 4 * PPQ])  # bars 1–2
     assert panel.continue_tick() == 7 * PPQ + 400
     seen = []  # (request status, ghost notes on the roll) at the first paint that shows ghost notes
-    panel.ghosts.first_painted.connect(lambda _t: seen.append((panel._request["status"],
+    panel.ghosts.first_painted.connect(lambda _t: seen.append((panel.current_request.status,
                                                                 panel.ghosts.note_count())))
     panel.spin_candidates.setValue(6)
     panel.spin_bars.setValue(2)
     panel.spin_seed.setValue(11)
     qtbot.mouseClick(panel.btn_continue, Qt.LeftButton)
-    assert panel._job is not None
-    qtbot.waitUntil(lambda: panel._job is None, timeout=60000)
-    assert panel._request["status"] == "completed", panel.job_label.text()
+    assert panel.generating
+    qtbot.waitUntil(lambda: not panel.generating, timeout=60000)
+    assert panel.current_request.status == "completed", panel.job_label.text()
     # Notes streamed onto the roll (and were painted) before the request was done.
     assert seen and seen[0][0] == "running" and seen[0][1] >= 1
     items = panel.model.items
@@ -187,7 +188,7 @@ def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host
         assert item.random_weights and item.features["n_notes"] == len(item.notes)
     assert panel.ghosts.note_count() == sum(len(i.notes) for i in items)
     # Random-weight scores are shown, but clearly labelled.
-    assert panel.random_warning.isVisible() and "random" in panel.maa_label.text().lower()
+    assert panel.random_warning.isVisible() and "random" in panel.maa.label.text().lower()
     # Best-of-N: sorting by CE puts the highest CE first.
     panel.combo_sort.setCurrentText("CE")
     first = panel.model.items[panel.proxy.mapToSource(panel.proxy.index(0, 0)).row()]
@@ -198,7 +199,8 @@ def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host
     panel.select_item(a)
     qtbot.mouseClick(panel.btn_context, Qt.LeftButton)
     assert panel.audition.active and window.transport.playing
-    assert sorted(panel.audition.clip.notes) == sorted(set(doc.notes) | set(a.notes))
+    heard_in_context = sorted(panel.audition.clip.notes)  # the sketch with `a` where Accept puts it (checked below)
+    assert set(heard_in_context) >= {n for n in doc.notes if n.start < at} | set(a.notes)
     qtbot.mouseClick(panel.btn_solo, Qt.LeftButton)
     assert sorted(panel.audition.clip.notes) == sorted(a.notes) and panel.audition.mode == SOLO
     panel.select_item(b)
@@ -210,19 +212,28 @@ def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host
     panel.audition.stop()
     assert not panel.audition.active
 
-    # Accept: one undo step adds exactly the candidate's notes; undo restores the sketch.
+    # Accept (default placement: insert): one undo step adds exactly the candidate's notes and moves the
+    # music after the continuation point back by whole bars, past the candidate; undo restores the sketch.
     before = list(doc.notes)
+    earlier, later = [n for n in before if n.start < at], [n for n in before if n.start >= at]
+    assert later and a.span == (at, 4 * 4 * PPQ)  # to the bar line after the point, then 2 bars
     steps = window.undo_stack.count()
     panel.select_item(a)
     qtbot.mouseClick(panel.btn_accept, Qt.LeftButton)
     assert window.undo_stack.count() == steps + 1
-    assert set(doc.notes) == set(before) | set(a.notes)
+    moved = sorted(set(doc.notes) - set(earlier) - set(a.notes))
+    shift = moved[0].start - later[0].start
+    assert shift > 0 and shift % (4 * PPQ) == 0
+    assert moved == [Note(n.start + shift, n.pitch, n.duration, n.velocity) for n in later]
+    assert min(n.start for n in moved) >= max(a.span[1], max(n.start for n in a.notes))
+    after_accept = list(doc.notes)
+    assert after_accept == heard_in_context
     assert set(doc.selection) == set(a.notes)
     assert a not in panel.model.items and a.status == "accepted"
     window.undo_stack.undo()
     assert doc.notes == before
     window.undo_stack.redo()
-    assert set(doc.notes) == set(before) | set(a.notes)
+    assert doc.notes == after_accept
 
     # The request and its candidates are kept with the project.
     hist = window.project_extras.history[-1]
@@ -234,9 +245,8 @@ def test_continue_streams_auditions_accepts_and_undoes(window, qtbot, local_host
     assert {c["status"] for c in stored} >= {"accepted", "ready"}
     assert window.is_modified()
     # The sketch is re-scored off the UI thread: a strip of per-10-s windows, labelled random.
-    qtbot.waitUntil(lambda: panel.sketch_scores is not None and panel._scored_serial == panel._clip_serial,
-                    timeout=30000)
-    assert panel.strip.isVisible() and panel.strip.random_weights
+    qtbot.waitUntil(lambda: panel.scorer.scores is not None and panel.scorer.up_to_date, timeout=30000)
+    assert panel.scorer.strip.isVisible() and panel.scorer.strip.random_weights
     assert "random weights" in panel.sketch_label.text()
 
 
@@ -290,7 +300,7 @@ def test_search_keeps_the_best_beams(window, qtbot, local_host):
     panel.combo_reward.setCurrentIndex(panel.combo_reward.findData("scale"))
     assert panel.options.search_reward == "scale"
     qtbot.mouseClick(panel.btn_search, Qt.LeftButton)
-    qtbot.waitUntil(lambda: panel._job is None, timeout=90000)
+    qtbot.waitUntil(lambda: not panel.generating, timeout=90000)
     hist = window.project_extras.history[-1]
     assert hist["mode"] == "search" and hist["status"] == "completed", panel.job_label.text()
     assert hist["steps"] == 2 and hist["stopped_by"] == "bars"
@@ -310,8 +320,8 @@ def test_without_maa_no_numbers_and_download_fails_clearly(window, qtbot, bare_h
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     panel = connect(qtbot, window, *bare_host)
     assert panel.host.maa_status() == "missing"
-    assert "not installed" in panel.maa_label.text() and panel.btn_download.isVisible()
-    assert "378 MB" in panel.btn_download.text()
+    assert "not installed" in panel.maa.label.text() and panel.maa.btn_download.isVisible()
+    assert "378 MB" in panel.maa.btn_download.text()
     window.load_project(Project(clip=sketch_clip(2)), None)
     window.document.select_all()
     generate(qtbot, panel, panel.btn_continue, candidates=3, seed=3)
@@ -322,12 +332,80 @@ def test_without_maa_no_numbers_and_download_fails_clearly(window, qtbot, bare_h
             assert panel.proxy.index(row, col).data() == ""  # no numbers in the score columns
     assert not panel.random_warning.isVisible()
     qtbot.wait(50)
-    assert panel.sketch_scores is None and not panel.strip.isVisible()
+    assert panel.scorer.scores is None and not panel.scorer.strip.isVisible()
     # Offline rewards only for search.
     assert [panel.combo_reward.itemData(i) for i in range(panel.combo_reward.count())] == ["scale", "density",
                                                                                               "variety"]
-    qtbot.mouseClick(panel.btn_download, Qt.LeftButton)
-    qtbot.waitUntil(lambda: panel._download_job is None, timeout=30000)
-    assert "Download failed" in panel.maa_label.text() and "internet" in panel.maa_label.text()
-    assert not panel.use_maa_weights(str(window.project_path or "/nonexistent/checkpoint.pt"))
-    assert "No MAA checkpoint" in panel.maa_label.text()
+    qtbot.mouseClick(panel.maa.btn_download, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not panel.maa.downloading, timeout=30000)
+    assert "Download failed" in panel.maa.label.text() and "internet" in panel.maa.label.text()
+    assert not panel.maa.use_weights(str(window.project_path or "/nonexistent/checkpoint.pt"))
+    assert "No MAA checkpoint" in panel.maa.label.text()
+
+
+def test_placement_replace_and_empty_space_only(window, qtbot, local_host):
+    from studio.generate.placement import EMPTY, REPLACE
+
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    window.load_project(Project(clip=sketch_clip(4)), None)
+    doc, bar = window.document, 4 * PPQ
+    window.transport.seek(bar)  # no selection: the playhead (bar 2) is the continuation point
+    assert panel.continue_tick() == bar
+
+    # Replace: notes starting in bar 2 give way to the candidate; everything else stays.
+    panel.set_placement(REPLACE)
+    generate(qtbot, panel, panel.btn_continue, candidates=3, bars=1, seed=21)
+    assert panel.ghosts.region == (bar, 2 * bar)  # the span is shaded under the ghosts
+    a = next(i for i in panel.model.items if i.notes)
+    assert a.span == (bar, 2 * bar) and a.placement == REPLACE
+    before = list(doc.notes)
+    assert panel.accept(a)
+    end = max(2 * bar, doc.clip.bar_tick(doc.clip.bar_index_at(max(n.start for n in a.notes)) + 1))
+    assert sorted(n for n in doc.notes if not bar <= n.start < end) == [n for n in before if not bar <= n.start < end]
+    assert sorted(n for n in doc.notes if bar <= n.start < end) == sorted(set(a.notes))
+    window.undo_stack.undo()
+    assert doc.notes == before
+
+    # Empty space only: refused where music is, before anything is generated...
+    panel.set_placement(EMPTY)
+    request = panel.current_request
+    qtbot.mouseClick(panel.btn_continue, Qt.LeftButton)
+    assert panel.current_request is request and not panel.generating
+    assert "already hold music" in panel.job_label.text()
+    # ...and after the song it just adds the candidate.
+    window.transport.seek(4 * bar)
+    generate(qtbot, panel, panel.btn_continue, candidates=2, bars=1, seed=22)
+    b = next(i for i in panel.model.items if i.notes)
+    assert panel.accept(b)
+    assert set(doc.notes) == set(before) | set(b.notes) and all(n.start >= 4 * bar for n in b.notes)
+    print("screenshot:", window.grab().save("/tmp/smart-generate-empty-space.png"))
+
+
+def test_continue_at_bar_1_of_a_song_with_an_empty_intro_continues_the_song(window, qtbot, local_host):
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    bar = 4 * PPQ
+    clip = Clip([Note(2 * bar + i * PPQ, 60 + i % 5, 400, 80) for i in range(8)], ppq=PPQ)  # bars 3–4
+    window.load_project(Project(clip=clip), None)
+    window.transport.seek(0)
+    assert not window.document.selection and panel.continue_tick() == clip.end_tick
+    generate(qtbot, panel, panel.btn_continue, candidates=2, bars=1, seed=5)
+    assert "continuing the song from its end" in panel.request_note and panel.request_note in panel.job_label.text()
+    for item in panel.model.items:
+        assert all(n.start >= clip.end_tick for n in item.notes)
+
+
+def test_an_empty_or_drums_only_prompt_is_said_plainly(window, qtbot, tmp_path):
+    import symusic
+
+    panel = window.generate_panel
+    assert "nothing" in panel.prompt_note(0)  # an empty sketch
+    score = symusic.Score(PPQ)
+    drums = symusic.Track("Drums", 0, True)
+    drums.notes.append(symusic.Note(0, PPQ, 36, 100))
+    score.tracks.append(drums)
+    path = tmp_path / "drums.mid"
+    score.dump_midi(str(path))
+    assert window.open_path(path, ask=False) and not window.document.notes
+    assert "only drums" in panel.prompt_note(0)
+    window.load_project(Project(clip=sketch_clip(1)), None)
+    assert panel.prompt_note(PPQ) is None  # a note before the point: something to continue

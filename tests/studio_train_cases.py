@@ -61,13 +61,18 @@ def shot(widget, name: str) -> Path:
     return path
 
 
-def test_panel_presets_are_the_papers():
-    from studio.train.panel import PAPER, PRESETS
+def test_panel_presets_are_the_papers(window):
+    from studio.train.panel import local_catalogue, preset_values
     from training.grpo import GRPORunConfig
 
     defaults = {f.name: f.default for f in fields(GRPORunConfig)}
-    assert PRESETS["paper"] == PAPER
-    assert all(defaults[k] == v for k, v in PAPER.items()), {k: (defaults[k], v) for k, v in PAPER.items()}
+    panel = window.train_panel
+    paper = preset_values(panel.catalogue, "paper")  # what the panel offers (the host's catalogue once connected)
+    assert paper == preset_values(local_catalogue(), "paper")
+    assert set(paper) >= {"steps", "prompts_per_step", "group", "max_completion_tokens", "reward", "beta", "lr"}
+    assert all(defaults[k] == v for k, v in paper.items()), {k: (defaults[k], v) for k, v in paper.items()}
+    panel.apply_preset("paper")
+    assert panel.options()["steps"] == defaults["steps"] and panel.options()["reward"] == defaults["reward"]
 
 
 def test_prompt_from_selection_takes_whole_bars():
@@ -174,18 +179,19 @@ def test_train_flow(window, qtbot, host, tmp_path):
     assert done["model"]["path"] == ckpt
 
     # Blind A/B: base vs the checkpoint on the picked prompt; the choice lands in the preference folder.
+    ab = panel.ab
     qtbot.mouseClick(panel.btn_compare, Qt.LeftButton)
-    qtbot.waitUntil(lambda: len(panel.trials) == 1, timeout=120000)
+    qtbot.waitUntil(lambda: len(ab.trials) == 1, timeout=120000)
     assert client.health()["model"]["path"] == ckpt  # the active model is put back after the comparison
-    trial = panel.trials[0]
+    trial = ab.trials[0]
     assert sorted(trial["roles"].values()) == ["base", "tuned"]
-    assert "base" not in panel.ab_label.text() and "tuned" not in panel.ab_label.text()  # blind
-    qtbot.mouseClick(panel.btn_play_a, Qt.LeftButton)
+    assert "base" not in ab.label.text() and "tuned" not in ab.label.text()  # blind
+    qtbot.mouseClick(ab.btn_play_a, Qt.LeftButton)
     if trial["A"]["notes"]:
         assert panel.audition.active and panel.audition.clip.notes
     panel.audition.stop()
     print("screenshot:", shot(panel, "train-panel-ab.png"))
-    qtbot.mouseClick(panel.btn_pick_b, Qt.LeftButton)
+    qtbot.mouseClick(ab.btn_pick_b, Qt.LeftButton)
     prefs = tmp_path / "song.preferences"
     lines = [json.loads(x) for x in (prefs / "preferences.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["choice"] == "B" and lines[0]["preferred"] == trial["roles"]["B"]
@@ -193,5 +199,5 @@ def test_train_flow(window, qtbot, host, tmp_path):
     for key in ("a", "b"):
         assert (prefs / lines[0][key]["midi"]).stat().st_size > 0
     assert (prefs / lines[0]["prompt"]).exists()
-    assert "Done: 1 pair" in panel.ab_label.text() and "preferred" in panel.tally_label.text()
-    assert not panel.btn_pick_a.isEnabled()
+    assert "Done: 1 pair" in ab.label.text() and "preferred" in ab.tally_label.text()
+    assert not ab.btn_pick_a.isEnabled()

@@ -172,8 +172,9 @@ def _reference(c: Clip) -> tuple[float, float, float]:
             empty[beat] = False
     major = [0, 2, 4, 5, 7, 9, 11]
     minor = [0, 2, 3, 5, 7, 8, 10]
+    distinct = {(n.start, n.pitch) for n in c.notes}  # a same-onset same-pitch duplicate counts once
     best = max(
-        sum((n.pitch - root) % 12 in scale for n in c.notes) / len(c.notes)
+        sum((pitch - root) % 12 in scale for _, pitch in distinct) / len(distinct)
         for root in range(12)
         for scale in (major, minor)
     )
@@ -289,3 +290,16 @@ def test_roll_entropy_normalized():
     every_pitch = [clip([(0, p, 4)]) for p in range(128)]
     assert diversity(every_pitch, steps_per_beat=1, n_beats=1)["roll_entropy"] == pytest.approx(1.0)
     assert not math.isnan(diversity([Clip()])["roll_entropy"])
+
+
+def test_stacked_duplicates_count_once():
+    """Same-onset same-pitch copies change no feature: not the count, not the histograms, not the scale."""
+    notes = [(0, 60, 4, 80), (4, 61, 4, 80), (8, 64, 4, 80), (12, 67, 8, 80)]
+    stacked = notes + [(4, 61, 2, 100)] * 5 + [(12, 67, 8, 80)] * 3
+    assert midi_features(clip(stacked)) == midi_features(clip(notes + [(4, 61, 2, 100)]))
+    f = midi_features(clip(stacked))
+    assert f["n_notes"] == 4
+    assert f["scale_consistency"] == pytest.approx(3 / 4)  # stacking the off-scale C# does not lower it
+    assert scale_consistency(clip(stacked)) == f["scale_consistency"]
+    # The longest (then loudest) copy is the one kept: the 4-tick C# at velocity 80.
+    assert f["velocity_range"] == 0

@@ -16,7 +16,7 @@ import soundfile
 import torch
 import uvicorn
 
-from engine.host.scheduler import SampleGroup, sample_rows
+from engine.fastdecode import SampleGroup, sample_rows
 from engine.host.serve import is_loopback
 from engine.host.server import create_app
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.jack_testing import jack_server, jackd_installed
+from engine.jack_testing import jack_server, jackd_missing_reason
 from engine.midi_io import (
     MidiIn,
     MidiNoteEvent,
@@ -37,7 +37,8 @@ def handshake(send_ping, arrived, timeout: float = 10.0) -> None:
     raise AssertionError("JACK never connected the test ports")
 
 
-needs_jack = pytest.mark.skipif(not jackd_installed(), reason="jackd is not installed (apt-get install jackd2)")
+JACKD_MISSING = jackd_missing_reason()
+needs_jack = pytest.mark.skipif(JACKD_MISSING is not None, reason=JACKD_MISSING or "")
 
 
 def wait_for(condition, timeout: float = 3.0) -> bool:
@@ -127,8 +128,6 @@ def test_invalid_arguments():
 # ---------------------------------------------------------------------------- real ports
 @pytest.fixture(scope="module")
 def jack():
-    if not jackd_installed():
-        pytest.skip("jackd is not installed (apt-get install jackd2)")
     if "JACK" not in midi_api_names():
         pytest.skip("python-rtmidi built without JACK")
     with jack_server(portaudio=False) as server:

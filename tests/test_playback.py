@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.jack_testing import jack_server, jackd_installed
+from engine.jack_testing import jack_server, jackd_missing_reason, portaudio_missing_reason
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.playback import (
     AudioUnavailable,
@@ -383,6 +383,12 @@ def test_set_soundfont_swaps_synth(player):
     assert np.abs(render(player, 8000)).max() > 0.01
 
 
+# Real devices need the PortAudio library (libportaudio2); a machine without it skips these.
+PORTAUDIO_MISSING = portaudio_missing_reason()
+needs_portaudio = pytest.mark.skipif(PORTAUDIO_MISSING is not None, reason=PORTAUDIO_MISSING or "")
+
+
+@needs_portaudio
 def test_missing_device_raises_audio_unavailable_and_offline_still_works():
     p = Player(device="no such output device 0xdeadbeef")
     with pytest.raises(AudioUnavailable) as info:
@@ -412,7 +418,8 @@ def test_without_sounddevice_audio_is_unavailable_but_offline_works(monkeypatch)
 
 
 # ---------------------------------------------------------------------------- real ports (JACK)
-needs_jack = pytest.mark.skipif(not jackd_installed(), reason="jackd is not installed (apt-get install jackd2)")
+JACKD_MISSING = jackd_missing_reason()
+needs_jack = pytest.mark.skipif(JACKD_MISSING is not None, reason=JACKD_MISSING or "")
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +437,7 @@ def jack_device() -> str:
 @pytest.mark.jack
 @pytest.mark.timeout(60)  # a wedged JACK client must fail the test, not hang CI
 @needs_jack
+@needs_portaudio
 def test_audio_flows_through_the_jack_device(jack):
     clip = Clip([Note(i * 240, 60 + 2 * i, 200, 100) for i in range(4)], PPQ)
     player = Player(sample_rate=SR, device=jack_device(), blocksize=256)
@@ -461,6 +469,7 @@ def test_audio_flows_through_the_jack_device(jack):
 @pytest.mark.jack
 @pytest.mark.timeout(60)  # a wedged JACK client must fail the test, not hang CI
 @needs_jack
+@needs_portaudio
 def test_midi_out_follows_the_audio_schedule(jack):
     import rtmidi
 
@@ -523,6 +532,7 @@ def test_midi_out_follows_the_audio_schedule(jack):
 @pytest.mark.jack
 @pytest.mark.timeout(60)  # a wedged JACK client must fail the test, not hang CI
 @needs_jack
+@needs_portaudio
 def test_closed_midi_out_and_stale_auditions_do_not_disturb_playback(jack):
     from engine.midi_io import MidiOut
 

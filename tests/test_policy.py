@@ -59,9 +59,9 @@ def test_candidates_are_seeded_and_bar_limited(policy, sketch):
     b = policy.continue_clip(sketch, s)
     assert len(a) == 3
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
-    end_limit = sketch.bar_tick(2 + 2)  # the open bar (bar 3) + one more = bars 3..4
+    end_limit = sketch.bar_tick(2 + 2)  # from the bar line after bar 2: bars 3..4
     for c in a:
-        assert c.bars <= 1
+        assert c.bars == 2 and c.finished_by == "bars" or c.finished_by == "tokens"
         assert all(sketch.end_tick <= n.start < end_limit for n in c.notes)
 
 
@@ -111,7 +111,8 @@ def test_procedural_generation(policy):
     cands, prompts = policy.generate_procedural(GenerationSettings(candidates=4, bars=2, seed=0, max_new_tokens=150))
     assert len(cands) == len(prompts) == 4
     for c in cands:
-        assert c.bars <= 1  # the prompt opens bar 1; at most one new Bar token for 2 bars
+        assert c.bars <= 2  # the prompt opens bar 1: it counts as the first of the 2
+        assert sum(1 for t in c.token_ids if t == policy.tokenizer.bar_id) == c.bars - 1
         assert c.clip.tempos and c.clip.time_signatures
 
 
@@ -122,25 +123,31 @@ def test_settings_validation():
 
 
 def test_generated_row_stopping_rules_and_window():
-    from engine.policy import GeneratedRow
+    from engine.sampling import GeneratedRow, RowRules
 
     tok = RemiTokenizer()
     pos, pitch = tok.vocab["Position_0"], tok.vocab["Pitch_60"]
-    # Bars: with bars=1 and bar_offset=-1 (the prompt opens bar 1), the first new Bar already ends the row.
-    row = GeneratedRow([tok.bar_id, pos])
-    assert row.accept(pitch, tok, GenerationSettings(bars=1), bar_offset=-1)
-    assert not row.accept(tok.bar_id, tok, GenerationSettings(bars=1), bar_offset=-1)
-    assert row.done and row.finish == "bars" and row.history == [tok.bar_id, pos, pitch]
-    # Without the offset one Bar is allowed, the second ends the row and is not emitted.
+    bars = dict(stop_ids=(tok.eos_id,), bar_id=tok.bar_id)
+    # Bars: with bars=1 and a prompt that opens bar 1 itself, the first new Bar already ends the row.
+    row = GeneratedRow([tok.bar_id, pos], opened_bars=1)
+    assert row.accept(pitch, RowRules(bars=1, **bars))
+    assert not row.accept(tok.bar_id, RowRules(bars=1, **bars))
+    assert row.done and row.finish == "bars" and row.history == [tok.bar_id, pos, pitch] and row.bars == 1
+    # From inside a bar one Bar is allowed (it opens bar 1), the second ends the row and is not emitted.
     row = GeneratedRow([tok.bar_id])
-    assert row.accept(tok.bar_id, tok, GenerationSettings(bars=1)) and not row.done
-    assert not row.accept(tok.bar_id, tok, GenerationSettings(bars=1)) and row.finish == "bars"
-    # EOS ends without being emitted; the token budget ends after the last emitted token.
+    assert row.accept(tok.bar_id, RowRules(bars=1, **bars)) and not row.done and row.bars == 1
+    assert not row.accept(tok.bar_id, RowRules(bars=1, **bars)) and row.finish == "bars"
+    assert row.output == [tok.bar_id]
+    # EOS ends without being emitted (or, kept for GRPO completions, as their last token).
     row = GeneratedRow([tok.bar_id])
-    assert not row.accept(tok.eos_id, tok, GenerationSettings()) and row.finish == "eos"
+    assert not row.accept(tok.eos_id, RowRules(**bars)) and row.finish == "eos"
     row = GeneratedRow([tok.bar_id])
-    assert row.accept(pos, tok, GenerationSettings(max_new_tokens=2)) and not row.done
-    assert row.accept(pitch, tok, GenerationSettings(max_new_tokens=2)) and row.done and row.finish == "tokens"
+    assert row.accept(tok.eos_id, RowRules(stop_ids=(tok.eos_id,), keep_stop=True)) and row.done
+    assert row.output == [tok.eos_id] and row.finish == "eos"
+    # The token budget ends after the last emitted token.
+    row = GeneratedRow([tok.bar_id])
+    assert row.accept(pos, RowRules(max_new_tokens=2)) and not row.done
+    assert row.accept(pitch, RowRules(max_new_tokens=2)) and row.done and row.finish == "tokens"
     # Window: everything while it fits; past the context, the recent half from its first bar line.
     history = [tok.bar_id, pos, pitch, pitch, tok.bar_id, pos, pitch, pitch]
     row = GeneratedRow(history)

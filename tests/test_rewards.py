@@ -81,6 +81,37 @@ def test_notes_and_scale_rewards(tok):
     assert funcs[0]([prompt], [_text(tok, many[2:])]) == pytest.approx([20 / NOTES_TARGET])
 
 
+def _stacked_ids(tok, pitches, copies):
+    """Like `_notes_ids`, but every note written `copies` times at its position (what GRPO learned to do)."""
+    ids = []
+    for i, p in enumerate(pitches):
+        ids.append(tok.vocab[f"Position_{(i * 8) % 32}"])
+        for k in range(copies):
+            ids += [tok.vocab[f"Pitch_{p}"], tok.vocab[f"Velocity_{[76, 95, 127][k % 3]}"],
+                    tok.vocab[["Duration_1.0.8", "Duration_0.4.8"][k % 2]]]
+    return ids
+
+
+def test_stacking_duplicate_notes_earns_no_more_reward(tok):
+    """The `notes` reward counts distinct notes: copies at the same onset and pitch earn nothing,
+    in one completion or across a GRPO group (so the policy gradient cannot favour stacking)."""
+    analyzer = RolloutAnalyzer(tok)
+    notes, scale = build_rewards(parse_reward_spec("notes,scale"), analyzer)[0]
+    prompt = _text(tok, tok.procedural_prompt(random.Random(4), time_signature=(4, 4), bpm=120))
+    pitches = [60, 62, 64, 65, 61, 67, 69, 71]
+
+    def completion(copies):  # the prompt's open bar, then one more bar
+        ids = _stacked_ids(tok, pitches[:4], copies) + [tok.bar_id, tok.vocab["TimeSig_4/4"]]
+        return _text(tok, ids + _stacked_ids(tok, pitches[4:], copies))
+
+    group = [completion(copies) for copies in (1, 2, 5)]
+    rewards = notes([prompt] * 3, group)
+    assert rewards == pytest.approx([8 / NOTES_TARGET] * 3)
+    assert len(set(scale([prompt] * 3, group))) == 1
+    clips = analyzer.batch([prompt] * 3, group).clips
+    assert [len(c.notes) for c in clips] == [8, 8, 8]  # the decoder keeps one note per onset and pitch
+
+
 def test_combined_and_custom_rewards(tok):
     analyzer = RolloutAnalyzer(tok)
 
@@ -143,3 +174,17 @@ def test_maa_reward_without_weights_is_a_user_error(tok):
     funcs, _ = build_rewards(parse_reward_spec("maa-ce"), analyzer)
     with pytest.raises(UserError, match="MAA"):
         funcs[0]([_text(tok, tok.procedural_prompt(random.Random(4)))], [""])
+
+
+def test_eval_duplicate_rate_counts_what_the_model_wrote(tok):
+    """`smart eval` reports the share of notes the model wrote twice (dropped by the decoder)."""
+    from training.evaluate import completion_note_counts, duplicate_stats
+
+    prompt = tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120)
+    clean = _stacked_ids(tok, [60, 62, 64, 65], 1)
+    stacked = _stacked_ids(tok, [60, 62, 64, 65], 3)  # each note written three times
+    assert completion_note_counts(tok, prompt, clean) == (4, 0)
+    assert completion_note_counts(tok, prompt, stacked) == (12, 8)
+    stats = duplicate_stats([(4, 0), (12, 8)])
+    assert stats["rate"] == pytest.approx(8 / 16) and stats["outputs_with_duplicates"] == 0.5
+    assert duplicate_stats([])["rate"] == 0.0

@@ -65,8 +65,10 @@ class EvalConfig:
     device: str = "auto"
 
 
-def generate_outputs(model_dir: str, prompts: Sequence[Sequence[int]], config: EvalConfig, device: str) -> list[Clip]:
-    """One sampled completion per prompt, decoded as the reward sees it (training.rewards.decode_rollout)."""
+def generate_outputs(model_dir: str, prompts: Sequence[Sequence[int]], config: EvalConfig,
+                     device: str) -> tuple[list[Clip], dict]:
+    """One sampled completion per prompt, decoded as the reward sees it (training.rewards.decode_rollout),
+    and how many duplicated notes the model wrote (`duplicate_stats`)."""
     from engine.policy import Policy, PolicyLoadError
     from training.grpo import fast_generate
     from training.rewards import decode_rollout
@@ -82,12 +84,35 @@ def generate_outputs(model_dir: str, prompts: Sequence[Sequence[int]], config: E
         raise UserError(f"prompts are too long for the context of {model_dir}")
     gen = torch.Generator(device=device).manual_seed(config.seed)
     clips: list[Clip] = []
+    counts: list[tuple[int, int]] = []
     for start in range(0, len(prompts), config.batch_size):
         chunk = [list(p) for p in prompts[start:start + config.batch_size]]
         comps = fast_generate(policy.model, chunk, max_new_tokens=max_new, temperature=config.temperature,
                               top_p=config.top_p, top_k=0, eos_ids=[tok.eos_id], pad_id=tok.pad_id, generator=gen)
-        clips += [decode_rollout(tok, p, [t for t in c if t != tok.pad_id]) for p, c in zip(chunk, comps)]
-    return clips
+        comps = [[t for t in c if t != tok.pad_id] for c in comps]
+        clips += [decode_rollout(tok, p, c) for p, c in zip(chunk, comps)]
+        counts += [completion_note_counts(tok, p, c) for p, c in zip(chunk, comps)]
+    return clips, duplicate_stats(counts)
+
+
+def completion_note_counts(tok, prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> tuple[int, int]:
+    """(notes the completion wrote, how many of them repeat an onset and pitch already written), as
+    counted by the one decoder that drops such duplicates (`engine.tokenizer.RemiDecoder`)."""
+    dec = tok.decoder()
+    dec.feed_many(prompt_ids)
+    notes, duplicates = len(dec.notes), dec.duplicates
+    dec.feed_many(completion_ids)
+    new_duplicates = dec.duplicates - duplicates
+    return len(dec.notes) - notes + new_duplicates, new_duplicates
+
+
+def duplicate_stats(counts: Sequence[tuple[int, int]]) -> dict:
+    """rate: duplicated / written notes over all outputs; outputs_with_duplicates: fraction of outputs."""
+    written = sum(w for w, _ in counts)
+    duplicates = sum(d for _, d in counts)
+    return {"rate": duplicates / written if written else 0.0, "notes_written": written,
+            "duplicate_notes": duplicates,
+            "outputs_with_duplicates": sum(d > 0 for _, d in counts) / len(counts) if counts else 0.0}
 
 
 def _load_scorer(config: EvalConfig, device: str):
@@ -268,10 +293,10 @@ def run_eval(config: EvalConfig, log=print) -> dict:
     try:
         for name, directory in config.models:
             t0 = time.perf_counter()
-            clips = generate_outputs(directory, prompts, config, device)
+            clips, duplicates = generate_outputs(directory, prompts, config, device)
             gen_s = time.perf_counter() - t0
             res = analyse(clips, config.feature_window)
-            res.update({"model": directory, "n": len(clips), "generate_s": round(gen_s, 2)})
+            res.update({"model": directory, "n": len(clips), "generate_s": round(gen_s, 2), "duplicates": duplicates})
             if scorer is not None:
                 t1 = time.perf_counter()
                 scores = analyzer.score(analyzer.render(clips))
@@ -283,7 +308,7 @@ def run_eval(config: EvalConfig, log=print) -> dict:
                 clip.save_midi(sample_dir / f"{i:03d}.mid")
             results[name] = res
             log(f"smart eval: {name}: {len(clips)} outputs, mean notes {np.mean(res['features']['n_notes']):.1f}, "
-                f"diversity {res['diversity']['pairwise_distance']:.3f}"
+                f"duplicates {100 * duplicates['rate']:.1f} %, diversity {res['diversity']['pairwise_distance']:.3f}"
                 + (f", CE {np.mean(res['maa']['CE']):.2f}" if "maa" in res else ""))
     finally:
         analyzer.close()
@@ -309,7 +334,7 @@ def run_eval(config: EvalConfig, log=print) -> dict:
         entry = {
             "model": res["model"], "n": res["n"], "generate_s": res["generate_s"],
             "features": {k: _summary(v) for k, v in res["features"].items()},
-            "diversity": res["diversity"], "silent_fraction": res["silent_fraction"],
+            "diversity": res["diversity"], "silent_fraction": res["silent_fraction"], "duplicates": res["duplicates"],
             "pitch_counts": res["pitch_counts"], "velocity_counts": res["velocity_counts"],
         }
         if "maa" in res:
@@ -344,6 +369,8 @@ def _markdown(report: dict) -> str:
             f"{report['models'][n]['diversity'][key]:.3f}" for n in names) + " |")
     lines.append("| silent outputs | " + " | ".join(
         f"{100 * report['models'][n]['silent_fraction']:.1f} %" for n in names) + " |")
+    lines.append("| duplicated notes written (dropped) | " + " | ".join(
+        f"{100 * report['models'][n]['duplicates']['rate']:.1f} %" for n in names) + " |")
     lines += ["", "Figures: " + ", ".join(f"`{f}`" for f in report["figures"].values()), ""]
     return "\n".join(lines)
 

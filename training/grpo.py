@@ -45,97 +45,32 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.api import CHECKPOINT_DIR, CHECKPOINT_MARKER, MAA_AXES, STOP_FILE, GRPOOptions, complete_checkpoints
+from engine.api import PRESETS as OPTION_PRESETS
+from engine.api import option_values, options_with_preset, validate_grpo_options
 from engine.errors import UserError
 from engine.music import atomic_write_text
 
-CHECKPOINT_MARKER = "smart_checkpoint.json"
-CHECKPOINT_DIR = "checkpoints"
-STOP_FILE = "STOP"
 # The fields every step record carries (others are added when available).
 STEP_FIELDS = ("step", "reward_mean", "reward_std", "kl", "completion_tokens", "diversity", "elapsed_s")
-MAA_FIELDS = ("CE", "CU", "PC", "PQ")
+MAA_FIELDS = MAA_AXES
 
 
 # ---------------------------------------------------------------------------- configuration
 @dataclass
-class GRPORunConfig:
-    """Every option of a SMART GRPO run; the defaults are the paper's (preset "paper")."""
+class GRPORunConfig(GRPOOptions):
+    """Every option of a SMART GRPO run: what the user chooses (`engine.api.GRPOOptions`, with its
+    types, bounds and the paper's defaults) plus where the run lives and whether it resumes."""
 
-    model: str = ""  # a Policy directory (the frozen reference is reloaded from it)
     out_dir: str = ""
-    preset: str = "paper"
-    steps: int = 200
-    prompts_per_step: int = 8
-    group: int = 8  # completions per prompt
-    max_completion_tokens: int = 256
-    reward: str = "maa-ce"  # see training.rewards.parse_reward_spec
-    beta: float = 0.04
-    lr: float = 1e-4
-    lr_schedule: str = "linear"  # to 0 over `steps`
-    warmup_steps: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    loss_type: str = "grpo"  # TRL loss: grpo, dr_grpo, dapo, bnpo, ...
-    scale_rewards: str = "group"  # group-normalized advantages
-    epsilon: float = 0.2
-    num_iterations: int = 1  # GRPO μ (updates per generated batch)
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    prompts: str = "procedural"  # procedural | procedural+note | data:DIR[:split] | MIDI files/folders
-    prompt_bars: int = 4  # bars of a MIDI file used as its continuation prompt
-    soundfont: str | None = None
-    seconds: float = 10.0  # audio the reward listens to (MAA's receptive field)
-    sample_rate: int = 16000
-    maa: str | None = None  # MAA checkpoint path (None: the cached default weights)
-    maa_random: bool = False  # random-weight MAA: plumbing/timing only, never real scores
-    maa_random_size: str = "small"  # small | full (the real architecture, for timing)
-    render_processes: int | None = None
-    save_every: int = 50
-    keep_checkpoints: int | None = None
     resume: bool = False
-    min_diversity: float | None = None  # guard: stop when diversity < F × its starting value
-    guard_action: str = "rollback"  # rollback (final = best state above the floor) | stop
-    guard_window: int = 3  # steps averaged for the baseline and for the check
-    micro_batch: int | None = None  # completions per forward/backward (None: the whole step at once)
-    generation: str = "auto"  # fast (engine.fastdecode) | hf (transformers generate) | auto
-    device: str = "auto"  # auto | cpu | cuda
-    bf16: str = "auto"  # auto (on CUDA only) | on | off
-    use_vllm: bool = False  # TRL's vLLM generation (GPU + vllm installed; see docs/scaling.md)
-    vllm_mode: str = "colocate"
-    tensorboard: bool = True
-    cpu_threads: int | None = None  # torch CPU threads for this run (1 is fastest on a busy machine)
 
     def validate(self) -> None:
         if not self.model:
             raise UserError("no model directory given (--model DIR)")
         if not self.out_dir:
             raise UserError("no output directory given (--out DIR)")
-        for name in ("steps", "prompts_per_step", "max_completion_tokens", "num_iterations", "guard_window"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1")
-        if self.group < 2:
-            raise UserError("group must be at least 2 (GRPO normalizes rewards within a group)")
-        if not 0.0 <= self.temperature <= 5.0 or self.temperature == 0.0:
-            raise UserError("temperature must be in (0, 5]")
-        if not 0.0 < self.top_p <= 1.0:
-            raise UserError("top-p must be in (0, 1]")
-        if self.beta < 0 or not math.isfinite(self.beta):
-            raise UserError("beta must be ≥ 0")
-        if not (0 < self.lr < 1):
-            raise UserError("lr must be in (0, 1)")
-        if self.min_diversity is not None and not 0.0 < self.min_diversity < 1.0:
-            raise UserError("min-diversity is a fraction of the starting diversity, in (0, 1)")
-        if self.guard_action not in ("rollback", "stop"):
-            raise UserError("guard action must be rollback or stop")
-        if self.generation not in ("auto", "fast", "hf"):
-            raise UserError("generation must be auto, fast or hf")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise UserError("bf16 must be auto, on or off")
-        if self.seconds <= 0:
-            raise UserError("seconds must be positive")
-        if self.micro_batch is not None and self.micro_batch < 1:
-            raise UserError("micro-batch must be at least 1")
+        validate_grpo_options(option_values(self))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,22 +82,11 @@ class GRPORunConfig:
 
     @classmethod
     def from_preset(cls, preset: str = "paper", **overrides) -> "GRPORunConfig":
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-        values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(preset=preset, **values)
+        return cls(**options_with_preset(preset, overrides))
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Paper §3.5.
-    "paper": {},
-    # Paper §5.2: optimizing more aggressively (over-optimization studies).
-    "paper-1000": {"steps": 1000},
-    "aggressive": {"steps": 1000, "beta": 0.0},
-    # Seconds on a laptop CPU: checks the whole loop with the offline reward.
-    "smoke": {"steps": 4, "prompts_per_step": 2, "group": 4, "max_completion_tokens": 64, "reward": "notes",
-              "save_every": 2},
-}
+# Each preset's option values (descriptions: engine.api.PRESETS).
+PRESETS: dict[str, dict[str, Any]] = {name: dict(p.options) for name, p in OPTION_PRESETS.items()}
 
 
 @dataclass
@@ -210,23 +134,6 @@ def truncate_events(path: str | Path, last_step: int) -> int:
     return len(kept)
 
 
-def complete_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, dir) of every checkpoint whose marker was written (i.e. finished saving), by step."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    found = []
-    if root.is_dir():
-        for d in root.glob("checkpoint-*"):
-            marker = d / CHECKPOINT_MARKER
-            try:
-                step = int(d.name.rsplit("-", 1)[1])
-                info = json.loads(marker.read_text())
-            except (ValueError, IndexError, OSError, json.JSONDecodeError):
-                continue
-            if info.get("step") == step:
-                found.append((step, d))
-    return sorted(found)
-
-
 def _project_version() -> str:
     try:
         from importlib.metadata import version
@@ -243,55 +150,23 @@ def _project_version() -> str:
 
 
 # ---------------------------------------------------------------------------- generation
-@torch.no_grad()
 def fast_generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,
                   top_k: int, eos_ids: list[int], pad_id: int, generator: torch.Generator) -> list[list[int]]:
-    """Sample completions with `engine.fastdecode` (static KV cache over the live weights).
+    """Sample completions on the one sampling loop (`engine.sampling`) over the live, exact weights.
 
     Same distribution as `generate(do_sample=True)` with these settings; each completion ends with
-    its first EOS (kept, as TRL keeps it) or at `max_new_tokens`. Prompts are left-padded.
+    its first EOS (kept, as TRL keeps it) or at `max_new_tokens`. Prompts of different lengths are
+    left-padded in the KV cache.
     """
-    from engine.fastdecode import Phi3Decoder, sample_next
+    from engine.sampling import GeneratedRow, LocalSampler, RowGroup, RowRules
 
-    device = next(model.parameters()).device
-    batch = len(prompt_ids)
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.bool)
-    for r, p in enumerate(prompt_ids):
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = True
-    decoder = Phi3Decoder(model, batch_size=batch, max_len=width + max_new_tokens, device=device)
-    logits = decoder.prefill(ids.to(device), mask.to(device))
-    eos = torch.tensor(eos_ids, device=device)
-    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    check_every = 1 if device.type == "cpu" else 16  # avoid a GPU sync per token
-    for t in range(max_new_tokens):
-        if top_k and top_k > 0:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        nxt = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        out[:, t] = nxt
-        done |= torch.isin(nxt, eos)
-        if t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(done.all())):
-            break
-        logits = decoder.step(nxt)
-    rows = out.cpu().tolist()
-    eos_set = set(eos_ids)
-    result = []
-    for row in rows:
-        comp = []
-        for tok in row:
-            comp.append(tok)
-            if tok in eos_set:
-                break
-        # Rows cut by the max length may end in pads only if they already finished: strip them.
-        while comp and comp[-1] == pad_id and pad_id not in eos_set:
-            comp.pop()
-        result.append(comp)
-    return result
+    rules = RowRules(temperature=temperature, top_p=top_p, top_k=top_k or 0, max_new_tokens=max_new_tokens,
+                     stop_ids=tuple(eos_ids), keep_stop=True)
+    group = RowGroup([GeneratedRow(p) for p in prompt_ids], rules, generator)
+    for _ in LocalSampler().sample(model, group, pad_id=pad_id, bar_id=None,
+                                   context=int(model.config.max_position_embeddings)):
+        pass
+    return [row.output for row in group.rows]
 
 
 def _make_trainer_class():

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.api import PRESETS, REWARDS
 from engine.errors import UserError
 
 # CLI flag → GRPORunConfig field (flags default to None so a preset or a resumed run fills the rest).
@@ -22,7 +23,7 @@ FLAGS = [
     ("--prompts-per-step", "prompts_per_step", int, "prompts per iteration; paper 8"),
     ("--group", "group", int, "completions per prompt (GRPO group size); paper 8"),
     ("--max-completion-tokens", "max_completion_tokens", int, "longest completion in tokens; paper 256"),
-    ("--reward", "reward", str, "maa-ce | maa-cu | maa-pc | maa-pq | notes | scale | module:function, "
+    ("--reward", "reward", str, f"{' | '.join(r.name for r in REWARDS)} | module:function, "
                                 "or weighted 'maa-ce=1,maa-pq=0.5'; paper maa-ce"),
     ("--beta", "beta", float, "KL coefficient to the frozen reference; paper 0.04"),
     ("--lr", "lr", float, "peak learning rate (linear decay to 0); paper 1e-4"),
@@ -59,7 +60,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", help="base model directory (a SMART Policy directory)")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--preset", default=None, help="paper (default) | paper-1000 | aggressive | smoke")
+    p.add_argument("--preset", default=None, help="option set the other flags override: "
+                   + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+                   + " (default: paper)")
     for flag, dest, typ, help_ in FLAGS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")

@@ -6,7 +6,11 @@ Copies the latest complete checkpoint (weights as float16 safetensors so the pap
 under the 40 MB budget — `Policy.load` upcasts to float32 —, config, tokenizer), then measures on
 the exported weights and writes README.md (+ model_card.json with the same numbers):
 
-* validation / test NLL per token (the `smart nll` computation on the prepared splits);
+* validation / test NLL per token, overall and per dataset (the `smart nll` computation on the
+  prepared splits) — or, with `--nll-report`, the `smart nll` JSON already measured on these weights,
+  and with `--compare-nll` the same figures of the model being replaced;
+* with `--continuation-report`, the `smart eval-continuation` figures of the exported model next to
+  the repeat-prompt and other-song baselines;
 * generation sanity on procedural prompts (paper §3.5): the share of silent or near-empty outputs,
   and the paper's 8 MIDI features of the outputs next to the training data's (mean ± std).
 """
@@ -136,6 +140,34 @@ def _fmt(s: dict, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
+CONTINUATION_COLUMNS = (("in_key", "in key", 3), ("abs_log2_density", "abs log2 density ratio", 3),
+                        ("polyphony_diff", "Δ polyphony", 3), ("pitch_range_diff", "Δ pitch range", 1),
+                        ("velocity_range_diff", "Δ velocity range", 1), ("velocity_hist_l1", "velocity hist. L1", 3),
+                        ("n_notes", "notes", 1), ("duplicate_rate", "duplicates", 3), ("silent", "silent", 3))
+
+
+def continuation_lines(cont: dict | None) -> list[str]:
+    if not cont:
+        return []
+    c = cont["config"]
+    lines = ["## Continuation benchmark (`smart eval-continuation`)", "",
+             f"{c['passages']} passages of the {c['split']} split ({', '.join(f'{d} {k}' for d, k in cont['datasets'].items())}): "
+             f"{c['prompt_bars']} bars of prompt, {c['bars']} bars continued, temperature {c['temperature']}, "
+             f"top-p {c['top_p']}, seed {c['seed']}; compared with the true next {c['bars']} bars. Key: Krumhansl–Schmuckler "
+             "on the true passage; `truth` is the true continuation itself (the ceiling for the key share).", "",
+             "| data | system | " + " | ".join(h for _, h, _ in CONTINUATION_COLUMNS) + " |",
+             "| --- | --- |" + " --- |" * len(CONTINUATION_COLUMNS)]
+    for scope in ("all", *cont["datasets"]):
+        for system, res in cont["systems"].items():
+            r = res.get(scope)
+            if r:
+                cells = [f"{(r[k]['mean'] if isinstance(r[k], dict) else r[k]):.{d}f}" for k, _, d in CONTINUATION_COLUMNS]
+                lines.append(f"| {scope} | {system} | " + " | ".join(cells) + " |")
+    lines += ["", "Issue 14's targets on all passages: " + ", ".join(
+        f"{k.replace('_', ' ')}: {'yes' if v else 'no'}" for k, v in cont["goals"].items()) + ".", ""]
+    return lines
+
+
 def render_card(info: dict) -> str:
     t, ev, gen = info["training"], info.get("evaluation", {}), info.get("generation")
     lines = [
@@ -190,11 +222,12 @@ def render_card(info: dict) -> str:
     prior = t.get("init_from")
     if prior:
         if prior.get("step") is not None:
+            chain = t.get("lineage") or {"steps": prior["step"], "tokens_seen": prior.get("tokens_seen") or 0}
             lines.append(
-                f"- Started from the weights of `{prior['path']}`, itself trained {prior['step']:,} steps "
+                f"- Started from the weights of `{prior['path']}`, whose last run trained {prior['step']:,} steps "
                 f"({prior.get('tokens_seen') or 0:,} tokens, {prior.get('hours') or 0:.1f} h on {prior.get('hardware')}); "
-                f"in all {t['step'] + prior['step']:,} steps and {t['tokens_seen'] + (prior.get('tokens_seen') or 0):,} "
-                "tokens. The optimizer and LR schedule restarted with this run.")
+                f"in all {t['step'] + chain['steps']:,} steps and {t['tokens_seen'] + chain['tokens_seen']:,} tokens "
+                "(every earlier run included). The optimizer and LR schedule restarted with this run.")
         else:
             lines.append(f"- Started from the weights of `{prior['path']}` (no model card); the figures above count this run only.")
     lines += [
@@ -203,13 +236,19 @@ def render_card(info: dict) -> str:
         "",
     ]
     if ev:
+        prev = ev.get("previous_model", {})
         lines += ["Mean negative log-likelihood per token (nats; `smart nll` on the prepared splits, sliding "
-                  f"window {ev.get('context')} tokens):", "",
-                  "| split | NLL / token | perplexity | tokens | files |", "| --- | --- | --- | --- | --- |"]
+                  f"window {ev.get('context')} tokens; pieces sampled with seed 0 up to a token budget):", "",
+                  "| split | data | NLL / token | perplexity | tokens | files |"
+                  + (" model replaced: NLL / token |" if prev else ""),
+                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if prev else "")]
         for s in ("val", "test"):
             if s in ev:
-                e = ev[s]
-                lines.append(f"| {s} | {e['nll_per_token']:.4f} | {e['perplexity']:.2f} | {e['tokens']:,} | {e['files']} |")
+                rows = [("all", ev[s])] + sorted(ev[s].get("by_dataset", {}).items())
+                for name, e in rows:
+                    before = prev.get(s, {}) if name == "all" else prev.get(s, {}).get("by_dataset", {}).get(name, {})
+                    lines.append(f"| {s} | {name} | {e['nll_per_token']:.4f} | {e['perplexity']:.2f} | {e['tokens']:,} | "
+                                 f"{e['files']} |" + (f" {before['nll_per_token']:.4f} |" if before else (" — |" if prev else "")))
         last = t.get("last_validation")
         if last:
             lines += ["", f"Training-time validation at step {last['step']}: continuation loss "
@@ -217,6 +256,7 @@ def render_card(info: dict) -> str:
         lines.append("")
     else:
         lines += ["Not measured.", ""]
+    lines += continuation_lines(info.get("continuation"))
     lines += ["## Generation sanity (paper §3.5 procedural prompts)", ""]
     if gen:
         lines += [
@@ -245,8 +285,63 @@ def render_card(info: dict) -> str:
     return "\n".join(lines)
 
 
+def lineage(run_config: dict) -> dict | None:
+    """Steps and tokens of every run behind the --init-from model, read from its card (before an
+    export may overwrite it): {"steps", "tokens_seen"} of the whole chain, or None without a card."""
+    prior = run_config.get("init_from_card")
+    if not prior or prior.get("step") is None:
+        return None
+    steps, tokens = int(prior["step"]), int(prior.get("tokens_seen") or 0)
+    try:
+        earlier = json.loads((Path(run_config.get("init_from", "")) / "model_card.json").read_text())["training"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"steps": steps, "tokens_seen": tokens}
+    if int(earlier.get("step", -1)) != steps:
+        return {"steps": steps, "tokens_seen": tokens}  # the folder no longer holds that model
+    chain = earlier.get("lineage") or earlier.get("init_from") or {}
+    steps += int(chain.get("steps", chain.get("step")) or 0)
+    tokens += int(chain.get("tokens_seen") or 0)
+    return {"steps": steps, "tokens_seen": tokens}
+
+
+def nll_figures(report: dict) -> dict:
+    keep = ("nll_per_token", "perplexity", "tokens", "files")
+    return {**{k: report[k] for k in keep},
+            "by_dataset": {d: {k: v[k] for k in keep} for d, v in report.get("by_dataset", {}).items()}}
+
+
+def read_nll_reports(paths) -> dict:
+    """{split: figures} from `smart nll` JSON outputs (one per split)."""
+    found = {}
+    for path in paths or []:
+        try:
+            report = json.loads(Path(path).read_text())
+            found[report["split"]] = {**nll_figures(report), "model": report.get("model"),
+                                      "context": report.get("context")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{path} is not a `smart nll` report: {exc}") from None
+    return found
+
+
+def continuation_summary(path: Path, model: str) -> dict:
+    """The card's part of a `smart eval-continuation` report: `model` and the baselines."""
+    from training.continuation_bench import OTHER, REPEAT, TRUTH
+
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if model not in report.get("systems", {}):
+        raise UserError(f"{path} has no system {model!r} (it has {', '.join(report.get('systems', {}))})")
+    systems = {("this model" if k == model else k): v for k, v in report["systems"].items()
+               if k in (model, REPEAT, OTHER, TRUTH)}
+    return {"config": report["config"], "datasets": report["datasets"], "systems": systems,
+            "goals": report["goals"][model], "others": [k for k in report["systems"] if k not in systems and k != model]}
+
+
 def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int, bars: int, seed: int,
-               nll_max_tokens: int | None, skip_generation: bool = False) -> dict:
+               nll_max_tokens: int | None, skip_generation: bool = False, nll_reports=None, compare_nll=None,
+               continuation_report: Path | None = None, continuation_model: str | None = None) -> dict:
     from engine.policy import Policy
     from training.nll import evaluate
     from training.pretrain import LOG_FILE, latest_checkpoint, load_training_state
@@ -258,6 +353,10 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
     run_config = json.loads((run_dir / "run_config.json").read_text()) if (run_dir / "run_config.json").exists() else {}
     if data_dir is None and run_config.get("data"):
         data_dir = Path(run_config["data"])
+    chain = lineage(run_config)  # read before the export may replace the --init-from folder
+    measured = read_nll_reports(nll_reports)
+    previous = read_nll_reports(compare_nll)
+    continuation = continuation_summary(continuation_report, continuation_model) if continuation_report else None
     weights_dtype = export_checkpoint(ckpt, out)
     policy = Policy.load(out)
     desc = policy.describe()
@@ -288,15 +387,26 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
             "lr": run_config.get("lr"), "warmup": run_config.get("warmup"), "fim_rate": run_config.get("fim_rate", 0.25),
             "checkpoint": str(ckpt), "last_validation": last_val,
             "init_from": run_config.get("init_from_card"),
+            "lineage": chain,
         },
         "data": manifest and {k: manifest[k] for k in ("files_found", "files_used", "files_skipped", "splits", "skipped")},
         "evaluation": {},
     }
-    if data_dir is not None:
+    if measured:
+        info["evaluation"]["context"] = next(iter(measured.values())).get("context")
+        info["evaluation"]["source"] = "smart nll reports on the exported weights"
+        info["evaluation"].update({s: {k: v for k, v in r.items() if k not in ("model", "context")}
+                                   for s, r in measured.items()})
+    elif data_dir is not None:
         info["evaluation"]["context"] = seq_len
         for split in ("val", "test"):
-            r = evaluate(None, [str(data_dir)], split=split, context=seq_len, max_tokens=nll_max_tokens, policy=policy)
-            info["evaluation"][split] = {k: r[k] for k in ("nll_per_token", "perplexity", "tokens", "files")}
+            r = evaluate(None, [str(data_dir)], split=split, context=seq_len, max_tokens=nll_max_tokens,
+                         per_dataset=True, policy=policy)
+            info["evaluation"][split] = nll_figures(r)
+    if previous:
+        info["evaluation"]["previous_model"] = previous
+    if continuation:
+        info["continuation"] = continuation
     have_generation = all((Path(__file__).resolve().parent.parent / "engine" / f).exists()
                           for f in ("fastdecode.py", "features.py"))
     if skip_generation or not have_generation:
@@ -320,6 +430,14 @@ def main(argv=None) -> int:
     p.add_argument("--nll-max-tokens", type=int, default=200_000,
                    help="score about this many tokens per split (0: all; the full test split is slow on CPU)")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--nll-report", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="`smart nll` outputs measured on these weights (one per split) instead of measuring here")
+    p.add_argument("--compare-nll", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="`smart nll` outputs of the model being replaced, tabled next to the new figures")
+    p.add_argument("--continuation-report", type=Path, default=None, metavar="JSON",
+                   help="a `smart eval-continuation` continuation.json that includes this model")
+    p.add_argument("--continuation-model", default=None, metavar="NAME",
+                   help="this model's name in --continuation-report")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -332,7 +450,9 @@ def main(argv=None) -> int:
     try:
         info = build_card(args.run, args.out or DEFAULT_MODEL_DIR, args.data, prompts=args.prompts, bars=args.bars,
                           seed=args.seed, nll_max_tokens=args.nll_max_tokens or None,
-                          skip_generation=args.skip_generation)
+                          skip_generation=args.skip_generation, nll_reports=args.nll_report,
+                          compare_nll=args.compare_nll, continuation_report=args.continuation_report,
+                          continuation_model=args.continuation_model)
     except UserError as exc:
         print(f"model_card: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,10 @@ bars trimmed, the paper's filters); a prepared DATA_DIR is read from its token f
 Each sequence is scored as BOS + tokens + EOS (every token after BOS, EOS included). Sequences
 longer than the window are scored with a sliding window: each token once, with at least
 `context - stride` tokens of context once past the first window.
-Prints one JSON object: nll_per_token, tokens, files, skipped, vocab_size (+ perplexity and details).
+Prints one JSON object: nll_per_token, tokens, files, skipped, vocab_size (+ perplexity and details),
+and `by_dataset`: the same figures per dataset — the scanned folder a file came from (`pop909`,
+`asap`), since pop songs and classical pieces differ in how predictable they are and a mixed mean
+hides which one a change helped. `--per-dataset` applies the `--max-tokens` budget to each dataset.
 """
 
 from __future__ import annotations
@@ -78,20 +81,34 @@ def sequences_nll(model, sequences: Iterable[Sequence[int]], *, pad_id: int, con
     return total, count
 
 
-def collect_sequences(paths: Sequence[str], tokenizer, split: str,
-                      max_tokens: int | None = None) -> tuple[list[np.ndarray], int, list[dict]]:
-    """Token sequences (with BOS/EOS) from MIDI files, folders, or prepared DATA_DIRs.
+def dataset_of(name: str) -> str:
+    """The dataset of a file as prepare-data names it ("<scanned folder>/<path inside it>")."""
+    return name.split("/", 1)[0] if "/" in name else "(files)"
 
-    max_tokens: stop once this many tokens are collected; prepared splits are then sampled in a
-    fixed random order (seed 0), so a budgeted score is reproducible and not just the first composer.
+
+def collect_sequences(paths: Sequence[str], tokenizer, split: str, max_tokens: int | None = None,
+                      per_dataset: bool = False) -> tuple[list[tuple[str, np.ndarray]], int, list[dict]]:
+    """(dataset, token sequence with BOS/EOS) pairs from MIDI files, folders, or prepared DATA_DIRs.
+
+    max_tokens: stop once this many tokens are collected (per dataset when `per_dataset`); prepared
+    splits are then sampled in a fixed random order (seed 0), so a budgeted score is reproducible and
+    not just the first composer.
     """
     from training.data import TokenSplit, find_midi_files, load_tokenizer, process_file
 
     seqs, files, skipped = [], 0, []
+    taken: dict[str, int] = {}
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
 
-    def add(ids) -> None:
-        seqs.append(np.concatenate([[bos], np.asarray(ids, dtype=np.int64), [eos]]))
+    def full(dataset: str) -> bool:
+        if not max_tokens:
+            return False
+        return (taken.get(dataset, 0) if per_dataset else sum(taken.values())) >= max_tokens
+
+    def add(dataset: str, ids) -> None:
+        seq = np.concatenate([[bos], np.asarray(ids, dtype=np.int64), [eos]])
+        seqs.append((dataset, seq))
+        taken[dataset] = taken.get(dataset, 0) + len(seq)
 
     midi_roots = []
     for p in paths:
@@ -103,27 +120,40 @@ def collect_sequences(paths: Sequence[str], tokenizer, split: str,
             part = TokenSplit(path, split)
             order = np.random.default_rng(0).permutation(len(part)) if max_tokens else range(len(part))
             for i in order:
-                if max_tokens and sum(len(q) for q in seqs) >= max_tokens:
+                dataset = dataset_of(part.sequences[int(i)].file)
+                if full(dataset):
+                    if per_dataset:
+                        continue
                     break
-                add(part[int(i)])
+                add(dataset, part[int(i)])
                 files += 1
         else:
             midi_roots.append(p)
     if midi_roots:
         for src in find_midi_files(midi_roots):
-            if max_tokens and sum(len(q) for q in seqs) >= max_tokens:
+            dataset = dataset_of(src.name)
+            if full(dataset):
+                if per_dataset:
+                    continue
                 break
             result = process_file(src.path, tokenizer)
             if result.ids is None:
                 skipped.append({"file": src.name, "reason": result.reason})
                 continue
-            add(result.ids)
+            add(dataset, result.ids)
             files += 1
     return seqs, files, skipped
 
 
+def _figures(total: float, count: int, files: int) -> dict:
+    nll = total / count if count else float("nan")
+    return {"nll_per_token": round(nll, 6), "perplexity": round(math.exp(nll), 4) if count else None,
+            "tokens": count, "files": files}
+
+
 def evaluate(model_dir: str | None, paths: Sequence[str], *, split: str = "test", context: int = DEFAULT_CONTEXT,
-             stride: int | None = None, batch_size: int = 8, max_tokens: int | None = None, policy=None) -> dict:
+             stride: int | None = None, batch_size: int = 8, max_tokens: int | None = None, per_dataset: bool = False,
+             policy=None) -> dict:
     from transformers.utils import logging as hf_logging
 
     from engine.policy import Policy, PolicyLoadError
@@ -135,21 +165,24 @@ def evaluate(model_dir: str | None, paths: Sequence[str], *, split: str = "test"
         except PolicyLoadError as exc:
             raise UserError(str(exc)) from None
     tok = policy.tokenizer
-    seqs, files, skipped = collect_sequences(paths, tok, split, max_tokens)
+    seqs, files, skipped = collect_sequences(paths, tok, split, max_tokens, per_dataset)
     if not seqs:
         raise UserError("nothing to score: no usable MIDI files or sequences in " + ", ".join(paths))
-    total, count = sequences_nll(policy.model, seqs, pad_id=tok.pad_id, context=context, stride=stride,
-                                 batch_size=batch_size)
-    nll = total / count if count else float("nan")
+    by_dataset, total, count = {}, 0.0, 0
+    for dataset in sorted({d for d, _ in seqs}):
+        group = [q for d, q in seqs if d == dataset]
+        t, c = sequences_nll(policy.model, group, pad_id=tok.pad_id, context=context, stride=stride,
+                             batch_size=batch_size)
+        by_dataset[dataset] = _figures(t, c, len(group))
+        total, count = total + t, count + c
     return {
-        "nll_per_token": round(nll, 6),
-        "perplexity": round(math.exp(nll), 4) if count else None,
-        "tokens": count,
-        "files": files,
+        **_figures(total, count, files),
         "skipped": len(skipped),
         "vocab_size": tok.vocab_size,
         "context": min(context, policy.context_length),
         "model": str(policy.path) if policy.path else model_dir,
+        "split": split,
+        "by_dataset": by_dataset,
         "skipped_files": skipped,
     }
 
@@ -166,6 +199,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=None,
                    help="score only about this many tokens (whole sequences; prepared splits sampled with seed 0)")
+    p.add_argument("--per-dataset", action="store_true",
+                   help="apply --max-tokens to each dataset (pop909, asap, ...) rather than to all together")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=run)
 
@@ -176,7 +211,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps(evaluate(args.model, args.data, split=args.split, context=args.context, stride=args.stride,
-                              batch_size=args.batch_size, max_tokens=args.max_tokens)))
+                              batch_size=args.batch_size, max_tokens=args.max_tokens, per_dataset=args.per_dataset)))
     return 0
 
 

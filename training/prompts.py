@@ -4,8 +4,9 @@ A prompt is a list of REMI token ids (it always starts with BOS). Three kinds:
 
 * `procedural` — paper §3.5: BOS Bar TimeSig Position Tempo with a random time signature and
   tempo; `procedural+note` also writes a random first note (as the SMART code can).
-* MIDI files or folders — a user's own clips; the last `bars` bars of each file become a
-  continuation prompt (`RemiTokenizer.continuation_prompt`).
+* MIDI files or folders — a user's own clips; the last `bars` bars of each file (in the meter the
+  model reads, `RemiTokenizer.model_meter`) become a continuation prompt
+  (`RemiTokenizer.continuation_prompt`).
 * `data:DIR` — a prepared dataset (`smart prepare-data`): a few bars cut at bar lines from its
   val split (or the split named as `data:DIR:split`), paper §5.3.
 
@@ -67,6 +68,7 @@ class MidiPrompts(PromptSource):
     name: str = "midi"
     prompts: list[list[int]] = field(default_factory=list, init=False)
     skipped: list[str] = field(default_factory=list, init=False)
+    meter_notes: list[str] = field(default_factory=list, init=False)  # files read in another meter
 
     def __post_init__(self) -> None:
         files = expand_midi_paths(self.paths)
@@ -81,6 +83,10 @@ class MidiPrompts(PromptSource):
             if not clip.notes:
                 self.skipped.append(f"{f.name}: no notes")
                 continue
+            # The last bars as the model counts them (a 1/4 file: bars of 4 beats, not 4 beats).
+            clip, meter_note = self.tokenizer.model_meter(clip)
+            if meter_note:
+                self.meter_notes.append(f"{f.name}: {meter_note}")
             ids = self.tokenizer.continuation_prompt(clip.last_bars(self.bars))
             if len(ids) > self.max_prompt_tokens:
                 # Dense bars: keep BOS + the tail, starting at a bar line so the decoder state is sane.
@@ -95,7 +101,8 @@ class MidiPrompts(PromptSource):
         return [list(rng.choice(self.prompts)) for _ in range(n)]
 
     def describe(self) -> dict:
-        return {"kind": self.name, "files": len(self.prompts), "bars": self.bars, "skipped": len(self.skipped)}
+        return {"kind": self.name, "files": len(self.prompts), "bars": self.bars, "skipped": len(self.skipped),
+                "meter_notes": self.meter_notes[:20]}
 
 
 @dataclass

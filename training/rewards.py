@@ -14,20 +14,24 @@ Built-in rewards (`REWARDS`, extend with `register_reward` or `--reward module:f
 
 * `maa-ce`, `maa-cu`, `maa-pc`, `maa-pq` — Meta Audiobox Aesthetics axes of the first 10 s
   (paper §3.3/§3.5 uses `maa-ce`). Scale 1–10.
-* `notes` — min(n / 100, 1), n = number of notes starting in the first 10 s. 100 notes in 10 s
+* `notes` — min(n / 100, 1), n = number of distinct notes starting in the first 10 s (a note
+  repeated at the same onset and pitch is one note: the decoder drops the copies, and
+  `midi_features` counts distinct notes, so stacking duplicates cannot raise it). 100 notes in 10 s
   is denser than the paper's SMART outputs (~70), so the reward does not saturate early. Needs
   no weights: the offline reward for tests and quick runs.
-* `scale` — MusPy scale consistency of the notes in the first 10 s (0 without notes). Note that
-  a single note is perfectly "in scale": on its own this reward favours sparse outputs.
+* `scale-consistency` (old name `scale`, still accepted) — MusPy scale consistency of the notes in
+  the first 10 s (0 without notes). Note that a single note is perfectly "in scale": on its own this
+  reward favours sparse outputs.
 
-Spec strings: `maa-ce`, `notes`, `maa-ce=1,maa-pq=0.5`, `pkg.module:function=0.2`.
+The names, descriptions and which need MAA weights are the API's catalogue (`engine.api.REWARDS`);
+spec strings (`maa-ce`, `notes`, `maa-ce=1,maa-pq=0.5`, `pkg.module:function=0.2`) are parsed by
+`engine.api.parse_reward_spec`.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,12 +39,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.api import MAA_AXES, REWARDS as REWARD_CATALOGUE
+from engine.api import parse_reward_spec as parse_spec_grammar
 from engine.errors import UserError
 from engine.features import diversity, midi_features, window_notes
-from engine.music import Clip
+from engine.music import Clip, dedupe_notes
 from engine.tokenizer import RemiTokenizer
 
-MAA_AXES = ("CE", "CU", "PC", "PQ")
 DEFAULT_SECONDS = 10.0
 DEFAULT_SAMPLE_RATE = 16000
 NOTES_TARGET = 100
@@ -269,7 +274,7 @@ class NotesReward(_AnalyzedReward):
 
 class ScaleReward(_AnalyzedReward):
     def __init__(self, analyzer: RolloutAnalyzer):
-        super().__init__(analyzer, "scale")
+        super().__init__(analyzer, "scale_consistency")
 
     def compute(self, batch: RolloutBatch) -> list[float]:
         return [float(f["scale_consistency"]) for f in batch.features()]
@@ -306,9 +311,9 @@ REWARDS: dict[str, RewardFactory] = {
     "maa-pc": lambda a: MAAReward(a, "PC"),
     "maa-pq": lambda a: MAAReward(a, "PQ"),
     "notes": lambda a: NotesReward(a),
-    "scale": lambda a: ScaleReward(a),
+    "scale-consistency": lambda a: ScaleReward(a),
 }
-NEEDS_MAA = {"maa-ce", "maa-cu", "maa-pc", "maa-pq"}
+NEEDS_MAA = {r.name for r in REWARD_CATALOGUE if r.needs_maa}
 
 
 def register_reward(name: str, factory: RewardFactory | None = None, *, needs_maa: bool = False):
@@ -342,27 +347,13 @@ class RewardSpec:
 
 
 def parse_reward_spec(spec: str) -> list[RewardSpec]:
-    """`maa-ce` | `maa-ce=1,maa-pq=0.5` | `module:function=0.3` → [(name, weight)]."""
+    """`maa-ce` | `maa-ce=1,maa-pq=0.5` | `module:function=0.3` → [(name, weight)]; old names (`scale`)
+    become their current ones."""
     out: list[RewardSpec] = []
-    for part in (spec or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, weight = part, 1.0
-        if "=" in part:
-            name, _, w = part.rpartition("=")
-            try:
-                weight = float(w)
-            except ValueError:
-                raise UserError(f"reward weight must be a number in {part!r}") from None
-            if not math.isfinite(weight):
-                raise UserError(f"reward weight must be finite in {part!r}")
-        name = name.strip()
+    for name, weight in parse_spec_grammar(spec or ""):
         if name not in REWARDS and ":" not in name:
             raise UserError(f"unknown reward {name!r} (choose from {', '.join(sorted(REWARDS))}, or module:function)")
         out.append(RewardSpec(name, weight))
-    if not out:
-        raise UserError("no reward given")
     return out
 
 
@@ -409,4 +400,5 @@ def combined_reward(specs: Sequence[RewardSpec], analyzer: RolloutAnalyzer) -> C
 
 
 def notes_in_window(clip: Clip, seconds: float = DEFAULT_SECONDS) -> int:
-    return len(window_notes(clip, seconds))
+    """Distinct notes (same onset and pitch once) starting in the first `seconds`."""
+    return len(dedupe_notes(window_notes(clip, seconds)))

@@ -1,22 +1,29 @@
-"""Training jobs on the policy host: SMART GRPO runs (training.grpo) in their own processes.
+"""Training jobs on the policy host: SMART GRPO runs, each in its own process.
 
 Endpoints (router `jobs_router(manager)`, included by `smart serve`):
 
-    POST   /v1/train                 {"job": ID}; body: `smart grpo` options by GRPORunConfig field name,
+    POST   /v1/train                 {"job": ID, "state": …}; body: GRPO options by name (`engine.api.GRPOOptions`),
                                      plus "prompts_midi": [base64 MIDI…] | "procedural" and
                                      "procedural_prompts": N (mix N procedural prompts with the MIDI ones)
-    GET    /v1/jobs                  every job with its state (queued/running/paused/cancelled/completed/failed)
+    GET    /v1/train/options         the options (types, bounds, defaults), presets and rewards this host
+                                     offers, and whether it has MAA weights
+    GET    /v1/jobs                  every job with its state (queued/running/paused/cancelled/completed/
+                                     failed, or damaged: a folder whose job.json could not be rebuilt)
     GET    /v1/jobs/ID               state, progress, ETA, last step, checkpoints (reward, diversity)
     GET    /v1/jobs/ID/events        NDJSON: every events.jsonl step line so far, new ones as they are
                                      written, {"event": "state"} lines on state changes, then
                                      {"done": true, "state": …, "result": …}
-    DELETE /v1/jobs/ID               cancel (the process is killed; resume continues from its last checkpoint)
+    DELETE /v1/jobs/ID               cancel (a running process is stopped first; the answer has the final
+                                     state; resume continues from its last checkpoint)
     POST   /v1/jobs/ID/pause         stop at the next step boundary (a checkpoint is written first)
     POST   /v1/jobs/ID/resume        queue it again; it continues from its last complete checkpoint
     GET    /v1/jobs/ID/checkpoints   complete checkpoints (each a model directory for /v1/models/activate)
 
-Each job is a subprocess (`python -m engine.host.jobs run JOBDIR`), so a crash in training never takes
-the host down; one job runs at a time (one device per host) and the others wait in a FIFO queue.
+Every option is checked when the job is submitted (types and bounds from the contract, the model and
+data folders, rewards against the host's MAA weights, worker counts against its cores): a refused job
+is never created. Each job is a subprocess (`python -m engine.cli host-job JOBDIR`, a command the
+`training` package registers), so a crash in training never takes the host down and the host never
+imports `training`; one job runs at a time (one device per host) and the others wait in a FIFO queue.
 
 Jobs directory (`smart serve --jobs-dir`, default `$SMART_JOBS_DIR` or the user's data dir):
 
@@ -27,7 +34,8 @@ Jobs directory (`smart serve --jobs-dir`, default `$SMART_JOBS_DIR` or the user'
 
 Jobs outlive client connections and host restarts: a host starting on a jobs directory resumes the
 jobs that were running from their last checkpoint (first in the queue), and queued ones stay queued.
-This module must never import Qt.
+A job folder whose job.json is damaged is rebuilt from its run configuration, or listed as damaged
+with its files; no job disappears. This module must never import Qt.
 """
 
 from __future__ import annotations
@@ -37,7 +45,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 import os
 import random
 import secrets
@@ -46,36 +53,59 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
+from engine.api import (
+    CHECKPOINT_MARKER,
+    ERROR_FILE,
+    EVENTS_FILE,
+    FINAL_DIR,
+    HOST_OWNED_OPTIONS,
+    JOB_FILE,
+    JOB_PROCESS_COMMAND,
+    PRESETS,
+    PROCEDURAL_PROMPTS,
+    RESULT_FILE,
+    REWARDS,
+    RUN_CONFIG_FILE,
+    STOP_FILE,
+    complete_checkpoints,
+    option_values,
+    parse_reward_spec,
+    reward_needs_maa,
+    train_options,
+    validate_grpo_options,
+)
 from engine.errors import UserError
 from engine.music import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("smart.host.jobs")
 
 JOBS_DIR_ENV_VAR = "SMART_JOBS_DIR"
-JOB_FILE = "job.json"
-RESULT_FILE = "job_result.json"
-ERROR_FILE = "job_error.json"
 LOG_FILE = "job.log"
 PROMPTS_DIR = "prompts"
-STOP_FILE = "STOP"  # training.grpo.STOP_FILE: the run stops after the current step
 
 QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED = "queued", "running", "paused", "cancelled", "completed", "failed"
+DAMAGED = "damaged"  # a folder whose job.json is unreadable and cannot be rebuilt: listed with its files
+STATES = (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED)
 ACTIVE_STATES = (QUEUED, RUNNING)
-FINAL_STATES = (PAUSED, CANCELLED, COMPLETED, FAILED)
+FINAL_STATES = (PAUSED, CANCELLED, COMPLETED, FAILED, DAMAGED)
 RESUMABLE_STATES = (PAUSED, CANCELLED, FAILED)
 
 MAX_PROMPTS_MIDI = 256
 MAX_PROCEDURAL_PROMPTS = 256
-# Options a client may not set: the host decides where a run lives and when it resumes.
-HOST_OWNED = {"out_dir", "resume"}
+MAX_NAME_CHARS = 200
+MAX_LISTED_FILES = 200
+# Options a client may not set: the host decides where a run lives, when it resumes, and which of its
+# files (MAA weights, SoundFont) a run uses.
+HOST_OWNED = frozenset({"out_dir", "resume"}) | HOST_OWNED_OPTIONS
 POLL_S = 0.2
+CANCEL_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long
 
 
 def default_jobs_dir() -> Path:
@@ -90,115 +120,146 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
-# ============================================================================ config from a request body
-def _coerce(name: str, annotation: str, value: Any) -> Any:
-    """Check/convert one option to its GRPORunConfig type ("int", "float | None", "str", "bool", ...)."""
-    kinds = [k.strip() for k in str(annotation).split("|")]
-    if value is None:
-        if "None" in kinds:
-            return None
-        raise UserError(f"{name} cannot be null")
-    for kind in kinds:
-        if kind == "bool" and isinstance(value, bool):
-            return value
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind == "int" and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise UserError(f"{name} must be finite")
-            return float(value)
-        if kind == "str" and isinstance(value, str):
-            if len(value) > 4096:
-                raise UserError(f"{name} is too long")
-            return value
-    raise UserError(f"{name} must be {' or '.join(k for k in kinds if k != 'None')}, not {type(value).__name__}")
+# ============================================================================ checking a submission
+def _any_model_dir(path: str) -> Path:
+    p = Path(path).expanduser().resolve()
+    if not p.is_dir():
+        raise UserError(f"model directory not found on the host: {p}")
+    return p
 
 
-def config_from_request(body: dict, *, default_model: str | None) -> tuple["Any", list[bytes], int]:
-    """(GRPORunConfig without out_dir, prompt MIDI files, procedural prompts to mix in) from a /v1/train body.
+def _any_data_dir(path: str) -> Path:
+    return Path(path).expanduser().resolve()
 
-    Raises UserError with a message for the client on anything unusable.
-    """
-    from training.grpo import PRESETS, GRPORunConfig
-    from training.rewards import parse_reward_spec
 
+@dataclass
+class SubmissionRules:
+    """What a /v1/train body is checked against: the host's model, which folders clients may name,
+    its MAA weights, cores and devices. The host fills it in when the jobs router starts."""
+
+    default_model: Callable[[], str | None] = lambda: None  # the host's active model, when none is given
+    model_dir: Callable[[str], Path] = _any_model_dir  # a model directory clients may use, or UserError
+    data_dir: Callable[[str], Path] = _any_data_dir  # a prepared-data folder clients may use, or UserError
+    maa_weights: bool | None = None  # None: unknown (not refused here; the job says so if they are missing)
+    maa_reason: str | None = None
+    cores: int = os.cpu_count() or 1
+    cuda: bool | None = None
+
+
+def _model_context(model_dir: Path) -> int | None:
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        return int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_submission(body: Any, rules: SubmissionRules) -> tuple[dict, list[bytes], int]:
+    """(GRPO option values, prompt MIDI files, procedural prompts to mix in) from a /v1/train body.
+
+    Raises UserError with a message for the client on anything the job would fail on."""
     if not isinstance(body, dict):
         raise UserError("the request body must be a JSON object")
     body = dict(body)
     prompts_midi = body.pop("prompts_midi", None)
     procedural = body.pop("procedural_prompts", 0)
-    preset = body.pop("preset", "paper") or "paper"
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    types_ = {f.name: f.type for f in fields(GRPORunConfig)}
-    unknown = sorted(k for k in body if k not in types_)
-    if unknown:
-        raise UserError(f"unknown option(s): {', '.join(unknown)}")
     owned = sorted(k for k in body if k in HOST_OWNED)
     if owned:
-        raise UserError(f"{', '.join(owned)} cannot be set: the host decides where a job runs and when it resumes")
-    options = {k: _coerce(k, types_[k], v) for k, v in body.items()}
-    if not options.get("model"):
-        if not default_model:
+        raise UserError(f"{', '.join(owned)} cannot be set: the host decides where a job runs, when it resumes "
+                        "and which of its files (MAA weights, SoundFont) it uses")
+    if body.get("preset") is None:
+        body.pop("preset", None)
+    validate_grpo_options(body)  # types and bounds of what the client sent
+    preset = body.get("preset", "paper")
+    values = {**PRESETS[preset].options, **body, "preset": preset}
+    options = validate_grpo_options(values)
+
+    if not options.model:
+        options.model = rules.default_model()
+        if not options.model:
             raise UserError("no model given and the host has no model directory to fine-tune")
-        options["model"] = default_model
-    options["model"] = str(Path(options["model"]).expanduser().resolve())
-    if not isinstance(procedural, int) or isinstance(procedural, bool) or not 0 <= procedural <= MAX_PROCEDURAL_PROMPTS:
-        raise UserError(f"procedural_prompts must be an integer 0..{MAX_PROCEDURAL_PROMPTS}")
+    model = rules.model_dir(options.model)
+    options.model = str(model)
+    context = _model_context(model)
+    if context is not None and options.max_completion_tokens >= context - 8:
+        raise UserError(f"max_completion_tokens must be below the model's context ({context} - 8)")
 
-    midi_files: list[bytes] = []
-    if prompts_midi is None or prompts_midi == "procedural":
-        pass
-    elif isinstance(prompts_midi, list):
-        if not prompts_midi:
-            raise UserError("prompts_midi is empty (omit it or pass \"procedural\" for procedural prompts)")
-        if len(prompts_midi) > MAX_PROMPTS_MIDI:
-            raise UserError(f"at most {MAX_PROMPTS_MIDI} prompt MIDI files")
-        from engine.music import Clip, MidiFileError
-
-        for i, item in enumerate(prompts_midi):
-            if not isinstance(item, str):
-                raise UserError(f"prompts_midi[{i}] must be a base64 string")
-            try:
-                data = base64.b64decode(item.encode("ascii"), validate=True)
-            except (binascii.Error, ValueError, UnicodeEncodeError):
-                raise UserError(f"prompts_midi[{i}] is not valid base64") from None
-            try:
-                clip, _ = Clip.from_midi(data, mode="user")
-            except MidiFileError as exc:
-                raise UserError(f"prompts_midi[{i}]: {exc}") from None
-            if not clip.notes:
-                raise UserError(f"prompts_midi[{i}] has no notes")
-            midi_files.append(data)
-    else:
-        raise UserError("prompts_midi must be a list of base64 MIDI files or \"procedural\"")
-    if procedural and not midi_files:
-        raise UserError("procedural_prompts mixes procedural prompts into prompts_midi; without MIDI prompts "
-                        "use prompts=\"procedural\"")
-    if midi_files and "prompts" in options:
-        raise UserError("give either prompts_midi or prompts, not both")
-    spec = options.get("prompts", "procedural")
-    if not midi_files and not (spec in ("procedural", "proc", "procedural+note") or spec.startswith("data:")):
-        raise UserError("prompts must be procedural, procedural+note or data:DIR on the host "
-                        "(send your own MIDI prompts as prompts_midi)")
-
-    try:
-        config = GRPORunConfig.from_preset(preset, **options)
-    except TypeError as exc:
-        raise UserError(f"invalid options: {exc}") from None
-    specs = parse_reward_spec(config.reward)
-    custom = [s.name for s in specs if ":" in s.name]
+    specs = parse_reward_spec(options.reward)
+    custom = [name for name, _ in specs if ":" in name]
     if custom:
         raise UserError(f"custom reward functions ({', '.join(custom)}) cannot be started over HTTP; "
                         "use a named reward or `smart grpo` on the host")
-    config.out_dir = "(job dir)"
-    config.validate()
-    config.out_dir = ""
-    if not Path(config.model).is_dir():
-        raise UserError(f"model directory not found on the host: {config.model}")
-    return config, midi_files, int(procedural)
+    known = {r.name for r in REWARDS}
+    for name, _ in specs:
+        if name not in known:
+            raise UserError(f"unknown reward {name!r} (choose from {', '.join(sorted(known))})")
+    maa_rewards = [name for name, _ in specs if reward_needs_maa(name)]
+    if maa_rewards and not options.maa_random and rules.maa_weights is False:
+        offline = ", ".join(r.name for r in REWARDS if not r.needs_maa)
+        raise UserError(f"reward {', '.join(maa_rewards)} needs MAA weights, and this host has none"
+                        f"{' (' + rules.maa_reason + ')' if rules.maa_reason else ''}: choose an offline reward "
+                        f"({offline}), or maa_random for a plumbing test")
+    for name in ("render_processes", "cpu_threads"):
+        value = getattr(options, name)
+        if value is not None and value > rules.cores:
+            raise UserError(f"{name} {value} is more than this host's {rules.cores} CPU cores")
+    if rules.cuda is False and (options.device == "cuda" or options.use_vllm):
+        raise UserError(f"{'device cuda' if options.device == 'cuda' else 'use_vllm'} needs a CUDA device, and "
+                        "this host has none")
+
+    if not isinstance(procedural, int) or isinstance(procedural, bool) or not 0 <= procedural <= MAX_PROCEDURAL_PROMPTS:
+        raise UserError(f"procedural_prompts must be an integer 0..{MAX_PROCEDURAL_PROMPTS}")
+    midi_files = _prompt_files(prompts_midi)
+    if procedural and not midi_files:
+        raise UserError("procedural_prompts mixes procedural prompts into prompts_midi; without MIDI prompts "
+                        "use prompts=\"procedural\"")
+    if midi_files and "prompts" in body:
+        raise UserError("give either prompts_midi or prompts, not both")
+    if not midi_files:
+        spec = options.prompts
+        if spec.startswith("data:"):
+            rest = spec[len("data:"):]
+            directory, split = rest, None
+            if ":" in rest and rest.rsplit(":", 1)[1] in ("train", "val", "test") and not Path(rest).exists():
+                directory, split = rest.rsplit(":", 1)
+            if not directory:
+                raise UserError("prompts data:DIR needs a folder")
+            data = rules.data_dir(directory)
+            options.prompts = f"data:{data}" + (f":{split}" if split else "")
+        elif spec not in PROCEDURAL_PROMPTS:
+            raise UserError("prompts must be procedural, procedural+note or data:DIR on the host "
+                            "(send your own MIDI prompts as prompts_midi)")
+    return option_values(options), midi_files, int(procedural)
+
+
+def _prompt_files(prompts_midi: Any) -> list[bytes]:
+    """The client's MIDI prompts, each decoded and checked (runs in a worker thread, never the event loop)."""
+    if prompts_midi is None or prompts_midi == "procedural":
+        return []
+    if not isinstance(prompts_midi, list):
+        raise UserError("prompts_midi must be a list of base64 MIDI files or \"procedural\"")
+    if not prompts_midi:
+        raise UserError("prompts_midi is empty (omit it or pass \"procedural\" for procedural prompts)")
+    if len(prompts_midi) > MAX_PROMPTS_MIDI:
+        raise UserError(f"at most {MAX_PROMPTS_MIDI} prompt MIDI files")
+    from engine.music import Clip, MidiFileError
+
+    out = []
+    for i, item in enumerate(prompts_midi):
+        if not isinstance(item, str):
+            raise UserError(f"prompts_midi[{i}] must be a base64 string")
+        try:
+            data = base64.b64decode(item.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise UserError(f"prompts_midi[{i}] is not valid base64") from None
+        try:
+            clip, _ = Clip.from_midi(data, mode="user")
+        except MidiFileError as exc:
+            raise UserError(f"prompts_midi[{i}]: {exc}") from None
+        if not clip.notes:
+            raise UserError(f"prompts_midi[{i}] has no notes")
+        out.append(data)
+    return out
 
 
 def write_procedural_prompts(directory: Path, model_dir: str, count: int, seed: int) -> list[Path]:
@@ -239,7 +300,7 @@ class Job:
 
     @property
     def events_path(self) -> Path:
-        return self.dir / "events.jsonl"
+        return self.dir / EVENTS_FILE
 
     def save(self) -> None:
         self.data["updated"] = _now()
@@ -251,14 +312,53 @@ class Job:
         self.save()
 
     @classmethod
-    def load(cls, directory: Path) -> "Job | None":
+    def load(cls, directory: Path) -> "Job":
+        """The job in `directory`; a damaged job.json is rebuilt from the folder (or the job is listed as
+        damaged with its files): a job never disappears from the list with its checkpoints."""
         try:
             data = json.loads((directory / JOB_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if not isinstance(data, dict) or "id" not in data or "config" not in data:
-            return None
-        return cls(directory, data)
+            problem = _job_data_problem(data)
+        except FileNotFoundError:
+            problem = f"{JOB_FILE} is missing"
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            problem = f"{JOB_FILE} is unreadable ({type(exc).__name__})"
+        if problem is None:
+            data["id"] = directory.name  # the folder names the job
+            return cls(directory, data)
+        return cls.rebuild(directory, problem)
+
+    @classmethod
+    def rebuild(cls, directory: Path, problem: str) -> "Job":
+        log.warning("job folder %s: %s", directory, problem)
+        run_config = _read_json(directory / RUN_CONFIG_FILE)
+        try:
+            created = round(directory.stat().st_mtime, 3)
+        except OSError:
+            created = None
+        if run_config is None:
+            files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+            return cls(directory, {
+                "id": directory.name, "state": DAMAGED, "created": created, "config": {}, "prompts": None,
+                "error": f"{problem}, and the folder has no {RUN_CONFIG_FILE} to rebuild the job from",
+                "files": files[:MAX_LISTED_FILES], "files_total": len(files)})
+        result = _read_json(directory / RESULT_FILE)
+        config = {k: v for k, v in run_config.items() if k != "resume"}
+        data = {"id": directory.name, "name": None, "created": created, "config": config, "prompts": None,
+                "resume": True, "attempts": 0, "rebuilt": problem}
+        if result is not None and (directory / FINAL_DIR / "config.json").is_file():
+            data.update(state=COMPLETED, result=result)
+        else:
+            data.update(state=FAILED, error=f"{problem}; rebuilt from the job folder — resume continues from "
+                                            "the last checkpoint")
+        job = cls(directory, data)
+        try:
+            damaged = directory / JOB_FILE
+            if damaged.exists():
+                damaged.replace(directory / (JOB_FILE + ".damaged"))  # kept for a person to look at
+            job.save()
+        except OSError:
+            log.exception("could not write the rebuilt %s of %s", JOB_FILE, directory)
+        return job
 
     def last_event(self) -> dict | None:
         """The last complete step line of events.jsonl (cheap: reads the file's tail)."""
@@ -280,8 +380,6 @@ class Job:
         return None
 
     def checkpoints(self) -> list[dict]:
-        from training.grpo import CHECKPOINT_MARKER, complete_checkpoints
-
         out = []
         for step, path in complete_checkpoints(self.dir):
             try:
@@ -293,7 +391,7 @@ class Job:
         return out
 
     def final_model(self) -> str | None:
-        final = self.dir / "final"
+        final = self.dir / FINAL_DIR
         return str(final.resolve()) if (final / "config.json").is_file() and self.state != RUNNING else None
 
     def describe(self, *, queue_position: int | None = None, details: bool = True) -> dict:
@@ -312,6 +410,10 @@ class Job:
                "elapsed_s": round(elapsed, 2), "eta_s": eta, "queue_position": queue_position,
                "error": self.data.get("error"), "attempts": self.data.get("attempts", 0),
                "name": self.data.get("name")}
+        if self.state == DAMAGED:
+            out["files"] = self.data.get("files", [])
+        if self.stop_requested:
+            out["stop_requested"] = self.stop_requested
         if details:
             out["config"] = cfg
             out["prompts"] = self.data.get("prompts")
@@ -339,7 +441,8 @@ class JobManager:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.on_new_job_dir = None  # callback(Path): the host lists the job's models
-        self.defaults: dict = {}  # e.g. {"maa": path} filled by the host
+        self.defaults: dict = {}  # host-owned options for every job, e.g. {"maa": path, "soundfont": path}
+        self.rules = SubmissionRules()  # what submissions are checked against (the host fills it in)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "JobManager":
@@ -347,8 +450,6 @@ class JobManager:
         with self.lock:
             for d in sorted(p for p in self.jobs_dir.iterdir() if p.is_dir()):
                 job = Job.load(d)
-                if job is None:
-                    continue
                 if job.state == RUNNING:
                     # The host stopped while this job ran: make sure its old process is gone, then
                     # resume it from its last complete checkpoint, ahead of the queued jobs.
@@ -379,12 +480,13 @@ class JobManager:
                 self.running = None
 
     # ------------------------------------------------------------------ API
-    def submit(self, config, midi_files: list[bytes], procedural: int = 0, name: str | None = None) -> Job:
+    def submit(self, options: dict, midi_files: list[bytes], procedural: int = 0, name: str | None = None) -> Job:
+        """Create and queue a job from checked options (`check_submission`)."""
         job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         directory = self.jobs_dir / job_id
         directory.mkdir(parents=True)
-        config.out_dir = str(directory.resolve())
-        prompts_info: dict = {"kind": config.prompts if not midi_files else "midi", "midi": len(midi_files),
+        config = {**options, "out_dir": str(directory.resolve()), "resume": False}
+        prompts_info: dict = {"kind": config["prompts"] if not midi_files else "midi", "midi": len(midi_files),
                               "procedural": procedural}
         if midi_files:
             pdir = directory / PROMPTS_DIR
@@ -392,12 +494,13 @@ class JobManager:
             for i, data in enumerate(midi_files):
                 atomic_write_bytes(pdir / f"prompt-{i:03d}.mid", data)
             if procedural:
-                write_procedural_prompts(pdir, config.model, procedural, config.seed)
-            config.prompts = str(pdir.resolve())
-        if config.maa is None and not config.maa_random and self.defaults.get("maa"):
-            config.maa = self.defaults["maa"]
+                write_procedural_prompts(pdir, config["model"], procedural, config["seed"])
+            config["prompts"] = str(pdir.resolve())
+        for key, value in self.defaults.items():
+            if config.get(key) is None and not (key == "maa" and config.get("maa_random")):
+                config[key] = value
         data = {"id": job_id, "name": name, "state": QUEUED, "created": _now(), "queued_at": _now(),
-                "config": config.to_dict(), "prompts": prompts_info, "resume": False, "attempts": 0}
+                "config": config, "prompts": prompts_info, "resume": False, "attempts": 0}
         job = Job(directory, data)
         with self.lock:
             job.save()
@@ -431,6 +534,8 @@ class JobManager:
             return [self.describe(j, details=False) for j in jobs]
 
     def cancel(self, job_id: str) -> Job:
+        """Cancel a job; a running one's process is stopped before this returns, so the job is in its
+        final state (cancelled) when the caller describes it."""
         job = self.get(job_id)
         with self.lock:
             if job.state == QUEUED:
@@ -438,7 +543,13 @@ class JobManager:
             elif job.state == RUNNING:
                 job.stop_requested = "cancel"
                 if job.process is not None:
-                    _terminate(job.process, 0.0)  # kill now; the watcher finishes the bookkeeping
+                    _terminate(job.process, CANCEL_GRACE_S)
+                    code = job.process.wait()
+                else:
+                    code = -signal.SIGKILL
+                self._finish(job, code)
+                if self.running is job:
+                    self.running = None
             elif job.state == PAUSED:
                 job.set_state(CANCELLED)
             else:
@@ -499,7 +610,7 @@ class JobManager:
                 self._launch(queue[0])
 
     def _launch(self, job: Job) -> None:
-        cfg_exists = (job.dir / "run_config.json").exists() or job.events_path.exists()
+        cfg_exists = (job.dir / RUN_CONFIG_FILE).exists() or job.events_path.exists()
         try:
             (job.dir / STOP_FILE).unlink()
         except FileNotFoundError:
@@ -510,10 +621,11 @@ class JobManager:
             except FileNotFoundError:
                 pass
         env = dict(os.environ if self.env is None else self.env)
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        cmd = [self.python, "-m", "engine.host.jobs", "run", str(job.dir.resolve()),
+        # The `training` package registers this command; the host only knows its name (engine.api).
+        cmd = [self.python, "-m", "engine.cli", JOB_PROCESS_COMMAND, str(job.dir.resolve()),
                "--parent-pid", str(os.getpid())]
         if cfg_exists or job.data.get("resume"):
             cmd.append("--resume")
@@ -552,8 +664,8 @@ class JobManager:
             else:
                 job.set_state(COMPLETED, **extra)
         else:
-            message = (error or {}).get("error") or _log_tail_error(job.dir / LOG_FILE) or f"exit status {code}"
-            job.set_state(FAILED, error=message, **extra)
+            message = (error or {}).get("error") if isinstance((error or {}).get("error"), str) else None
+            job.set_state(FAILED, error=message or _exit_reason(code), **extra)
         log.info("job %s ended: %s", job.id, job.state)
 
     @staticmethod
@@ -574,15 +686,33 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _log_tail_error(path: Path) -> str | None:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return None
-    for line in reversed(lines[-40:]):
-        if "Error" in line or "error" in line:
-            return line.strip()[:400]
-    return lines[-1].strip()[:400] if lines else None
+def _job_data_problem(data: Any) -> str | None:
+    """Why a parsed job.json cannot be used as it is (None: it can)."""
+    if not isinstance(data, dict):
+        return f"{JOB_FILE} is not a JSON object"
+    if not isinstance(data.get("config"), dict):
+        return f"{JOB_FILE} has no configuration"
+    if data.get("state") not in STATES:
+        return f"{JOB_FILE} has no valid state"
+    return None
+
+
+def _cuda_available() -> bool:
+    import torch  # already loaded by the host's policy
+
+    return bool(torch.cuda.is_available())
+
+
+def _exit_reason(code: int) -> str:
+    """What ended a job process that left no error report: the signal that killed it, or its status."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory, or killed by hand?)" if -code == signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}; see {LOG_FILE}"
+    return f"the training process exited with status {code} without reporting an error; see {LOG_FILE}"
 
 
 def _terminate(process: subprocess.Popen, timeout: float) -> None:
@@ -614,7 +744,7 @@ def _kill_stale(job: Job) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return
-    if "engine.host.jobs" not in cmdline or str(job.dir.resolve()) not in cmdline:
+    if f"engine.cli {JOB_PROCESS_COMMAND}" not in cmdline or str(job.dir.resolve()) not in cmdline:
         return  # the pid was reused by something else
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -649,9 +779,17 @@ def jobs_router(manager: JobManager):
                         state.model_roots.append(directory)
 
             manager.on_new_job_dir = register
-            source = getattr(state.scorer, "source", None) if state.scorer is not None else None
-            if source and Path(str(source)).exists() and not getattr(state.scorer, "is_random", False):
+            maa = state.maa_status()
+            source = maa["source"]
+            if maa["status"] == "available" and source and Path(str(source)).exists():
                 manager.defaults["maa"] = str(source)
+            if state.soundfont:
+                manager.defaults["soundfont"] = str(state.soundfont)
+            manager.rules = SubmissionRules(
+                default_model=lambda: str(state.policy.path) if state.policy.path is not None else None,
+                model_dir=state.client_model_dir, data_dir=state.client_data_dir,
+                maa_weights=maa["status"] == "available", maa_reason=maa["reason"], cores=os.cpu_count() or 1,
+                cuda=_cuda_available())
         await run_in_threadpool(manager.start)
         try:
             yield
@@ -662,26 +800,34 @@ def jobs_router(manager: JobManager):
 
     @router.post("/v1/train")
     async def train(request: Request) -> dict:
-        """Start a SMART GRPO job (queued if one is running). Body: GRPORunConfig options by name."""
+        """Start a SMART GRPO job (queued if one is running). Body: GRPO options by name (see
+        GET /v1/train/options), checked before any job is created."""
+        raw = await request.body()
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):  # includes ints longer than Python parses
             raise HTTPException(status_code=400, detail="the body must be JSON") from None
-        state = getattr(request.app.state, "host", None)
-        default_model = str(state.policy.path) if state is not None and state.policy.path is not None else None
         name = body.pop("name", None) if isinstance(body, dict) else None
-        if name is not None and (not isinstance(name, str) or len(name) > 200):
-            raise HTTPException(status_code=400, detail="name must be a string of at most 200 characters")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
+            raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
 
-        def make():
-            config, midi, procedural = config_from_request(body, default_model=default_model)
-            return manager.submit(config, midi, procedural, name=name)
+        def make():  # decodes MIDI prompts and reads folders: a worker thread, not the event loop
+            options, midi, procedural = check_submission(body, manager.rules)
+            return manager.submit(options, midi, procedural, name=name)
 
         try:
             job = await run_in_threadpool(make)
         except UserError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return {"job": job.id, "state": job.state}
+
+    @router.get("/v1/train/options")
+    def options() -> dict:
+        """The GRPO options (types, bounds, defaults), presets and rewards this host trains with, and
+        whether it has MAA weights (without them, MAA rewards are refused)."""
+        rules = manager.rules
+        return {**train_options(maa_weights=bool(rules.maa_weights)), "maa_reason": rules.maa_reason,
+                "cores": rules.cores, "cuda": rules.cuda, "default_model": rules.default_model()}
 
     @router.get("/v1/jobs")
     def list_jobs() -> dict:
@@ -709,7 +855,8 @@ def jobs_router(manager: JobManager):
 
     @router.delete("/v1/jobs/{job_id}")
     def cancel_job(job_id: str) -> dict:
-        """Cancel: a queued job never starts, a running one is stopped now (resume continues from its last checkpoint)."""
+        """Cancel: a queued job never starts, a running one is stopped first; answers with the final state
+        (resume continues from its last checkpoint)."""
         return _control("cancel", job_id)
 
     @router.post("/v1/jobs/{job_id}/pause")
@@ -777,70 +924,3 @@ async def tail_events(manager: JobManager, job: Job, poll_s: float = 0.25):
                                "checkpoints": info.get("checkpoints")}) + "\n").encode()
             return
         await asyncio.sleep(poll_s)
-
-
-# ============================================================================ the job process
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the host that started us is gone: the next host resumes the job from its checkpoint."""
-    def loop():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(75)
-
-    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
-
-
-def run_job(job_dir: str, *, resume: bool, parent_pid: int | None = None) -> int:
-    from training.grpo import GRPORunConfig, run_grpo
-
-    directory = Path(job_dir)
-    if parent_pid:
-        _watch_parent(parent_pid)
-    try:
-        data = json.loads((directory / JOB_FILE).read_text())
-        config = GRPORunConfig.from_dict(data["config"])
-        config.out_dir = str(directory)
-        config.resume = bool(resume)
-        print(f"job {data['id']}: {'resuming' if resume else 'starting'} — {config.steps} steps, reward "
-              f"{config.reward}, {config.prompts_per_step}×{config.group} completions per step", flush=True)
-
-        def on_event(event: dict) -> None:
-            if event.get("event"):
-                print(json.dumps(event), flush=True)
-
-        result = run_grpo(config, on_event=on_event)
-    except UserError as exc:
-        atomic_write_text(directory / ERROR_FILE, json.dumps({"error": str(exc)}))
-        print(f"job failed: {exc}", flush=True)
-        return 2
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        text = str(exc).strip().splitlines()
-        atomic_write_text(directory / ERROR_FILE,
-                          json.dumps({"error": f"{type(exc).__name__}: {text[0][:300] if text else ''}"}))
-        return 1
-    atomic_write_text(directory / RESULT_FILE, json.dumps({
-        "stopped_by": result.stopped_by, "steps_done": result.steps_done, "final_model": result.final_model,
-        "rolled_back_to": result.rolled_back_to, "reward_first": result.reward_first,
-        "reward_last": result.reward_last, "run_card": result.run_card}))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m engine.host.jobs")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run one job directory (the host starts this)")
-    r.add_argument("job_dir")
-    r.add_argument("--resume", action="store_true")
-    r.add_argument("--parent-pid", type=int, default=None)
-    args = p.parse_args(argv)
-    return run_job(args.job_dir, resume=args.resume, parent_pid=args.parent_pid)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

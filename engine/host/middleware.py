@@ -1,15 +1,18 @@
-"""ASGI pieces of the host: bearer-token auth, body-size limit, NDJSON event-stream responses."""
+"""ASGI pieces of the host: the browser guard (Host, Origin), bearer-token auth, JSON bodies only,
+body-size limit, NDJSON event-stream responses. docs/security.md says what they promise together."""
 
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
-from typing import Callable
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
 
-from engine.api import AUTH_EXEMPT_PATHS
+from engine.api import AUTH_EXEMPT_PATHS, JSON_CONTENT_TYPE, LOOPBACK_HOST_NAMES
 
 log = logging.getLogger("smart.host")
 
@@ -17,6 +20,103 @@ log = logging.getLogger("smart.host")
 
 
 # ============================================================================ ASGI pieces
+def _header(scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return None
+
+
+def split_host(value: str) -> str:
+    """The host part of a Host header or URL netloc ("[::1]:8765" → "::1", "Example.org:80" → "example.org")."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostRules:
+    """Which Host names a host answers to. Always its loopback names and addresses; `names` added by
+    `smart serve --allowed-host` ("*": any); `ip_literals`: any IP address (a host serving a network:
+    a page can only be reached by address from its own origin, so DNS rebinding needs a name)."""
+
+    def __init__(self, names: Iterable[str] = (), *, ip_literals: bool = False):
+        names = {n.strip().lower().rstrip(".") for n in names if n.strip()}
+        self.any = "*" in names
+        self.names = (names - {"*"}) | {n.rstrip(".") for n in LOOPBACK_HOST_NAMES}
+        self.ip_literals = ip_literals
+
+    def allows(self, host: str) -> bool:
+        host = split_host(host).rstrip(".")
+        if self.any or host in self.names:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return address.is_loopback or self.ip_literals
+
+
+class BrowserGuardMiddleware:
+    """What keeps web pages out of a host (above all a loopback host without a token):
+
+    - DNS rebinding: a `Host` header naming anything but this host's names → 400;
+    - cross-origin requests: an `Origin` header that is neither this host itself (its /docs page) nor
+      one of `allowed_origins` → 403 (browsers send Origin with every cross-origin request and every
+      POST; other clients send none).
+    """
+
+    def __init__(self, app, hosts: HostRules | None = None, allowed_origins: Iterable[str] = ()):
+        self.app = app
+        self.hosts = hosts or HostRules()
+        self.origins = {o.strip().rstrip("/").lower() for o in allowed_origins if o.strip()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = (_header(scope, b"host") or b"").decode("latin-1")
+        if host and not self.hosts.allows(host):
+            await JSONResponse({"detail": f"the Host header {host[:100]!r} is not a name this host answers to "
+                                          "(start it with --allowed-host NAME to add one)"},
+                               status_code=400)(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None:
+            origin_text = origin.decode("latin-1").strip().rstrip("/").lower()
+            parts = urlsplit(origin_text)
+            same_origin = parts.scheme in ("http", "https") and bool(host) and parts.netloc == host.strip().lower()
+            if not (same_origin or origin_text in self.origins):
+                await JSONResponse({"detail": f"cross-origin request from {origin_text[:100]!r} refused "
+                                              "(start the host with --allowed-origin to allow one)"},
+                                   status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class JsonBodyMiddleware:
+    """415 for a request that carries a body (or declares a content type) other than application/json:
+    HTML forms and `text/plain` fetches, which browsers send cross-origin without asking, never reach
+    a route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            content_type = _header(scope, b"content-type")
+            length = _header(scope, b"content-length")
+            has_body = _header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() != b"0")
+            if content_type is not None or has_body:
+                kind = (content_type or b"").decode("latin-1").split(";")[0].strip().lower()
+                if kind != JSON_CONTENT_TYPE:
+                    shown = kind or "none"
+                    await JSONResponse({"detail": f"request bodies must be {JSON_CONTENT_TYPE} (got {shown})"},
+                                       status_code=415)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 class BearerAuthMiddleware:
     """401 for every HTTP request without `Authorization: Bearer TOKEN` (constant-time compare)."""
 

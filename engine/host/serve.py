@@ -16,6 +16,7 @@ import torch
 
 from engine.api import DEFAULT_PORT, TOKEN_ENV_VAR
 from engine.errors import UserError
+from engine.host.middleware import HostRules
 from engine.host.server import create_app
 from engine.policy import DEFAULT_MODEL_DIR, Policy, PolicyLoadError
 
@@ -91,6 +92,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def browser_rules(args) -> tuple[HostRules, list[str] | None]:
+    """(Host names the host answers to, folders clients may name models/data in; None: any).
+
+    A loopback host answers to its loopback names only (DNS rebinding) and lets its own user name any
+    folder. A host serving a network also answers to its machine's names, the address it is bound to
+    and any IP address, and lets clients use only its listed models and the --allow-dir folders."""
+    names = list(args.allowed_host)
+    if is_loopback(args.host):
+        return HostRules(names), (list(args.allow_dir) or None)
+    names += [args.host, socket.gethostname(), socket.getfqdn()]
+    return HostRules(names, ip_literals=True), list(args.allow_dir)
+
+
 def run(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV_VAR) or None
     if not is_loopback(args.host) and not token:
@@ -131,10 +145,12 @@ def run(args) -> int:
     )
 
     jobs = JobManager(args.jobs_dir)
+    hosts, allowed_dirs = browser_rules(args)
     app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
                      model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
                      max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)],
-                     decode_weights=decode_weights)
+                     decode_weights=decode_weights, hosts=hosts, allowed_origins=args.allowed_origin,
+                     allowed_dirs=allowed_dirs)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     url_host = f"[{args.host}]" if ":" in args.host else args.host
@@ -167,6 +183,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"approximate); auto = int8 on CPU, exact on CUDA (default: ${DECODE_WEIGHTS_ENV_VAR} or auto)")
     p.add_argument("--checkpoints", action="append", default=[], metavar="DIR",
                    help="also list model directories found under DIR in /v1/models (repeatable)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable; '*' = any). A loopback host "
+                        "answers to localhost/127.0.0.1/::1 only, which stops DNS-rebinding web pages")
+    p.add_argument("--allowed-origin", action="append", default=[], metavar="URL",
+                   help="let web pages from this origin (e.g. https://tools.example) call the host (repeatable); "
+                        "other cross-origin requests get 403")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="folders whose models and prepared data clients may name in /v1/models/activate and "
+                        "/v1/train (repeatable). Default: any folder on a loopback host; only the listed models "
+                        "on a host that serves a network")
     p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
     p.add_argument("--max-batch-rows", type=int, default=64, help="rows (candidates) decoded together at most (at least 16, the most one request asks for)")
     p.add_argument("--jobs-dir", default=None, help="training jobs directory (default: $SMART_JOBS_DIR or "

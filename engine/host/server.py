@@ -15,9 +15,10 @@ join a running batch (their prompts are prefilled alone and their KV cache is sp
 ones are compacted out, and each request keeps its own sampling settings and random generator, so a
 request decoded alone samples exactly what `Policy.continue_clip` would.
 
-Security: a token (constant-time compared bearer token) is required to listen beyond loopback;
-request bodies are bounded; every number in a request is range-checked; malformed payloads get 4xx.
-This module must never import Qt.
+Security (docs/security.md): a token (constant-time compared bearer token) is required to listen
+beyond loopback; Host and Origin headers are checked (DNS rebinding, cross-origin pages); bodies must be
+JSON and are bounded; every number in a request is range-checked (the contract, `engine.api`); client
+MIDI is parsed in worker threads; malformed payloads get 4xx. This module must never import Qt.
 """
 
 
@@ -45,25 +46,29 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from engine.api import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_BARS,
     MAX_CANDIDATES,
-    MAX_INFILL_START_BAR,
     MAX_NEW_TOKENS,
     MAX_SCORE_SECONDS,
+    PREPARED_DATA_MARKER,
     SCORE_SAMPLE_RATE,
+    ActivateRequest,
+    GenerateRequest,
+    ScoreRequest,
 )
-from engine.errors import first_line
+from engine.errors import UserError, first_line
 from engine.fastdecode import Phi3Decoder
 from engine.host.middleware import (
     BearerAuthMiddleware,
     BodyLimitMiddleware,
+    BrowserGuardMiddleware,
+    HostRules,
+    JsonBodyMiddleware,
     event_stream_response,
 )
-from engine.host.scheduler import END_OF_STREAM, DecodeScheduler, ScheduledPolicy
+from engine.host.scheduler import END_OF_STREAM, DecodeScheduler
 from engine.music import Clip, MidiFileError, Note
 from engine.policy import (
     DEFAULT_MODEL_DIR,
@@ -109,7 +114,7 @@ class HostState:
     def __init__(self, policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
                  model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
-                 decode_weights: str = "model"):
+                 decode_weights: str = "model", allowed_dirs: Sequence[str | os.PathLike] | None = None):
         self.policy = policy
         self.scorer = scorer
         self.maa_reason = maa_reason
@@ -118,6 +123,9 @@ class HostState:
         self.max_active = max_active
         self.soundfont = soundfont
         self.model_roots = [Path(r) for r in model_roots]
+        # Folders whose models and data clients may name (/v1/models/activate, /v1/train) besides the
+        # models the host lists; None: any folder on this machine (a loopback host serves its own user).
+        self.allowed_dirs = None if allowed_dirs is None else [Path(d).expanduser().resolve() for d in allowed_dirs]
         self.registered: list[Path] = [p for p in [policy.path] if p is not None]
         self.scheduler = DecodeScheduler(max_rows=max(max_batch_rows, MAX_CANDIDATES), decode_weights=decode_weights)
         self.scheduler.packed_for(policy.model)  # pack now, not on the first request
@@ -155,6 +163,43 @@ class HostState:
                 found.setdefault(candidate.resolve(), "checkpoint")
         return [{"path": str(p), "source": src, "available": _is_model_dir(p), "active": p == active}
                 for p, src in found.items()]
+
+    # ------------------------------------------------------------------ folders clients may name
+    def _client_path(self, path: str, what: str) -> Path:
+        """`path` resolved (symlinks and `..` followed), if clients may name it; UserError otherwise.
+
+        A restricted host answers the same for a folder that does not exist as for one it may not
+        use, so clients cannot probe its file system."""
+        resolved = Path(path).expanduser().resolve()
+        if self.allowed_dirs is None:
+            return resolved
+        roots = [DEFAULT_MODEL_DIR.resolve(), *(r.resolve() for r in list(self.model_roots)), *self.allowed_dirs]
+        listed = {p.resolve() for p in list(self.registered)}
+        if resolved in listed or any(resolved.is_relative_to(root) for root in roots):
+            return resolved
+        raise UserError(f"{what} {path} is not one this host offers: use one of its models (GET /v1/models) or a "
+                        "folder under its --allow-dir folders")
+
+    def client_model_dir(self, path: str) -> Path:
+        """The model directory a client named (activation, fine-tuning), checked; UserError otherwise."""
+        resolved = self._client_path(path, "model")
+        if not resolved.is_dir():
+            raise UserError(f"model directory not found on the host: {path}")
+        if not _is_model_dir(resolved):
+            from engine.tokenizer import REMI_CONFIG_FILE
+
+            raise UserError(f"{path} is not a model directory (it needs config.json, model.safetensors and "
+                            f"{REMI_CONFIG_FILE})")
+        return resolved
+
+    def client_data_dir(self, path: str) -> Path:
+        """A prepared-data folder (`smart prepare-data`) a client named for data:DIR prompts."""
+        resolved = self._client_path(path, "data folder")
+        if not resolved.is_dir():
+            raise UserError(f"prompts data folder not found on the host: {path}")
+        if not (resolved / PREPARED_DATA_MARKER).is_file():
+            raise UserError(f"{path} is not prepared data (no {PREPARED_DATA_MARKER}; run `smart prepare-data`)")
+        return resolved
 
     def next_request_id(self) -> int:
         return next(self._request_ids)
@@ -201,11 +246,15 @@ def _b64encode(data: bytes) -> str:
 
 
 def _parse_midi(value: str, what: str) -> Clip:
+    """A client's MIDI file as a clip (call it in a worker thread: parsing is heavy, never on the event loop)."""
     data = _b64decode(value, what)
     try:
         clip, _report = Clip.from_midi(data, mode="user")
     except MidiFileError as exc:
         raise BadRequest(f"{what}: {exc}") from None
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:  # hostile values the parser rejects late
+        log.warning("%s could not be read: %r", what, exc)
+        raise BadRequest(f"{what} cannot be read: {first_line(exc)}") from None
     return clip
 
 
@@ -239,62 +288,6 @@ def score_clips(state: HostState, clips: Sequence[Clip]) -> list[dict]:
         return [s.as_dict() for s in state.scorer.score(audios, SCORE_SAMPLE_RATE)]
 
 
-# ============================================================================ request models
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-class InfillSpan(_Strict):
-    start_bar: int = Field(ge=0, le=MAX_INFILL_START_BAR, description="first bar to rewrite (0-based)")
-    end_bar: int = Field(ge=1, le=MAX_INFILL_START_BAR + MAX_BARS, description="bar after the last one")
-
-    @model_validator(mode="after")
-    def _span(self):
-        if self.end_bar <= self.start_bar:
-            raise ValueError("infill.end_bar must be greater than infill.start_bar")
-        if self.end_bar - self.start_bar > MAX_BARS:
-            raise ValueError(f"an infill spans at most {MAX_BARS} bars")
-        return self
-
-class GenerateRequest(_Strict):
-    prompt_midi: str | None = Field(None, max_length=DEFAULT_MAX_BODY_BYTES,
-                                    description="base64 Standard MIDI File; omitted → procedural prompt")
-    candidates: int = Field(4, ge=1, le=MAX_CANDIDATES)
-    bars: int = Field(4, ge=1, le=MAX_BARS, description="new bars per candidate (infill: the span)")
-    temperature: float = Field(1.0, ge=0.0, le=5.0, allow_inf_nan=False)
-    top_p: float = Field(0.95, gt=0.0, le=1.0, allow_inf_nan=False)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    max_new_tokens: int = Field(1024, ge=1, le=MAX_NEW_TOKENS)
-    at_tick: int | None = Field(None, ge=0, le=2**40, description="continue from here (default: the end)")
-    infill: InfillSpan | None = None
-    allowed_pitches: list[int] | None = Field(None, min_length=1, max_length=128,
-                                              description="key lock / range: pitches the model may write")
-    score: bool = True
-    first_note: bool = Field(False, description="procedural prompts also get a first note")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.allowed_pitches is not None and not all(0 <= p <= 127 for p in self.allowed_pitches):
-            raise ValueError("allowed_pitches must be MIDI pitches 0..127")
-        if self.infill is not None and self.prompt_midi is None:
-            raise ValueError("infill needs prompt_midi (the clip to rewrite bars of)")
-        if self.infill is not None and self.at_tick is not None:
-            raise ValueError("give either at_tick or infill, not both")
-        return self
-
-class ScoreRequest(_Strict):
-    midi: str | None = Field(None, description="base64 Standard MIDI File (rendered through the SoundFont)")
-    wav: str | None = Field(None, description="base64 audio file (WAV/FLAC/OGG)")
-
-    @model_validator(mode="after")
-    def _one(self):
-        if (self.midi is None) == (self.wav is None):
-            raise ValueError("give exactly one of midi or wav")
-        return self
-
-class ActivateRequest(_Strict):
-    path: str = Field(min_length=1, max_length=4096, description="a SMART model directory (safetensors)")
-
-
 # ============================================================================ generation worker
 class GenerationRun:
     """One /v1/generate request: runs in a worker thread, emits events through `emit`."""
@@ -308,16 +301,13 @@ class GenerationRun:
         self.id = state.next_request_id()
 
     def settings(self) -> GenerationSettings:
-        r = self.req
-        return GenerationSettings(candidates=r.candidates, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
-                                  bars=r.bars, max_new_tokens=r.max_new_tokens, grammar=True,
-                                  allowed_pitches=r.allowed_pitches)
+        return self.req.settings()
 
     def run(self) -> None:
         t0 = time.monotonic()
         state, req, clip = self.state, self.req, self.clip
         policy = state.policy  # a model activated meanwhile serves the next request
-        view = ScheduledPolicy(policy, state.scheduler)
+        view = policy.using(state.scheduler)  # this request's rows join the shared batch
         settings = self.settings()
 
         def on_note(ev: NoteEvent) -> None:
@@ -411,6 +401,10 @@ def models_router():
         state: HostState = request.app.state.host
 
         def load() -> Policy:
+            try:
+                state.client_model_dir(body.path)
+            except UserError as exc:
+                raise PolicyLoadError(str(exc)) from None
             with state.activation_lock:  # one load at a time (each may hold a model's worth of memory)
                 policy = Policy.load(body.path, device=state.policy.device)
             try:  # refuse models the decoder cannot run before they replace a working one
@@ -442,13 +436,12 @@ def generate_router():
     async def generate(body: GenerateRequest, request: Request):
         """Continue / infill the prompt (or a procedural prompt); stream notes, then scored candidates."""
         state: HostState = request.app.state.host
-        clip = None
+        clip, meter_note = None, None
         if body.prompt_midi is not None:
             try:
-                clip = await run_in_threadpool(_parse_midi, body.prompt_midi, "prompt_midi")
+                clip, meter_note = await run_in_threadpool(_prepare_prompt, state, body)
             except BadRequest as exc:
                 raise HTTPException(status_code=exc.status, detail=str(exc)) from None
-            _check_positions(body, clip)
         with state.lock:
             if state.stats.active >= state.max_active:
                 state.stats.rejected_busy += 1
@@ -496,7 +489,7 @@ def generate_router():
         async def lines():
             try:
                 yield json.dumps({"event": "started", "request_id": run.id, "candidates": body.candidates,
-                                  "ppq": clip.ppq if clip is not None else 480}) + "\n"
+                                  "ppq": clip.ppq if clip is not None else 480, "meter_note": meter_note}) + "\n"
                 ended = False
                 while not ended:
                     batch = [await events.get()]
@@ -515,16 +508,29 @@ def generate_router():
     return router
 
 
+def _prepare_prompt(state: HostState, body: GenerateRequest) -> tuple[Clip, str | None]:
+    """The prompt clip in the meter the model reads, with at_tick / infill checked against it. Runs in a
+    worker thread: MIDI parsing and bar arithmetic on a hostile file must never stall the event loop."""
+    clip = _parse_midi(body.prompt_midi, "prompt_midi")
+    try:
+        # Bars (infill spans, candidates) are those the model reads; meter_note says what changed.
+        clip, meter_note = state.policy.tokenizer.model_meter(clip)
+        _check_positions(body, clip)
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        log.warning("prompt_midi could not be used: %r", exc)
+        raise BadRequest(f"prompt_midi cannot be used: {first_line(exc)}") from None
+    return clip, meter_note
+
+
 def _check_positions(body, clip: Clip) -> None:
     """at_tick / infill must lie within the clip plus room for the new bars (bounded prompt sizes)."""
 
     limit_bar = clip.num_bars + MAX_BARS
     if body.at_tick is not None and body.at_tick > clip.bar_tick(limit_bar):
-        raise HTTPException(status_code=422, detail=f"at_tick {body.at_tick} is more than {MAX_BARS} bars past "
-                                                    f"the end of the prompt")
+        raise BadRequest(f"at_tick {body.at_tick} is more than {MAX_BARS} bars past the end of the prompt", 422)
     if body.infill is not None and body.infill.start_bar > limit_bar:
-        raise HTTPException(status_code=422, detail=f"infill.start_bar {body.infill.start_bar} is more than "
-                                                    f"{MAX_BARS} bars past the end of the prompt")
+        raise BadRequest(f"infill.start_bar {body.infill.start_bar} is more than {MAX_BARS} bars past the end "
+                         "of the prompt", 422)
 
 
 def score_router():
@@ -587,16 +593,19 @@ def score_router():
 def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, token: str | None = None,
                model_roots: Sequence[str | os.PathLike] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_batch_rows: int = 32, max_active: int = 64, soundfont: str | None = None,
-               routers: Sequence = (), decode_weights: str = "model"):
+               routers: Sequence = (), decode_weights: str = "model", hosts: HostRules | None = None,
+               allowed_origins: Sequence[str] = (), allowed_dirs: Sequence[str | os.PathLike] | None = None):
     """The host's FastAPI app. `scorer`: an MAAScorer or None (then `maa_reason` says why).
 
     `routers`: extra APIRouters (e.g. training jobs); they reach the state as `request.app.state.host`.
+    `hosts`: the Host names it answers to (default: loopback names only); `allowed_origins`: web origins
+    whose pages may call it; `allowed_dirs`: folders clients may name models and data in (None: any).
     """
     from contextlib import asynccontextmanager
 
     state = HostState(policy, scorer=scorer, maa_reason=maa_reason, token=token, model_roots=model_roots,
                       max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows, max_active=max_active,
-                      soundfont=soundfont, decode_weights=decode_weights)
+                      soundfont=soundfont, decode_weights=decode_weights, allowed_dirs=allowed_dirs)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -628,9 +637,12 @@ def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, to
 
     for router in (health_router(), models_router(), generate_router(), score_router(), *routers):
         app.include_router(router)
-    # Outermost first: auth before the body is read, then the body bound.
+    # Added innermost first. A request meets: the browser guard (Host, Origin), auth, the JSON-only
+    # rule, then the body bound — all before the body is read.
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BearerAuthMiddleware, token=state.token)
+    app.add_middleware(BrowserGuardMiddleware, hosts=hosts, allowed_origins=allowed_origins)
     return app
 
 

@@ -7,6 +7,8 @@ live in the main window's Edit menu.
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QAction, QDrag, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
@@ -21,7 +23,13 @@ from studio.editor.clipboard import (
     put_on_clipboard,
 )
 from studio.editor.document import SketchDocument
-from studio.editor.geometry import RollGeometry
+from studio.editor.geometry import (
+    MAX_PX_PER_QUARTER,
+    MAX_ROW_HEIGHT,
+    MIN_PX_PER_QUARTER,
+    MIN_ROW_HEIGHT,
+    RollGeometry,
+)
 from studio.editor.keyboard import PianoKeyboard
 from studio.editor.notegrid import NoteGrid, Tool
 from studio.editor.ruler import Ruler
@@ -236,6 +244,33 @@ class PianoRollEditor(QWidget):
 
     def zoom_y(self, step: int) -> None:
         self.geo.zoom_y(step, self.grid.viewport().height() / 2)
+
+    def view_state(self) -> dict:
+        """Zoom and scroll in musical units (kept with the project: reopening shows the same place)."""
+        geo = self.geo
+        return {"px_per_quarter": round(geo.px_per_quarter, 4), "row_height": geo.row_height,
+                "left_quarter": round(geo.scroll_x / geo.px_per_quarter, 4),
+                "top_row": round(geo.scroll_y / geo.row_height, 4)}
+
+    def restore_view(self, state: dict | None) -> bool:
+        """Apply a `view_state()`; False (nothing changed) when it is missing or not one."""
+        if not isinstance(state, dict):
+            return False
+        try:
+            ppq_px = float(state["px_per_quarter"])
+            rows = int(state["row_height"])
+            left, top = float(state["left_quarter"]), float(state["top_row"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not all(math.isfinite(v) for v in (ppq_px, left, top)):
+            return False
+        geo = self.geo
+        geo.px_per_quarter = min(MAX_PX_PER_QUARTER, max(MIN_PX_PER_QUARTER, ppq_px))
+        geo.row_height = min(MAX_ROW_HEIGHT, max(MIN_ROW_HEIGHT, rows))
+        geo.changed.emit()  # the scroll bars take the new content size first
+        self.grid.horizontalScrollBar().setValue(round(max(0.0, left) * geo.px_per_quarter))
+        self.grid.verticalScrollBar().setValue(round(max(0.0, top) * geo.row_height))
+        return True
 
     def zoom_to_fit(self) -> None:
         notes = self.doc.notes

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QStandardPaths, QTimer
 
-from engine.music import atomic_write_text
+from engine.errors import first_line
+from engine.music import atomic_write_text, remove_stale_temps
 from engine.project import Project, ProjectError
 
 log = logging.getLogger(__name__)
@@ -73,25 +74,30 @@ def write_recovery(path: Path, project: Project, origin: str | None) -> None:
 
 
 def read_recovery(path: Path) -> RecoveryFile:
+    """Raises ProjectError (one line) for a file that cannot be read back."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProjectError(f"unreadable recovery file {path.name}: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON
+        raise ProjectError(f"unreadable recovery file {path.name}: {first_line(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != RECOVERY_FORMAT:
         raise ProjectError(f"{path.name} is not a SMART Studio recovery file")
     origin = data.get("origin")
-    return RecoveryFile(
-        path,
-        origin if isinstance(origin, str) else None,
-        float(data.get("saved_at") or path.stat().st_mtime),
-        Project.from_dict(data.get("project")),
-    )
+    saved_at = data.get("saved_at")
+    if isinstance(saved_at, bool) or not isinstance(saved_at, (int, float)) or not 0 < saved_at < 1e11:
+        saved_at = path.stat().st_mtime
+    try:
+        project = Project.from_dict(data.get("project"))
+    except ProjectError as exc:
+        raise ProjectError(f"recovery file {path.name}: {exc}") from None
+    return RecoveryFile(path, origin if isinstance(origin, str) else None, float(saved_at), project)
 
 
 def find_orphans(directory: Path) -> list[RecoveryFile]:
-    """Recovery files whose writer is gone, newest first. Unreadable ones are skipped (logged)."""
+    """Recovery files whose writer is gone, newest first. Unreadable ones are skipped (logged),
+    and temp files of autosaves that crashed mid-write are removed."""
     if not directory.is_dir():
         return []
+    remove_stale_temps(directory, f".autosave-*{RECOVERY_SUFFIX}.*.tmp")
     found = []
     for path in directory.glob(f"autosave-*{RECOVERY_SUFFIX}"):
         parts = path.stem.split("-")

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.music import Clip, Note, dedupe_notes
+from engine.music import Clip, dedupe_notes
+from studio.generate.placement import PlacementConflict, place_candidate
 
 SOLO, CONTEXT = "solo", "context"
 
 
-def audition_clip(sketch: Clip, notes: list[Note], mode: str, span: tuple[int, int] | None = None) -> Clip:
-    """What is heard: the candidate alone, or merged into the sketch (an infill replaces its span)."""
+def audition_clip(sketch: Clip, candidate, mode: str) -> Clip:
+    """What is heard: the candidate alone, or in the sketch where Accept would put it."""
     if mode == SOLO:
-        return sketch.with_notes(notes)
-    base = sketch.notes if span is None else [n for n in sketch.notes if not span[0] <= n.start < span[1]]
-    return sketch.with_notes(dedupe_notes(list(base) + list(notes)))
+        return sketch.with_notes(candidate.notes)
+    try:
+        return place_candidate(sketch, candidate).clip
+    except PlacementConflict:  # cannot be accepted there; still let the musician hear it over the sketch
+        return sketch.with_notes(dedupe_notes(list(sketch.notes) + list(candidate.notes)))
 
 
 class Audition(QObject):
@@ -37,11 +40,11 @@ class Audition(QObject):
         return self.clip is not None
 
     def play(self, item, mode: str, *, restart: bool = True) -> None:
-        """Hear `item` (a CandidateItem). restart=False keeps the playhead (A/B switching)."""
+        """Hear `item` (a history.Candidate, or anything with `notes`). restart=False keeps the playhead (A/B)."""
         notes = item.notes
         if not notes:
             return
-        clip = audition_clip(self.doc.clip, notes, mode, getattr(item, "span", None))
+        clip = audition_clip(self.doc.clip, item, mode) if hasattr(item, "mode") else self.doc.clip.with_notes(notes)
         self.clip, self.mode, self.item = clip, mode, item
         player = self.transport.player
         if player is not None:

@@ -1,10 +1,8 @@
-"""Candidates of the Generate panel: the items, their colours, the table model (sortable by any MAA
-axis: best-of-N) and the delegate that draws CE/CU/PC/PQ score bars."""
+"""Candidates of the Generate panel on screen: their colours, the table model (sortable by any MAA
+axis: best-of-N) and the delegate that draws CE/CU/PC/PQ score bars. The candidates themselves are
+`studio.generate.history.Candidate` (no Qt)."""
 
 from __future__ import annotations
-
-import itertools
-from dataclasses import dataclass, field
 
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -16,10 +14,10 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
-from engine.music import Note
+from engine.maa_weights import AXES
 from studio import theme
+from studio.generate.history import READY, STREAMING, Candidate
 
-AXES = ("CE", "CU", "PC", "PQ")
 AXIS_NAMES = {"CE": "content enjoyment", "CU": "content usefulness", "PC": "production complexity",
               "PQ": "production quality"}
 # 16 distinct hues (one per candidate), bright enough on the dark roll.
@@ -27,7 +25,6 @@ PALETTE = [QColor.fromHsv(h, 170, 255) for h in
            (190, 30, 120, 300, 55, 255, 350, 160, 85, 220, 15, 270, 140, 330, 100, 240)]
 RANDOM_SCORE_COLOUR = QColor(0x9A, 0x8C, 0x6A)
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
-_ids = itertools.count(1)
 
 
 def candidate_colour(index: int) -> QColor:
@@ -40,69 +37,28 @@ def score_colour(value: float) -> QColor:
     return QColor.fromHsv(int(0 + 120 * t), 170, 220)
 
 
-@dataclass
-class CandidateItem:
-    index: int  # position in its request (and its colour)
-    request: str  # history id of the request that made it
-    mode: str  # "continue", "infill", "search"
-    notes: list[Note] = field(default_factory=list)
-    features: dict | None = None
-    scores: dict | None = None
-    random_weights: bool = False
-    scores_error: str | None = None
-    finished_by: str | None = None
-    status: str = "streaming"  # streaming, ready, accepted, discarded
-    span: tuple[int, int] | None = None  # infill: the ticks it replaces
-    reward: float | None = None  # search: the reward it was kept for
-    uid: int = field(default_factory=lambda: next(_ids))
-
-    @property
-    def colour(self) -> QColor:
-        return candidate_colour(self.index)
-
-    @property
-    def label(self) -> str:
-        return f"{'S' if self.mode == 'search' else '#'}{self.index + 1}"
-
-    def to_dict(self) -> dict:
-        return {"request": self.request, "index": self.index, "mode": self.mode,
-                "notes": [[n.start, n.pitch, n.duration, n.velocity] for n in self.notes],
-                "features": self.features, "scores": self.scores, "random_weights": self.random_weights,
-                "scores_error": self.scores_error, "finished_by": self.finished_by, "status": self.status,
-                "span": list(self.span) if self.span else None, "reward": self.reward}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CandidateItem":
-        span = d.get("span")
-        return cls(index=int(d.get("index", 0)), request=str(d.get("request", "")), mode=str(d.get("mode", "continue")),
-                   notes=[Note(int(s), int(p), int(du), int(v)) for s, p, du, v in d.get("notes", [])],
-                   features=d.get("features"), scores=d.get("scores"),
-                   random_weights=bool(d.get("random_weights", False)), scores_error=d.get("scores_error"),
-                   finished_by=d.get("finished_by"), status=str(d.get("status", "ready")),
-                   span=(int(span[0]), int(span[1])) if span else None, reward=d.get("reward"))
-
-    def tooltip(self) -> str:
-        lines = [f"<b>Candidate {self.label}</b> — {len(self.notes)} notes, {self.status}"]
-        if self.finished_by:
-            lines.append(f"ended by: {self.finished_by}")
-        if self.reward is not None:
-            lines.append(f"search reward: {self.reward:.3f}")
-        if self.scores:
-            tag = " <i>(random weights — test only)</i>" if self.random_weights else ""
-            lines.append("MAA" + tag + ": " + ", ".join(f"{a} {self.scores[a]:.2f}" for a in AXES if a in self.scores))
-        elif self.scores_error:
-            lines.append(f"no MAA scores: {self.scores_error}")
-        if self.features:
-            f = self.features
-            lines.append("<br><b>Features</b> (paper §4.2)")
-            for key, fmt in (("n_notes", "{:d}"), ("polyphony_rate", "{:.2f}"), ("empty_beat_rate", "{:.2f}"),
-                             ("pitch_range", "{:d}"), ("scale_consistency", "{:.2f}"), ("velocity_range", "{:d}")):
-                if key in f:
-                    try:
-                        lines.append(f"{key.replace('_', ' ')}: {fmt.format(f[key])}")
-                    except (ValueError, TypeError):
-                        lines.append(f"{key.replace('_', ' ')}: {f[key]}")
-        return "<br>".join(lines)
+def candidate_tooltip(item: Candidate) -> str:
+    lines = [f"<b>Candidate {item.label}</b> — {len(item.notes)} notes, {item.status}"]
+    if item.finished_by:
+        lines.append(f"ended by: {item.finished_by}")
+    if item.reward is not None:
+        lines.append(f"search reward: {item.reward:.3f}")
+    if item.scores:
+        tag = " <i>(random weights — test only)</i>" if item.random_weights else ""
+        lines.append("MAA" + tag + ": " + ", ".join(f"{a} {item.scores[a]:.2f}" for a in AXES if a in item.scores))
+    elif item.scores_error:
+        lines.append(f"no MAA scores: {item.scores_error}")
+    if item.features:
+        f = item.features
+        lines.append("<br><b>Features</b> (paper §4.2)")
+        for key, fmt in (("n_notes", "{:d}"), ("polyphony_rate", "{:.2f}"), ("empty_beat_rate", "{:.2f}"),
+                         ("pitch_range", "{:d}"), ("scale_consistency", "{:.2f}"), ("velocity_range", "{:d}")):
+            if key in f:
+                try:
+                    lines.append(f"{key.replace('_', ' ')}: {fmt.format(f[key])}")
+                except (ValueError, TypeError):
+                    lines.append(f"{key.replace('_', ' ')}: {f[key]}")
+    return "<br>".join(lines)
 
 
 SORT_ROLE = Qt.UserRole + 1
@@ -115,21 +71,21 @@ class CandidateTableModel(QAbstractTableModel):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.items: list[CandidateItem] = []
+        self.items: list[Candidate] = []
         self.show_scores = True  # False while no real (or labelled random) MAA is available
 
     # ------------------------------------------------------------------ edits
-    def set_items(self, items: list[CandidateItem]) -> None:
+    def set_items(self, items: list[Candidate]) -> None:
         self.beginResetModel()
         self.items = list(items)
         self.endResetModel()
 
-    def add(self, item: CandidateItem) -> None:
+    def add(self, item: Candidate) -> None:
         self.beginInsertRows(QModelIndex(), len(self.items), len(self.items))
         self.items.append(item)
         self.endInsertRows()
 
-    def item_changed(self, item: CandidateItem) -> None:
+    def item_changed(self, item: Candidate) -> None:
         try:
             row = self.items.index(item)
         except ValueError:
@@ -142,7 +98,7 @@ class CandidateTableModel(QAbstractTableModel):
             if self.items:
                 self.dataChanged.emit(self.index(0, 2), self.index(len(self.items) - 1, 5))
 
-    def remove(self, item: CandidateItem) -> None:
+    def remove(self, item: Candidate) -> None:
         try:
             row = self.items.index(item)
         except ValueError:
@@ -171,12 +127,12 @@ class CandidateTableModel(QAbstractTableModel):
             return None
         item, col = self.items[index.row()], index.column()
         if role == Qt.ToolTipRole:
-            return item.tooltip()
+            return candidate_tooltip(item)
         if col == 0:
             if role == Qt.DisplayRole:
                 return item.label
             if role == COLOUR_ROLE or role == Qt.DecorationRole:
-                return item.colour
+                return candidate_colour(item.index)
             if role == SORT_ROLE:
                 return item.uid
             return None
@@ -190,7 +146,7 @@ class CandidateTableModel(QAbstractTableModel):
             axis = AXES[col - 2]
             value = item.scores.get(axis) if (item.scores and self.show_scores) else None
             if role == SCORE_ROLE:
-                return (value, item.random_weights, item.status == "streaming")
+                return (value, item.random_weights, item.status == STREAMING)
             if role == SORT_ROLE:
                 return -1e9 if value is None else float(value)
             if role == Qt.DisplayRole:
@@ -198,8 +154,8 @@ class CandidateTableModel(QAbstractTableModel):
             return None
         if col == 6:
             if role == Qt.DisplayRole:
-                state = {"streaming": "streaming…", "ready": "ready"}.get(item.status, item.status)
-                if item.reward is not None and item.status == "ready":
+                state = {STREAMING: "streaming…", READY: "ready"}.get(item.status, item.status)
+                if item.reward is not None and item.status == READY:
                     state = f"reward {item.reward:.2f}"
                 return state
             if role == SORT_ROLE:

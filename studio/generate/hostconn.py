@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal
@@ -85,6 +86,7 @@ class HostConnection(QObject):
         self.local: LocalHost | None = None
         self._thread: QThread | None = None
         self._starter: _Starter | None = None
+        self.connect_started: float | None = None  # monotonic time of the current connection attempt
 
     # ------------------------------------------------------------------ configuration
     def configure(self, mode: str, *, model_dir: str | None = None, maa_path: str | None = None,
@@ -113,6 +115,7 @@ class HostConnection(QObject):
             self._fail(f"model directory not found: {self.model_dir}")
             return
         self.state, self.error = "connecting", None
+        self.connect_started = time.monotonic()
         starter = _Starter(self.mode, self.model_dir, self.maa_path, self.url, self.token, self.startup_timeout)
         thread = QThread()
         thread.setObjectName("host-connect")
@@ -182,6 +185,16 @@ class HostConnection(QObject):
         self.disconnect_host(wait_ms=5000)
 
     # ------------------------------------------------------------------ descriptions
+    def startup_detail(self) -> str:
+        """While connecting: how long it has taken, and the local host's latest log line (what it is doing)."""
+        if not self.busy or self.connect_started is None:
+            return ""
+        text = f"{time.monotonic() - self.connect_started:.0f} s"
+        local = self._starter.local if self._starter is not None else None
+        lines = [line.strip() for line in (local.log_tail(600) if local is not None else "").splitlines()
+                 if line.strip()]
+        return f"{text} — {lines[-1][:160]}" if lines else text
+
     def maa_status(self) -> str:
         """"available", "random-weights", "missing" or "unknown" (not connected)."""
         if not self.health:

@@ -18,10 +18,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.errors import first_line
 from engine.host_client import HostClient, HostError
-from engine.maa_weights import WINDOW_SECONDS
+from engine.maa_weights import AXES, WINDOW_SECONDS
 from engine.music import Clip, MidiFileError, Note
-
-SCORE_WINDOW_SECONDS = float(WINDOW_SECONDS)  # MAA's own window
 
 
 def note_from_json(d: dict) -> Note:
@@ -168,7 +166,7 @@ class GenerationJob(StreamJob):
             self.cancelled_job.emit()
 
 
-def score_windows(clip: Clip, window_s: float = SCORE_WINDOW_SECONDS) -> list[tuple[int, int, float]]:
+def score_windows(clip: Clip, window_s: float = WINDOW_SECONDS) -> list[tuple[int, int, float]]:
     """(start tick, end tick, seconds) of each MAA window of the clip (the last one may be shorter)."""
     total = clip.duration_seconds
     out = []
@@ -204,7 +202,7 @@ class SketchScoreJob(Job):
             else:
                 r = self.client.score_midi(part.to_midi_bytes())
                 random_weights = random_weights or bool(r.get("random_weights"))
-                scores = {k: float(r[k]) for k in ("CE", "CU", "PC", "PQ")}
+                scores = {k: float(r[k]) for k in AXES}
                 entry = {"start": start, "end": end, "seconds": seconds, "scores": scores}
             results.append(entry)
             self.window.emit(i, entry)
@@ -213,7 +211,7 @@ class SketchScoreJob(Job):
         overall = None
         if scored:
             total = sum(w["seconds"] for w in scored)
-            overall = {k: sum(w["scores"][k] * w["seconds"] for w in scored) / total for k in ("CE", "CU", "PC", "PQ")}
+            overall = {k: sum(w["scores"][k] * w["seconds"] for w in scored) / total for k in AXES}
         if not self.cancelled:
             self.done.emit({"windows": results, "overall": overall, "random_weights": random_weights,
                             "serial": self.serial})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from engine.api import MAX_CANDIDATES
+from studio.generate.placement import DEFAULT_MODE, MODES
+
 NOTE_NAMES = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),  # natural minor
 }
-MAX_CANDIDATES = 16  # the host's limit (engine.host.MAX_CANDIDATES)
 MAX_BARS = 16  # the panel's limit (the host allows more; longer ideas are better built bar by bar)
 
 
@@ -41,6 +43,7 @@ class GenerateOptions:
     low: int = 21  # piano range by default
     high: int = 108
     score: bool = True
+    placement: str = DEFAULT_MODE  # what a continuation does to the music after it (placement.MODES)
     # reward-guided search
     search_beams: int = 3
     search_expansions: int = 2  # new bars tried per beam and step
@@ -56,6 +59,8 @@ class GenerateOptions:
             raise ValueError("top-p must be in (0, 1]")
         if not 1 <= self.bars <= MAX_BARS:
             raise ValueError(f"length must be 1–{MAX_BARS} bars")
+        if self.placement not in MODES:
+            raise ValueError(f"unknown placement {self.placement!r}")
         if self.key_scale not in SCALES:
             raise ValueError(f"unknown scale {self.key_scale!r}")
         if not self.pitches_or_all():

@@ -1,5 +1,6 @@
 """The Train panel: fine-tune the policy with SMART (GRPO on the MAA score of rendered audio) as a job
-on the policy host, follow it live, use its checkpoints, and compare them blind against the base model.
+on the policy host, follow it live, use its checkpoints, and compare them blind against the base model
+(`blindab`). The presets and rewards are those the connected host offers (GET /v1/train/options).
 
 Everything that talks to the host runs on worker threads (studio.train.workers); the panel shares the
 Generate panel's host connection (one host per studio). Jobs live on the host: closing the studio or
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -38,37 +41,37 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.generate.audition import SOLO, Audition
+from engine import api
+from engine.maa_weights import AXES
+from studio.generate.audition import Audition
+from studio.theme import STYLE_DIM as DIM
+from studio.theme import STYLE_OK as OK
+from studio.theme import STYLE_WARN as WARN
+from studio.train.blindab import BlindAB
 from studio.train.plots import TrainingPlots
-from studio.train.preferences import PreferenceSet, preference_dir
 from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
 from studio.train.workers import CallJob, CompareJob, EventsWatcher
+from studio.widgets import compact_combos, guard_wheel
 
 log = logging.getLogger(__name__)
 
-# The paper's settings (§3.5; training.grpo.GRPORunConfig defaults, checked by the tests).
-PAPER = {"steps": 200, "prompts_per_step": 8, "group": 8, "max_completion_tokens": 256, "reward": "maa-ce",
-         "beta": 0.04, "lr": 1e-4}
-PRESETS = {
-    "paper": dict(PAPER),
-    # A few minutes on a laptop CPU, with the offline reward: tries the whole loop.
-    "quick try (offline)": {"steps": 8, "prompts_per_step": 2, "group": 4, "max_completion_tokens": 64,
-                            "reward": "notes", "beta": 0.04, "lr": 1e-4},
-}
-REWARDS = [  # (spec, label, needs MAA)
-    ("maa-ce", "MAA content enjoyment (CE) — the paper's reward", True),
-    ("maa-cu", "MAA content usefulness (CU)", True),
-    ("maa-pc", "MAA production complexity (PC)", True),
-    ("maa-pq", "MAA production quality (PQ)", True),
-    ("weighted", "MAA weighted mix…", True),
-    ("notes", "Notes in the first 10 s — offline, no MAA", False),
-    ("scale", "Stays in one scale — offline, no MAA", False),
-]
 ACTIVE = ("queued", "running")
-WARN = "color: #ffb74d;"
-DIM = "color: #9095a0;"
-OK = "color: #9fe0a0;"
 MAX_COMPARE_PROMPTS = 4
+WEIGHTED = "weighted"  # the panel's own entry: a weighted mix of MAA axes typed in the Weights field
+# The panel's fields, as /v1/train option names (their values come from the preset chosen).
+PRESET_FIELDS = ("steps", "prompts_per_step", "group", "max_completion_tokens", "beta", "lr", "reward", "save_every")
+
+
+def preset_values(catalogue: dict, name: str) -> dict:
+    """The panel's fields under preset `name` of a /v1/train/options body: the defaults, then the preset's."""
+    defaults = {o["name"]: o.get("default") for o in catalogue.get("options", [])}
+    values = {**defaults, **catalogue["presets"][name]["options"]}
+    return {k: values[k] for k in PRESET_FIELDS if k in values}
+
+
+def local_catalogue() -> dict:
+    """What a host of this version offers, shown until the connected host has said (same contract)."""
+    return api.train_options(maa_weights=False)
 _ORPHANS: list = []  # worker jobs still blocked in a request when the window closed
 
 
@@ -85,13 +88,6 @@ def fmt_eta(seconds) -> str:
 
 def _num(v, digits=3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
-
-
-class _Played:
-    """What Audition plays: a list of notes (prompt + continuation)."""
-
-    def __init__(self, notes):
-        self.notes = notes
 
 
 class TrainPanel(QDockWidget):
@@ -120,8 +116,9 @@ class TrainPanel(QDockWidget):
         self._status_busy = False
         self._steps_total = 0
         self.records: list[dict] = []
-        self.trials: list[dict] = []
-        self.trial_index = 0
+        self.catalogue = local_catalogue()  # presets, rewards and options the host offers
+        self._catalogue_from: str | None = None  # the host URL the catalogue came from
+        self._maa_seen = "unknown"
         self._build_ui()
         self._poll = QTimer(self)
         self._poll.setInterval(3000)
@@ -129,13 +126,17 @@ class TrainPanel(QDockWidget):
         self.host.changed.connect(self._on_host_changed)
         self.doc.selection_changed.connect(self._sync_buttons)
         self.status.connect(window.show_message)
-        self._apply_preset("paper")
+        self._fill_catalogue()
+        self.apply_preset("paper")
+        guard_wheel(self)
+        compact_combos(self)
         self._on_host_changed()
 
     # ================================================================== UI
     def _build_ui(self) -> None:
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # rows wrap to the dock's width
         body = QWidget()
         scroll.setWidget(body)
         self.setWidget(scroll)
@@ -151,6 +152,8 @@ class TrainPanel(QDockWidget):
         self.jobs_combo = QComboBox()
         self.jobs_combo.setToolTip("Training jobs on the host. They keep running when the studio closes; pick one "
                                    "to follow it again.")
+        self.jobs_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.jobs_combo.setMinimumContentsLength(12)
         self.jobs_combo.activated.connect(self._on_job_picked)
         self.btn_refresh = QPushButton("Refresh")
         self.btn_refresh.clicked.connect(self.refresh_jobs)
@@ -159,68 +162,59 @@ class TrainPanel(QDockWidget):
         row.addWidget(self.btn_refresh)
         v.addLayout(row)
 
-        # -- prompts
-        box = QGroupBox("Prompts — what the model learns to continue")
-        pv = QVBoxLayout(box)
-        self.prompt_list = QListWidget()
-        self.prompt_list.setMaximumHeight(90)
-        self.prompt_list.setToolTip("Each prompt is a few bars of your sketch; the model continues it, the "
-                                    "continuations are rendered and scored, and the better ones are reinforced.")
-        pv.addWidget(self.prompt_list)
-        row = QHBoxLayout()
-        self.btn_add_selection = QPushButton("Add selection")
-        self.btn_add_selection.setToolTip("The bars of the selected notes become a prompt")
-        self.btn_add_selection.clicked.connect(self.add_selection)
-        self.btn_add_loop = QPushButton("Add loop region")
-        self.btn_add_loop.setToolTip("The notes inside the loop region become a prompt")
-        self.btn_add_loop.clicked.connect(self.add_loop_region)
-        self.btn_remove_prompt = QPushButton("Remove")
-        self.btn_remove_prompt.clicked.connect(self.remove_prompt)
-        for b in (self.btn_add_selection, self.btn_add_loop, self.btn_remove_prompt):
-            row.addWidget(b)
-        pv.addLayout(row)
-        row = QHBoxLayout()
-        self.chk_procedural = QCheckBox("Mix in procedural prompts:")
-        self.chk_procedural.setToolTip("Random meter and tempo with a first note (the paper's prompts), alongside "
-                                       "yours: keeps the model general while it learns your material.")
-        self.spin_procedural = QSpinBox()
-        self.spin_procedural.setRange(1, 64)
-        self.spin_procedural.setValue(4)
-        self.chk_procedural.toggled.connect(self._sync_counts)
-        self.spin_procedural.valueChanged.connect(self._sync_counts)
-        row.addWidget(self.chk_procedural)
-        row.addWidget(self.spin_procedural)
-        row.addStretch(1)
-        pv.addLayout(row)
-        self.counts_label = QLabel("")
-        self.counts_label.setWordWrap(True)
-        self.counts_label.setStyleSheet(DIM)
-        pv.addWidget(self.counts_label)
-        v.addWidget(box)
+        # -- run controls first: they never move when a setting below changes size
+        grid = QGridLayout()
+        self.btn_start = QPushButton("Start training")
+        self.btn_start.clicked.connect(self.start)
+        self.btn_pause = QPushButton("Pause")
+        self.btn_pause.setToolTip("Stop after the current step (a checkpoint is saved); Resume continues")
+        self.btn_pause.clicked.connect(lambda: self._control("pause"))
+        self.btn_resume = QPushButton("Resume")
+        self.btn_resume.clicked.connect(lambda: self._control("resume"))
+        self.btn_cancel = QPushButton("Cancel")
+        self.btn_cancel.setToolTip("Stop now; Resume continues from the last checkpoint")
+        self.btn_cancel.clicked.connect(lambda: self._control("cancel"))
+        for i, b in enumerate((self.btn_start, self.btn_pause, self.btn_resume, self.btn_cancel)):
+            grid.addWidget(b, 0, i)
+        grid.setColumnStretch(0, 2)
+        for i in (1, 2, 3):
+            grid.setColumnStretch(i, 1)
+        v.addLayout(grid)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("")
+        v.addWidget(self.progress)
+        self.job_label = QLabel("No training job")
+        self.job_label.setWordWrap(True)
+        v.addWidget(self.job_label)
 
-        # -- settings
+        # -- what to train with: reward and the MAA notice (where the eye is), then the preset's numbers
         box = QGroupBox("Settings")
         form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(list(PRESETS))
-        self.preset_combo.setToolTip("paper: the SMART paper's settings (§3.5). Changing a value below keeps it.")
-        self.preset_combo.activated.connect(lambda _i: self._apply_preset(self.preset_combo.currentText()))
+        self.preset_combo.setToolTip("Presets the host offers (paper: the SMART paper's settings, §3.5). "
+                                     "Changing a value below keeps it.")
+        self.preset_combo.activated.connect(lambda _i: self.apply_preset(self.preset_combo.currentData()))
         form.addRow("Preset", self.preset_combo)
+        self.preset_note = QLabel("")
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setStyleSheet(DIM)
+        form.addRow("", self.preset_note)
         self.reward_combo = QComboBox()
-        for spec, label, _maa in REWARDS:
-            self.reward_combo.addItem(label, spec)
         self.reward_combo.setToolTip("What counts as better. MAA axes are Meta Audiobox Aesthetics ratings of the "
                                      "rendered audio (1–10). Offline rewards count notes symbolically: no MAA, for "
                                      "trying the loop only.")
         self.reward_combo.currentIndexChanged.connect(self._sync_reward)
         form.addRow("Reward", self.reward_combo)
         self.weights_edit = QLineEdit("maa-ce=1,maa-pq=0.5")
-        self.weights_edit.setToolTip("Weighted MAA axes, e.g. maa-ce=1,maa-pq=0.5")
+        self.weights_edit.setToolTip("Weighted MAA axes, e.g. maa-ce=1,maa-pq=0.5 (used with 'MAA weighted mix')")
         form.addRow("Weights", self.weights_edit)
         self.settings_form = form
         self.maa_label = QLabel("")
         self.maa_label.setWordWrap(True)
-        self.btn_download = QPushButton("Download MAA weights…")
+        self.btn_download = QPushButton(f"Download the MAA scoring model ({api.MAA_DOWNLOAD_BYTES / 1e6:.0f} MB)")
         self.btn_download.setToolTip("Fetch the Audiobox Aesthetics weights (the Generate panel shows progress)")
         self.btn_download.clicked.connect(self.download_maa)
         mrow = QVBoxLayout()
@@ -228,15 +222,15 @@ class TrainPanel(QDockWidget):
         mrow.addWidget(self.btn_download)
         form.addRow("", self._wrap(mrow))
         self.spin_steps = QSpinBox()
-        self.spin_steps.setRange(1, 100000)
+        self.spin_steps.setRange(1, api.MAX_STEPS)
         self.spin_steps.setToolTip("Training iterations. Each one generates, scores and learns from a batch.")
         form.addRow("Steps", self.spin_steps)
         self.spin_prompts = QSpinBox()
-        self.spin_prompts.setRange(1, 256)
+        self.spin_prompts.setRange(1, api.MAX_PROMPTS_PER_STEP)
         self.spin_prompts.setToolTip("Prompts drawn per step (with replacement from the list above)")
         form.addRow("Prompts per step", self.spin_prompts)
         self.spin_group = QSpinBox()
-        self.spin_group.setRange(2, 64)
+        self.spin_group.setRange(2, api.MAX_GROUP)
         self.spin_group.setToolTip("Continuations per prompt. They are compared with each other: the ones scoring "
                                    "above their group's average are reinforced.")
         form.addRow("Group size", self.spin_group)
@@ -280,28 +274,44 @@ class TrainPanel(QDockWidget):
             w.valueChanged.connect(self._sync_counts)
         v.addWidget(box)
 
-        # -- run controls
+        # -- prompts
+        box = QGroupBox("Prompts — what the model learns to continue")
+        pv = QVBoxLayout(box)
+        self.prompt_list = QListWidget()
+        self.prompt_list.setMaximumHeight(90)
+        self.prompt_list.setToolTip("Each prompt is a few bars of your sketch; the model continues it, the "
+                                    "continuations are rendered and scored, and the better ones are reinforced.")
+        pv.addWidget(self.prompt_list)
         row = QHBoxLayout()
-        self.btn_start = QPushButton("Start training")
-        self.btn_start.clicked.connect(self.start)
-        self.btn_pause = QPushButton("Pause")
-        self.btn_pause.setToolTip("Stop after the current step (a checkpoint is saved); Resume continues")
-        self.btn_pause.clicked.connect(lambda: self._control("pause"))
-        self.btn_resume = QPushButton("Resume")
-        self.btn_resume.clicked.connect(lambda: self._control("resume"))
-        self.btn_cancel = QPushButton("Cancel")
-        self.btn_cancel.setToolTip("Stop now; Resume continues from the last checkpoint")
-        self.btn_cancel.clicked.connect(lambda: self._control("cancel"))
-        for b in (self.btn_start, self.btn_pause, self.btn_resume, self.btn_cancel):
+        self.btn_add_selection = QPushButton("Add selection")
+        self.btn_add_selection.setToolTip("The bars of the selected notes become a prompt")
+        self.btn_add_selection.clicked.connect(self.add_selection)
+        self.btn_add_loop = QPushButton("Add loop region")
+        self.btn_add_loop.setToolTip("The notes inside the loop region become a prompt")
+        self.btn_add_loop.clicked.connect(self.add_loop_region)
+        self.btn_remove_prompt = QPushButton("Remove")
+        self.btn_remove_prompt.clicked.connect(self.remove_prompt)
+        for b in (self.btn_add_selection, self.btn_add_loop, self.btn_remove_prompt):
             row.addWidget(b)
-        v.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("")
-        v.addWidget(self.progress)
-        self.job_label = QLabel("No training job")
-        self.job_label.setWordWrap(True)
-        v.addWidget(self.job_label)
+        pv.addLayout(row)
+        row = QHBoxLayout()
+        self.chk_procedural = QCheckBox("Mix in procedural prompts:")
+        self.chk_procedural.setToolTip("Random meter and tempo with a first note (the paper's prompts), alongside "
+                                       "yours: keeps the model general while it learns your material.")
+        self.spin_procedural = QSpinBox()
+        self.spin_procedural.setRange(1, 64)
+        self.spin_procedural.setValue(4)
+        self.chk_procedural.toggled.connect(self._sync_counts)
+        self.spin_procedural.valueChanged.connect(self._sync_counts)
+        row.addWidget(self.chk_procedural)
+        row.addWidget(self.spin_procedural)
+        row.addStretch(1)
+        pv.addLayout(row)
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setStyleSheet(DIM)
+        pv.addWidget(self.counts_label)
+        v.addWidget(box)
 
         # -- plots
         self.plots = TrainingPlots()
@@ -325,7 +335,7 @@ class TrainPanel(QDockWidget):
         self.btn_use = QPushButton("Use this checkpoint")
         self.btn_use.setToolTip("Generate with this checkpoint (the host switches its active model)")
         self.btn_use.clicked.connect(self.use_checkpoint)
-        self.btn_compare = QPushButton("Compare blind with the base…")
+        self.btn_compare = QPushButton("Compare blind…")
         self.btn_compare.setToolTip("The same prompts continued by the original and the tuned model, played in "
                                     "random order without labels: you pick, your choices are saved.")
         self.btn_compare.clicked.connect(self.compare)
@@ -335,37 +345,9 @@ class TrainPanel(QDockWidget):
         v.addWidget(box)
 
         # -- blind A/B
-        self.ab_box = QGroupBox("Blind A/B")
-        av = QVBoxLayout(self.ab_box)
-        self.ab_label = QLabel("")
-        self.ab_label.setWordWrap(True)
-        av.addWidget(self.ab_label)
-        row = QHBoxLayout()
-        self.btn_play_a = QPushButton("▶ A")
-        self.btn_play_a.clicked.connect(lambda: self.play_trial("A"))
-        self.btn_play_b = QPushButton("▶ B")
-        self.btn_play_b.clicked.connect(lambda: self.play_trial("B"))
-        self.btn_stop_ab = QPushButton("■")
-        self.btn_stop_ab.clicked.connect(self.audition.stop)
-        for b in (self.btn_play_a, self.btn_play_b, self.btn_stop_ab):
-            row.addWidget(b)
-        av.addLayout(row)
-        row = QHBoxLayout()
-        self.btn_pick_a = QPushButton("A is better")
-        self.btn_pick_a.clicked.connect(lambda: self.choose("A"))
-        self.btn_pick_b = QPushButton("B is better")
-        self.btn_pick_b.clicked.connect(lambda: self.choose("B"))
-        self.btn_pick_tie = QPushButton("No preference")
-        self.btn_pick_tie.clicked.connect(lambda: self.choose("tie"))
-        for b in (self.btn_pick_a, self.btn_pick_b, self.btn_pick_tie):
-            row.addWidget(b)
-        av.addLayout(row)
-        self.tally_label = QLabel("")
-        self.tally_label.setWordWrap(True)
-        self.tally_label.setStyleSheet(DIM)
-        av.addWidget(self.tally_label)
-        self.ab_box.hide()
-        v.addWidget(self.ab_box)
+        self.ab = BlindAB(self.win, self.audition)
+        self.ab.chosen.connect(self._log)
+        v.addWidget(self.ab)
 
         # -- log
         self.log_view = QPlainTextEdit()
@@ -382,33 +364,84 @@ class TrainPanel(QDockWidget):
         w.setLayout(layout)
         return w
 
-    # ================================================================== settings
-    def _apply_preset(self, name: str) -> None:
-        p = PRESETS[name]
-        self.preset_combo.setCurrentText(name)
+    # ================================================================== presets and rewards (the host's)
+    def _fill_catalogue(self) -> None:
+        """Fill the preset and reward lists from `self.catalogue` (a /v1/train/options body)."""
+        cat = self.catalogue
+        current_preset = self.preset_combo.currentData()
+        current_reward = self.reward_combo.currentData()
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        for name, p in cat["presets"].items():
+            self.preset_combo.addItem(name, name)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1, p["description"], Qt.ToolTipRole)
+        i = self.preset_combo.findData(current_preset)
+        self.preset_combo.setCurrentIndex(max(0, i))
+        self.preset_combo.blockSignals(False)
+        self.reward_combo.blockSignals(True)
+        self.reward_combo.clear()
+        self._needs_maa = {WEIGHTED: True}
+        for r in cat["rewards"]:
+            label = r["description"][:1].upper() + r["description"][1:]
+            self.reward_combo.addItem(label, r["name"])
+            self._needs_maa[r["name"]] = bool(r["needs_maa"])
+        self.reward_combo.addItem("MAA weighted mix (Weights below)", WEIGHTED)
+        i = self.reward_combo.findData(api.canonical_reward(current_reward) if current_reward else None)
+        self.reward_combo.setCurrentIndex(max(0, i))
+        self.reward_combo.blockSignals(False)
+        self._grey_out_rewards()
+        self._sync_reward()
+
+    def _grey_out_rewards(self) -> None:
+        """Rewards the host cannot compute (MAA ones without MAA weights) are shown but not pickable."""
+        missing = self.host.maa_status() == "missing"
+        model = self.reward_combo.model()
+        if not isinstance(model, QStandardItemModel):
+            return
+        for i in range(self.reward_combo.count()):
+            item = model.item(i)
+            needs = self._needs_maa.get(self.reward_combo.itemData(i), False)
+            item.setEnabled(not (needs and missing))
+            item.setToolTip("Needs the MAA scoring model on the host (not installed)" if needs and missing else "")
+
+    def _first_offline_reward(self) -> str | None:
+        return next((self.reward_combo.itemData(i) for i in range(self.reward_combo.count())
+                     if not self._needs_maa.get(self.reward_combo.itemData(i), False)), None)
+
+    def apply_preset(self, name: str) -> None:
+        """Fill the settings with the host's preset `name` (the defaults plus the preset's changes)."""
+        p = preset_values(self.catalogue, name)
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData(name))
+        self.preset_note.setText(self.catalogue["presets"][name]["description"])
         self.spin_steps.setValue(p["steps"])
         self.spin_prompts.setValue(p["prompts_per_step"])
         self.spin_group.setValue(p["group"])
         self.spin_tokens.setValue(p["max_completion_tokens"])
         self.spin_beta.setValue(p["beta"])
         self.spin_lr.setValue(p["lr"])
-        self.reward_combo.setCurrentIndex(self.reward_combo.findData(p["reward"]))
+        if p.get("save_every"):
+            self.spin_save.setValue(p["save_every"])
+        reward = api.canonical_reward(p["reward"])
+        if self._needs_maa.get(reward) and self.host.maa_status() == "missing":
+            reward = self._first_offline_reward() or reward  # default to what works on this host
+        self.reward_combo.setCurrentIndex(self.reward_combo.findData(reward))
         self._sync_reward()
         self._sync_counts()
 
     def reward_spec(self) -> str:
         spec = self.reward_combo.currentData()
-        return self.weights_edit.text().strip() if spec == "weighted" else spec
+        return self.weights_edit.text().strip() if spec == WEIGHTED else spec
 
     def reward_needs_maa(self) -> bool:
-        return any(s == self.reward_combo.currentData() and maa for s, _l, maa in REWARDS)
+        return self._needs_maa.get(self.reward_combo.currentData(), False)
 
     def options(self) -> dict:
-        """The /v1/train body (GRPORunConfig names), prompts excluded."""
-        opts = {"preset": "paper", "reward": self.reward_spec(), "steps": self.spin_steps.value(),
-                "prompts_per_step": self.spin_prompts.value(), "group": self.spin_group.value(),
-                "max_completion_tokens": self.spin_tokens.value(), "beta": round(self.spin_beta.value(), 6),
-                "lr": float(self.spin_lr.value()), "save_every": self.spin_save.value()}
+        """The /v1/train body (option names of engine.api.GRPOOptions), prompts excluded."""
+        opts = {"preset": self.preset_combo.currentData() or "paper", "reward": self.reward_spec(),
+                "steps": self.spin_steps.value(), "prompts_per_step": self.spin_prompts.value(),
+                "group": self.spin_group.value(), "max_completion_tokens": self.spin_tokens.value(),
+                "beta": round(self.spin_beta.value(), 6), "lr": float(self.spin_lr.value()),
+                "save_every": self.spin_save.value()}
         if self.chk_diversity.isChecked():
             opts["min_diversity"] = round(self.spin_diversity.value(), 3)
         if self.reward_needs_maa() and self.host.maa_status() == "random-weights":
@@ -418,8 +451,8 @@ class TrainPanel(QDockWidget):
         return opts
 
     def _sync_reward(self, *_args) -> None:
-        weighted = self.reward_combo.currentData() == "weighted"
-        self.settings_form.setRowVisible(self.weights_edit, weighted)
+        weighted = self.reward_combo.currentData() == WEIGHTED
+        self.weights_edit.setEnabled(weighted)  # always shown: nothing below moves when the reward changes
         status = self.host.maa_status()
         if not self.reward_needs_maa():
             text, style = ("Offline reward, no MAA: it counts notes symbolically and says nothing about how "
@@ -430,14 +463,15 @@ class TrainPanel(QDockWidget):
             text, style = ("The host has only random-weight MAA: the job runs, but its scores are NOT aesthetic "
                            "ratings (plumbing test only).", WARN)
         elif status == "missing":
-            text, style = ("MAA weights are not installed: download them, or pick an offline reward "
-                           "(notes / scale, no MAA).", WARN)
+            text, style = ("This reward listens with the MAA scoring model, which is not installed on the host: "
+                           "download it, or pick an offline reward (no MAA).", WARN)
         else:
-            text, style = "MAA status is checked when the host connects.", DIM
+            text, style = "Whether MAA rewards are available is known once the host is running.", DIM
         self.maa_label.setText(text)
         self.maa_label.setStyleSheet(style)
         self.btn_download.setVisible(self.reward_needs_maa() and status == "missing")
         self._set_reward_title()
+        self._sync_buttons()
 
     def download_maa(self) -> None:
         """The Generate panel's MAA download (it shows the progress and restarts the local host with the
@@ -449,14 +483,18 @@ class TrainPanel(QDockWidget):
         gen.show()
         gen.raise_()
         gen.download_maa()
-        self.maa_label.setText("Downloading the MAA weights — progress in the Generate panel…")
+        self.maa_label.setText("Downloading the MAA scoring model — progress in the Generate panel…")
         self.maa_label.setStyleSheet(DIM)
 
     def _set_reward_title(self) -> None:
         cfg = (self.job_info or {}).get("config") or {}
-        spec = cfg.get("reward") or self.reward_spec()
+        spec = cfg.get("reward") or self.reward_spec() or ""
         note = ""
-        if spec in ("notes", "scale"):
+        try:
+            names = [name for name, _w in api.parse_reward_spec(spec)]
+        except Exception:  # noqa: BLE001 - a half-typed weights spec: no note
+            names = []
+        if names and not any(self._needs_maa.get(n, n.startswith("maa-")) for n in names):
             note = " (offline, no MAA)"
         elif cfg.get("maa_random") or any(r.get("maa_random") for r in self.records[-1:]):
             note = " (random-weight MAA: not real scores)"
@@ -510,6 +548,19 @@ class TrainPanel(QDockWidget):
     # ================================================================== host
     def _on_host_changed(self) -> None:
         self.host_label.setText(self.host.describe())
+        status = self.host.maa_status()
+        if self.host.connected and self._catalogue_from != self.host.client.url:
+            self._catalogue_from = self.host.client.url
+            self._run("Reading the host's training options", self.host.client.train_options, self._on_catalogue,
+                      self._on_catalogue_failed)
+        self._grey_out_rewards()
+        if status == "missing" and self._maa_seen != "missing" and self.reward_needs_maa():
+            offline = self._first_offline_reward()
+            if offline is not None:  # default to what works here, and say so
+                self.reward_combo.setCurrentIndex(self.reward_combo.findData(offline))
+                self._log("The host has no MAA scoring model: the reward is now an offline one "
+                          f"({self.reward_combo.currentText()}).")
+        self._maa_seen = status
         self._sync_reward()
         if self.host.connected:
             if self._pending is not None:
@@ -519,6 +570,14 @@ class TrainPanel(QDockWidget):
         elif self.host.state == "failed":
             self._pending = None
         self._sync_buttons()
+
+    def _on_catalogue(self, catalogue: dict) -> None:
+        """The connected host's presets and rewards replace the ones shown so far."""
+        self.catalogue = catalogue
+        self._fill_catalogue()
+
+    def _on_catalogue_failed(self, reason: str) -> None:
+        self._log(f"The host did not list its training options ({reason}); showing this studio's own.")
 
     def _ensure_host(self, action) -> bool:
         if self.host.connected:
@@ -611,7 +670,8 @@ class TrainPanel(QDockWidget):
             self.status.emit("A job is already running (pause or cancel it first)")
             return
         if self.reward_needs_maa() and self.host.maa_status() == "missing":
-            self._error("Start", "MAA weights are not installed: download them or use an offline reward")
+            self._error("Start", "MAA weights are not installed on the host, so this reward cannot be computed: "
+                                 "pick an offline reward, or download the MAA scoring model")
             return
         if not self._ensure_host(self.start):
             return
@@ -681,7 +741,7 @@ class TrainPanel(QDockWidget):
         if ev.get("maa_random"):
             self._set_reward_title()
         parts = [f"step {ev['step']}", f"reward {_num(ev.get('reward_mean'))}"]
-        for axis in ("CE", "CU", "PC", "PQ"):
+        for axis in AXES:
             if axis in ev:
                 parts.append(f"{axis} {_num(ev[axis], 2)}")
         parts += [f"KL {_num(ev.get('kl'), 4)}", f"diversity {_num(ev.get('diversity'))}",
@@ -834,16 +894,15 @@ class TrainPanel(QDockWidget):
         job.result.connect(self._on_pairs)
         job.failed.connect(self._on_compare_failed)
         self._track(job)
-        self.ab_box.show()
-        self.ab_label.setText("Generating continuations with both models…")
+        self.ab.say("Generating continuations with both models…")
         self.btn_compare.setEnabled(False)
         job.start()
 
     def _on_compare_progress(self, text: str, fraction: float) -> None:
-        self.ab_label.setText(f"{text} ({fraction:.0%})")
+        self.ab.say(f"{text} ({fraction:.0%})")
 
     def _on_compare_failed(self, reason: str) -> None:
-        self.ab_label.setText(f"Compare failed: {reason}")
+        self.ab.say(f"Compare failed: {reason}")
         self._error("Compare", reason)
 
     def _on_watch_failed(self, reason: str) -> None:
@@ -852,73 +911,17 @@ class TrainPanel(QDockWidget):
 
     def _on_pairs(self, pairs: list[dict]) -> None:
         job = self.sender()
-        base, tuned = job.base, job.tuned
-        rng = random.Random()
-        self.trials = []
-        for pair in pairs:
-            tuned_first = rng.random() < 0.5
-            a, b = ("tuned", "base") if tuned_first else ("base", "tuned")
-            self.trials.append({"prompt": pair["prompt"], "A": pair[a], "B": pair[b], "roles": {"A": a, "B": b},
-                                "paths": {"base": base, "tuned": tuned}})
-        self.trial_index = 0
-        self._show_trial()
-
-    def _show_trial(self) -> None:
-        n = len(self.trials)
-        if self.trial_index >= n:
-            self.ab_label.setText(f"Done: {n} pair{'s' if n != 1 else ''} judged. Thank you!")
-        else:
-            self.ab_label.setText(f"Pair {self.trial_index + 1} of {n}: listen to A and B (which model made which "
-                                  f"is hidden), then pick.")
-        self._show_tally()
+        self.ab.set_pairs(pairs, job.base, job.tuned, self.job_id)
         self._sync_buttons()
-
-    def play_trial(self, which: str) -> None:
-        if self.trial_index >= len(self.trials):
-            return
-        notes = self.trials[self.trial_index][which]["notes"]
-        if notes:
-            self.audition.play(_Played(notes), SOLO)
-
-    def preference_set(self) -> PreferenceSet:
-        from PySide6.QtCore import QStandardPaths
-
-        fallback = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home()) / "preferences"
-        return PreferenceSet(preference_dir(getattr(self.win, "project_path", None), fallback))
-
-    def choose(self, choice: str) -> dict | None:
-        if self.trial_index >= len(self.trials):
-            return None
-        import base64
-
-        t = self.trials[self.trial_index]
-        self.audition.stop()
-        rec = self.preference_set().record(
-            a_midi=base64.b64decode(t["A"]["midi"]), b_midi=base64.b64decode(t["B"]["midi"]),
-            prompt_midi=t["prompt"],
-            a_model={"role": t["roles"]["A"], "path": t["paths"][t["roles"]["A"]]},
-            b_model={"role": t["roles"]["B"], "path": t["paths"][t["roles"]["B"]]},
-            choice=choice, extra={"job": self.job_id, "procedural_prompt": t["prompt"] is None})
-        self._log(f"A/B pair {self.trial_index + 1}: you picked {choice}"
-                  + (f" — the {rec['preferred']} model" if rec["preferred"] else ""))
-        self.trial_index += 1
-        self._show_trial()
-        return rec
-
-    def _show_tally(self) -> None:
-        if not self.trials:
-            return
-        prefs = self.preference_set()
-        paths = self.trials[0]["paths"]
-        counts = prefs.tally().get(f"{paths['base']} → {paths['tuned']}", {"tuned": 0, "base": 0, "tie": 0})
-        self.tally_label.setText(f"So far for this checkpoint: tuned preferred {counts['tuned']}, base "
-                                 f"{counts['base']}, no preference {counts['tie']}. Saved in {prefs.dir}")
 
     # ================================================================== state
     def _sync_buttons(self, *_args) -> None:
         running = self.job_state in ACTIVE
         connected = self.host.connected
-        self.btn_start.setEnabled(not running and not self.host.busy)
+        blocked = self.reward_needs_maa() and self.host.maa_status() == "missing"
+        self.btn_start.setEnabled(not running and not self.host.busy and not blocked)
+        self.btn_start.setToolTip("This reward needs the MAA scoring model, which the host does not have"
+                                  if blocked else "Start a GRPO job on the host with these settings")
         self.btn_pause.setEnabled(connected and running)
         self.btn_cancel.setEnabled(connected and self.job_state in ("queued", "running", "paused"))
         self.btn_resume.setEnabled(connected and self.job_state in ("paused", "cancelled", "failed"))
@@ -928,9 +931,6 @@ class TrainPanel(QDockWidget):
         self.btn_use.setEnabled(connected and has_ckpt)
         compare_running = any(isinstance(j, CompareJob) for j in self._jobs)
         self.btn_compare.setEnabled(connected and has_ckpt and not compare_running)
-        judging = self.trial_index < len(self.trials)
-        for b in (self.btn_play_a, self.btn_play_b, self.btn_pick_a, self.btn_pick_b, self.btn_pick_tie):
-            b.setEnabled(judging)
 
     def shutdown(self) -> None:
         """Window closing: stop listening (the jobs themselves go on on the host)."""

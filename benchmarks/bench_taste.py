@@ -1,0 +1,189 @@
+"""Taste learning and taste tuning against simulated listeners (never a person's judgements).
+
+For every simulated listener (`training.taste.LISTENERS`: high register, sparse textures, long notes;
+each picks with Bradley–Terry noise):
+1. judge `--train-pairs` pairs of 2-bar continuations by the base model (one pair per prompt, 4-bar
+   prompts cut from real pieces) into a preference set, as the studio would save them;
+2. fit a taste on them (every representation in `--representations`) and report its cross-validated
+   agreement and its agreement with the listener on `--test-pairs` unseen pairs (other prompts);
+3. tune the base model toward the taste (`smart taste tune`, DPO) and compare tuned and base
+   continuations at the same prompts and seeds: how often the listener prefers the tuned one, and
+   how many of the tuned outputs are distinct.
+
+    uv run python benchmarks/bench_taste.py                       # shipped model, all listeners
+    uv run python benchmarks/bench_taste.py --listeners sparse --skip-tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def load_prompts(folder: Path, n: int, bars: int, seed: int):
+    from engine.music import Clip, MidiFileError
+
+    files = sorted(folder.rglob("*.mid"))
+    random.Random(seed).shuffle(files)
+    prompts = []
+    for f in files:
+        try:
+            clip, _ = Clip.from_midi(f, mode="user")
+        except MidiFileError:
+            continue
+        if clip.num_bars < 8 + bars:
+            continue
+        p = clip.slice_bars(8, 8 + bars)  # past the intro
+        if len(p.notes) >= 8:
+            prompts.append(p)
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def record_pairs(directory: Path, listener, prompts, samples, rng: random.Random):
+    from engine.preferences import PreferenceSet
+
+    prefs = PreferenceSet(directory)
+    for prompt, (a, b) in zip(prompts, samples):
+        choice = listener.choose(a.clip, b.clip, prompt, rng)
+        prefs.record(a_midi=a.clip.to_midi_bytes(), b_midi=b.clip.to_midi_bytes(), prompt_midi=prompt.to_midi_bytes(),
+                     choice=choice, a_model={"role": "base"}, b_model={"role": "base"}, source="simulated",
+                     extra={"listener": listener.name})
+    return prefs
+
+
+def agreement(listener, scorer, prompts, samples, rng):
+    """Agreement of the taste with the listener's noisy picks and with its noiseless preference."""
+    noisy, clean = [], []
+    for prompt, (a, b) in zip(prompts, samples):
+        s, _ = scorer.score_many([a.clip, b.clip], [prompt, prompt])
+        says_a = s[0] > s[1]
+        noisy.append(says_a == (listener.choose(a.clip, b.clip, prompt, rng) == "A"))
+        clean.append(says_a == (listener.probability(a.clip, b.clip, prompt) > 0.5))
+    return float(np.mean(noisy)), float(np.mean(clean))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "resources" / "models" / "default"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "pop909"))
+    ap.add_argument("--listeners", default="high-register,sparse,long-notes")
+    ap.add_argument("--representations", default="midi,paper,hidden,midi+hidden")
+    ap.add_argument("--train-pairs", type=int, default=40)
+    ap.add_argument("--test-pairs", type=int, default=100)
+    ap.add_argument("--eval-prompts", type=int, default=16)
+    ap.add_argument("--eval-seeds", type=int, default=4)
+    ap.add_argument("--skip-tune", action="store_true")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--beta", type=float, default=None)
+    ap.add_argument("--synthetic-prompts", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--keep", help="keep the work folder here")
+    args = ap.parse_args()
+
+    import torch
+
+    from engine.features import diversity
+    from engine.policy import Policy
+    from engine.preferences import read_pairs
+    from training.taste import LISTENERS, TasteScorer, TuneConfig, fit_taste_any, sample_continuations, tune
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_taste_"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = Policy.load(args.model)
+    tok = base.tokenizer
+    n_prompts = args.train_pairs + args.test_pairs + args.eval_prompts
+    prompts = load_prompts(Path(args.data), n_prompts, 4, args.seed)
+    if len(prompts) < n_prompts:
+        print(f"only {len(prompts)} prompts in {args.data}", file=sys.stderr)
+        return 2
+    train_p = prompts[:args.train_pairs]
+    test_p = prompts[args.train_pairs:args.train_pairs + args.test_pairs]
+    eval_p = prompts[args.train_pairs + args.test_pairs:]
+    pairs = sample_continuations(base.model, tok, train_p + test_p, 2, bars=2, seed=args.seed)
+    train_s, test_s = pairs[:args.train_pairs], pairs[args.train_pairs:]
+    print(f"generated {2 * len(pairs)} base continuations in {time.perf_counter() - t0:.0f} s "
+          f"(model {args.model}, load average {_load():.1f})", flush=True)
+    eval_base = [sample_continuations(base.model, tok, eval_p, 1, bars=2, seed=1000 + s) for s in range(args.eval_seeds)]
+
+    results = {}
+    for name in args.listeners.split(","):
+        listener = LISTENERS[name]
+        rng = random.Random(hash(name) % 2**31 + args.seed)
+        pref_dir = work / name / "preferences"
+        record_pairs(pref_dir, listener, train_p, train_s, rng)
+        pset = read_pairs([pref_dir])
+        row: dict = {"pairs": len(pset), "fit": {}}
+        for rep in args.representations.split(","):
+            t1 = time.perf_counter()
+            model, _ = fit_taste_any(pset, rep, args.model)
+            fit_s = time.perf_counter() - t1
+            model.save(work / name / f"taste-{rep}")
+            scorer = TasteScorer(model)
+            noisy, clean = agreement(listener, scorer, test_p, test_s, random.Random(rng.random()))
+            r = model.report
+            row["fit"][rep] = {"cv_accuracy": r["cv"]["accuracy"], "cv_interval": r["cv"]["accuracy_interval"],
+                               "unseen_agreement": round(noisy, 3), "unseen_agreement_noiseless": round(clean, 3),
+                               "fit_s": round(fit_s, 2)}
+            print(f"[{name}] {rep:12s} cv {r['cv']['accuracy']:.3f} {r['cv']['accuracy_interval']} · unseen "
+                  f"{noisy:.3f} (noiseless {clean:.3f}) · fit {fit_s:.1f} s", flush=True)
+        if not args.skip_tune:
+            out = work / name / "tuned"
+            config = TuneConfig(model=args.model, taste=str(work / name / "taste-midi"), pairs=[str(pref_dir)],
+                                out_dir=str(out), steps=args.steps, beta=args.beta, seed=args.seed, cpu_threads=args.threads)
+            if args.lr is not None:
+                config.lr = args.lr
+            if args.synthetic_prompts is not None:
+                config.synthetic_prompts = args.synthetic_prompts
+            t1 = time.perf_counter()
+            card = tune(config)
+            tune_s = time.perf_counter() - t1
+            tuned = Policy.load(out)
+            wins, probs, distinct = [], [], []
+            tuned_all = []
+            for s in range(args.eval_seeds):
+                t_samples = sample_continuations(tuned.model, tok, eval_p, 1, bars=2, seed=1000 + s)
+                for prompt, bs, ts in zip(eval_p, eval_base[s], t_samples):
+                    wins.append(listener.choose(ts[0].clip, bs[0].clip, prompt, rng) == "A")
+                    probs.append(listener.probability(ts[0].clip, bs[0].clip, prompt))
+                tuned_all.append([x[0].clip for x in t_samples])
+            for i in range(len(eval_p)):  # distinct outputs per prompt across seeds
+                distinct.append(diversity([tuned_all[s][i] for s in range(args.eval_seeds)])["unique_fraction"])
+            notes = np.mean([len(c.notes) for group in tuned_all for c in group])
+            row["tune"] = {"tune_s": round(tune_s, 1), "win_rate": round(float(np.mean(wins)), 3),
+                           "mean_preference": round(float(np.mean(probs)), 3), "comparisons": len(wins),
+                           "distinct": round(float(np.mean(distinct)), 3), "mean_notes": round(float(notes), 1),
+                           **{k: card[k] for k in ("musician_pairs", "synthetic_pairs", "steps", "generate_s", "train_s")}}
+            print(f"[{name}] tune {tune_s:.0f} s ({card['steps']} steps, {card['musician_pairs']} + "
+                  f"{card['synthetic_pairs']} pairs) · tuned preferred in {np.mean(wins):.3f} of {len(wins)} "
+                  f"(mean P {np.mean(probs):.3f}) · distinct {np.mean(distinct):.3f} · notes {notes:.1f}", flush=True)
+        results[name] = row
+    print(json.dumps({"model": args.model, "load_average": round(_load(), 1), "results": results}, indent=1))
+    print(f"work folder: {work}")
+    return 0
+
+
+def _load() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""eval-continuation: key estimation, per-passage metrics, baselines, the report; `nll` per dataset."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from engine.music import Clip, Note, TempoChange, TimeSignature
+from engine.policy import Policy
+from engine.tokenizer import RemiTokenizer
+from test_data import arpeggio_piece
+from training import continuation_bench as cb
+from training import nll as nll_mod
+from training.data import prepare
+
+torch.set_num_threads(1)
+
+C_MAJOR_SCALE = (60, 62, 64, 65, 67, 69, 71, 72)
+
+
+def clip_of(pitches, step=480, velocity=80) -> Clip:
+    return Clip([Note(i * step, p, step, velocity) for i, p in enumerate(pitches)], 480,
+                [TempoChange(0, 120.0)], [TimeSignature(0, 4, 4)])
+
+
+def test_krumhansl_schmuckler_finds_major_and_minor_keys():
+    assert cb.estimate_key(clip_of(C_MAJOR_SCALE * 2).notes) == (0, "major")
+    # A minor: tonic and fifth weighted, with G# as leading tone.
+    a_minor = [57, 59, 60, 62, 64, 65, 68, 69, 69, 64, 60, 57]
+    assert cb.estimate_key(clip_of(a_minor).notes) == (9, "minor")
+    assert cb.estimate_key(clip_of([p + 2 for p in C_MAJOR_SCALE]).notes) == (2, "major")
+    assert cb.key_name((9, "minor")) == "A minor"
+
+
+def test_in_key_share_counts_scale_notes():
+    notes = clip_of([60, 62, 61, 66]).notes  # C, D in C major; C#, F# are not
+    assert cb.in_key_share(notes, (0, "major")) == 0.5
+    assert cb.in_key_share(clip_of([68]).notes, (9, "minor")) == 1.0  # G# leads to A
+    assert cb.in_key_share([], (0, "major")) == 0.0
+
+
+def test_compare_against_truth():
+    truth = clip_of(C_MAJOR_SCALE + C_MAJOR_SCALE[::-1], step=240)  # 16 eighths: 2 different bars of 4/4
+    bars = [0, 1920, 3840]
+    same = cb.compare(truth, truth, (0, "major"), bars, [])
+    assert same["abs_log2_density"] == 0 and same["polyphony_diff"] == 0 and same["in_key"] == 1.0
+    assert same["empty_bar_share"] == 0 and same["silent"] == 0 and same["velocity_hist_l1"] == 0
+    half = truth.with_notes(truth.notes[:8])  # 8 notes of 16, second bar empty
+    r = cb.compare(half, truth, (0, "major"), bars, [])
+    assert r["abs_log2_density"] == pytest.approx(abs(math.log2(9 / 17)))
+    assert r["empty_bar_share"] == 0.5
+    silent = cb.compare(truth.with_notes([]), truth, (0, "major"), bars, [])
+    assert silent["silent"] == 1.0 and silent["in_key"] == 0.0 and silent["velocity_hist_l1"] == pytest.approx(1.0)
+    # Copying: a bar equal to a prompt bar (same onsets within the bar and pitches) counts.
+    prompt_bars = cb.bar_contents(truth.notes, bars)
+    assert cb.compare(truth, truth, (0, "major"), bars, prompt_bars[:1])["copy_rate"] == 0.5
+
+
+def test_pooled_duplicates_and_single_velocity():
+    a, b = clip_of([60, 64, 67]), clip_of([62, 65, 69], velocity=90)
+    loud = clip_of([60, 64, 67], velocity=100)  # same notes as `a`: velocities do not make it different
+    r = cb.pooled([a, b, loud, a.with_notes([])], [a, b])
+    assert r["duplicate_rate"] == pytest.approx(2 / 3)
+    assert r["single_velocity_share"] == 1.0
+    assert cb.pooled([a, b], [b, a])["velocity_hist_l1_pooled"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory):
+    """A prepared folder with two "datasets" (scanned roots), every piece in the test split."""
+    base = tmp_path_factory.mktemp("corpora")
+    for name, first_seed in (("popish", 0), ("classicalish", 50)):
+        for p in range(3):
+            folder = base / name / f"piece{p}"
+            folder.mkdir(parents=True)
+            arpeggio_piece(first_seed + p, bars=12).save_midi(folder / "a.mid")
+    out = tmp_path_factory.mktemp("data")
+    prepare([base / "popish", base / "classicalish"], out, workers=1, val_frac=0.0, test_frac=0.999999,
+            progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    Policy.create("tiny", RemiTokenizer(), seed=3).save(path)
+    return path
+
+
+def test_passages_and_baselines(two_datasets):
+    tok = RemiTokenizer()
+    passages = cb.pick_passages(two_datasets, tok, 4, seed=1)
+    assert sorted(p.dataset for p in passages) == ["classicalish", "classicalish", "popish", "popish"]
+    assert len({p.piece for p in passages}) == 4
+    for i, p in enumerate(passages):
+        truth = p.truth
+        assert p.window_bar_ticks() == [0, 1920, 3840, 5760, 7680]
+        assert all(0 <= n.start < 7680 for n in truth.notes) and len(p.prompt.notes) == 36
+        # The arpeggio pieces repeat every 4 bars: repeating the prompt is the truth exactly.
+        assert [(n.start, n.pitch) for n in p.repeated_prompt().notes] == [(n.start, n.pitch) for n in truth.notes]
+        other = passages[cb.other_song_index(passages, i)]
+        assert other.piece != p.piece and other.dataset == p.dataset
+
+
+BENCH_ARGS = ["--n", "4", "--bars", "2", "--prompt-bars", "4", "--candidates", "2", "--samples", "1", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench(two_datasets, tiny_model, tmp_path_factory):
+    """One benchmark run of the tiny model: (output folder, what it printed)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("bench")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cb.main(["eval-continuation", "--model", f"tiny={tiny_model}", "--data", str(two_datasets),
+                        *BENCH_ARGS, "--out", str(out)]) == 0
+    return out, json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
+def test_benchmark_report_with_a_tiny_model(bench, two_datasets, tmp_path):
+    out, printed = bench
+    report = json.loads((out / "continuation.json").read_text())
+    assert set(report["systems"]) == {"tiny", "repeat-prompt", "other-song", "truth"}
+    assert set(report["datasets"]) == {"popish", "classicalish"}
+    repeat = report["systems"]["repeat-prompt"]["all"]
+    # Periodic pieces: the repeated prompt is exactly the true continuation.
+    assert repeat["abs_log2_density"]["mean"] == 0 and repeat["polyphony_diff"]["mean"] == 0
+    assert repeat["copy_rate"]["mean"] == 1.0 and repeat["velocity_hist_l1"]["mean"] == 0
+    assert report["systems"]["truth"]["all"]["in_key"]["mean"] == repeat["in_key"]["mean"] > 0.9
+    tiny = report["systems"]["tiny"]
+    assert tiny["all"]["outputs"] == 8 and tiny["popish"]["outputs"] == 4
+    assert len([r for r in report["per_passage"] if r["system"] == "tiny"]) == 8
+    assert set(report["goals"]["tiny"]) >= {"in_key_at_least_0.95", "beats_repeat_on_density"}
+    assert printed["goals"] == report["goals"]
+    md = (out / "continuation.md").read_text()
+    assert "| repeat-prompt |" in md and "## popish" in md
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        f"00-{report['passages'][0]['dataset']}-{s}.mid" for s in ("tiny", "truth")]
+    assert cb.main(["eval-continuation", "--model", f"x={tmp_path / 'missing'}", "--data", str(two_datasets),
+                    *BENCH_ARGS, "--out", str(tmp_path / "x")]) == 2
+
+
+def test_nll_reports_each_dataset(two_datasets, tiny_model, capsys):
+    assert nll_mod.main(["nll", "--model", str(tiny_model), "--data", str(two_datasets), "--context", "256"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    by = report["by_dataset"]
+    assert set(by) == {"popish", "classicalish"}
+    assert sum(d["tokens"] for d in by.values()) == report["tokens"]
+    assert sum(d["files"] for d in by.values()) == report["files"] == 6
+    mean = sum(d["nll_per_token"] * d["tokens"] for d in by.values()) / report["tokens"]
+    assert mean == pytest.approx(report["nll_per_token"], abs=1e-5)
+    # --per-dataset: the budget is spent on each dataset, not on whichever comes first.
+    assert nll_mod.main(["nll", "--model", str(tiny_model), "--data", str(two_datasets), "--context", "256",
+                         "--max-tokens", "10", "--per-dataset"]) == 0
+    budgeted = json.loads(capsys.readouterr().out)
+    assert {d: v["files"] for d, v in budgeted["by_dataset"].items()} == {"popish": 1, "classicalish": 1}
+
+
+def test_model_card_tables_reports_and_counts_every_earlier_run(bench, two_datasets, tiny_model, tmp_path, capsys):
+    import numpy as np
+
+    from training import model_card
+    from training.pretrain import save_checkpoint
+
+    # The model the run started from, with a card of its own that itself counts an earlier run.
+    source = tmp_path / "source"
+    Policy.load(tiny_model).save(source)
+    (source / "model_card.json").write_text(json.dumps({"training": {
+        "step": 30, "tokens_seen": 1000, "init_from": {"step": 5, "tokens_seen": 200}}}))
+    run = tmp_path / "run"
+    policy = Policy.load(tiny_model)
+    optimizer = torch.optim.AdamW(policy.model.parameters())
+    save_checkpoint(run, 7, policy, optimizer, np.random.default_rng(0), {"tokens_seen": 70}, keep=1)
+    (run / "run_config.json").write_text(json.dumps({
+        "config": "tiny", "steps": 7, "batch_size": 1, "seq_len": 256, "lr": 1e-4, "warmup": 1,
+        "init_from": str(source), "init_from_card": {"path": str(source), "step": 30, "tokens_seen": 1000}}))
+    reports = []
+    for model, name in ((tiny_model, "new"), (source, "old")):
+        assert nll_mod.main(["nll", "--model", str(model), "--data", str(two_datasets), "--context", "256"]) == 0
+        reports.append(tmp_path / f"{name}.json")
+        reports[-1].write_text(capsys.readouterr().out)
+    out = tmp_path / "exported"
+    info = model_card.build_card(run, out, two_datasets, prompts=0, bars=4, seed=0, nll_max_tokens=None,
+                                 skip_generation=True, nll_reports=[reports[0]], compare_nll=[reports[1]],
+                                 continuation_report=bench[0] / "continuation.json", continuation_model="tiny")
+    assert info["training"]["lineage"] == {"steps": 35, "tokens_seen": 1200}
+    assert set(info["evaluation"]["test"]["by_dataset"]) == {"popish", "classicalish"}
+    card = (out / "README.md").read_text()
+    assert "in all 42 steps and 1,270 tokens" in card
+    assert "| test | popish |" in card and "model replaced" in card
+    assert "| all | this model |" in card and "| popish | repeat-prompt |" in card
+    with pytest.raises(model_card.UserError, match="no system"):
+        model_card.continuation_summary(bench[0] / "continuation.json", "absent")
