@@ -8,12 +8,18 @@ Starts `smart serve` as a subprocess on 127.0.0.1 (unless --url), fires the requ
 a prompt, half procedural), and prints errors, latency p50/p95/max, throughput and the scheduler's
 batching figures (mean rows per decode step, most requests decoded together). With --baseline it
 first runs the same number of requests from a single client, one after another.
+
+Before/after in one run: `--before DIR` first loads a host started from another checkout of the code
+(e.g. `git archive HEAD | tar -x -C /tmp/before`), then this one, with the same model and load, and
+prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -80,6 +86,59 @@ def run_load(client: HostClient, clients: int, requests: int, args) -> dict:
             "mean_s": round(statistics.fmean(latencies), 3) if latencies else None}
 
 
+@contextlib.contextmanager
+def started_host(args, model: str, code_dir: Path | None):
+    """A `smart serve` subprocess (from `code_dir`'s code when given) and a client; or the --url host."""
+    if args.url is not None:
+        with HostClient(args.url, args.token, timeout=120) as client:
+            yield client
+        return
+    cwd = os.getcwd()
+    if code_dir is not None:
+        os.chdir(code_dir)  # `python -m engine.cli serve` imports the engine from the working directory
+    try:
+        local = LocalHost(model, device=args.device,
+                          extra_args=["--max-batch-rows", str(args.max_batch_rows)]).start()
+    finally:
+        os.chdir(cwd)
+    try:
+        with local.client(timeout=120) as client:
+            yield client
+    finally:
+        local.stop()
+
+
+def measure(client: HostClient, args) -> dict:
+    health = client.health()
+    print(f"host: device {health['device']}, model {health['model']['path']} "
+          f"({health['model']['parameters']:,} parameters), MAA {health['maa']['status']}")
+    # One request first so start-up costs (lazy imports, allocator) are not in the figures.
+    client.generate(None, candidates=1, bars=1, max_new_tokens=8, score=args.score).wait()
+    if args.baseline:
+        base = run_load(client, 1, args.clients * args.requests, args)
+        print("one client, sequential:", json.dumps(base))
+    before = client.health()["decode"]
+    result = run_load(client, args.clients, args.requests, args)
+    after = client.health()["decode"]
+    steps = after["steps"] - before["steps"]
+    result["decode_steps"] = steps
+    result["mean_rows_per_step"] = round((after["row_steps"] - before["row_steps"]) / steps, 2) if steps else 0
+    result["max_requests_in_one_batch"] = after["max_jobs"]
+    result["joins"] = after["joins"] - before["joins"]
+    for key in ("prefill_rows", "reused_rows"):  # prompt windows computed vs reused (cache, twin rows)
+        if key in after:
+            result[key] = after[key] - before[key]
+    # The scheduler thread's time: decode steps (with sampling), joining requests into the batch.
+    for key in ("step_s", "admit_s"):
+        result["scheduler_" + key] = round(after[key] - before[key], 2)
+    result["ms_per_step"] = round(1000 * (after["step_s"] - before["step_s"]) / steps, 2) if steps else 0
+    print("concurrent:", json.dumps(result))
+    print(f"errors {result['errors']}  p50 {result['p50_s']} s  p95 {result['p95_s']} s  "
+          f"max {result['max_s']} s  throughput {result['requests_per_s']} req/s  "
+          f"mean batch {result['mean_rows_per_step']} rows/step  admit {result['scheduler_admit_s']} s")
+    return result
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=20)
@@ -94,54 +153,39 @@ def main() -> int:
     p.add_argument("--url", default=None, help="load an already running host instead of starting one")
     p.add_argument("--token", default=None)
     p.add_argument("--baseline", action="store_true", help="first run the same requests from one client")
+    p.add_argument("--before", type=Path, default=None,
+                   help="another checkout of the code: measure its host first, then this one, and print ratios")
+    p.add_argument("--rounds", type=int, default=1, help="with --before: alternate before/after this many times "
+                   "(a busy machine's load drifts; the ratios use the medians)")
     args = p.parse_args()
+    print(f"load: {args.clients} clients × {args.requests} requests, {args.candidates} candidates, "
+          f"{args.bars} bars, ≤{args.max_new_tokens} tokens, score={args.score}")
 
     with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
-        local = None
-        if args.url is None:
-            model = args.model
-            if model is None:
-                from engine.policy import Policy
+        model = args.model
+        if model is None and args.url is None:
+            from engine.policy import Policy
 
-                model = str(Path(tmp) / "tiny")
-                Policy.create("tiny").save(model)
-            local = LocalHost(model, device=args.device,
-                              extra_args=["--max-batch-rows", str(args.max_batch_rows)]).start()
-            client = local.client(timeout=120)
-        else:
-            client = HostClient(args.url, args.token, timeout=120)
-        try:
-            health = client.health()
-            print(f"host: device {health['device']}, model {health['model']['path']} "
-                  f"({health['model']['parameters']:,} parameters), MAA {health['maa']['status']}")
-            print(f"load: {args.clients} clients × {args.requests} requests, {args.candidates} candidates, "
-                  f"{args.bars} bars, ≤{args.max_new_tokens} tokens, score={args.score}")
-            # One request first so start-up costs (lazy imports, allocator) are not in the figures.
-            client.generate(None, candidates=1, bars=1, max_new_tokens=8, score=args.score).wait()
-            if args.baseline:
-                base = run_load(client, 1, args.clients * args.requests, args)
-                print("one client, sequential:", json.dumps(base))
-            before = client.health()["decode"]
-            result = run_load(client, args.clients, args.requests, args)
-            after = client.health()["decode"]
-            steps = after["steps"] - before["steps"]
-            result["decode_steps"] = steps
-            result["mean_rows_per_step"] = round((after["row_steps"] - before["row_steps"]) / steps, 2) if steps else 0
-            result["max_requests_in_one_batch"] = after["max_jobs"]
-            result["joins"] = after["joins"] - before["joins"]
-            # The scheduler thread's time: model steps, sampling + routing, joining requests into the batch.
-            for key in ("step_s", "sample_s", "admit_s"):
-                result["scheduler_" + key] = round(after[key] - before[key], 2)
-            result["ms_per_step"] = round(1000 * (after["step_s"] - before["step_s"]) / steps, 2) if steps else 0
-            print("concurrent:", json.dumps(result))
-            print(f"errors {result['errors']}  p50 {result['p50_s']} s  p95 {result['p95_s']} s  "
-                  f"max {result['max_s']} s  throughput {result['requests_per_s']} req/s  "
-                  f"mean batch {result['mean_rows_per_step']} rows/step")
-            return 1 if result["errors"] else 0
-        finally:
-            client.close()
-            if local is not None:
-                local.stop()
+            model = str(Path(tmp) / "tiny")
+            Policy.create("tiny").save(model)
+        model = str(Path(model).resolve()) if model is not None else None
+        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        hosts = ([("before", args.before.resolve())] if args.before else []) + [("after", None)]
+        for k in range(args.rounds if args.before else 1):
+            for label, code in hosts:
+                print(f"--- {label} (round {k + 1}): {code or ROOT}")
+                with started_host(args, model, code) as client:
+                    runs[label].append(measure(client, args))
+        keys = ("p50_s", "p95_s", "max_s", "mean_s", "requests_per_s", "scheduler_admit_s")
+        med = {label: {k: statistics.median(r[k] for r in rs) for k in keys} for label, rs in runs.items() if rs}
+        for label, m in med.items():
+            print(f"{label} (median of {len(runs[label])}): " + "  ".join(f"{k} {v}" for k, v in m.items())
+                  + f"  errors {sum(r['errors'] for r in runs[label])}")
+        if runs["before"]:
+            b, a = med["before"], med["after"]
+            print("ratios before/after: " + "  ".join(f"{k} {b[k] / a[k]:.2f}×" for k in keys[:4] if b[k] and a[k])
+                  + f"  throughput after/before {a['requests_per_s'] / b['requests_per_s']:.2f}×")
+        return 1 if any(r["errors"] for rs in runs.values() for r in rs) else 0
 
 
 if __name__ == "__main__":

@@ -1,83 +1,187 @@
-"""MAA scoring throughput (10-s windows per second) with random weights: timing only.
+"""MAA scoring on CPU: the exact float32 model vs FastCPUForward (the CPU default), in one run.
 
-    uv run python benchmarks/bench_maa.py                      # small + full, batch sizes 1 and 4, CPU
-    uv run python benchmarks/bench_maa.py --configs full --batch-sizes 1 2 8 --windows 16 --device cuda
+    uv run python benchmarks/bench_maa.py                            # full-size random weights, 1 thread
+    uv run python benchmarks/bench_maa.py --threads 2 --batch-sizes 1 4
+    uv run python benchmarks/bench_maa.py --maa PATH                 # agreement with the real weights
+    uv run python benchmarks/bench_maa.py --device cuda --skip-agreement   # windows/s on a GPU (bf16)
 
-Each clip is exactly one 10-s window at 16 kHz, so windows/s is also clips/s for 10-s clips; a
-minute of rendered audio costs 6 windows. Wall time and process CPU time are both printed: on a
-shared machine the CPU figure is the steadier one.
+Timing: seconds per 10-s window for each path, best of --repeats, process CPU time and wall time (on a
+shared machine the CPU figure is the steadier one), and the speed-up.
+
+Agreement: with random weights the heads are nearly constant (a random 768→1 projection of a
+unit-norm embedding), so "the scores agree" alone would prove nothing. Three figures per axis, over
+varied rendered piano music (dense/sparse, low/high, loud/soft, tempos, short clips that are padded):
+* ``own heads``: max |fast − exact| on the 1–10 scale with the model's own heads, next to the spread
+  (max − min) of the exact scores over the clips;
+* ``calibrated heads``: each axis gets a linear head along one principal direction of the exact
+  embeddings (axis k: direction k), scaled so its exact scores have a standard deviation of 1 point
+  across the clips — a head that actually separates these clips; max |fast − exact| of that head;
+* ``embedding error / spread``: rms |e_fast − e_exact| / rms |e_exact − mean e_exact| of the pooled
+  embeddings the heads read: the error of any head as a fraction of the spread it sees.
+Random weights are for timing and this check only: recheck with the real weights (``--maa``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.scorer import MAA_SAMPLE_RATE, WINDOW_SAMPLES, MAAScorer, build_maa_model
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.music import Clip, Note, TempoChange  # noqa: E402
+from engine.render import render  # noqa: E402
+from engine.scorer import AXES, MAA_SAMPLE_RATE, WINDOW_SAMPLES, MAAScorer, build_maa_model  # noqa: E402
+
+GOAL_SPEEDUP = 2.5
+GOAL_MAX_DIFF = 0.02
 
 
-def bench(config: str, batch_size: int, n_windows: int, device: str, repeats: int) -> dict:
-    model = build_maa_model(small=(config == "small"), seed=0)
-    scorer = MAAScorer.from_model(model, device=device, max_batch_size=batch_size)
-    rng = np.random.default_rng(0)
-    clips = [(0.1 * rng.standard_normal(WINDOW_SAMPLES)).astype(np.float32) for _ in range(n_windows)]
-    scorer.score(clips[:batch_size], MAA_SAMPLE_RATE)  # warm-up: kernel selection, allocator
-    best_wall, best_cpu = float("inf"), float("inf")
+def varied_music(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n rendered piano clips (16 kHz) of varied density, register, loudness and tempo; every fourth
+    one is 3–7 s long, so padded windows are part of the check."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        bpm = float(rng.uniform(60, 180))
+        seconds = float(rng.uniform(3, 7)) if i % 4 == 3 else 10.0
+        ppq = 480
+        ticks = int(seconds * bpm / 60 * ppq)
+        notes_per_beat = rng.choice([0.5, 1, 2, 4, 8])
+        low = int(rng.integers(21, 72))
+        span = int(rng.integers(5, 36))
+        velocity = int(rng.integers(30, 120))
+        step = max(1, int(ppq / notes_per_beat))
+        notes = []
+        for start in range(0, max(1, ticks - step), step):
+            for _ in range(int(rng.integers(1, 4))):  # 1–3 note chords
+                notes.append(Note(start, int(min(108, low + rng.integers(0, span))), int(step * rng.uniform(0.5, 2)),
+                                  int(np.clip(velocity + rng.integers(-15, 16), 1, 127))))
+        clip = Clip(notes=notes, ppq=ppq, tempos=[TempoChange(0, bpm)])
+        clips.append(render(clip, sample_rate=MAA_SAMPLE_RATE, seconds=seconds))
+    return clips
+
+
+def time_paths(scorers: dict[str, MAAScorer], clips: list[np.ndarray], repeats: int, device: str) -> dict:
+    """Best CPU and wall seconds per window of each scorer, repeats interleaved (same load for both)."""
+    n_windows = len(clips)
+    best = {name: [float("inf"), float("inf")] for name in scorers}
+    for scorer in scorers.values():
+        scorer.score(clips[:1], MAA_SAMPLE_RATE)  # warm-up: kernel selection, allocator
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        scorer.score(clips, MAA_SAMPLE_RATE)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best_wall = min(best_wall, time.perf_counter() - wall0)
-        best_cpu = min(best_cpu, time.process_time() - cpu0)
-    n_params = sum(p.numel() for p in model.parameters())
-    return {
-        "config": config,
-        "params": n_params,
-        "batch": batch_size,
-        "windows": n_windows,
-        "wall_s": best_wall,
-        "cpu_s": best_cpu,
-        "windows_per_s": n_windows / best_wall,
-    }
+        for name, scorer in scorers.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            scorer.score(clips, MAA_SAMPLE_RATE)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best[name][0] = min(best[name][0], (time.process_time() - cpu0) / n_windows)
+            best[name][1] = min(best[name][1], (time.perf_counter() - wall0) / n_windows)
+    return best
+
+
+def embeddings(scorer: MAAScorer, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Pooled (normalised) embeddings each head reads, per axis: (clips, dim). Heads swapped for Identity."""
+    model = scorer.model
+    heads = model.proj_layer
+    model.proj_layer = torch.nn.ModuleDict({axis: torch.nn.Identity() for axis in AXES})
+    try:
+        windows = np.zeros((len(clips), WINDOW_SAMPLES), dtype=np.float32)
+        masks = np.zeros((len(clips), WINDOW_SAMPLES), dtype=bool)
+        for row, clip in enumerate(clips):
+            windows[row, : len(clip)] = clip[:WINDOW_SAMPLES]
+            masks[row, : len(clip)] = True
+        forward = scorer._fast or model
+        with torch.inference_mode():
+            out = forward({"wav": torch.from_numpy(windows).unsqueeze(1), "mask": torch.from_numpy(masks).unsqueeze(1)})
+        return {axis: out[axis].double().numpy() for axis in AXES}
+    finally:
+        model.proj_layer = heads
+
+
+def agreement(model, clips: list[np.ndarray]) -> list[dict]:
+    exact = MAAScorer.from_model(model, device="cpu", exact=True)
+    fast = MAAScorer.from_model(model, device="cpu", exact=False)
+    if fast.precision != "fast-cpu":
+        raise SystemExit(f"fast CPU path unavailable: {fast.fast_reason}")
+    score_exact = exact.score(clips, MAA_SAMPLE_RATE)
+    score_fast = fast.score(clips, MAA_SAMPLE_RATE)
+    emb_exact, emb_fast = embeddings(exact, clips), embeddings(fast, clips)
+    rows = []
+    for k, axis in enumerate(AXES):
+        se = np.array([getattr(s, axis) for s in score_exact])
+        sf = np.array([getattr(s, axis) for s in score_fast])
+        e, f = emb_exact[axis], emb_fast[axis]
+        centred = e - e.mean(axis=0)
+        _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+        head = vt[k] / (sing[k] / np.sqrt(len(e)))  # exact scores along direction k: std 1 point
+        rows.append({
+            "axis": axis,
+            "own_max_diff": float(np.max(np.abs(sf - se))),
+            "own_spread": float(se.max() - se.min()),
+            "calibrated_max_diff": float(np.max(np.abs((f - e) @ head))),
+            "embedding_error_over_spread": float(np.sqrt(np.mean(np.sum((f - e) ** 2, axis=1)))
+                                                 / np.sqrt(np.mean(np.sum(centred**2, axis=1)))),
+        })
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", choices=("small", "full"), default=["small", "full"])
+    parser.add_argument("--config", choices=("small", "full"), default="full", help="random-weight WavLM size")
+    parser.add_argument("--maa", default=None, help="a real checkpoint.pt / HF directory instead of random weights")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--windows", type=int, default=8, help="windows scored per timed run")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs; the best is reported")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--windows", type=int, default=4, help="10-s windows scored per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the best is reported")
+    parser.add_argument("--clips", type=int, default=24, help="rendered clips for the agreement check")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
+    if args.maa:
+        model = MAAScorer.load(args.maa, device="cpu", exact=True).model
+        weights = args.maa
+    else:
+        model = build_maa_model(small=args.config == "small", seed=0)
+        weights = f"random {args.config}-size weights (timing and agreement only, not real scores)"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"device={args.device} torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
-        f"load_avg_1min={load:.1f} precision={'bf16 autocast' if args.device == 'cuda' else 'fp32'}"
-    )
-    print(
-        f"{'config':<6} {'params':>11} {'batch':>5} {'windows':>7} {'wall s':>8} {'cpu s':>8} {'windows/s':>10} {'win/cpu-s':>10} {'audio x realtime':>16}"
-    )
-    for config in args.configs:
-        for batch_size in args.batch_sizes:
-            r = bench(config, batch_size, args.windows, args.device, args.repeats)
-            print(
-                f"{r['config']:<6} {r['params']:>11,} {r['batch']:>5} {r['windows']:>7} {r['wall_s']:>8.2f} "
-                f"{r['cpu_s']:>8.2f} {r['windows_per_s']:>10.2f} {r['windows'] / r['cpu_s']:>10.2f} {r['windows_per_s'] * 10:>15.1f}x",
-                flush=True,
-            )
-    if hasattr(os, "getloadavg"):
-        import resource
+    print(f"device={args.device} torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+          f"load_avg_1min={load:.1f} weights: {weights}")
 
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-        print(f"peak RSS of this process: {peak_mb:.0f} MB")
+    clips = varied_music(max(args.clips, args.windows), seed=0)
+    timing_clips = [c for c in clips if len(c) == WINDOW_SAMPLES][: args.windows]  # full windows only
+    print(f"\n{'batch':>5} {'path':<14} {'cpu s/window':>12} {'wall s/window':>13} {'windows/s':>10} {'speed-up (cpu)':>15}")
+    for batch_size in args.batch_sizes:
+        if args.device == "cuda":
+            scorers = {"bf16-autocast": MAAScorer.from_model(model, device="cuda", max_batch_size=batch_size)}
+        else:
+            scorers = {name: MAAScorer.from_model(model, device="cpu", max_batch_size=batch_size, exact=name == "exact")
+                       for name in ("exact", "fast")}
+        best = time_paths(scorers, timing_clips, args.repeats, args.device)
+        base = best.get("exact", [float("nan")])[0]
+        for name, (cpu, wall) in best.items():
+            label = scorers[name].precision
+            print(f"{batch_size:>5} {label:<14} {cpu:>12.3f} {wall:>13.3f} {1 / wall:>10.2f} {base / cpu:>14.2f}x", flush=True)
+        model.to("cpu")
+
+    if args.skip_agreement or args.device == "cuda":
+        return
+    rows = agreement(model, clips)
+    print(f"\nagreement over {len(clips)} rendered clips (1–10 scale; goal: max diff ≤ {GOAL_MAX_DIFF})")
+    print(f"{'axis':<5} {'own heads: max diff':>20} {'spread':>8} {'calibrated heads: max diff':>27} "
+          f"{'embedding error / spread':>25}")
+    for r in rows:
+        print(f"{r['axis']:<5} {r['own_max_diff']:>20.4f} {r['own_spread']:>8.4f} {r['calibrated_max_diff']:>27.4f} "
+              f"{r['embedding_error_over_spread']:>25.4f}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,8 @@ def main() -> int:
     from engine.features import diversity
     from engine.policy import Policy
     from engine.preferences import read_pairs
-    from training.taste import LISTENERS, TasteScorer, TuneConfig, fit_taste_any, sample_continuations, tune
+    from training.taste import (LISTENERS, TasteScorer, TuneConfig, fit_taste_any, sample_continuations,
+                                sample_from_ids, tune)
 
     torch.set_num_threads(args.threads)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_taste_"))
@@ -115,20 +118,33 @@ def main() -> int:
     train_p = prompts[:args.train_pairs]
     test_p = prompts[args.train_pairs:args.train_pairs + args.test_pairs]
     eval_p = prompts[args.train_pairs + args.test_pairs:]
-    pairs = sample_continuations(base.model, tok, train_p + test_p, 2, bars=2, seed=args.seed)
+    cache = work / "base_samples.json"  # generating is the slow part: a kept work folder reuses it
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        pairs = [[sample_from_ids(tok, *x) for x in group] for group in stored["pairs"]]
+        eval_base = [[[sample_from_ids(tok, *x) for x in group] for group in seed] for seed in stored["eval"]]
+    else:
+        pairs = sample_continuations(base.model, tok, train_p + test_p, 2, bars=2, seed=args.seed)
+        eval_base = [sample_continuations(base.model, tok, eval_p, 1, bars=2, seed=1000 + s)
+                     for s in range(args.eval_seeds)]
+        ids = lambda groups: [[(x.prompt_ids, x.completion_ids) for x in g] for g in groups]  # noqa: E731
+        cache.write_text(json.dumps({"pairs": ids(pairs), "eval": [ids(e) for e in eval_base]}))
     train_s, test_s = pairs[:args.train_pairs], pairs[args.train_pairs:]
-    print(f"generated {2 * len(pairs)} base continuations in {time.perf_counter() - t0:.0f} s "
+    print(f"{2 * len(pairs)} base continuations ready after {time.perf_counter() - t0:.0f} s "
           f"(model {args.model}, load average {_load():.1f})", flush=True)
-    eval_base = [sample_continuations(base.model, tok, eval_p, 1, bars=2, seed=1000 + s) for s in range(args.eval_seeds)]
 
     results = {}
     for name in args.listeners.split(","):
         listener = LISTENERS[name]
-        rng = random.Random(hash(name) % 2**31 + args.seed)
+        rng = random.Random(zlib.crc32(name.encode()) + args.seed)
         pref_dir = work / name / "preferences"
+        shutil.rmtree(pref_dir, ignore_errors=True)
         record_pairs(pref_dir, listener, train_p, train_s, rng)
+        ceiling = np.mean([(listener.choose(a.clip, b.clip, p, rng) == "A") == (listener.probability(a.clip, b.clip, p) > 0.5)
+                           for p, (a, b) in zip(test_p, test_s)])
+        print(f"[{name}] the listener agrees with its own noiseless preference on {ceiling:.3f} of the unseen pairs")
         pset = read_pairs([pref_dir])
-        row: dict = {"pairs": len(pset), "fit": {}}
+        row: dict = {"pairs": len(pset), "listener_self_agreement": round(float(ceiling), 3), "fit": {}}
         for rep in args.representations.split(","):
             t1 = time.perf_counter()
             model, _ = fit_taste_any(pset, rep, args.model)
@@ -165,11 +181,11 @@ def main() -> int:
             for i in range(len(eval_p)):  # distinct outputs per prompt across seeds
                 distinct.append(diversity([tuned_all[s][i] for s in range(args.eval_seeds)])["unique_fraction"])
             notes = np.mean([len(c.notes) for group in tuned_all for c in group])
-            row["tune"] = {"tune_s": round(tune_s, 1), "win_rate": round(float(np.mean(wins)), 3),
+            row["tune"] = {"tune_s": round(tune_s, 1), "tune_cpu_s": card["cpu_s"], "win_rate": round(float(np.mean(wins)), 3),
                            "mean_preference": round(float(np.mean(probs)), 3), "comparisons": len(wins),
                            "distinct": round(float(np.mean(distinct)), 3), "mean_notes": round(float(notes), 1),
                            **{k: card[k] for k in ("musician_pairs", "synthetic_pairs", "steps", "generate_s", "train_s")}}
-            print(f"[{name}] tune {tune_s:.0f} s ({card['steps']} steps, {card['musician_pairs']} + "
+            print(f"[{name}] tune {tune_s:.0f} s wall, {card['cpu_s']:.0f} s CPU ({card['steps']} steps, {card['musician_pairs']} + "
                   f"{card['synthetic_pairs']} pairs) · tuned preferred in {np.mean(wins):.3f} of {len(wins)} "
                   f"(mean P {np.mean(probs):.3f}) · distinct {np.mean(distinct):.3f} · notes {notes:.1f}", flush=True)
         results[name] = row

@@ -131,7 +131,6 @@ def run_generate(args) -> int:
     if args.prompt_bars is not None and args.prompt_bars < 1:
         raise UserError(f"invalid --prompt-bars {args.prompt_bars} (N ≥ 1)")
     prompt_clip = load_prompt(args.prompt) if args.prompt else None
-    out = output_folder(args.out)
     settings = GenerationSettings(candidates=args.candidates, temperature=args.temperature, top_p=args.top_p,
                                   seed=args.seed, bars=args.bars, max_new_tokens=args.max_tokens,
                                   grammar=not args.no_grammar)
@@ -141,6 +140,7 @@ def run_generate(args) -> int:
         raise UserError(str(exc)) from None
     with user_errors():
         policy = Policy.load(args.model)
+    out = output_folder(args.out)  # after the cheap checks (no folder for a refused command), before the long job
     meter_note = None
     if prompt_clip is not None:
         # Bars are counted as the model reads them, from --prompt-bars to the "bars" reported.

@@ -163,10 +163,12 @@ class Phi3Decoder:
     """
 
     def __init__(self, model, batch_size: int, max_len: int, device=None, weights: str = "model",
-                 packed: PackedWeights | None = None):
-        """`packed`: weights packed once by `PackedWeights` for this model (its mode overrides `weights`)."""
+                 packed: PackedWeights | None = None, row_capacity: int | None = None):
+        """`packed`: weights packed once by `PackedWeights` for this model (its mode overrides `weights`).
+        `row_capacity`: rows the cache has room for (default `batch_size`), so `append` can add rows in place."""
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size}, {max_len}")
+        row_capacity = max(batch_size, row_capacity or batch_size)
         _check_supported(model, max_len)
         config = model.config
         embed = model.model.embed_tokens.weight
@@ -215,18 +217,22 @@ class Phi3Decoder:
             sin[:, : self.rot_dim // 2].neg_()
             self._sin_signed = sin.to(self.dtype)
 
-            shape = (self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim)
-            self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
-            self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            shape = (self.n_layers, row_capacity, self.n_kv_heads, max_len, self.head_dim)
+            # Uninitialised: only positions written by prefill/step/splice/append are ever read, and leaving
+            # the rest untouched keeps a large cache cheap to allocate.
+            self._k_rows = torch.empty(shape, device=self.device, dtype=self.dtype)
+            self._v_rows = torch.empty(shape, device=self.device, dtype=self.dtype)
             # Additive key bias: 0 for real tokens, -inf for left pads (only read when a batch has padding).
-            self._key_bias = torch.zeros(batch_size, 1, 1, max_len, device=self.device, dtype=self.dtype)
-            self._next_pos = torch.zeros(batch_size, device=self.device, dtype=torch.long)
+            self._bias_rows = torch.zeros(row_capacity, 1, 1, max_len, device=self.device, dtype=self.dtype)
+            self._pos_rows = torch.zeros(row_capacity, device=self.device, dtype=torch.long)
+        self.row_capacity = row_capacity
+        self._use_rows(batch_size)
         self._has_padding = False
         self._gqa = self.n_heads != self.n_kv_heads
         self.length = 0
 
     @classmethod
-    def splice(cls, model, parts, capacity: int) -> "Phi3Decoder":
+    def splice(cls, model, parts, capacity: int, row_capacity: int | None = None) -> "Phi3Decoder":
         """A new decoder holding rows `idx` of each `(decoder, idx)` in `parts`, right-aligned at a common
         length, with room for `capacity` positions: how a serving loop joins requests into a running batch,
         drops finished rows, or grows the cache. All parts must decode `model` with the same weights.
@@ -246,7 +252,7 @@ class Phi3Decoder:
         if any(d.weights != first.weights or d.packed is not first.packed for d, _ in parts):
             raise ValueError("spliced decoders must share their weights (mode and packing)")
         out = cls(model, batch_size=total, max_len=capacity, device=first.device, weights=first.weights,
-                  packed=first.packed)
+                  packed=first.packed, row_capacity=row_capacity)
         padded = False
         dst = 0
         for d, idx in parts:
@@ -258,6 +264,9 @@ class Phi3Decoder:
             bias = out._key_bias[dst:dst + n, 0, 0]
             if off:
                 bias[:, :off] = float("-inf")
+                # Masked keys are still read: they must be finite (uninitialised memory may hold NaN).
+                out.k_cache[:, dst:dst + n, :, :off] = 0
+                out.v_cache[:, dst:dst + n, :, :off] = 0
                 padded = True
             if d._has_padding:  # without padding the source bias is stale memory, never read
                 bias[:, off:length] = d._key_bias[:, 0, 0, :d.length].index_select(0, src)
@@ -267,6 +276,65 @@ class Phi3Decoder:
         out._has_padding = padded
         out.length = length
         return out
+
+    # ------------------------------------------------------------------ rows in place
+    def _use_rows(self, n: int) -> None:
+        """Decode the first `n` rows of the cache buffers."""
+        self.batch_size = n
+        self.k_cache = self._k_rows[:, :n]
+        self.v_cache = self._v_rows[:, :n]
+        self._key_bias = self._bias_rows[:n]
+        self._next_pos = self._pos_rows[:n]
+
+    @torch.inference_mode()
+    def keep_rows(self, idx) -> None:
+        """Keep only rows `idx` (ascending), moved down in place: dropping finished rows without a new cache."""
+        idx = list(idx)
+        if not idx or any(b <= a for a, b in zip(idx, idx[1:])) or idx[-1] >= self.batch_size:
+            raise ValueError("keep_rows needs ascending row indices of this batch, at least one")
+        L = self.length
+        for dst, src in enumerate(idx):
+            if dst != src:  # dst < src: sources not yet moved are never overwritten
+                self._k_rows[:, dst, :, :L] = self._k_rows[:, src, :, :L]
+                self._v_rows[:, dst, :, :L] = self._v_rows[:, src, :, :L]
+                self._bias_rows[dst] = self._bias_rows[src]
+                self._pos_rows[dst] = self._pos_rows[src]
+        self._use_rows(len(idx))
+
+    def can_append(self, rows: int, length: int) -> bool:
+        """Whether `append` can add `rows` rows of `length` positions in place."""
+        return self.length > 0 and self.batch_size + rows <= self.row_capacity and length <= self.length < self.max_len
+
+    @torch.inference_mode()
+    def append(self, source: "Phi3Decoder", idx) -> None:
+        """Add rows `idx` of `source` (no longer than this batch, same weights) after this batch's rows, in place,
+        right-aligned at this batch's length as `splice` would place them: their next logits are unchanged."""
+        idx = list(idx)
+        L, n, B = self.length, len(idx), self.batch_size
+        if not self.can_append(n, source.length):
+            raise ValueError(f"cannot append {n} rows of length {source.length} to {B} rows of length {L} "
+                             f"(room for {self.row_capacity} rows, {self.max_len} positions)")
+        if source.weights != self.weights or source.packed is not self.packed:
+            raise ValueError("appended rows must come from a decoder with the same weights (mode and packing)")
+        src = torch.tensor(idx, dtype=torch.long, device=source.k_cache.device)
+        off = L - source.length
+        rows = slice(B, B + n)
+        self._k_rows[:, rows, :, off:L] = source.k_cache[:, :, :, :source.length].index_select(1, src)
+        self._v_rows[:, rows, :, off:L] = source.v_cache[:, :, :, :source.length].index_select(1, src)
+        bias = self._bias_rows[rows, 0, 0]
+        bias.zero_()  # rows of this buffer may have served earlier rows
+        if (off or source._has_padding) and not self._has_padding:
+            self._bias_rows[:B].zero_()  # the batch's own bias was never needed, so never kept
+        if off:
+            bias[:, :off] = float("-inf")
+            self._k_rows[:, rows, :, :off] = 0  # read under the -inf bias: must be finite
+            self._v_rows[:, rows, :, :off] = 0
+            self._has_padding = True
+        if source._has_padding:
+            bias[:, off:L] = source._key_bias[:, 0, 0, :source.length].index_select(0, src)
+            self._has_padding = True
+        self._pos_rows[rows] = source._next_pos.index_select(0, src)
+        self._use_rows(B + n)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:

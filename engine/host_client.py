@@ -29,7 +29,8 @@ from typing import Iterator, Sequence
 import httpx
 
 from engine.api import TOKEN_ENV_VAR
-from engine.music import Clip
+from engine.errors import first_line
+from engine.music import DEFAULT_BPM, Clip, MidiFileError, Note, TempoChange, TimeSignature
 
 
 class HostError(RuntimeError):
@@ -50,9 +51,21 @@ def _detail(response: httpx.Response) -> str:
 
 
 def decode_midi(b64: str) -> Clip:
-    """A candidate's `midi` field as a Clip (ticks as in the prompt clip)."""
-    clip, _report = Clip.from_midi(base64.b64decode(b64), mode="user")
-    return clip
+    """A candidate's `midi` field as a Clip, exactly as the host wrote it: ticks as in the prompt clip, its
+    tempo map and meter, every note kept (`Clip.from_midi` would drop notes outside the piano range, which
+    the host's features and scores still count). The one decoder of candidate MIDI (CLI, studio, tests)."""
+    import symusic
+
+    try:
+        score = symusic.Score.from_midi(base64.b64decode(b64))
+    except Exception as exc:  # symusic raises RuntimeError with C++ messages; base64 raises binascii.Error
+        raise MidiFileError(f"unreadable candidate MIDI ({first_line(exc)})") from None
+    notes = [Note(int(n.start), int(n.pitch), max(1, int(n.duration)), int(n.velocity))
+             for track in score.tracks for n in track.notes]
+    tempos = [TempoChange(int(t.time), round(float(t.qpm), 3)) for t in score.tempos]
+    sigs = [TimeSignature(int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures]
+    return Clip(notes, int(score.ticks_per_quarter), tempos or [TempoChange(0, DEFAULT_BPM)],
+                sigs or [TimeSignature(0, 4, 4)])
 
 
 class _EventStream:

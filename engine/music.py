@@ -111,6 +111,39 @@ class ImportReport:
         return "; ".join(self.messages) if self.messages else "imported as is"
 
 
+class TempoMap:
+    """Tick <-> seconds on a tempo map: the one owner of the conversion (clips, playback, render).
+    Built once per map; ticks may be fractional; before the first change the first tempo applies."""
+
+    __slots__ = ("ticks", "seconds", "ticks_per_minute")
+
+    def __init__(self, tempos: Iterable[TempoChange], ppq: int):
+        tempos = sorted(tempos) or [TempoChange(0, DEFAULT_BPM)]
+        self.ticks = [0] + [t.tick for t in tempos[1:]]
+        self.ticks_per_minute = [t.bpm * ppq for t in tempos]
+        self.seconds = [0.0]
+        for k in range(1, len(tempos)):
+            span = (self.ticks[k] - self.ticks[k - 1]) * 60.0 / self.ticks_per_minute[k - 1]
+            self.seconds.append(self.seconds[-1] + span)
+
+    def seconds_at(self, tick: float) -> float:
+        i = max(bisect.bisect_right(self.ticks, tick) - 1, 0)
+        return self.seconds[i] + (tick - self.ticks[i]) * 60.0 / self.ticks_per_minute[i]
+
+    def tick_at(self, seconds: float) -> float:
+        i = max(bisect.bisect_right(self.seconds, seconds) - 1, 0)
+        return self.ticks[i] + (seconds - self.seconds[i]) * self.ticks_per_minute[i] / 60.0
+
+    def seconds_of(self, ticks):
+        """`seconds_at` over a numpy array of ticks."""
+        import numpy as np
+
+        ticks = np.asarray(ticks, dtype=np.float64)
+        starts = np.asarray(self.ticks, dtype=np.float64)
+        i = np.clip(np.searchsorted(starts, ticks, side="right") - 1, 0, None)
+        return np.asarray(self.seconds)[i] + (ticks - starts[i]) * 60.0 / np.asarray(self.ticks_per_minute)[i]
+
+
 @dataclass
 class Clip:
     """A single-track piano clip: notes, tempo map, time signatures, in ticks at `ppq`."""
@@ -158,26 +191,17 @@ class Clip:
         return Clip(list(notes), self.ppq, list(self.tempos), list(self.time_signatures))
 
     # ------------------------------------------------------------------ time maps
+    def tempo_map(self) -> "TempoMap":
+        """The clip's tick <-> seconds map, for callers that convert many times (playback, render)."""
+        return TempoMap(self.tempos, self.ppq)
+
     def seconds_at(self, tick: int | float) -> float:
         """Wall-clock seconds at `tick`, following the tempo map."""
-        seconds, prev_tick, bpm = 0.0, 0, self.tempos[0].bpm
-        for t in self.tempos[1:]:
-            if t.tick >= tick:
-                break
-            seconds += (t.tick - prev_tick) * 60.0 / (bpm * self.ppq)
-            prev_tick, bpm = t.tick, t.bpm
-        return seconds + (tick - prev_tick) * 60.0 / (bpm * self.ppq)
+        return self.tempo_map().seconds_at(tick)
 
     def tick_at(self, seconds: float) -> int:
         """Inverse of `seconds_at` (rounded down to a tick)."""
-        elapsed, prev_tick, bpm = 0.0, 0, self.tempos[0].bpm
-        for t in self.tempos[1:]:
-            span = (t.tick - prev_tick) * 60.0 / (bpm * self.ppq)
-            if elapsed + span > seconds:
-                break
-            elapsed += span
-            prev_tick, bpm = t.tick, t.bpm
-        return int(prev_tick + (seconds - elapsed) * bpm * self.ppq / 60.0)
+        return int(self.tempo_map().tick_at(seconds))
 
     @property
     def duration_seconds(self) -> float:
@@ -359,7 +383,8 @@ class Clip:
             if far is not None:
                 raise MidiFileError(_far_note_message(far, ppq))
             if apply_sustain and len(track.pedals):
-                track_notes, extended = _apply_sustain(track_notes, [(int(p.start), int(p.end)) for p in track.pedals])
+                pedals = [(int(p.start), min(int(p.end), last_tick)) for p in track.pedals]  # a far release
+                track_notes, extended = _apply_sustain(track_notes, pedals)
                 report.pedal_extended += extended
             raw.extend(track_notes)
         lo, hi = PIANO_PITCH_RANGE

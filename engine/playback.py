@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.errors import first_line
-from engine.music import Clip
+from engine.music import Clip, TempoMap
 from engine.render import SoundFontError, load_synth
 
 if TYPE_CHECKING:
@@ -118,31 +118,12 @@ def list_output_devices(rescan: bool = False) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- schedule
-class _TempoMap:
-    """Tick <-> seconds on a clip's tempo map (same semantics as `Clip.seconds_at`), float ticks."""
-
-    __slots__ = ("ticks", "seconds", "seconds_per_tick")
-
-    def __init__(self, clip: Clip):
-        self.ticks = [t.tick for t in clip.tempos]
-        self.seconds = [clip.seconds_at(t.tick) for t in clip.tempos]
-        self.seconds_per_tick = [60.0 / (t.bpm * clip.ppq) for t in clip.tempos]
-
-    def to_seconds(self, tick: float) -> float:
-        i = max(bisect.bisect_right(self.ticks, tick) - 1, 0)
-        return self.seconds[i] + (tick - self.ticks[i]) * self.seconds_per_tick[i]
-
-    def to_ticks(self, seconds: float) -> float:
-        i = max(bisect.bisect_right(self.seconds, seconds) - 1, 0)
-        return self.ticks[i] + (seconds - self.seconds[i]) / self.seconds_per_tick[i]
-
-
 @dataclass(frozen=True, slots=True)
 class _Schedule:
     """What the callback plays; immutable, replaced as a whole (never edited in place)."""
 
     sample_rate: int
-    tempo: _TempoMap
+    tempo: TempoMap  # built once per schedule: the audio callback converts with it
     on_samples: list  # sorted note-on samples
     pitches: list
     velocities: list  # 0..1 floats for TinySoundFont
@@ -160,20 +141,20 @@ class _Schedule:
     @classmethod
     def build(cls, clip: Clip, sample_rate: int, loop_ticks: tuple[int, int] | None,
               loop_enabled: bool) -> "_Schedule":
-        tempo = _TempoMap(clip)
+        tempo = clip.tempo_map()
         notes = [n for n in clip.notes if 0 <= n.pitch <= 127 and n.duration > 0 and n.start >= 0]
         rows = []
         for n in notes:
-            on = round(tempo.to_seconds(n.start) * sample_rate)
-            off = max(round(tempo.to_seconds(n.end) * sample_rate), on + 1)
+            on = round(tempo.seconds_at(n.start) * sample_rate)
+            off = max(round(tempo.seconds_at(n.end) * sample_rate), on + 1)
             velocity = min(max(int(n.velocity), 1), 127)
             rows.append((on, n.pitch, velocity, off))
         rows.sort()
         meter = clip.time_signatures
         loop_start = loop_end = None
         if loop_enabled and loop_ticks is not None:
-            loop_start = round(tempo.to_seconds(loop_ticks[0]) * sample_rate)
-            loop_end = round(tempo.to_seconds(loop_ticks[1]) * sample_rate)
+            loop_start = round(tempo.seconds_at(loop_ticks[0]) * sample_rate)
+            loop_end = round(tempo.seconds_at(loop_ticks[1]) * sample_rate)
             if loop_end <= loop_start:  # shorter than a sample: nothing sensible to loop
                 loop_start = loop_end = None
         return cls(
@@ -194,10 +175,10 @@ class _Schedule:
         )
 
     def tick_to_sample(self, tick: float) -> int:
-        return round(self.tempo.to_seconds(tick) * self.sample_rate)
+        return round(self.tempo.seconds_at(tick) * self.sample_rate)
 
     def sample_to_tick(self, sample: float) -> float:
-        return self.tempo.to_ticks(sample / self.sample_rate)
+        return self.tempo.tick_at(sample / self.sample_rate)
 
     def beat_at_or_after(self, tick: float) -> int:
         """First beat tick >= `tick`."""
@@ -482,7 +463,7 @@ class Player:
         self._command(("play", tick))
         self._playing = True
         if tick is not None:
-            self._published = (self._schedule.tempo.to_seconds(tick), float(tick))
+            self._published = (self._schedule.tempo.seconds_at(tick), float(tick))
 
     def stop(self) -> None:
         """Stop; every sounding note gets a note-off (synth and MIDI out)."""
@@ -497,7 +478,7 @@ class Player:
     def seek(self, tick: int) -> None:
         tick = _check_tick(tick, "seek position")
         self._command(("seek", tick))
-        self._published = (self._schedule.tempo.to_seconds(tick), float(tick))
+        self._published = (self._schedule.tempo.seconds_at(tick), float(tick))
 
     def _command(self, command: tuple) -> None:
         # Transport commands carry a generation number (last element) so the callback can

@@ -159,16 +159,6 @@ class _Schedule:
     total_seconds: float
 
 
-def _ticks_to_seconds(clip: Clip, ticks: np.ndarray) -> np.ndarray:
-    """Vectorised `clip.seconds_at` over an array of ticks (same tempo-map semantics)."""
-    change_ticks = np.array([t.tick for t in clip.tempos], dtype=np.float64)
-    change_seconds = np.array([clip.seconds_at(t.tick) for t in clip.tempos], dtype=np.float64)
-    seconds_per_tick = np.array([60.0 / (t.bpm * clip.ppq) for t in clip.tempos], dtype=np.float64)
-    segment = np.searchsorted(change_ticks, ticks, side="left") - 1
-    segment = np.clip(segment, 0, len(change_ticks) - 1)
-    return change_seconds[segment] + (ticks - change_ticks[segment]) * seconds_per_tick[segment]
-
-
 def _schedule(clip: Clip, seconds: float | None) -> _Schedule:
     if not isinstance(clip, Clip):
         raise RenderError(f"expected a Clip, got {type(clip).__name__}")
@@ -176,8 +166,9 @@ def _schedule(clip: Clip, seconds: float | None) -> _Schedule:
     notes = notes.reshape(-1, 4)
     # MIDI can only express pitches 0-127 and velocities 1-127 (0 would be a note-off).
     notes = notes[(notes[:, 2] >= 0) & (notes[:, 2] <= 127) & (notes[:, 1] > notes[:, 0])]
-    on = _ticks_to_seconds(clip, notes[:, 0].astype(np.float64))
-    off = _ticks_to_seconds(clip, notes[:, 1].astype(np.float64))
+    tempo = clip.tempo_map()
+    on = tempo.seconds_of(notes[:, 0])
+    off = tempo.seconds_of(notes[:, 1])
     if seconds is None:
         total = (float(off.max()) if len(off) else 0.0) + RELEASE_TAIL_SECONDS
     else:

@@ -224,10 +224,12 @@ class SamplingLoop:
     """The rows being generated together, their decoder (KV cache) and next-token logits."""
 
     def __init__(self, model, *, pad_id: int, bar_id: int | None, context: int | None = None, device=None,
-                 packed: PackedWeights | None = None, headroom: int = 256, prompt_cache: PromptCache | None = None):
+                 packed: PackedWeights | None = None, headroom: int = 256, prompt_cache: PromptCache | None = None,
+                 max_rows: int | None = None):
         """`headroom`: positions allocated beyond the longest row when the cache is (re)allocated (callers
         that know their budget pass it, so the cache never grows); `context`: where rows slide (default:
-        the model's positions)."""
+        the model's positions); `max_rows`: the most rows `add` will hold (the cache keeps room for them, so
+        joining and dropping rows happen in place instead of copying the whole cache)."""
         self.model = model
         self.pad_id = pad_id
         self.bar_id = bar_id
@@ -236,6 +238,7 @@ class SamplingLoop:
         self.packed = packed
         self.headroom = headroom
         self.cache = prompt_cache
+        self.max_rows = max_rows
         self.groups: list[RowGroup] = []
         self.decoder: Phi3Decoder | None = None
         self.logits: torch.Tensor | None = None
@@ -291,27 +294,33 @@ class SamplingLoop:
                     if self.cache is not None:
                         self.cache.put(self.model, self.packed, w, found[w])
             self.stats.reused_rows += len(rows) - len(missing)
-            # Splice parts in row order: consecutive rows from the same source decoder make one part.
+            # New rows in order: consecutive rows from the same source decoder make one part.
             parts: list[tuple[Phi3Decoder, list[int]]] = []
-            old_logits: list[torch.Tensor] = []
-            keep = self._kept_indices() if self.decoder is not None else []
-            if keep:
-                parts.append((self.decoder, keep))
-                old_logits.append(self.logits[keep])
-                self.stats.joins += 1
-            old_groups = [g for g in self.groups if not g.ended]
             for w in windows:
                 d, i, _ = found[w]
                 if parts and parts[-1][0] is d:
                     parts[-1][1].append(i)
                 else:
                     parts.append((d, [i]))
-            length = max(d.length for d, _ in parts)
-            capacity = max(self.decoder.max_len if keep else 0, self._capacity(length),
-                           length + 1)  # at the context limit: the next step slides
-            self.decoder = Phi3Decoder.splice(self.model, parts, capacity)
-            self.logits = torch.cat(old_logits + [found[w][2] for w in windows])
-            self.groups = old_groups + groups
+            keep = self._kept_indices() if self.decoder is not None else []
+            new_logits = [found[w][2] for w in windows]
+            if keep:
+                self.stats.joins += 1
+            if keep and self.decoder.can_append(len(rows), max(d.length for d, _ in parts)):
+                # In place: the running rows stay where they are (finished ones dropped), the new ones follow.
+                if len(keep) < self.decoder.batch_size:
+                    self.decoder.keep_rows(keep)
+                for d, idx in parts:
+                    self.decoder.append(d, idx)
+            else:
+                if keep:
+                    parts.insert(0, (self.decoder, keep))
+                length = max(d.length for d, _ in parts)
+                capacity = max(self.decoder.max_len if keep else 0, self._capacity(length),
+                               length + 1)  # at the context limit: the next step slides
+                self.decoder = Phi3Decoder.splice(self.model, parts, capacity, self.max_rows)
+            self.logits = torch.cat(([self.logits[keep]] if keep else []) + new_logits)
+            self.groups = [g for g in self.groups if not g.ended] + groups
 
     def _kept_indices(self) -> list[int]:
         out, start = [], 0
@@ -328,7 +337,7 @@ class SamplingLoop:
             return
         self.groups = [g for g in self.groups if not g.ended]
         if keep:
-            self.decoder = Phi3Decoder.splice(self.model, [(self.decoder, keep)], self.decoder.max_len)
+            self.decoder.keep_rows(keep)
             self.logits = self.logits[keep]
         else:
             self.decoder, self.logits = None, None
@@ -377,7 +386,8 @@ class SamplingLoop:
 
     def _grow(self) -> None:
         capacity = min(self.context, max(2 * self.decoder.max_len, self.decoder.length + self.headroom))
-        self.decoder = Phi3Decoder.splice(self.model, [(self.decoder, range(self.decoder.batch_size))], capacity)
+        self.decoder = Phi3Decoder.splice(self.model, [(self.decoder, range(self.decoder.batch_size))], capacity,
+                                          self.max_rows)
         self.stats.grows += 1
 
     def _reprefill(self) -> None:

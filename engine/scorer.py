@@ -433,19 +433,30 @@ class FastCPUForward:
             self.layers = []
             for layer in wavlm.encoder.layers[: model.nth_layer - 1]:
                 attn = layer.self_attn
+                qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
                 self.layers.append((
                     layer,
-                    *(_Int8Linear(m.weight, m.bias, rr) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj)),
+                    _Int8Linear(torch.cat([m.weight for m in qkv]), torch.cat([m.bias for m in qkv]), rr),
+                    _Int8Linear(attn.out_proj.weight, attn.out_proj.bias, rr),
                     _Int8Linear(layer.fc1.weight, layer.fc1.bias, rr),
                     _Int8Linear(layer.fc2.weight, layer.fc2.bias, rr),
                 ))
 
     def _features(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, frames, channels): the convolutional feature extractor, time-major."""
-        x = wav.unfold(-1, self.frame, self.hop) @ self.first_weight  # (B, T, C)
+        # First convolution + GroupNorm (one group per channel: statistics over time). The convolution is
+        # frames @ W, so each channel's mean and variance over time follow from the frames' mean and
+        # k×k Gram matrix (float64), and the normalisation folds into the weights: one matmul.
+        frames = wav.unfold(-1, self.frame, self.hop)  # (B, T, k), a view
+        frames64 = frames.double()
+        weight = self.first_weight.double()  # (k, C)
+        mean = frames64.mean(dim=1) @ weight  # (B, C)
+        gram = frames64.transpose(1, 2) @ frames64 / frames.shape[1]  # (B, k, k)
+        var = ((gram @ weight) * weight).sum(dim=1) - mean.square()
         norm = self.first_norm
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-        x = F.gelu((x - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias)
+        scale = torch.rsqrt(var.clamp(min=0) + norm.eps) * norm.weight.double()  # (B, C)
+        shift = (norm.bias.double() - mean * scale).unsqueeze(1)  # (B, 1, C)
+        x = F.gelu(torch.baddbmm(shift.float(), frames, (weight.unsqueeze(0) * scale.unsqueeze(1)).float()))
         for kernel, stride, linear in self.convs:
             batch, frames, channels = x.shape
             out_frames = (frames - kernel) // stride + 1
@@ -470,9 +481,11 @@ class FastCPUForward:
         x = wavlm.encoder.layer_norm(x + F.gelu(pos.float()).transpose(1, 2))
         results = [x]
         batch_size, frames, dim = x.shape
-        key_padding = padding_mask.view(batch_size, 1, 1, frames)
+        # padded frames are never attended to: -inf added to their attention logits
+        key_bias = torch.zeros(batch_size, 1, 1, frames).masked_fill(padding_mask.view(batch_size, 1, 1, frames),
+                                                                    float("-inf"))
         position_bias = None
-        for layer, q_proj, k_proj, v_proj, out_proj, fc1, fc2 in self.layers:
+        for layer, qkv_proj, out_proj, fc1, fc2 in self.layers:
             attn = layer.self_attn
             heads = attn.num_heads
             if position_bias is None:  # computed by the first layer, shared by all (as in WavLM)
@@ -483,8 +496,9 @@ class FastCPUForward:
 
             gate_a, gate_b = torch.sigmoid(attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)).chunk(2, dim=-1)
             gate = gate_a * (gate_b * attn.grep_a - 1.0) + 2.0  # (B, H, T, 1)
-            bias = (gate * position_bias).masked_fill(key_padding, float("-inf"))
-            out = F.scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)), attn_mask=bias)
+            q, k, v = qkv_proj(x).chunk(3, dim=-1)
+            out = F.scaled_dot_product_attention(split(q), split(k), split(v),
+                                                 attn_mask=torch.addcmul(key_bias, gate, position_bias))
             x = layer.self_attn_layer_norm(x + out_proj(out.transpose(1, 2).reshape(batch_size, frames, dim)))
             x = layer.final_layer_norm(x + fc2(F.gelu(fc1(x))))
             results.append(x)

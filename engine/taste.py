@@ -74,22 +74,21 @@ REPRESENTATIONS = {
 
 # ---------------------------------------------------------------------------- continuation features
 def continuation_span(continuation: Clip, prompt: Clip | None) -> tuple[Clip, float]:
-    """The continuation moved to start at its first bar line (its prompt's end, if given) and its
-    length in quarter-note beats (whole bars, at least one)."""
+    """The continuation moved to start at its first bar line and its length in quarter-note beats:
+    the whole bars from the one its prompt ends in (or its first note's, without a prompt) to the
+    one its last note starts in."""
+    notes = continuation.notes
     if prompt is not None and prompt.notes:
-        origin = prompt.bar_tick(prompt.bar_index_at(max(prompt.end_tick - 1, 0)) + 1) \
-            if prompt.end_tick == prompt.bar_tick(prompt.bar_index_at(prompt.end_tick)) else prompt.end_tick
-        origin = min(origin, min((n.start for n in continuation.notes), default=origin))
-    elif continuation.notes:
-        origin = continuation.bar_tick(continuation.bar_index_at(continuation.notes[0].start))
+        origin = continuation.bar_tick(continuation.bar_index_at(prompt.end_tick))
+    elif notes:
+        origin = continuation.bar_tick(continuation.bar_index_at(notes[0].start))
     else:
         origin = 0
-    end = max(continuation.end_tick, origin + 1)
-    last_bar = continuation.bar_index_at(end - 1)
+    origin = min([origin] + [n.start for n in notes])
+    last_bar = continuation.bar_index_at(max([origin] + [n.start for n in notes]))
     span_end = continuation.bar_tick(last_bar + 1)
-    clip = continuation.slice_ticks(origin, max(span_end, origin + 1)) if origin > 0 else continuation
-    beats = max((span_end - origin) / continuation.ppq, 1.0)
-    return clip, beats
+    clip = continuation.slice_ticks(origin, max(continuation.end_tick, span_end) + 1) if origin > 0 else continuation
+    return clip, max((span_end - origin) / continuation.ppq, 1.0)
 
 
 def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
@@ -105,9 +104,9 @@ def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
     logdur = np.log2(np.maximum(np.array([n.duration for n in notes], dtype=float), 1.0) / ppq)
     vel = np.array([n.velocity for n in notes], dtype=float)
     starts = np.array([n.start for n in notes])
-    onsets, first = np.unique(starts, return_index=True)
+    onsets, first = np.unique(starts, return_index=True)  # notes are sorted by start
     # The top voice: the highest pitch at each onset; its leaps say how jumpy the line is.
-    top = np.array([pitch[starts == t].max() for t in onsets])
+    top = np.maximum.reduceat(pitch, first)
     leaps = np.abs(np.diff(top))
     return {
         "silent": 0.0,

@@ -122,6 +122,10 @@ def test_offline_rewards_are_labelled_and_maa_missing_offers_download(window, qt
 def test_train_flow(window, qtbot, host, tmp_path):
     panel = connect(qtbot, window, host)
     client = panel.host.client
+    # The presets and rewards shown are those the host offers (GET /v1/train/options).
+    qtbot.waitUntil(lambda: "maa_reason" in panel.catalogue, timeout=30000)
+    assert [panel.preset_combo.itemData(i) for i in range(panel.preset_combo.count())] == \
+        list(client.train_options()["presets"])
     window.resize(1500, 1000)
     panel.setMinimumWidth(560)
     window.project_path = tmp_path / "song.smart"  # preferences go next to the project

@@ -115,3 +115,44 @@ def test_bad_inputs_one_line_no_traceback(capsys, tmp_path, midi, tiny_model):
 def test_console_script_entry_point(midi):
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "features", str(midi)], capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)["n_notes"] == 32
+
+
+def test_commands_come_from_entry_points_in_help_order(capsys):
+    """`smart` gathers its commands from the `smart.commands` entry points (training registers its own);
+    --help lists them in the same order as before, and the host's job command stays hidden."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.split("COMMAND", 2)[-1].splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    before = ["render", "features", "score", "generate", "prepare-data", "pretrain", "nll", "grpo", "eval", "serve"]
+    assert [c for c in listed if c in before] == before  # newer commands may sit between, in entry-point order
+    assert "host-job" not in listed
+
+
+def test_a_command_module_that_cannot_be_imported_is_noted(capsys, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import engine.cli
+
+    eps = [EntryPoint("10-engine", "engine.commands", "smart.commands"),
+           EntryPoint("90-broken", "engine.no_such_module_here", "smart.commands"),
+           EntryPoint("95-needs", "tests_missing_dependency_probe", "smart.commands")]
+    monkeypatch.setattr(engine.cli, "entry_points", lambda group: eps if group == "smart.commands" else [])
+    parser = engine.cli.build_parser()
+    assert "render" in parser.format_help()  # the importable module still registers its commands
+    assert parser.epilog is None  # modules that are not part of this build are skipped quietly
+
+    def broken(self):
+        raise ModuleNotFoundError("No module named 'somedep'", name="somedep")
+
+    monkeypatch.setattr(EntryPoint, "load", broken)
+    assert "unavailable: 10-engine" in engine.cli.build_parser().epilog
+
+
+def test_generate_help_says_what_temperature_0_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 is greedy" in out

@@ -270,3 +270,25 @@ def test_sample_next_validates_arguments():
         sample_next(logits, top_p=0.0)
     with pytest.raises(ValueError, match="mask"):
         sample_next(logits, mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_rows_appended_and_dropped_in_place_keep_their_logits():
+    """`append`/`keep_rows` give the same next logits as `splice` (which copies into a new cache)."""
+    model = make_model(seed=5)
+    with torch.inference_mode():
+        running = Phi3Decoder(model, 3, 64, row_capacity=6)
+        running.prefill(*left_padded_batch([9, 9, 9], seed=6))
+        for t in (5, 6):
+            running.step(torch.tensor([t, t + 1, t + 2]))
+        joining = Phi3Decoder(model, 2, 8)
+        joining.prefill(*left_padded_batch([7, 4], seed=7))  # padded itself, and shorter than the batch
+        reference = Phi3Decoder.splice(model, [(running, [0, 2]), (joining, [1, 0, 1])], 64)
+        running.keep_rows([0, 2])
+        running.append(joining, [1, 0, 1])
+        assert running.batch_size == 5 and running.row_capacity == 6
+        assert not running.can_append(2, 4) and not running.can_append(1, running.length + 1)
+        for t in (7, 8, 9):
+            step = torch.tensor([t, 3, t, 4, 5])
+            assert torch.allclose(running.step(step), reference.step(step), atol=1e-5)
+        with pytest.raises(ValueError):
+            running.append(joining, [0, 1])

@@ -35,7 +35,9 @@ from engine.project import Project, ProjectError
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=2), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-pytestmark = pytest.mark.timeout(180)  # a runaway loop fails the test instead of hanging CI
+# A runaway loop fails the test instead of hanging CI (the limit includes importing transformers
+# for the host's fixture, which takes a minute on a busy 2-core machine).
+pytestmark = pytest.mark.timeout(300)
 
 
 def assert_usable(clip: Clip) -> None:
@@ -285,7 +287,6 @@ ZERO_TICK_BAR_PROMPT = "TVRoZAAAAAYAAAABAAFNVHJrAAAAFAD/WAQBAxgIAJA8UASAPAAA/y8A
 FAR_NOTE_PROMPT = "TVRoZAAAAAYAAAABAAFNVHJrAAAAFP///3//AQF4AZA8UAGAPAAA/y8A"  # PPQ 1, note at tick 2^28
 
 
-@pytest.mark.timeout(60)
 def test_zero_tick_bar_prompt_is_answered_and_the_host_stays_up(host_client):
     body = {"prompt_midi": ZERO_TICK_BAR_PROMPT, "candidates": 1, "bars": 1, "max_new_tokens": 8, "score": False}
     response = host_client.post("/v1/generate", json=body)
@@ -294,7 +295,6 @@ def test_zero_tick_bar_prompt_is_answered_and_the_host_stays_up(host_client):
     assert host_client.get("/v1/health").status_code == 200
 
 
-@pytest.mark.timeout(60)
 def test_far_note_prompt_is_refused_with_the_reason(host_client):
     response = host_client.post("/v1/generate", json={"prompt_midi": FAR_NOTE_PROMPT, "candidates": 1, "bars": 1})
     assert response.status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import socket
 import threading
 import time
@@ -443,3 +444,189 @@ def test_local_host_subprocess_with_token(model_dirs):
         assert err.value.status == 401
         process = local.process
     assert process.poll() is not None
+
+
+# ------------------------------------------------------------------------------------------ browsers (issue 12)
+def test_dns_rebinding_host_header_is_refused(bare_host, policy):
+    """A page on evil.example resolving to 127.0.0.1 sends `Host: evil.example`: 400, whatever the route."""
+    port = bare_host.url.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example"):
+        for method, path in (("GET", "/v1/health"), ("POST", "/v1/generate"), ("GET", "/docs")):
+            r = raw(bare_host, method, path, token=None, headers={"Host": host}, json={"candidates": 1})
+            assert r.status_code == 400 and "Host header" in r.json()["detail"], (host, path, r.status_code)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.2", "LOCALHOST"):
+        assert raw(bare_host, "GET", "/v1/health", token=None, headers={"Host": host}).status_code == 200, host
+    # A served host adds its own names (smart serve --allowed-host); "*" answers to any name.
+    from engine.host.middleware import HostRules
+
+    rules = HostRules(["gpu-box.lan"], ip_literals=True)
+    assert rules.allows("gpu-box.lan:8765") and rules.allows("192.168.1.5:8765") and rules.allows("[fe80::1]")
+    assert not rules.allows("evil.example") and not HostRules().allows("192.168.1.5")
+    assert HostRules(["*"]).allows("anything.example")
+
+
+def test_cross_origin_requests_are_refused(bare_host, policy):
+    port = bare_host.url.rsplit(":", 1)[1]
+    for origin in ("http://evil.example", "null", f"http://localhost:{int(port) + 1}", "https://127.0.0.1"):
+        for method, path in (("GET", "/v1/health"), ("POST", "/v1/generate")):
+            r = raw(bare_host, method, path, token=None, headers={"Origin": origin}, json={"candidates": 1})
+            assert r.status_code == 403 and "cross-origin" in r.json()["detail"], (origin, path, r.status_code)
+    # The host's own pages (/docs "Try it out") are same-origin.
+    same = raw(bare_host, "GET", "/v1/health", token=None, headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert same.status_code == 200
+    app = create_app(policy, allowed_origins=["https://tools.example"])
+    with serve(app) as url:
+        ok = httpx.get(url + "/v1/health", headers={"Origin": "https://tools.example"}, trust_env=False)
+        bad = httpx.get(url + "/v1/health", headers={"Origin": "https://other.example"}, trust_env=False)
+    assert ok.status_code == 200 and bad.status_code == 403
+
+
+def test_every_body_must_be_json(bare_host, host):
+    """Forms and text/plain (what a page may send cross-origin without asking) never reach a route: 415."""
+    body = b'{"candidates": 1, "bars": 1, "max_new_tokens": 8, "score": false}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                         None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        for client, token in ((bare_host, None), (host, TOKEN)):
+            for path in ("/v1/generate", "/v1/score", "/v1/models/activate"):
+                r = httpx.post(client.url + path, content=body, trust_env=False,
+                               headers={**headers, **({"Authorization": f"Bearer {token}"} if token else {})})
+                assert r.status_code == 415, (content_type, path, r.status_code)
+                assert "application/json" in r.json()["detail"]
+    # A content type on an empty body is refused too; JSON with a charset, and an empty POST, are fine.
+    r = raw(bare_host, "POST", "/v1/generate", token=None, content=b"", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = raw(bare_host, "POST", "/v1/generate", token=None, content=body,
+            headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200 and r.text.strip().splitlines()[-1].startswith('{"event": "done"')
+    # Without the token a form still gets 401 first (nothing about the host is revealed).
+    r = httpx.post(host.url + "/v1/generate", content=body, headers={"Content-Type": "text/plain"}, trust_env=False)
+    assert r.status_code == 401
+
+
+# ------------------------------------------------------------------------------------------ hostile MIDI (issue 12)
+def _vlq(n: int) -> bytes:
+    out = [n & 0x7F]
+    while n > 0x7F:
+        n >>= 7
+        out.append(0x80 | (n & 0x7F))
+    return bytes(reversed(out))
+
+
+def _midi(ppq: int, events: bytes) -> bytes:
+    track = events + b"\x00\xff\x2f\x00"
+    return (b"MThd\x00\x00\x00\x06\x00\x00\x00\x01" + ppq.to_bytes(2, "big")
+            + b"MTrk" + len(track).to_bytes(4, "big") + track)
+
+
+def test_hostile_midi_never_stalls_the_host(bare_host):
+    """Issue 12: a 42-byte MIDI (PPQ 1, 1/8 time: 0 ticks per bar) froze the event loop; a note at tick 2^28
+    at PPQ 1 stalled it and took gigabytes. Now each is answered (4xx or a result) while /v1/health answers."""
+    repro = "TVRoZAAAAAYAAAABAAFNVHJrAAAAFAD/WAQBAxgIAJA8UASAPAAA/y8A"
+    far = _midi(1, _vlq(2**28 - 1) + b"\xff\x01\x01x" + b"\x01\x90\x3c\x50" + b"\x01\x80\x3c\x00")
+    for prompt in (repro, b64(far)):
+        results = {}
+
+        def post():
+            results["r"] = raw(bare_host, "POST", "/v1/generate", token=None,
+                               json={"prompt_midi": prompt, "candidates": 1, "bars": 1, "max_new_tokens": 32})
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        t0 = time.monotonic()
+        while thread.is_alive() and time.monotonic() - t0 < 5:
+            h = httpx.get(bare_host.url + "/v1/health", timeout=5, trust_env=False)  # the loop is free
+            assert h.status_code == 200
+            time.sleep(0.2)
+        thread.join(120)
+        r = results["r"]
+        assert r.status_code < 500, r.text
+        if r.status_code == 200:
+            assert json.loads(r.text.strip().splitlines()[-1])["event"] == "done"
+        else:
+            assert r.json()["detail"]
+    assert bare_host.health()["status"] == "ok"
+
+
+def test_midi_parsing_runs_off_the_event_loop(policy, monkeypatch):
+    """A slow parse (hostile or just large) holds one worker thread, never the server loop."""
+    from engine.music import Clip
+
+    parse = Clip.from_midi
+
+    def slow_parse(*args, **kwargs):
+        time.sleep(2.0)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(Clip, "from_midi", staticmethod(slow_parse))
+    app = create_app(policy)
+    with serve(app) as url:
+        results = {}
+
+        def post():
+            results["r"] = httpx.post(url + "/v1/generate", timeout=60, trust_env=False,
+                                      json={"prompt_midi": b64(prompt_clip().to_midi_bytes()), "candidates": 1,
+                                            "bars": 1, "max_new_tokens": 8, "score": False})
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert httpx.get(url + "/v1/health", timeout=5, trust_env=False).status_code == 200
+        assert time.monotonic() - t0 < 1.5  # answered while the parse sleeps
+        thread.join(60)
+    assert results["r"].status_code == 200
+
+
+def test_unreadable_midi_values_become_4xx(bare_host, monkeypatch):
+    """Whatever the parser raises late on hostile values (overflow, memory) is the client's problem: 400."""
+    from engine.music import Clip
+
+    def overflow(*args, **kwargs):
+        raise OverflowError("tick out of range")
+
+    monkeypatch.setattr(Clip, "from_midi", staticmethod(overflow))
+    r = raw(bare_host, "POST", "/v1/generate", token=None, json={"prompt_midi": b64(b"MThd"), "candidates": 1})
+    assert r.status_code == 400 and "prompt_midi cannot be read" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------ settings (one validator)
+def test_generation_settings_have_one_validator(bare_host):
+    """The host's request model, the policy and the CLI use GenerationSettings.validate: temperature 0 is
+    greedy everywhere (the host accepts it; two candidates are then the same)."""
+    from engine.api import HOST_LIMITS, LOCAL_LIMITS, GenerateRequest
+
+    assert GenerationSettings is GenerateRequest(candidates=2).settings().__class__
+    GenerationSettings(candidates=64, bars=256).validate(LOCAL_LIMITS)
+    with pytest.raises(ValueError, match="candidates"):
+        GenerationSettings(candidates=64).validate(HOST_LIMITS)
+    for bad in (dict(seed=True), dict(temperature=float("nan")), dict(candidates=2.0), dict(allowed_pitches=[128]),
+                dict(allowed_pitches=[60], grammar=False)):
+        with pytest.raises(ValueError):
+            GenerationSettings(**bad).validate()
+    _, result = generate(bare_host, prompt_midi=prompt_clip().to_midi_bytes(), candidates=2, bars=1,
+                         temperature=0.0, max_new_tokens=24, score=False)
+    a, b = result["candidates"]
+    assert a["midi"] == b["midi"]  # greedy: the same continuation
+    r = raw(bare_host, "POST", "/v1/generate", token=None, json={"temperature": 5.5})
+    assert r.status_code == 422 and "temperature" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------ folders clients may name
+def test_a_served_host_only_activates_its_own_models(policy, model_dirs, tmp_path):
+    """With allowed_dirs (a host serving a network), a client can name the listed models and folders under
+    --allow-dir only, and learns nothing about other paths (same answer whether they exist or not)."""
+    outside = tmp_path / "outside"
+    Policy.create("tiny", seed=2).save(outside)
+    app = create_app(policy, model_roots=[model_dirs], allowed_dirs=[tmp_path / "allowed"])
+    with serve(app) as url, HostClient(url) as client:
+        details = []
+        for path in (outside, tmp_path / "missing", "/etc", str(model_dirs / ".." / "..")):
+            with pytest.raises(HostError) as err:
+                client.activate(path)
+            assert err.value.status == 400
+            details.append(str(err.value).replace(str(path), "P"))
+        assert len(set(details)) == 1 and "not one this host offers" in details[0]
+        assert client.activate(model_dirs / "runs" / "other")["active"]["path"] == str(model_dirs / "runs" / "other")
+        Policy.create("tiny", seed=3).save(tmp_path / "allowed" / "mine")
+        assert client.activate(tmp_path / "allowed" / "mine")["active"]["path"] == str(tmp_path / "allowed" / "mine")

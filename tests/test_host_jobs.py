@@ -3,13 +3,16 @@ random-weight policy, jobs with the offline `notes` reward, each in its own proc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from engine.host_client import HostError, LocalHost
+from engine.host_client import HostClient, HostError, LocalHost
 from engine.music import Clip, Note
 from engine.policy import Policy
 
@@ -198,3 +201,204 @@ def test_host_restart_resumes_the_running_job(model_dir, tmp_path):
         assert [r["step"] for r in lines] == list(range(1, 61))
     finally:
         h.stop()
+
+
+# ------------------------------------------------------------------------------------------ in-process hosts
+# The rules below need no training: an in-process host whose job "python" is a small script.
+@pytest.fixture(scope="module")
+def policy(model_dir):
+    return Policy.load(model_dir)
+
+
+def fake_python(tmp_path: Path, body: str) -> str:
+    script = tmp_path / f"python-{abs(hash(body))}"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@contextlib.contextmanager
+def jobs_host(policy, jobs_dir: Path, python: str = sys.executable, **app_options):
+    """A host without MAA weights, its job processes started with `python`; yields (client, manager)."""
+    from engine.host.jobs import JobManager, jobs_router
+    from engine.host.server import create_app
+    from test_host import serve
+
+    manager = JobManager(jobs_dir, python=python, poll_s=0.05)
+    app = create_app(policy, maa_reason="no MAA weights (test)", routers=[jobs_router(manager)], **app_options)
+    with serve(app) as url, HostClient(url) as client:
+        yield client, manager
+
+
+def refused(client, body: dict) -> str:
+    with pytest.raises(HostError) as err:
+        client.start_training(body)
+    assert err.value.status == 400, (body, err.value)
+    return str(err.value)
+
+
+def test_submissions_are_checked_before_any_job_exists(policy, tmp_path):
+    """Issue 12: each of these got 200 and a job (which then grew to 5 GB, ran 13 processes on 2 cores,
+    failed after minutes…); now each gets 400 with the reason, and no job folder is created."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    not_prepared = tmp_path / "just-a-folder"
+    not_prepared.mkdir()
+    jobs = tmp_path / "jobs"
+    cases = [({"steps": int("9" * 401)}, "steps must be ≤"), ({"render_processes": cores + 11}, "CPU cores"),
+             ({"cpu_threads": cores + 1}, "CPU cores"), ({"model": "/etc"}, "not a model directory"),
+             ({"prompts": "data:/nonexistent"}, "not found"), ({"prompts": f"data:{not_prepared}"}, "prepared data"),
+             ({"seed": 1e308}, "seed must be int"), ({"seed": -1}, "seed must be ≥ 0"),
+             ({"reward": "maa-ce"}, "needs MAA weights"), ({"reward": "notes=1,maa-pq=0.5"}, "needs MAA weights"),
+             ({"max_completion_tokens": 2000}, "context"), ({"lr_schedule": "bogus"}, "lr_schedule must be one of"),
+             ({"maa": "/etc/passwd"}, "cannot be set"), ({"soundfont": "/etc/passwd"}, "cannot be set"),
+             ({"steps": True}, "steps must be int"), ({"micro_batch": 3}, "micro_batch"),
+             ({"procedural_prompts": 3}, "procedural_prompts")]
+    if not torch.cuda.is_available():
+        cases += [({"device": "cuda"}, "CUDA"), ({"use_vllm": True}, "CUDA")]
+    with jobs_host(policy, jobs) as (client, _manager):
+        for body, message in cases:
+            detail = refused(client, {**QUICK, **body})
+            assert message in detail, (body, detail)
+        # A cross-origin form or text/plain POST (what a web page may send without asking) never parses.
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = httpx.post(client.url + "/v1/train", content=json.dumps(QUICK), trust_env=False,
+                           headers={"Content-Type": content_type})
+            assert r.status_code == 415
+        r = httpx.post(client.url + "/v1/train", content=b'{"steps": ' + b"9" * 5000 + b"}", trust_env=False,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 400  # an integer too long to parse
+        r = httpx.post(client.url + "/v1/train", content=json.dumps(QUICK)[:-1] + ', "beta": Infinity}',
+                       trust_env=False, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "beta must be finite" in r.json()["detail"]
+        assert client.list_jobs() == []
+    assert [p for p in jobs.iterdir()] == []
+
+
+def test_train_options_say_what_the_host_offers(policy, tmp_path):
+    from dataclasses import fields
+
+    from engine.api import GRPOOptions
+
+    with jobs_host(policy, tmp_path / "jobs") as (client, _manager):
+        offered = client.train_options()
+    assert offered["maa_weights"] is False and "no MAA weights (test)" in offered["maa_reason"]
+    assert offered["default_model"] == str(policy.path)
+    assert offered["presets"]["paper"]["options"] == {} and offered["presets"]["paper"]["description"]
+    rewards = {r["name"]: r for r in offered["rewards"]}
+    assert rewards["maa-ce"]["needs_maa"] and not rewards["notes"]["needs_maa"]
+    assert not rewards["scale-consistency"]["needs_maa"] and offered["reward_aliases"] == {"scale": "scale-consistency"}
+    options = {o["name"]: o for o in offered["options"]}
+    assert {f.name: f.default for f in fields(GRPOOptions)} == {n: o["default"] for n, o in options.items()}
+    assert options["steps"]["type"] == "int" and options["steps"]["minimum"] == 1
+    assert options["lr"]["exclusiveMinimum"] == 0 and options["render_processes"]["nullable"]
+    assert "cosine" in options["lr_schedule"]["enum"] and options["preset"]["enum"][0] == "paper"
+    assert options["maa"]["settable"] is False and options["steps"]["settable"] is True
+
+
+def test_delete_answers_with_the_state_the_job_ends_in(policy, tmp_path):
+    sleeper = fake_python(tmp_path, "exec sleep 120")
+    with jobs_host(policy, tmp_path / "jobs", python=sleeper) as (client, manager):
+        job = client.start_training(QUICK, steps=3)
+        wait_state(client, job, ("running",), timeout=30)
+        process = manager.get(job).process
+        answer = client.cancel_job(job)
+        assert answer["state"] == "cancelled" and process.poll() is not None
+        queued = client.start_training(QUICK, steps=3)
+        second = client.start_training(QUICK, steps=3)
+        assert client.cancel_job(second)["state"] == "cancelled"  # queued: never starts
+        wait_state(client, queued, ("running",), timeout=30)
+        client.pause_job(queued)  # the sleeper never sees the STOP file: cancel it while it "pauses"
+        assert client.cancel_job(queued)["state"] == "cancelled"
+
+
+def test_a_killed_job_reports_the_signal_not_a_log_line(policy, tmp_path):
+    """Issue 12: the error of a killed training process was `warnings.warn(` scraped from its log."""
+    killed = fake_python(tmp_path, "echo '  warnings.warn('\necho 'ValueError: a line in the log'\nkill -KILL $$")
+    with jobs_host(policy, tmp_path / "jobs", python=killed) as (client, _manager):
+        info = wait_state(client, client.start_training(QUICK, steps=1), ("failed",), timeout=30)
+    assert "SIGKILL" in info["error"] and "warn" not in info["error"] and "log" in info["error"]
+    exits = fake_python(tmp_path, "echo 'RuntimeError: scraped'\nexit 3")
+    with jobs_host(policy, tmp_path / "jobs2", python=exits) as (client, _manager):
+        info = wait_state(client, client.start_training(QUICK, steps=1), ("failed",), timeout=30)
+    assert "status 3" in info["error"] and "scraped" not in info["error"]
+
+
+def test_the_job_process_reports_its_exception(tmp_path):
+    """training's job command writes the real exception for the host (here: a job.json without a config)."""
+    from engine.api import ERROR_FILE, JOB_FILE, JOB_PROCESS_COMMAND
+    from engine.cli import main
+
+    (tmp_path / JOB_FILE).write_text(json.dumps({"id": "x"}))
+    assert main([JOB_PROCESS_COMMAND, str(tmp_path)]) == 1
+    assert json.loads((tmp_path / ERROR_FILE).read_text())["error"] == "KeyError: 'config'"
+
+
+def test_damaged_job_files_never_make_a_job_vanish(policy, tmp_path):
+    from engine.api import CHECKPOINT_MARKER, RUN_CONFIG_FILE
+
+    jobs = tmp_path / "jobs"
+    rebuildable = jobs / "20260101-000000-aaaaaa"
+    ckpt = rebuildable / "checkpoints" / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt / CHECKPOINT_MARKER).write_text(json.dumps({"step": 2, "reward_mean": 0.5}))
+    (rebuildable / RUN_CONFIG_FILE).write_text(json.dumps({**QUICK, "model": str(policy.path), "steps": 5,
+                                                           "out_dir": str(rebuildable)}))
+    (rebuildable / "job.json").write_bytes(b'{"id": "20260101-000000-aaaaaa", "state": "runn\x00\xff')
+    lost = jobs / "20260101-000000-bbbbbb"
+    (lost / "prompts").mkdir(parents=True)
+    (lost / "prompts" / "prompt-000.mid").write_bytes(prompt_midi(1))
+    (lost / "job.json").write_text("[]")
+    sleeper = fake_python(tmp_path, "exec sleep 120")
+    with jobs_host(policy, jobs, python=sleeper) as (client, _manager):
+        listed = {j["id"]: j for j in client.list_jobs()}
+        assert set(listed) == {rebuildable.name, lost.name}
+        assert listed[rebuildable.name]["state"] == "failed" and "rebuilt" in listed[rebuildable.name]["error"]
+        assert [c["step"] for c in client.job_checkpoints(rebuildable.name)] == [2]
+        assert listed[lost.name]["state"] == "damaged" and listed[lost.name]["files"] == ["job.json",
+                                                                                         "prompts/prompt-000.mid"]
+        assert client.resume_job(rebuildable.name)["state"] in ("queued", "running")
+        wait_state(client, rebuildable.name, ("running",), timeout=30)
+        assert client.cancel_job(rebuildable.name)["state"] == "cancelled"
+        with pytest.raises(HostError) as err:
+            client.resume_job(lost.name)
+        assert err.value.status == 409
+    assert (rebuildable / "job.json.damaged").exists()  # kept for a person to look at
+    assert json.loads((rebuildable / "job.json").read_text())["state"] == "cancelled"
+
+
+def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path):
+    import os
+    import subprocess
+
+    from engine.api import JOB_PROCESS_COMMAND
+
+    jobs = tmp_path / "jobs"
+    job_dir = jobs / "20260101-000000-cccccc"
+    job_dir.mkdir(parents=True)
+    stale = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "engine.cli",
+                              JOB_PROCESS_COMMAND, str(job_dir.resolve())], start_new_session=True)
+    (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "state": "running", "pid": stale.pid,
+                                                  "config": {**QUICK, "model": str(policy.path), "steps": 2}}))
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        sleeper = fake_python(tmp_path, "exec sleep 120")
+        with jobs_host(policy, jobs, python=sleeper) as (client, _manager):
+            assert stale.wait(10) is not None  # the left-over process of the dead host is gone
+            info = wait_state(client, job_dir.name, ("running",), timeout=30)  # and the job resumes
+            assert info["attempts"] == 1
+            client.cancel_job(job_dir.name)
+        # A pid reused by another program is left alone.
+        (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "state": "running", "pid": unrelated.pid,
+                                                      "config": {**QUICK, "model": str(policy.path), "steps": 2}}))
+        with jobs_host(policy, jobs, python=sleeper) as (client, _manager):
+            assert unrelated.poll() is None
+            client.cancel_job(job_dir.name)
+    finally:
+        for p in (stale, unrelated):
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()

@@ -49,7 +49,11 @@ def imports(path: Path, *, top_level_only: bool = False, root: Path = ROOT) -> l
         else:
             nodes_inner = [node]
         for n in nodes_inner:
-            if isinstance(n, ast.Import):
+            if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant) \
+                    and isinstance(n.args[0].value, str) \
+                    and getattr(n.func, "attr", getattr(n.func, "id", "")) in ("import_module", "__import__"):
+                out.append((n.lineno, n.args[0].value))  # importlib.import_module("name")
+            elif isinstance(n, ast.Import):
                 out += [(n.lineno, a.name) for a in n.names]
             elif isinstance(n, ast.ImportFrom):
                 base = n.module or ""
@@ -57,7 +61,7 @@ def imports(path: Path, *, top_level_only: bool = False, root: Path = ROOT) -> l
                     anchor = package.split(".")[: len(package.split(".")) - (n.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
                 out.append((n.lineno, base))
-                out += [(n.lineno, f"{base}.{a.name}") for a in n.names if a.name != "*"]
+                out += [(n.lineno, f"{base}.{a.name}" if base else a.name) for a in n.names if a.name != "*"]
     return out
 
 
@@ -81,7 +85,8 @@ def top(name: str) -> str:
 def violations(package: str, forbidden: set[str], *, strings: bool, root: Path = ROOT) -> list[str]:
     """Imports of `forbidden` packages in `package` (and, with `strings`, string literals naming them)."""
     found = []
-    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, sorted(forbidden))) + r")(\.\w+|$)")
+    # A dotted module path ("training.grpo"); a bare word ("training" as an API tag) is English.
+    pattern = re.compile(r"(?<![\w.\-/])(" + "|".join(map(re.escape, sorted(forbidden))) + r")\.\w")
     for path in sources(package, root):
         rel = path.relative_to(root)
         found += [f"{rel}:{line}: imports {name}" for line, name in imports(path, root=root)
@@ -147,11 +152,13 @@ def test_forbidden_imports_and_module_strings_are_detected(tmp_path):
     (pkg / "c.py").write_text('import importlib\nM = importlib.import_module("training.host_job")\n')
     (pkg / "d.py").write_text('CMD = ["python", "-m", "engine.cli", "serve"]\n')
     (pkg / "e.py").write_text("from . import a\nfrom .. import studio\n")
+    (pkg / "f.py").write_text('import importlib\nimportlib.import_module("studio")\nTAGS = ["training"]\n')
     found = violations("engine", {"training", "studio"}, strings=True, root=tmp_path)
     assert any("a.py:1: imports training.grpo" in f for f in found)
     assert any("b.py:2: imports studio" in f for f in found)
     assert any("c.py:2: names module 'training.host_job'" in f for f in found)
     assert any("e.py:2: imports studio" in f for f in found)  # relative import out of the package
+    assert any("f.py:2: imports studio" in f for f in found) and not any("f.py:3" in f for f in found)
     assert not any("d.py" in f or "__init__" in f or "e.py:1" in f for f in found)
 
 

@@ -218,6 +218,16 @@ def test_write_refused_by_the_system_is_one_line(capsys, sketch, tmp_path, monke
     assert not list(tmp_path.glob(".o.wav.*"))  # the temp file went with the failure
 
 
+def test_existing_read_only_file_is_refused_not_replaced(capsys, sketch, tmp_path, monkeypatch):
+    target = tmp_path / "o.wav"
+    target.write_bytes(b"keep")
+    real_access = os.access
+    # As a normal user sees a 0444 file (root may write anything, so the check is emulated here).
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(target) else real_access(p, mode))
+    err = one_line_error(*run(capsys, "render", sketch, target, "--sample-rate", 16000)[::2])
+    assert "read-only" in err and target.read_bytes() == b"keep"
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write read-only files and folders")
 def test_read_only_folder_and_file_are_one_line(capsys, sketch, tmp_path):
     folder = tmp_path / "ro"

@@ -88,12 +88,15 @@ def test_scheduler_and_prompt_cache_sample_what_the_policy_samples(barred_policy
         scheduler.close()
 
 
-def test_rows_join_and_leave_a_running_loop_without_changing_their_samples():
-    """Groups added while others run (different prompt lengths, left-padded) sample what they sample alone."""
+@pytest.mark.parametrize("max_rows", [None, 8])
+def test_rows_join_and_leave_a_running_loop_without_changing_their_samples(max_rows):
+    """Groups added while others run (different prompt lengths, left-padded) sample what they sample alone,
+    whether the cache is copied on every change (no room kept) or rows join and leave in place."""
     policy = Policy.create("tiny", seed=3)
     tok = policy.tokenizer
     model = policy.model
     prompts = [tok.procedural_prompt(first_note=bool(i % 2)) for i in range(3)]
+    prompts[2] = prompts[2] + prompts[1][1:]  # longer than the running rows at its join: no room in place
 
     def group(i: int) -> RowGroup:
         # Group 0 outlives the first cache allocation (128 positions), so the cache grows under it.
@@ -108,7 +111,7 @@ def test_rows_join_and_leave_a_running_loop_without_changing_their_samples():
         alone.append([r.output for r in g.rows])
     from engine.sampling import SamplingLoop
 
-    loop = SamplingLoop(model, pad_id=tok.pad_id, bar_id=tok.bar_id, headroom=8)
+    loop = SamplingLoop(model, pad_id=tok.pad_id, bar_id=tok.bar_id, headroom=8, max_rows=max_rows)
     groups = [group(0)]
     loop.add(groups)
     for step in range(150):

@@ -149,3 +149,18 @@ def test_screenshot_needs_no_screen(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png.stat().st_size > 10_000
+
+
+def test_host_dialog_shows_its_placeholders_in_full(window, qtbot):
+    from studio.generate.hostdialog import HostDialog
+
+    dlg = HostDialog("local", "", "", "", window)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    for edit in (dlg.model_dir, dlg.url, dlg.token):
+        assert edit.width() >= edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + 8, edit.placeholderText()
+    path = SHOTS / "host-dialog.png"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert dlg.grab().save(str(path))
+    dlg.reject()

@@ -219,6 +219,7 @@ def render_card(info: dict) -> str:
         f"{t['fim_rate']:.0%} of examples are bar-infilling; transposition ±5 semitones and ±10 % tempo jitter.",
         f"- Checkpoint: `{t['checkpoint']}`.",
     ]
+    lines += [f"- {note}" for note in t.get("notes", [])]
     prior = t.get("init_from")
     if prior:
         if prior.get("step") is not None:
@@ -341,7 +342,8 @@ def continuation_summary(path: Path, model: str) -> dict:
 
 def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int, bars: int, seed: int,
                nll_max_tokens: int | None, skip_generation: bool = False, nll_reports=None, compare_nll=None,
-               continuation_report: Path | None = None, continuation_model: str | None = None) -> dict:
+               continuation_report: Path | None = None, continuation_model: str | None = None,
+               notes: list[str] | None = None) -> dict:
     from engine.policy import Policy
     from training.nll import evaluate
     from training.pretrain import LOG_FILE, latest_checkpoint, load_training_state
@@ -388,6 +390,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
             "checkpoint": str(ckpt), "last_validation": last_val,
             "init_from": run_config.get("init_from_card"),
             "lineage": chain,
+            "notes": list(notes or []),
         },
         "data": manifest and {k: manifest[k] for k in ("files_found", "files_used", "files_skipped", "splits", "skipped")},
         "evaluation": {},
@@ -438,6 +441,8 @@ def main(argv=None) -> int:
                    help="a `smart eval-continuation` continuation.json that includes this model")
     p.add_argument("--continuation-model", default=None, metavar="NAME",
                    help="this model's name in --continuation-report")
+    p.add_argument("--note", action="append", default=None, metavar="TEXT",
+                   help="a line for the card's training section (e.g. a schedule changed on --resume)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -452,7 +457,7 @@ def main(argv=None) -> int:
                           seed=args.seed, nll_max_tokens=args.nll_max_tokens or None,
                           skip_generation=args.skip_generation, nll_reports=args.nll_report,
                           compare_nll=args.compare_nll, continuation_report=args.continuation_report,
-                          continuation_model=args.continuation_model)
+                          continuation_model=args.continuation_model, notes=args.note)
     except UserError as exc:
         print(f"model_card: {exc}", file=sys.stderr)
         return 2

@@ -66,12 +66,14 @@ class SimulatedListener:
         return "A" if rng.random() < self.probability(a, b, prompt) else "B"
 
 
-# Gains: one standard deviation of the quality among the default model's 2-bar continuations is
-# about 1.5 units of utility, so the listener agrees with its own noiseless preference ~80 % of the time.
+# Gains: between two 2-bar continuations of one prompt by the shipped model, the median difference
+# is 3.4 semitones of mean pitch, 0.28 octaves of note rate and 0.49 octaves of note length
+# (measured on 40 pairs); each gain makes that median difference 2 units of utility, so on a typical
+# pair the listener picks the one it prefers 88 % of the time (σ(2)) and on close pairs it is unsure.
 LISTENERS: dict[str, SimulatedListener] = {
-    "high-register": SimulatedListener("high-register", "mean_pitch", 0.25),
-    "sparse": SimulatedListener("sparse", "log_notes_per_beat", -1.5),
-    "long-notes": SimulatedListener("long-notes", "mean_log_duration", 1.5),
+    "high-register": SimulatedListener("high-register", "mean_pitch", 0.6),
+    "sparse": SimulatedListener("sparse", "log_notes_per_beat", -7.0),
+    "long-notes": SimulatedListener("long-notes", "mean_log_duration", 4.0),
 }
 
 
@@ -199,7 +201,7 @@ class TuneConfig:
     beta: float | None = None  # dpo: 0.1 (TRL's); grpo: 0.04 (the paper's)
     lr: float = 5e-5
     batch: int = 8  # pairs per DPO step
-    synthetic_prompts: int = 40  # dpo: prompts whose fresh samples the taste ranks (0 = the musician's pairs only)
+    synthetic_prompts: int = 20  # dpo: prompts whose fresh samples the taste ranks (0 = the musician's pairs only)
     synthetic_candidates: int = 6  # samples per synthetic prompt; the best and worst make a pair
     bars: int = 2  # length of generated continuations
     prompt_bars: int = 4  # bars of a prompt MIDI the model continues
@@ -305,13 +307,18 @@ def sample_continuations(model, tokenizer, prompts: Sequence[Clip | None], n: in
                 if seen >= bars:
                     break
             cut.append(int(t))
-        dec = tokenizer.decoder(ppq)
-        dec.feed_many(p_ids)
-        n_prompt = len(dec.notes)
-        dec.feed_many(cut)
-        clip = dec.clip()
-        out[i].append(Sample(list(p_ids), cut, clip.with_notes(clip.notes[n_prompt:])))
+        out[i].append(sample_from_ids(tokenizer, p_ids, cut, ppq))
     return out
+
+
+def sample_from_ids(tokenizer, prompt_ids: Sequence[int], completion_ids: Sequence[int], ppq: int = 480) -> Sample:
+    """A Sample from its ids: the completion's notes decoded after the prompt's (so at their ticks after it)."""
+    dec = tokenizer.decoder(ppq)
+    dec.feed_many(prompt_ids)
+    n_prompt = len(dec.notes)
+    dec.feed_many(completion_ids)
+    clip = dec.clip()
+    return Sample(list(prompt_ids), list(completion_ids), clip.with_notes(clip.notes[n_prompt:]))
 
 
 def synthetic_pairs(model, tokenizer, scorer: "TasteScorer", prompts: Sequence[Clip | None], config: TuneConfig,
@@ -354,11 +361,14 @@ def _write_events(path: Path):
     class EventsCallback(TrainerCallback):
         """One JSON line per logged step (loss, reward margins, accuracies), as GRPO runs write."""
 
+        started = time.perf_counter()
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
                 return
             rec = {"step": int(state.global_step),
-                   **{k.replace("/", "_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))}}
+                   **{k.replace("/", "_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))},
+                   "elapsed_s": round(time.perf_counter() - self.started, 3)}
             with open(path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
@@ -490,13 +500,14 @@ def tune(config: TuneConfig, on_event: Callable[[dict], None] | None = None) -> 
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         info = (_tune_dpo if config.method == "dpo" else _tune_grpo)(config, pairs, out, on_event)
     finally:
         torch.set_num_threads(threads)
+    # cpu_s: this process's CPU time (with one thread, about the wall time on an idle machine).
     card = {"kind": "smart-taste-tune", "config": asdict(config), "pairs": len(pairs), **info,
-            "elapsed_s": round(time.perf_counter() - t0, 2)}
+            "elapsed_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2)}
     atomic_write_text(out / "taste_tune.json", json.dumps(card, indent=2))
     if on_event is not None:
         on_event({"event": "done", **card})

@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     tune.add_argument("--beta", type=float, help="KL strength (default: dpo 0.1, grpo 0.04)")
     tune.add_argument("--lr", type=float, help="learning rate (default 5e-5)")
     tune.add_argument("--synthetic-prompts", type=int,
-                      help="dpo: prompts whose fresh samples the taste ranks into extra pairs (default 40; 0 = none)")
+                      help="dpo: prompts whose fresh samples the taste ranks into extra pairs (default 20; 0 = none)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--cpu-threads", type=int, help="torch CPU threads")
     tune.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

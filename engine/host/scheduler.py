@@ -268,7 +268,8 @@ class _Batch:
         first = jobs[0]
         self.model = first.model
         self.loop = SamplingLoop(first.model, pad_id=first.pad_id, bar_id=first.bar_id, context=first.context,
-                                 packed=scheduler.packed_for(first.model), prompt_cache=scheduler.prompt_cache)
+                                 packed=scheduler.packed_for(first.model), prompt_cache=scheduler.prompt_cache,
+                                 max_rows=scheduler.max_rows)
         self.jobs: dict[int, DecodeJob] = {}  # id(group) -> job
         self.last_join_step = scheduler.stats.steps
         self._admit(jobs)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.generate.hostconn import LOCAL, REMOTE
+from studio.theme import STYLE_DIM
 
 
 class HostDialog(QDialog):
@@ -50,7 +51,7 @@ class HostDialog(QDialog):
         form.addRow("Token:", self.token)
         note = QLabel("The token is stored in the studio's settings file on this computer.")
         note.setWordWrap(True)
-        note.setStyleSheet("color: #9095a0;")
+        note.setStyleSheet(STYLE_DIM)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -60,6 +61,9 @@ class HostDialog(QDialog):
         layout.addWidget(buttons)
         self.local.toggled.connect(self._sync)
         self._sync()
+        for edit in (self.model_dir, self.url, self.token):  # placeholders are read in full, not cut
+            hint = edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + 24
+            edit.setMinimumWidth(max(edit.minimumWidth(), hint))
 
     def _sync(self) -> None:
         local = self.local.isChecked()

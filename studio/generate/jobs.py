@@ -10,34 +10,19 @@ Cancelling sets a flag and closes the HTTP stream; the host stops decoding when 
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.errors import first_line
-from engine.host_client import HostClient, HostError
+from engine.host_client import HostClient, HostError, decode_midi
 from engine.maa_weights import AXES, WINDOW_SECONDS
 from engine.music import Clip, MidiFileError, Note
 
 
 def note_from_json(d: dict) -> Note:
     return Note(int(d["start"]), int(d["pitch"]), max(1, int(d["duration"])), int(d.get("velocity", 80)))
-
-
-def decode_candidate_notes(b64: str) -> list[Note]:
-    """A candidate's `midi` as notes, exactly as the host wrote them (Clip.from_midi would drop notes
-    outside the piano range, which the host's features and scores still count)."""
-    import symusic
-
-    try:
-        score = symusic.Score.from_midi(base64.b64decode(b64))
-    except Exception as exc:  # symusic raises RuntimeError with C++ messages
-        raise MidiFileError(f"unreadable candidate MIDI ({exc})") from None
-    notes = [Note(int(n.start), int(n.pitch), max(1, int(n.duration)), int(n.velocity))
-             for track in score.tracks for n in track.notes]
-    return sorted(notes)
 
 
 class Job(QObject):
@@ -151,7 +136,7 @@ class GenerationJob(StreamJob):
                 elif kind == "candidate":
                     event = dict(event)
                     try:
-                        event["notes_list"] = decode_candidate_notes(event["midi"])
+                        event["notes_list"] = decode_midi(event["midi"]).notes
                     except (MidiFileError, ValueError, KeyError):
                         event["notes_list"] = None
                     self.candidate.emit(int(event["candidate"]), event)

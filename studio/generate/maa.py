@@ -101,10 +101,10 @@ class MaaNotice(QFrame):
             text, style = ("Scores are off: the MAA scoring model (Meta Audiobox Aesthetics) is not installed on "
                            f"this computer. Generating works without it; download it ({SIZE_MB}) or use a copy "
                            "you already have to hear which candidates rate best.", STYLE_WARN)
-            if self._error:
-                text = f"Download failed: {self._error}\n{text}"
         else:
             text, style = "Scores appear once the host is running.", STYLE_DIM
+        if self._error and status in (MISSING, UNKNOWN):
+            text, style = f"Download failed: {self._error}\n{text}", STYLE_WARN
         if not self.downloading:
             self.label.setText(text)
             self.label.setStyleSheet(style)
@@ -154,11 +154,7 @@ class MaaNotice(QFrame):
         if job is not None:
             job.wait(2000)
         self.progress.hide()
-        failed_text = self.label.text() if self._error else None
         self.show_status(self.status, self.reason, self.remote)
-        if failed_text and self.status != MISSING:
-            self.label.setText(failed_text)
-            self.label.setStyleSheet(STYLE_WARN)
 
     def cancel(self) -> None:
         if self._job is not None:

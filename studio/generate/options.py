@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from engine.api import MAX_CANDIDATES
+from engine.api import HOST_LIMITS, GenerationSettings
 from studio.generate.placement import DEFAULT_MODE, MODES
 
 NOTE_NAMES = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
@@ -51,20 +51,17 @@ class GenerateOptions:
     search_reward: str = "CE"
 
     def validate(self) -> None:
-        if not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise ValueError(f"candidates must be 1–{MAX_CANDIDATES}")
-        if not 0.0 < self.temperature <= 5.0:
-            raise ValueError("temperature must be in (0, 5]")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top-p must be in (0, 1]")
-        if not 1 <= self.bars <= MAX_BARS:
-            raise ValueError(f"length must be 1–{MAX_BARS} bars")
-        if self.placement not in MODES:
-            raise ValueError(f"unknown placement {self.placement!r}")
+        """ValueError for settings the host would refuse (engine.api's one validator) or the panel cannot use."""
         if self.key_scale not in SCALES:
             raise ValueError(f"unknown scale {self.key_scale!r}")
         if not self.pitches_or_all():
             raise ValueError("the key lock and pitch range leave no pitch to play")
+        if self.placement not in MODES:
+            raise ValueError(f"unknown placement {self.placement!r}")
+        if not 1 <= self.bars <= MAX_BARS:
+            raise ValueError(f"length must be 1–{MAX_BARS} bars")
+        GenerationSettings(candidates=self.candidates, temperature=self.temperature, top_p=self.top_p,
+                           seed=self.seed or None, bars=self.bars, allowed_pitches=self.allowed()).validate(HOST_LIMITS)
 
     def allowed(self) -> list[int] | None:
         return allowed_pitches(self.key_lock, self.key_root, self.key_scale, self.low, self.high)

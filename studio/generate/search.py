@@ -100,9 +100,9 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
                                  score=False)
         with stream:
             result = stream.wait()
-        from studio.generate.jobs import decode_candidate_notes
+        from engine.host_client import decode_midi
 
-        return [decode_candidate_notes(c["midi"]) for c in result["candidates"]]
+        return [decode_midi(c["midi"]).notes for c in result["candidates"]]
 
     def score(beam: Beam) -> Beam:
         music = clip.with_notes(beam.notes)

@@ -11,8 +11,8 @@ from typing import Callable
 
 from PySide6.QtCore import Signal
 
-from engine.host_client import HostClient, HostError
-from studio.generate.jobs import Job, StreamJob, decode_candidate_notes
+from engine.host_client import HostClient, HostError, decode_midi
+from studio.generate.jobs import Job, StreamJob
 
 
 class CallJob(Job):
@@ -78,7 +78,7 @@ class CompareJob(Job):
                                       max_new_tokens=self.max_new_tokens, first_note=prompt is None)
         done = stream.wait()
         cand = done["candidates"][0]
-        return {"midi": cand["midi"], "notes": decode_candidate_notes(cand["midi"]), "model": done.get("model")}
+        return {"midi": cand["midi"], "notes": decode_midi(cand["midi"]).notes, "model": done.get("model")}
 
     def run(self) -> None:
         total = 2 * len(self.prompts)
