@@ -481,7 +481,8 @@ def _option_catalogue() -> list[dict]:
 def train_options(*, maa_weights: bool) -> dict:
     """The body of GET /v1/train/options: what a client may ask a host to train with."""
     return {"options": _option_catalogue(),
-            "presets": {name: {"description": p.description, "options": dict(p.options)} for name, p in PRESETS.items()},
+            "presets": {name: {"description": p.description, "options": dict(p.options)}
+                        for name, p in PRESETS.items()},
             "rewards": [{"name": r.name, "description": r.description, "needs_maa": r.needs_maa} for r in REWARDS],
             "reward_aliases": dict(REWARD_ALIASES), "maa_weights": bool(maa_weights),
             "prompts": list(PROCEDURAL_PROMPTS[::2]) + ["data:DIR[:split]"]}

@@ -101,7 +101,7 @@ def run_score(args) -> int:
     from engine.scorer import MAAScorer
 
     with user_errors():
-        scorer = MAAScorer.load(args.maa, allow_download=args.download)
+        scorer = MAAScorer.load(args.maa, allow_download=args.download, exact=args.exact or None)
     failed = 0
     for path in args.files:
         try:
@@ -110,13 +110,15 @@ def run_score(args) -> int:
             else:
                 clip, _ = Clip.from_midi(path, mode="user")
                 sr = 16000
-                audio = render(clip, sample_rate=sr, seconds=args.seconds, soundfont=args.soundfont)
+                # never padded: MAA would hear the silence as content
+                audio = render(clip, sample_rate=sr, max_seconds=args.seconds, soundfont=args.soundfont)
             scores = scorer.score_one(audio, sr)
         except Exception as exc:  # one bad file must not stop the others
             print(f"smart score: {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
             failed += 1
             continue
-        print(json.dumps({"file": path, **scores.as_dict(), "maa": scorer.source}), flush=True)
+        print(json.dumps({"file": path, **scores.as_dict(), "maa": scorer.source, "maa_precision": scorer.precision}),
+              flush=True)
     return 2 if failed else 0
 
 
@@ -238,7 +240,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--maa", default=None, help="checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT or the HF cache)")
     p.add_argument("--download", action="store_true", help="download the MAA weights from the Hugging Face hub if missing")
     p.add_argument("--soundfont", default=None)
-    p.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--seconds", type=float, default=None, help="score at most the first S seconds of a MIDI file")
+    p.add_argument("--exact", action="store_true",
+                   help="score with the exact float32 model (default on CPU: the faster int8/bf16 path; "
+                        "also $SMART_MAA_EXACT=1)")
     p.set_defaults(func=run_score)
 
     p = sub.add_parser("generate", help="generate candidates with the policy")

@@ -159,7 +159,14 @@ class _Schedule:
     total_seconds: float
 
 
-def _schedule(clip: Clip, seconds: float | None) -> _Schedule:
+def _check_seconds(seconds: float, name: str) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise RenderError(f"{name} must be a finite number >= 0, got {seconds!r}")
+    return float(seconds)
+
+
+def _schedule(clip: Clip, seconds: float | None, max_seconds: float | None = None) -> _Schedule:
     if not isinstance(clip, Clip):
         raise RenderError(f"expected a Clip, got {type(clip).__name__}")
     notes = np.array([(n.start, n.end, n.pitch, n.velocity) for n in clip.notes], dtype=np.int64)
@@ -169,13 +176,14 @@ def _schedule(clip: Clip, seconds: float | None) -> _Schedule:
     tempo = clip.tempo_map()
     on = tempo.seconds_of(notes[:, 0])
     off = tempo.seconds_of(notes[:, 1])
+    if seconds is not None and max_seconds is not None:
+        raise RenderError("give seconds (exact length) or max_seconds (crop, never pad), not both")
     if seconds is None:
         total = (float(off.max()) if len(off) else 0.0) + RELEASE_TAIL_SECONDS
+        if max_seconds is not None:
+            total = min(total, _check_seconds(max_seconds, "max_seconds"))
     else:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
-                or not math.isfinite(seconds) or seconds < 0:
-            raise RenderError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        total = float(seconds)
+        total = _check_seconds(seconds, "seconds")
     if total > MAX_RENDER_SECONDS:
         raise RenderError(f"render of {total:.0f} s is longer than the {MAX_RENDER_SECONDS:.0f} s limit")
     return _Schedule(on, off, notes[:, 2], np.clip(notes[:, 3], 1, 127), total)
@@ -255,17 +263,19 @@ def render(
     seconds: float | None = None,
     soundfont: str | os.PathLike | None = None,
     synth: tinysoundfont.Synth | None = None,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Render `clip` to float32 mono samples in [-1, 1] (not normalised).
 
     The result is exactly `round(seconds * sample_rate)` samples long: notes past the end are
     cut off, or silence is padded. With `seconds=None` it runs to the last note-off plus
-    `RELEASE_TAIL_SECONDS`. Uses `synth` when given (one from `load_synth`; it is reset before
+    `RELEASE_TAIL_SECONDS`, cut at `max_seconds` when given (never padded: what MAA scoring
+    needs, since it would hear padding as content). Uses `synth` when given (one from `load_synth`; it is reset before
     and after and keeps its own stereo output settings), else a per-process cached synth for
     `soundfont` (default: the shipped piano).
     """
     sample_rate = _check_sample_rate(sample_rate)
-    schedule = _schedule(clip, seconds)
+    schedule = _schedule(clip, seconds, max_seconds)
     if synth is not None:
         try:
             return _render_schedule(synth, schedule, sample_rate)
@@ -327,10 +337,10 @@ class RenderPool:
             initializer=_worker_init, initargs=(str(path),))
 
     def render(self, clips: Iterable[Clip], sample_rate: int = 16000,
-               seconds: float | None = None) -> list[np.ndarray]:
+               seconds: float | None = None, max_seconds: float | None = None) -> list[np.ndarray]:
         """`render()` of every clip, in the order given."""
         sample_rate = _check_sample_rate(sample_rate)
-        jobs = [(_schedule(clip, seconds), sample_rate) for clip in clips]
+        jobs = [(_schedule(clip, seconds, max_seconds), sample_rate) for clip in clips]
         chunksize = max(1, len(jobs) // (4 * self.processes))
         return list(self._executor.map(_worker_render, jobs, chunksize=chunksize))
 
@@ -350,6 +360,7 @@ def render_many(
     seconds: float | None = None,
     soundfont: str | os.PathLike | None = None,
     processes: int | None = None,
+    max_seconds: float | None = None,
 ) -> list[np.ndarray]:
     """`render()` of every clip, in order, spread over `processes` worker processes.
 
@@ -361,9 +372,9 @@ def render_many(
     _check_processes(processes)
     processes = min(len(clips), processes if processes is not None else _default_processes())
     if processes <= 1:
-        return [render(clip, sample_rate, seconds, soundfont) for clip in clips]
+        return [render(clip, sample_rate, seconds, soundfont, max_seconds=max_seconds) for clip in clips]
     with RenderPool(soundfont, processes) as pool:
-        return pool.render(clips, sample_rate, seconds)
+        return pool.render(clips, sample_rate, seconds, max_seconds)
 
 
 # ---------------------------------------------------------------------------- WAV files

@@ -380,10 +380,23 @@ class _Int8Linear:
         self.reduce_range = reduce_range
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]), self.packed, self.reduce_range)
-        y = y.view(*shape[:-1], y.shape[-1])
+        # One quantization scale per window (B, T, C): a window's result never depends on the loudness
+        # of the windows batched with it.
+        y = torch.stack([torch.ops.quantized.linear_dynamic(w, self.packed, self.reduce_range) for w in x])
         return y if self.bias is None else y + self.bias
+
+
+class _FloatLinear:
+    """Plain float32 ``F.linear`` over a snapshot, for FastCPUForward(low_precision=False)."""
+
+    __slots__ = ("weight", "bias")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight = weight.detach().float().contiguous()
+        self.bias = None if bias is None else bias.detach().float().clone()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class FastCPUForward:
@@ -393,21 +406,29 @@ class FastCPUForward:
       convolutions 2–7 run as int8 fbgemm matmuls (weights per output channel, activations per call);
       the convolutions become matmuls over time-major frames (im2col), which also drops the
       channel-major ↔ time-major transposes;
-    * the 1-channel first convolution is a float32 matmul over the framed waveform (oneDNN's direct
-      convolution is ~15× slower for a single input channel); the positional convolution runs in bf16;
+    * the 1-channel first convolution and its GroupNorm become one float32 matmul over the framed
+      waveform (the statistics come from the frames' Gram matrix); the positional convolution is bf16;
     * attention, layer norms, pooling and the heads stay float32.
 
-    Same inputs and outputs as ``AesMultiOutput.forward`` (eval mode). A snapshot of the weights:
-    build a new one if they change. Scores agree with the exact path to within a few hundredths on the
+    ``low_precision=False`` runs the same re-laid-out computation in float32 (tests hold it to the
+    package's forward). Same inputs and outputs as ``AesMultiOutput.forward`` (eval mode). A snapshot
+    of the weights: build a new one if they change. Scores agree with the exact path to within a few hundredths on the
     1–10 scale (measured with random weights, ``benchmarks/bench_maa.py``); recheck with the real
     weights once installed. ``fast_cpu_unsupported(model)`` says which models it cannot run.
     """
 
-    def __init__(self, model: AesMultiOutput, reduce_range: bool | None = None):
+    def __init__(self, model: AesMultiOutput, low_precision: bool = True):
         reason = fast_cpu_unsupported(model)
         if reason is not None:
             raise ValueError(f"fast CPU path unavailable: {reason}")
-        rr = not _cpu_has_vnni() if reduce_range is None else bool(reduce_range)
+        if low_precision:
+            reduce_range = not _cpu_has_vnni()
+
+            def linear(weight, bias):
+                return _Int8Linear(weight, bias, reduce_range)
+        else:
+            linear = _FloatLinear
+        pos_dtype = torch.bfloat16 if low_precision else torch.float32
         self.model = model
         wavlm = model.wavlm_model
         self.wavlm = wavlm
@@ -422,12 +443,12 @@ class FastCPUForward:
                 conv = block[0]
                 w = conv.weight.detach()  # (out, in, k) -> rows of k consecutive frames: (out, k·in)
                 self.convs.append((conv.kernel_size[0], conv.stride[0],
-                                   _Int8Linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None, rr)))
+                                   linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None)))
             proj = wavlm.post_extract_proj
-            self.post_proj = None if proj is None else _Int8Linear(proj.weight, proj.bias, rr)
+            self.post_proj = None if proj is None else linear(proj.weight, proj.bias)
             pos = wavlm.encoder.pos_conv[0]
-            self.pos_weight = torch._weight_norm(pos.weight_v, pos.weight_g, 2).detach().to(torch.bfloat16)
-            self.pos_bias = pos.bias.detach().to(torch.bfloat16)
+            self.pos_weight = torch._weight_norm(pos.weight_v, pos.weight_g, 2).detach().to(pos_dtype)
+            self.pos_bias = pos.bias.detach().to(pos_dtype)
             self.pos_padding, self.pos_groups = pos.padding[0], pos.groups
             self.pos_remove = wavlm.encoder.pos_conv[1].remove
             self.layers = []
@@ -436,10 +457,10 @@ class FastCPUForward:
                 qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
                 self.layers.append((
                     layer,
-                    _Int8Linear(torch.cat([m.weight for m in qkv]), torch.cat([m.bias for m in qkv]), rr),
-                    _Int8Linear(attn.out_proj.weight, attn.out_proj.bias, rr),
-                    _Int8Linear(layer.fc1.weight, layer.fc1.bias, rr),
-                    _Int8Linear(layer.fc2.weight, layer.fc2.bias, rr),
+                    linear(torch.cat([m.weight for m in qkv]), torch.cat([m.bias for m in qkv])),
+                    linear(attn.out_proj.weight, attn.out_proj.bias),
+                    linear(layer.fc1.weight, layer.fc1.bias),
+                    linear(layer.fc2.weight, layer.fc2.bias),
                 ))
 
     def _features(self, wav: torch.Tensor) -> torch.Tensor:
@@ -474,7 +495,7 @@ class FastCPUForward:
         padding_mask = wavlm.forward_padding_mask(features, padding_mask)
         x = features if self.post_proj is None else self.post_proj(features)
         x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        pos = F.conv1d(x.transpose(1, 2).to(torch.bfloat16), self.pos_weight, self.pos_bias,
+        pos = F.conv1d(x.transpose(1, 2).to(self.pos_weight.dtype), self.pos_weight, self.pos_bias,
                        padding=self.pos_padding, groups=self.pos_groups)
         if self.pos_remove:
             pos = pos[:, :, : -self.pos_remove]
@@ -564,6 +585,8 @@ class MAAScorer:
             self.fast_reason = fast_cpu_unsupported(self.model)
             if self.fast_reason is None:
                 self._fast = FastCPUForward(self.model)
+        # batch {"wav": (B, 1, samples), "mask": (B, 1, samples)} -> {axis: (B,) model-scale outputs}
+        self.window_forward = self._fast or self.model
 
     @property
     def precision(self) -> str:
@@ -646,7 +669,7 @@ class MAAScorer:
         self, clips: Sequence[np.ndarray], clip_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     ) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {axis: [] for axis in AXES}
-        forward = self._fast or self.model
+        forward = self.window_forward
         with torch.inference_mode():
             # windows are materialised one batch at a time: many long clips never sit padded in memory
             for first in range(0, len(clip_ids), self.max_batch_size):

@@ -6,6 +6,9 @@
   re-implementation of MidiTok's REMI `_tokens_to_score` for this configuration: it never
   raises on any id sequence and yields each note as soon as its Pitch/Velocity/Duration tokens
   are complete (streaming). Tests check it against MidiTok's own decoder.
+* `model_meter(clip)` gives the clip the bar lines the model reads (meters outside the vocabulary
+  dropped, changes on bar lines, as MidiTok encodes them) and says what changed, so that prompts,
+  "the last N bars" and infill spans count the bars the tokens count.
 * `hf_tokenizer()` is a word-level `PreTrainedTokenizerFast` over the same vocabulary, for TRL.
 * `GrammarState` masks tokens that cannot legally come next (optional grammar-aware sampling).
 """

@@ -286,3 +286,32 @@ def test_generate_refuses_an_empty_or_drums_only_prompt(capsys, tmp_path, tiny_m
         assert code != 0 and rows == [] and len(lines) == 1, err
         assert words in lines[0] and "--procedural" in lines[0] and "Traceback" not in err
         assert not (tmp_path / f"out_{name}").exists()
+
+
+# ---------------------------------------------------------------------------- the host
+def test_host_reads_the_prompt_in_the_model_meter_and_says_so(tiny_model):
+    """The `started` event carries `meter_note`; candidates come back in the model's bars, after the prompt,
+    and an infill of bars 3–4 of a 1/4 song rewrites beats 8–16 (bars of 4 beats), not beats 2–4."""
+    from engine.host.server import create_app
+    from engine.host_client import HostClient, decode_midi
+    from test_host import serve
+
+    clip = pop_clip(8)
+    app = create_app(Policy.load(tiny_model), maa_reason="no MAA weights (test)")
+    with serve(app) as url, HostClient(url) as client:
+        with client.generate(prompt_midi=clip.to_midi_bytes(), candidates=2, bars=1, seed=1, max_new_tokens=48,
+                             score=False) as stream:
+            events = list(stream)
+        assert events[0]["event"] == "started" and events[0]["meter_note"] == "1/4 read as 4/4 (bars of 4 beats)"
+        for cand in stream.result["candidates"]:
+            got = decode_midi(cand["midi"])
+            assert [(t.numerator, t.denominator) for t in got.time_signatures] == [(4, 4)]
+            assert all(n.start >= clip.end_tick for n in got.notes)
+        with client.generate(prompt_midi=clip.to_midi_bytes(), candidates=2, infill=(2, 4),
+                             seed=1, max_new_tokens=64, score=False) as stream:
+            list(stream)
+        for cand in stream.result["candidates"]:
+            assert all(8 * PPQ <= n.start < 16 * PPQ for n in decode_midi(cand["midi"]).notes)
+        with client.generate(prompt_midi=melody([(0, 3, 4)]).to_midi_bytes(), candidates=1, bars=1,
+                             max_new_tokens=8, score=False) as stream:
+            assert next(iter(stream))["meter_note"] is None

@@ -52,7 +52,8 @@ def small_model():
 
 @pytest.fixture(scope="module")
 def scorer(small_model):
-    return MAAScorer.from_model(small_model, device="cpu")
+    # exact: these tests hold the windowing to hand-computed forwards of the package's model
+    return MAAScorer.from_model(small_model, device="cpu", exact=True)
 
 
 @pytest.fixture
@@ -206,7 +207,7 @@ def test_checkpoint_pt_round_trip(tmp_path, small_model, scorer):
     assert all(k.startswith("model.") for k in raw["state_dict"])
     assert raw["model_cfg"]["precision"] in {"32", "bf16"}
 
-    loaded = MAAScorer.load(path, device="cpu")
+    loaded = MAAScorer.load(path, device="cpu", exact=True)
     assert loaded.source == str(path)
     assert loaded.is_random  # provenance survives the file round trip
     clips = [tone(3.0), tone(11.0, freq=660, seed=4)]
@@ -219,7 +220,7 @@ def test_hf_directory_round_trip_via_env_var(tmp_path, monkeypatch, small_model,
     small_model.save_pretrained(tmp_path / "hf")
     assert {"config.json", "model.safetensors"} <= set(os.listdir(tmp_path / "hf"))
     monkeypatch.setenv(maa.CHECKPOINT_ENV_VAR, str(tmp_path / "hf"))
-    loaded = MAAScorer.load(device="cpu")
+    loaded = MAAScorer.load(device="cpu", exact=True)
     assert loaded.source == str(tmp_path / "hf") and loaded.is_random
     clips = [tone(3.0, freq=330)]
     assert_scores_equal(loaded.score(clips, SR), scorer.score(clips, SR))
@@ -359,3 +360,124 @@ def test_cuda_bf16_close_to_cpu_fp32(small_model):
     gpu_scorer = MAAScorer.from_model(build_maa_model(seed=0), device="cuda")
     assert gpu_scorer.model.enable_autocast and gpu_scorer.model.precision == torch.bfloat16
     assert_scores_equal(gpu_scorer.score(clip, SR), cpu, atol=0.05)
+
+
+# ------------------------------------------------------------------------------------ fast CPU path
+
+
+def _embeddings(forward, model, wav: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the heads read (pooled, normalised embeddings): the heads swapped for Identity."""
+    heads = model.proj_layer
+    model.proj_layer = torch.nn.ModuleDict({axis: torch.nn.Identity() for axis in AXES})
+    try:
+        with torch.inference_mode():
+            return forward({"wav": wav, "mask": mask})
+    finally:
+        model.proj_layer = heads
+
+
+def _two_windows(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A full window and a 4.2-s clip padded to 10 s (the padding mask matters)."""
+    wav = np.zeros((2, 1, 10 * SR), dtype=np.float32)
+    wav[0, 0] = tone(10.0, freq=330, seed=seed)
+    wav[1, 0, : int(4.2 * SR)] = tone(4.2, freq=520, seed=seed + 1)
+    mask = np.zeros_like(wav, dtype=bool)
+    mask[0] = True
+    mask[1, 0, : int(4.2 * SR)] = True
+    return torch.from_numpy(wav), torch.from_numpy(mask)
+
+
+def test_fast_forward_relayout_in_float32_equals_the_package_forward(small_model):
+    # FastCPUForward re-lays the computation out (first conv + GroupNorm as one matmul, im2col convs,
+    # fused qkv, sdpa with the gated bias): in float32 it must be the package's forward.
+    wav, mask = _two_windows()
+    exact = _embeddings(small_model, small_model, wav, mask)
+    relaid = _embeddings(maa.FastCPUForward(small_model, low_precision=False), small_model, wav, mask)
+    for axis in AXES:
+        torch.testing.assert_close(relaid[axis], exact[axis], rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        heads_exact = small_model({"wav": wav, "mask": mask})
+        heads_relaid = maa.FastCPUForward(small_model, low_precision=False)({"wav": wav, "mask": mask})
+    for axis in AXES:
+        torch.testing.assert_close(heads_relaid[axis], heads_exact[axis], rtol=1e-4, atol=1e-5)
+
+
+def test_fast_forward_int8_embeddings_stay_close_to_exact(small_model):
+    wav, mask = _two_windows(seed=3)
+    exact = _embeddings(small_model, small_model, wav, mask)
+    fast = _embeddings(maa.FastCPUForward(small_model), small_model, wav, mask)
+    for axis in AXES:
+        error = (fast[axis] - exact[axis]).norm(dim=-1)
+        between_clips = (exact[axis][0] - exact[axis][1]).norm()
+        # quantization error is a small fraction of how far apart two different clips land
+        assert float(error.max()) < 0.25 * float(between_clips), axis
+
+
+def test_fast_path_is_the_cpu_default_and_exact_can_be_forced(small_model, monkeypatch):
+    monkeypatch.delenv(maa.EXACT_ENV_VAR, raising=False)
+    fast = MAAScorer.from_model(small_model, device="cpu")
+    exact = MAAScorer.from_model(small_model, device="cpu", exact=True)
+    assert fast.precision == "fast-cpu" and fast.fast_reason is None
+    assert exact.precision == "fp32" and "exact" in exact.fast_reason
+    monkeypatch.setenv(maa.EXACT_ENV_VAR, "1")
+    assert MAAScorer.from_model(small_model, device="cpu").precision == "fp32"
+    assert MAAScorer.from_model(small_model, device="cpu", exact=False).precision == "fast-cpu"
+
+    clips = [tone(10.0, freq=250), tone(3.5, freq=600, seed=5), tone(14.0, freq=410, seed=6)]
+    assert_scores_equal(fast.score(clips, SR), exact.score(clips, SR), atol=0.02)
+
+
+def test_fast_path_falls_back_to_exact_for_architectures_it_does_not_cover():
+    pre_ln = build_maa_model(small=True, seed=0, layer_norm_first=True)
+    assert "post-LN" in maa.fast_cpu_unsupported(pre_ln)
+    scorer = MAAScorer.from_model(pre_ln, device="cpu")
+    assert scorer.precision == "fp32" and "post-LN" in scorer.fast_reason
+    with pytest.raises(ValueError, match="post-LN"):
+        maa.FastCPUForward(pre_ln)
+
+
+# ------------------------------------------------------------------------------ length that is scored
+
+
+def _short_clip():
+    from engine.music import Clip, Note
+
+    return Clip(notes=[Note(i * 240, 60 + 4 * i, 240, 90) for i in range(4)])  # 2 beats at 120 bpm: 1 s
+
+
+def test_render_max_seconds_crops_and_never_pads():
+    from engine.music import Clip, Note
+    from engine.render import RELEASE_TAIL_SECONDS, RenderError, render
+
+    short = _short_clip()
+    natural = render(short)
+    assert len(natural) == round((1.0 + RELEASE_TAIL_SECONDS) * SR)
+    np.testing.assert_array_equal(render(short, max_seconds=10.0), natural)
+    long = Clip(notes=[Note(i * 480, 60, 480) for i in range(40)])  # 20 s at 120 bpm
+    np.testing.assert_array_equal(render(long, max_seconds=10.0), render(long, seconds=10.0))
+    with pytest.raises(RenderError, match="not both"):
+        render(short, seconds=10.0, max_seconds=10.0)
+
+
+def test_appended_silence_no_longer_changes_a_short_clips_reward_or_host_score(scorer):
+    """Rewards/eval (RolloutAnalyzer) and the host (score_clips) score the true length: padding the
+    render with silence (what `render(..., seconds=10)` used to do) would change the score."""
+    import threading
+    from types import SimpleNamespace
+
+    from engine.host.server import score_clips
+    from engine.render import render
+    from training.rewards import RolloutAnalyzer
+
+    clip = _short_clip()
+    true_length = scorer.score_one(render(clip), SR)
+    padded = scorer.score_one(render(clip, seconds=10.0), SR)
+    assert padded.as_dict() != pytest.approx(true_length.as_dict(), abs=1e-4)  # padding is heard
+
+    analyzer = RolloutAnalyzer(None, scorer=scorer, processes=1, seconds=10.0)
+    audio = analyzer.render([clip])
+    assert len(audio[0]) == len(render(clip))
+    assert analyzer.score(audio)[0] == pytest.approx(true_length.as_dict(), abs=1e-6)
+
+    state = SimpleNamespace(soundfont=None, scorer_lock=threading.Lock(), scorer=scorer)
+    assert score_clips(state, [clip])[0] == pytest.approx(true_length.as_dict(), abs=1e-6)

@@ -6,8 +6,8 @@ notes from the bar in which the completion begins are kept, shifted to start at 
 For procedural prompts that is the whole piece; for continuation prompts it is the continuation.
 
 The batch of a training step is analysed once and shared by all reward functions of that step
-(`RolloutAnalyzer`): decode → render the first `seconds` of every completion in a process pool
-(`engine.render.render_many`) → score all renders with MAA in batches. So `maa-ce=1,maa-pq=0.5`
+(`RolloutAnalyzer`): decode → render every completion to its own length, cut at `seconds` and never
+padded, in a process pool (`engine.render.RenderPool`) → score all renders with MAA in batches. So `maa-ce=1,maa-pq=0.5`
 renders and scores once, and all four MAA axes are logged whatever the reward is.
 
 Built-in rewards (`REWARDS`, extend with `register_reward` or `--reward module:function`):
@@ -162,7 +162,8 @@ class RolloutAnalyzer:
         return self._scorer
 
     def render(self, clips: Sequence[Clip], timings: dict | None = None) -> list[np.ndarray]:
-        """The first `seconds` of every clip, rendered in a persistent worker pool (kept across steps)."""
+        """Every clip rendered to its own length, cut at `seconds` and never padded (MAA would hear the
+        padding as content; the paper crops to 10 s), in a persistent worker pool (kept across steps)."""
         import time
 
         from engine.render import RenderPool, render
@@ -171,11 +172,11 @@ class RolloutAnalyzer:
         clips = list(clips)
         processes = self.processes if self.processes is not None else (os.cpu_count() or 1)
         if processes <= 1 or len(clips) <= 1:
-            audio = [render(c, self.sample_rate, self.seconds, self.soundfont) for c in clips]
+            audio = [render(c, self.sample_rate, soundfont=self.soundfont, max_seconds=self.seconds) for c in clips]
         else:
             if self._pool is None:
                 self._pool = RenderPool(self.soundfont, processes)
-            audio = self._pool.render(clips, sample_rate=self.sample_rate, seconds=self.seconds)
+            audio = self._pool.render(clips, sample_rate=self.sample_rate, max_seconds=self.seconds)
         if timings is not None:
             timings["render_s"] = timings.get("render_s", 0.0) + time.perf_counter() - t0
         return list(audio)

@@ -106,7 +106,8 @@ class JsonBodyMiddleware:
         if scope["type"] == "http":
             content_type = _header(scope, b"content-type")
             length = _header(scope, b"content-length")
-            has_body = _header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() != b"0")
+            chunked = _header(scope, b"transfer-encoding") is not None
+            has_body = chunked or (length is not None and length.strip() != b"0")
             if content_type is not None or has_body:
                 kind = (content_type or b"").decode("latin-1").split(";")[0].strip().lower()
                 if kind != JSON_CONTENT_TYPE:

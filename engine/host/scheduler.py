@@ -279,7 +279,10 @@ class _Batch:
         t0 = time.perf_counter()
         loop_stats = self.loop.stats
         before = (loop_stats.prefill_rows, loop_stats.reused_rows)
+        joining = bool(self.jobs)
         self.loop.add([j.group for j in jobs])
+        if joining:
+            self.stats.joins += len(jobs)
         for j in jobs:
             self.jobs[id(j.group)] = j
         self.stats.prefill_rows += loop_stats.prefill_rows - before[0]

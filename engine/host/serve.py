@@ -134,7 +134,7 @@ def run(args) -> int:
         from engine.scorer import MAAScorer, MAAUnavailable
 
         try:
-            scorer = MAAScorer.load(args.maa, device=device, allow_download=False)
+            scorer = MAAScorer.load(args.maa, device=device, allow_download=False, exact=args.maa_exact or None)
         except MAAUnavailable as exc:
             maa_reason = str(exc)
     except ImportError as exc:
@@ -155,7 +155,7 @@ def run(args) -> int:
     port = sock.getsockname()[1]
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"smart serve: http://{url_host}:{port} (docs at /docs) — model {policy.path}, device {device}, "
-          f"MAA {'ok' if scorer is not None else 'missing: ' + (maa_reason or '')}, "
+          f"MAA {scorer.precision if scorer is not None else 'missing: ' + (maa_reason or '')}, "
           f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads, decode weights {decode_weights}", file=sys.stderr, flush=True)
     if args.ready_file:
         # Written once bound: a parent that asked for --port 0 learns the port from it.
@@ -174,6 +174,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--maa", default=None, help="MAA checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT "
                                                "or the HF cache); without one, scores are null")
+    p.add_argument("--maa-exact", action="store_true",
+                   help="score with the exact float32 MAA model on CPU (default: the faster int8/bf16 path; "
+                        "also $SMART_MAA_EXACT=1)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: a quarter of the cores, 1 to 4)")

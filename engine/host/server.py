@@ -273,16 +273,11 @@ def _json_safe(value):
     return value
 
 
-def _score_seconds(clip: Clip) -> float | None:
-    """None (render it all) unless the clip is longer than MAX_SCORE_SECONDS."""
-    return MAX_SCORE_SECONDS if clip.duration_seconds > MAX_SCORE_SECONDS else None
-
-
 def score_clips(state: HostState, clips: Sequence[Clip]) -> list[dict]:
     """MAA scores of clips rendered through the SoundFont (raises if MAA or rendering fails)."""
     from engine.render import render
 
-    audios = [render(c, sample_rate=SCORE_SAMPLE_RATE, seconds=_score_seconds(c), soundfont=state.soundfont)
+    audios = [render(c, sample_rate=SCORE_SAMPLE_RATE, max_seconds=MAX_SCORE_SECONDS, soundfont=state.soundfont)
               for c in clips]
     with state.scorer_lock:
         return [s.as_dict() for s in state.scorer.score(audios, SCORE_SAMPLE_RATE)]
@@ -559,7 +554,7 @@ def score_router():
                     clip = _parse_midi(body.midi, "midi")
                     if not clip.notes:
                         raise BadRequest("midi has no notes to score")
-                    audio = render(clip, sample_rate=SCORE_SAMPLE_RATE, seconds=_score_seconds(clip),
+                    audio = render(clip, sample_rate=SCORE_SAMPLE_RATE, max_seconds=MAX_SCORE_SECONDS,
                                    soundfont=state.soundfont)
                     sr = SCORE_SAMPLE_RATE
                 else:

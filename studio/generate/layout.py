@@ -74,7 +74,7 @@ def setup_ui(panel) -> None:
     col = QVBoxLayout(page)
     col.setContentsMargins(6, 6, 6, 6)
     col.setSpacing(6)
-    col.addLayout(build_host_row(panel))
+    col.addLayout(_build_host_row(panel))
     panel.host_progress = QProgressBar()  # the local host starting: what it is doing
     panel.host_progress.setRange(0, 0)
     panel.host_progress.setMaximumHeight(12)
@@ -83,8 +83,8 @@ def setup_ui(panel) -> None:
     col.addWidget(panel.host_progress)
     panel.maa = MaaNotice()  # where the eye is: right under the host line
     col.addWidget(panel.maa)
-    col.addWidget(build_settings_box(panel))
-    col.addLayout(build_generate_row(panel))
+    col.addWidget(_build_settings_box(panel))
+    col.addLayout(_build_generate_row(panel))
     panel.progress = QProgressBar()
     panel.progress.setTextVisible(True)
     panel.progress.setMaximumHeight(16)
@@ -94,9 +94,9 @@ def setup_ui(panel) -> None:
     panel.job_label.setWordWrap(True)
     panel.job_label.setStyleSheet(STYLE_DIM)
     col.addWidget(panel.job_label)
-    col.addWidget(build_candidates_box(panel), 1)
-    col.addWidget(build_search_box(panel))
-    col.addWidget(build_sketch_box(panel))
+    col.addWidget(_build_candidates_box(panel), 1)
+    col.addWidget(_build_search_box(panel))
+    col.addWidget(_build_sketch_box(panel))
 
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
@@ -104,11 +104,12 @@ def setup_ui(panel) -> None:
     scroll.setFrameShape(QScrollArea.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the page wraps to the dock's width
     tabs.addTab(scroll, "Generate")
-    tabs.addTab(build_history_tab(panel), "History")
+    tabs.addTab(_build_history_tab(panel), "History")
     panel.setWidget(tabs)
     panel.setMinimumWidth(380)
 
-def build_host_row(panel) -> QHBoxLayout:
+
+def _build_host_row(panel) -> QHBoxLayout:
     panel.host_label = QLabel("")
     panel.host_label.setWordWrap(True)
     panel.host_label.setObjectName("hostLabel")
@@ -122,7 +123,8 @@ def build_host_row(panel) -> QHBoxLayout:
     row.addWidget(panel.btn_host)
     return row
 
-def build_settings_box(panel) -> QGroupBox:
+
+def _build_settings_box(panel) -> QGroupBox:
     box = QGroupBox("Settings")
     form = QFormLayout(box)
     form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
@@ -174,13 +176,14 @@ def build_settings_box(panel) -> QGroupBox:
     form.addRow("Seed", row)
     return box
 
-def build_generate_row(panel) -> QGridLayout:
+
+def _build_generate_row(panel) -> QGridLayout:
     panel.btn_continue = QPushButton("▶ Continue")
     panel.btn_continue.setToolTip("Continue the music before the end of the selection, or before the playhead "
-                                 "(Ctrl+G)")
+                                  "(Ctrl+G)")
     panel.btn_regen = QPushButton("⟳ Regenerate selection")
     panel.btn_regen.setToolTip("Rewrite the bars of the selected notes, keeping what comes before and after "
-                              "(Ctrl+Shift+G)")
+                               "(Ctrl+Shift+G)")
     panel.btn_stop = QPushButton("■ Stop")
     grid = QGridLayout()
     grid.addWidget(panel.btn_continue, 0, 0)
@@ -190,7 +193,8 @@ def build_generate_row(panel) -> QGridLayout:
     grid.setColumnStretch(1, 1)
     return grid
 
-def build_candidates_box(panel) -> QGroupBox:
+
+def _build_candidates_box(panel) -> QGroupBox:
     box = QGroupBox("Candidates")
     inner = QVBoxLayout(box)
     panel.random_warning = QLabel("⚠ MAA has random weights: these scores are for tests only, not real ratings")
@@ -228,10 +232,10 @@ def build_candidates_box(panel) -> QGroupBox:
     panel.btn_context.setToolTip("Hear the sketch with the candidate placed as Accept would, from a bar before it")
     panel.btn_ab = QPushButton("A/B")
     panel.btn_ab.setToolTip("Switch between the last two candidates you picked, keeping the position "
-                           "(Ctrl+Shift+B)")
+                            "(Ctrl+Shift+B)")
     panel.btn_accept = QPushButton("✓ Accept")
     panel.btn_accept.setToolTip("Put the candidate into the sketch as 'Music after' says (one undo step; "
-                               "Ctrl+Return)")
+                                "Ctrl+Return)")
     panel.btn_discard = QPushButton("✗ Discard")
     panel.btn_clear = QPushButton("Clear")
     panel.btn_clear.setToolTip("Remove all candidates from the roll")
@@ -239,12 +243,13 @@ def build_candidates_box(panel) -> QGroupBox:
     inner.addLayout(_row(panel.btn_accept, panel.btn_discard, panel.btn_clear))
     return box
 
-def build_search_box(panel) -> QGroupBox:
+
+def _build_search_box(panel) -> QGroupBox:
     box = QGroupBox("Reward-guided search")
     form = QFormLayout(box)
     panel.combo_reward = QComboBox()
     panel.combo_reward.setToolTip("What the search maximises. MAA axes need MAA weights on the host; "
-                                 "the offline rewards use the symbolic features")
+                                  "the offline rewards use the symbolic features")
     panel.spin_beams = QSpinBox()
     panel.spin_beams.setRange(1, 8)
     panel.spin_beams.setToolTip("Beams kept after every bar (K)")
@@ -266,7 +271,8 @@ def build_search_box(panel) -> QGroupBox:
     form.addRow("Budget", row)
     return box
 
-def build_sketch_box(panel) -> QGroupBox:
+
+def _build_sketch_box(panel) -> QGroupBox:
     box = QGroupBox("The sketch's MAA scores")
     row = QHBoxLayout(box)
     panel.sketch_label = QLabel("")
@@ -279,7 +285,8 @@ def build_sketch_box(panel) -> QGroupBox:
     row.addWidget(panel.combo_strip)
     return box
 
-def build_history_tab(panel) -> QWidget:
+
+def _build_history_tab(panel) -> QWidget:
     hist = QWidget()
     hl = QVBoxLayout(hist)
     hl.setContentsMargins(4, 4, 4, 4)

@@ -1,0 +1,34 @@
+"""One look for every `smart` subcommand's --help: what each option does, its default, and examples.
+
+Each `register(subparsers)` passes `formatter_class=HelpFormatter, epilog=examples("smart …")` to
+`add_parser`; tests/test_cli_help.py checks every subcommand does.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def states_default(action: argparse.Action) -> bool:
+    """Whether the option has a default worth saying in its help: a value, not "unset" (None), not the
+    off state of a flag, not an empty list of a repeatable option."""
+    if action.default in (None, argparse.SUPPRESS) or action.nargs == 0 or action.default == []:
+        return False
+    return bool(action.option_strings) or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and example epilogs, and ends an option's help with
+    "(default: X)" unless the help already says its default in words."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if "default" in help_.lower() or not states_default(action):
+            return help_
+        return f"{help_} (default: %(default)s)"
+
+
+def examples(*command_lines: str) -> str:
+    """An epilog of example command lines, each a full `smart …` invocation."""
+    heading = "example:" if len(command_lines) == 1 else "examples:"
+    return "\n".join([heading, *(f"  {line}" for line in command_lines)])
