@@ -88,6 +88,26 @@ def fast_generate(model, prompts: torch.Tensor, new_tokens: int, weights: str, t
     return time.perf_counter() - t0, build, out
 
 
+def loop_generate(model, prompts: torch.Tensor, new_tokens: int, weights: str, top_p: float) -> float:
+    """Seconds for `new_tokens` per row through the one sampling loop (`engine.sampling`), as the policy,
+    host and GRPO rollouts run it: top-p sampling from one group's generator, rules checked per row."""
+    from engine.fastdecode import PackedWeights
+    from engine.sampling import GeneratedRow, RowGroup, RowRules, SamplingLoop
+
+    packed = PackedWeights(model, weights) if weights != "model" else None
+    rules = RowRules(temperature=1.0, top_p=top_p, max_new_tokens=new_tokens)
+    group = RowGroup([GeneratedRow(p) for p in prompts.tolist()], rules,
+                     torch.Generator(device=prompts.device).manual_seed(0))
+    loop = SamplingLoop(model, pad_id=0, bar_id=None, packed=packed, headroom=new_tokens)
+    sync(prompts.device.type)
+    t0 = time.perf_counter()
+    loop.add([group])
+    while not group.done:
+        loop.step()
+    sync(prompts.device.type)
+    return time.perf_counter() - t0
+
+
 def load_model(model_dir: str | None, device: str, dtype: torch.dtype) -> Phi3ForCausalLM:
     if model_dir is None:
         return paper_model(device, dtype)
@@ -130,6 +150,9 @@ def run(device: str, dtype: torch.dtype, new_tokens: int, prompt_len: int, skip_
                   f"({secs:.2f} s, build {build * 1e3:.0f} ms){note}", flush=True)
         secs, _, _ = fast_generate(model, prompts, new_tokens, modes[-1], top_p=0.95)
         print(f"  {device} B={B}  Phi3Decoder weights={modes[-1]:5s} top_p=0.95 sampling "
+              f"{total / secs:8.0f} tok/s", flush=True)
+        secs = loop_generate(model, prompts, new_tokens, modes[-1], top_p=0.95)
+        print(f"  {device} B={B}  SamplingLoop weights={modes[-1]:5s} top_p=0.95 (rules per row) "
               f"{total / secs:8.0f} tok/s", flush=True)
 
 

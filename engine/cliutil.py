@@ -7,6 +7,7 @@ Each `register(subparsers)` passes `formatter_class=HelpFormatter, epilog=exampl
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 
 def states_default(action: argparse.Action) -> bool:
@@ -17,9 +18,15 @@ def states_default(action: argparse.Action) -> bool:
     return bool(action.option_strings) or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the line breaks of descriptions and example epilogs, and ends an option's help with
-    "(default: X)" unless the help already says its default in words."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps long lines of descriptions and epilogs but keeps their line breaks and indented lines
+    (example commands), and ends an option's help with "(default: X)" unless the help already says
+    its default in words."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n".join(indent + line if line[:1].isspace() or len(indent + line) <= width
+                         else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                         for line in text.splitlines())
 
     def _get_help_string(self, action):
         help_ = action.help or ""

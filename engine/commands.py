@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, os_error_line
 from engine.music import Clip, MidiFileError, atomic_write_text
 
@@ -222,47 +223,71 @@ def candidate_file_clip(prompt: Clip | None, generated: Clip) -> Clip:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="render a MIDI file to WAV through the SoundFont")
-    p.add_argument("input", metavar="IN.mid")
-    p.add_argument("output", metavar="OUT.wav")
+    p = sub.add_parser("render", help="render a MIDI file to WAV through the SoundFont",
+                       description="Render a MIDI file to a 16-bit WAV through a SoundFont piano.",
+                       formatter_class=HelpFormatter, epilog=examples("smart render sketch.mid sketch.wav --seconds 30"))
+    p.add_argument("input", metavar="IN.mid", help="the MIDI file to render")
+    p.add_argument("output", metavar="OUT.wav", help="the WAV file to write (replaced if it exists)")
     p.add_argument("--soundfont", default=None, help="an .sf2/.sf3 file (default: the shipped piano)")
-    p.add_argument("--sample-rate", type=int, default=44100)
-    p.add_argument("--seconds", type=float, default=None, help="crop to the first S seconds")
+    p.add_argument("--sample-rate", type=int, default=44100, help="samples per second of the WAV, up to 192000")
+    p.add_argument("--seconds", type=float, default=None, help="crop to the first S seconds (default: the whole file)")
     p.set_defaults(func=run_render)
 
-    p = sub.add_parser("features", help="the paper's MIDI features as one JSON object per file")
-    p.add_argument("files", nargs="+", metavar="FILE.mid")
-    p.add_argument("--seconds", type=float, default=None, help="only notes starting in the first S seconds")
+    p = sub.add_parser("features", help="the paper's MIDI features as one JSON object per file",
+                       description="Print the SMART paper's MIDI features (polyphony, empty beats, pitch range, "
+                                   "scale consistency, velocity, histograms) as one JSON line per file.",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("smart features sketch.mid other.mid --seconds 10"))
+    p.add_argument("files", nargs="+", metavar="FILE.mid", help="MIDI files to describe")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="only notes starting in the first S seconds (default: the whole file)")
     p.set_defaults(func=run_features)
 
-    p = sub.add_parser("score", help="Audiobox Aesthetics CE/CU/PC/PQ of MIDI (rendered) or WAV files")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--maa", default=None, help="checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT or the HF cache)")
+    p = sub.add_parser("score", help="Audiobox Aesthetics CE/CU/PC/PQ of MIDI (rendered) or WAV files",
+                       description="Rate MIDI (rendered through the SoundFont) or WAV files with Meta's Audiobox "
+                                   "Aesthetics (MAA): content enjoyment (CE), content usefulness (CU), production "
+                                   "complexity (PC) and production quality (PQ), one JSON line per file.",
+                       formatter_class=HelpFormatter, epilog=examples("smart score sketch.mid take.wav --download"))
+    p.add_argument("files", nargs="+", metavar="FILE", help="MIDI (.mid) or audio (.wav) files to rate")
+    p.add_argument("--maa", default=None,
+                   help="MAA weights: checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT or the HF cache)")
     p.add_argument("--download", action="store_true", help="download the MAA weights from the Hugging Face hub if missing")
-    p.add_argument("--soundfont", default=None)
-    p.add_argument("--seconds", type=float, default=None, help="score at most the first S seconds of a MIDI file")
+    p.add_argument("--soundfont", default=None,
+                   help="an .sf2/.sf3 file to render MIDI files with (default: the shipped piano)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="score at most the first S seconds of a MIDI file (default: the whole file)")
     p.add_argument("--exact", action="store_true",
                    help="score with the exact float32 model (default on CPU: the faster int8/bf16 path; "
                         "also $SMART_MAA_EXACT=1)")
     p.set_defaults(func=run_score)
 
-    p = sub.add_parser("generate", help="generate candidates with the policy")
+    p = sub.add_parser("generate", help="generate candidates with the policy",
+                       description="Continue a MIDI file (or start from a procedural prompt) with the policy; write "
+                                   "DIR/candidate_NN.mid and DIR/candidates.jsonl, and print one JSON line per "
+                                   "candidate with its MIDI features and MAA scores (null without MAA weights).",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("smart generate --prompt sketch.mid --prompt-bars 8 --bars 4 --out takes/",
+                                       "smart generate --procedural --candidates 8 --seed 1 --wav --out ideas/"))
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt", default=None, metavar="FILE.mid", help="continue this MIDI file")
     g.add_argument("--procedural", action="store_true", help="paper §3.5 prompts: Bar + time signature + tempo")
-    p.add_argument("--prompt-bars", type=int, default=None, help="use only the last N bars of the prompt")
+    p.add_argument("--prompt-bars", type=int, default=None,
+                   help="use only the last N bars of the prompt (default: the whole prompt)")
     p.add_argument("--first-note", action="store_true", help="procedural prompts also get a first note")
-    p.add_argument("--candidates", type=int, default=4)
-    p.add_argument("--bars", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--candidates", type=int, default=4, help="how many alternative continuations to sample")
+    p.add_argument("--bars", type=int, default=4, help="stop each candidate after this many new bars")
+    p.add_argument("--max-tokens", type=int, default=1024,
+                   help="…or after this many tokens, whichever comes first")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature, 0 to 5; 0 is greedy (always the most likely token, so every "
                         "candidate of a prompt is the same) (default 1.0)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1] (default 0.95)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed: the same seed, prompt and options give the same candidates (default: a fresh one)")
     p.add_argument("--no-grammar", action="store_true", help="sample without grammar masking")
-    p.add_argument("--maa", default=None)
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--maa", default=None, help="MAA checkpoint.pt or HF directory to score candidates with "
+                                              "(default: $SMART_MAA_CHECKPOINT or the HF cache; none: no scores)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the candidates (created if missing)")
     p.add_argument("--wav", action="store_true", help="also write a 44.1 kHz WAV per candidate")
     p.set_defaults(func=run_generate)

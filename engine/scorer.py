@@ -382,7 +382,10 @@ class _Int8Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # One quantization scale per window (B, T, C): a window's result never depends on the loudness
         # of the windows batched with it.
-        y = torch.stack([torch.ops.quantized.linear_dynamic(w, self.packed, self.reduce_range) for w in x])
+        if len(x) == 1:
+            y = torch.ops.quantized.linear_dynamic(x[0], self.packed, self.reduce_range).unsqueeze(0)
+        else:
+            y = torch.stack([torch.ops.quantized.linear_dynamic(w, self.packed, self.reduce_range) for w in x])
         return y if self.bias is None else y + self.bias
 
 
@@ -495,7 +498,7 @@ class FastCPUForward:
         padding_mask = wavlm.forward_padding_mask(features, padding_mask)
         x = features if self.post_proj is None else self.post_proj(features)
         x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        pos = F.conv1d(x.transpose(1, 2).to(self.pos_weight.dtype), self.pos_weight, self.pos_bias,
+        pos = F.conv1d(x.transpose(1, 2).to(self.pos_weight.dtype).contiguous(), self.pos_weight, self.pos_bias,
                        padding=self.pos_padding, groups=self.pos_groups)
         if self.pos_remove:
             pos = pos[:, :, : -self.pos_remove]
@@ -503,14 +506,16 @@ class FastCPUForward:
         results = [x]
         batch_size, frames, dim = x.shape
         # padded frames are never attended to: -inf added to their attention logits
-        key_bias = torch.zeros(batch_size, 1, 1, frames).masked_fill(padding_mask.view(batch_size, 1, 1, frames),
-                                                                    float("-inf"))
+        key_bias = None
+        if padding_mask.any():
+            key_bias = torch.zeros(batch_size, 1, 1, frames).masked_fill(
+                padding_mask.view(batch_size, 1, 1, frames), float("-inf"))
         position_bias = None
         for layer, qkv_proj, out_proj, fc1, fc2 in self.layers:
             attn = layer.self_attn
             heads = attn.num_heads
             if position_bias is None:  # computed by the first layer, shared by all (as in WavLM)
-                position_bias = attn.compute_bias(frames, frames)  # (H, T, T)
+                position_bias = attn.compute_bias(frames, frames).contiguous()  # (H, T, T); a permuted view
 
             def split(t: torch.Tensor) -> torch.Tensor:
                 return t.view(batch_size, frames, heads, dim // heads).transpose(1, 2)  # (B, H, T, d)
@@ -518,8 +523,8 @@ class FastCPUForward:
             gate_a, gate_b = torch.sigmoid(attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)).chunk(2, dim=-1)
             gate = gate_a * (gate_b * attn.grep_a - 1.0) + 2.0  # (B, H, T, 1)
             q, k, v = qkv_proj(x).chunk(3, dim=-1)
-            out = F.scaled_dot_product_attention(split(q), split(k), split(v),
-                                                 attn_mask=torch.addcmul(key_bias, gate, position_bias))
+            bias = gate * position_bias if key_bias is None else torch.addcmul(key_bias, gate, position_bias)
+            out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
             x = layer.self_attn_layer_norm(x + out_proj(out.transpose(1, 2).reshape(batch_size, frames, dim)))
             x = layer.final_layer_norm(x + fc2(F.gelu(fc1(x))))
             results.append(x)

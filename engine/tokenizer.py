@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import miditok
 import numpy as np
 
+from engine.meter import TIME_SIGNATURE_RANGE, model_meter
 from engine.music import Clip, Note, TempoChange, TimeSignature
 
 REMI_CONFIG_FILE = "remi_tokenizer.json"
@@ -32,8 +33,6 @@ PAD, BOS, EOS, MASK = "PAD_None", "BOS_None", "EOS_None", "MASK_None"
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "FIMPrefix_None", "FIMSuffix_None", "FIMMiddle_None"
 SPECIAL_TOKENS = ["PAD", "BOS", "EOS", "MASK", "FIMPrefix", "FIMSuffix", "FIMMiddle"]
 
-# The SMART code's time signatures: 2/4…6/4, 3/8…12/8, 2/2, 3/2.
-TIME_SIGNATURE_RANGE = {4: [2, 3, 4, 5, 6], 8: [3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 2: [2, 3]}
 # Procedural prompts (paper §3.5) draw from the time signatures musicians actually use.
 COMMON_TIME_SIGNATURES = [(4, 4), (3, 4), (2, 4), (6, 8), (12, 8), (9, 8), (5, 4), (2, 2), (3, 8), (6, 4)]
 
@@ -59,31 +58,6 @@ def default_config() -> miditok.TokenizerConfig:
         use_sustain_pedals=False,
         special_tokens=list(SPECIAL_TOKENS),
     )
-
-
-_NOTE_VALUES = {1: "whole notes", 2: "half notes", 4: "beats", 8: "eighths", 16: "sixteenths", 32: "32nds"}
-
-
-def _meter_words(ts: TimeSignature) -> str:
-    unit = _NOTE_VALUES.get(ts.denominator, f"1/{ts.denominator} notes")
-    return f"{ts.numerator}/{ts.denominator} (bars of {ts.numerator} {unit})"
-
-
-def _meter_note(ppq: int, dropped: list[TimeSignature], moved: list[tuple[TimeSignature, int]],
-                after: list[TimeSignature]) -> str | None:
-    """What `RemiTokenizer.model_meter` changed, in a musician's words (bar numbers count from 1)."""
-    bar_at = Clip([], ppq, [], list(after)).bar_index_at  # bars of the new meter
-    parts: list[str] = []
-    for ts in dropped:
-        now = next(a for a in reversed(after) if a.tick <= ts.tick)
-        where = f" from bar {bar_at(ts.tick) + 1}" if ts.tick > 0 else ""
-        parts.append(f"{ts.numerator}/{ts.denominator}{where} read as {_meter_words(now)}")
-    for ts, tick in moved:
-        parts.append(f"{ts.numerator}/{ts.denominator} moved to the next bar line (bar {bar_at(tick) + 1})")
-    parts = list(dict.fromkeys(parts))
-    if len(parts) > 3:  # a long list of changes: the first ones and a count
-        parts = parts[:3] + [f"{len(parts) - 3} more meter changes"]
-    return "; ".join(parts) or None
 
 
 @dataclass
@@ -179,43 +153,10 @@ class RemiTokenizer:
 
     # ------------------------------------------------------------------ meter
     def model_meter(self, clip: Clip) -> tuple[Clip, str | None]:
-        """The clip with the bar lines the model reads, and a note for the musician (None: unchanged).
-
-        MidiTok (through which the training data was tokenized) drops time signatures outside the
-        vocabulary — the meter before one goes on, 4/4 at the start — and moves a change that falls
-        inside a bar to the next bar line of the meter before it. This applies the same rule to the
-        clip itself, so every bar line of the tokens is a bar line of the clip: encoding, prompts,
-        "the last N bars" and the bars of an infill all count the same bars. Notes and tempi keep
-        their ticks; only bar lines change. The clip itself is returned when nothing changes.
-        E.g. POP909's 1/4 files: "1/4 read as 4/4 (bars of 4 beats)".
-        """
-        sigs = clip.time_signatures
-        supported = set(self.time_signatures)
-        kept = [ts for ts in sigs if (ts.numerator, ts.denominator) in supported]
-        dropped = [ts for ts in sigs if (ts.numerator, ts.denominator) not in supported]
-        if not kept or kept[0].tick != 0:
-            kept.insert(0, TimeSignature(0, 4, 4))
-        out = [kept[0]]
-        moved: list[tuple[TimeSignature, int]] = []
-        for ts in kept[1:]:  # MidiTok's `_preprocess_time_signatures`
-            prev = out[-1]
-            if (ts.numerator, ts.denominator) == (prev.numerator, prev.denominator):
-                continue
-            bar = prev.ticks_per_bar(clip.ppq)
-            whole, rest = divmod(max(ts.tick, prev.tick) - prev.tick, bar)
-            tick = prev.tick + (whole + (1 if rest else 0)) * bar
-            if tick != ts.tick:
-                moved.append((ts, tick))
-            if tick == prev.tick:  # two at one tick: the later one wins
-                out[-1] = replace(ts, tick=tick)
-                if len(out) > 1 and (out[-2].numerator, out[-2].denominator) == (ts.numerator, ts.denominator):
-                    out.pop()
-            else:
-                out.append(replace(ts, tick=tick))
-        if out == sigs:
-            return clip, None
-        return (Clip(list(clip.notes), clip.ppq, list(clip.tempos), out),
-                _meter_note(clip.ppq, dropped, moved, out))
+        """The clip with the bar lines this vocabulary reads, and a note for the musician (None: unchanged);
+        the rule (MidiTok's) is `engine.meter.model_meter`. E.g. POP909's 1/4 files: "1/4 read as 4/4
+        (bars of 4 beats)"."""
+        return model_meter(clip, self.time_signatures)
 
     # ------------------------------------------------------------------ encode
     def encode(self, clip: Clip) -> list[int]:

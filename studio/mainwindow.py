@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.meter import model_meter
 from engine.music import Clip, Note
 from engine.project import (
     PROJECT_SUFFIX,
@@ -485,11 +486,24 @@ class MainWindow(QMainWindow):
             self.show_message(f"Opened {path.name} ({len(opened.project.clip.notes)} notes)")
         else:
             self.load_project(opened.project, None, midi_source=path)
-            self.show_message(f"Imported {path.name}: {len(opened.project.clip.notes)} notes; {opened.report.summary()}",
-                              15000)
+            rebarred = self._read_in_model_meter()
+            done = "; ".join(opened.report.messages + ([rebarred] if rebarred else [])) or opened.report.summary()
+            self.show_message(f"Imported {path.name}: {len(opened.project.clip.notes)} notes; {done}", 15000)
         self.recent.add(path)
         self.autosaver.discard()
         return True
+
+    def _read_in_model_meter(self) -> str | None:
+        """Give the just-imported sketch the bar lines the model reads (engine.meter), as one undo step
+        that leaves the document clean: the ruler, bar numbers and Regenerate then count the bars the
+        model counts. Returns what was done, for the import message (None: the file's meter is the model's).
+        The file on disk is never touched."""
+        clip, note = model_meter(self.document.clip)
+        if note is None:
+            return None
+        self.document.push_clip(f"Model's bars: {note}", clip)
+        self.undo_stack.setClean()
+        return f"{note} as the model reads it (Undo restores the file's bars; the file itself is unchanged)"
 
     def import_dialog(self) -> None:
         if not self.maybe_save():

@@ -297,8 +297,8 @@ def test_search_keeps_the_best_beams(window, qtbot, local_host):
     panel.spin_expand.setValue(2)
     panel.spin_budget.setValue(60)
     panel.spin_seed.setValue(4)
-    panel.combo_reward.setCurrentIndex(panel.combo_reward.findData("scale"))
-    assert panel.options.search_reward == "scale"
+    panel.combo_reward.setCurrentIndex(panel.combo_reward.findData("in-scale"))
+    assert panel.options.search_reward == "in-scale"
     qtbot.mouseClick(panel.btn_search, Qt.LeftButton)
     qtbot.waitUntil(lambda: not panel.generating, timeout=90000)
     hist = window.project_extras.history[-1]
@@ -334,8 +334,8 @@ def test_without_maa_no_numbers_and_download_fails_clearly(window, qtbot, bare_h
     qtbot.wait(50)
     assert panel.scorer.scores is None and not panel.scorer.strip.isVisible()
     # Offline rewards only for search.
-    assert [panel.combo_reward.itemData(i) for i in range(panel.combo_reward.count())] == ["scale", "density",
-                                                                                              "variety"]
+    assert [panel.combo_reward.itemData(i) for i in range(panel.combo_reward.count())] == ["in-scale", "density",
+                                                                                                 "variety"]
     qtbot.mouseClick(panel.maa.btn_download, Qt.LeftButton)
     qtbot.waitUntil(lambda: not panel.maa.downloading, timeout=30000)
     assert "Download failed" in panel.maa.label.text() and "internet" in panel.maa.label.text()
@@ -409,3 +409,59 @@ def test_an_empty_or_drums_only_prompt_is_said_plainly(window, qtbot, tmp_path):
     assert "only drums" in panel.prompt_note(0)
     window.load_project(Project(clip=sketch_clip(1)), None)
     assert panel.prompt_note(PPQ) is None  # a note before the point: something to continue
+
+
+def test_regenerate_bars_of_a_one_four_file_lands_in_the_selected_bars(window, qtbot, local_host, tmp_path):
+    """A POP909-style file stating 1/4: the studio shows the model's 4-beat bars, and regenerated bars land
+    where they were selected — also after Undo brings back the file's one-beat bars (the host re-bars the
+    prompt alike, and the panel says what the model read)."""
+    from engine.music import TempoChange, TimeSignature
+
+    beat, bar = PPQ, 4 * PPQ
+    notes = [Note(b * bar, 48 + (b % 4) * 2, bar - 20, 70) for b in range(8)]
+    notes += [Note(b * bar + k * beat, 72 + (b * 3 + k * 2) % 7, beat - 40, 88) for b in range(8) for k in range(4)]
+    path = tmp_path / "pop-1-4.mid"
+    Clip(notes, PPQ, [TempoChange(0, 96.0)], [TimeSignature(0, 1, 4)]).save_midi(path)
+    panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
+    assert window.open_path(path, ask=False)
+    doc = window.document
+    assert doc.clip.time_signatures == [TimeSignature(0, 4, 4)] and doc.clip.num_bars == 8
+
+    # Bar 3 on the ruler is the model's bar 3: the candidates are written for it and stay in it.
+    doc.set_selection([n for n in doc.notes if 2 * bar <= n.start < 3 * bar])
+    assert panel.infill_span() == (2, 3)
+    generate(qtbot, panel, panel.btn_regen, candidates=4, seed=5)
+    assert panel.ghosts.region == (2 * bar, 3 * bar) and panel.current_request.meter_note is None
+    items = [i for i in panel.model.items if i.notes]
+    assert items, "no infill candidate wrote notes"
+    for item in items:
+        assert all(2 * bar <= n.start < 3 * bar and n.end <= 3 * bar for n in item.notes), item.notes
+    before = list(doc.notes)
+    assert panel.accept(items[0])
+    assert [n for n in doc.notes if not 2 * bar <= n.start < 3 * bar] == [n for n in before
+                                                                            if not 2 * bar <= n.start < 3 * bar]
+    assert sorted(n for n in doc.notes if 2 * bar <= n.start < 3 * bar) == sorted(items[0].notes)
+    window.undo_stack.undo()  # the accept
+    window.undo_stack.undo()  # the re-bar: the ruler shows the file's one-beat bars again
+    assert doc.clip.time_signatures == [TimeSignature(0, 1, 4)] and doc.notes == before
+
+    # Selecting ruler bars 10–11 (beats 10–11) regenerates the model's bar 3 (ruler bars 9–12), says so,
+    # and shows what the host read.
+    doc.set_selection([n for n in doc.notes if 9 * beat <= n.start < 11 * beat])
+    assert panel.infill_span() == (2, 3)
+    panel.spin_candidates.setValue(4)
+    panel.spin_seed.setValue(6)
+    qtbot.mouseClick(panel.btn_regen, Qt.LeftButton)
+    assert "Regenerating bars 9–12" in panel.job_label.text()
+    qtbot.waitUntil(lambda: not panel.generating, timeout=60000)
+    request = panel.current_request
+    assert request.status == "completed", panel.job_label.text()
+    assert request.meter_note == "1/4 read as 4/4 (bars of 4 beats)"
+    assert window.project_extras.history[-1]["meter_note"] == request.meter_note
+    assert "Model's bars: 1/4 read as 4/4 (bars of 4 beats)." in panel.job_label.text()
+    assert panel.ghosts.region == (2 * bar, 3 * bar)
+    items = [i for i in panel.model.items if i.notes]
+    assert items, "no infill candidate wrote notes"
+    for item in items:
+        assert all(2 * bar <= n.start < 3 * bar and n.end <= 3 * bar for n in item.notes), item.notes
+    print("screenshot:", window.grab().save(str(tmp_path / "regenerate-one-four.png")), tmp_path)

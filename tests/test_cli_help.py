@@ -58,9 +58,13 @@ def test_every_subcommand_help_ends_with_an_example(path, parser):
     assert last.startswith(f"smart {' '.join(path)}"), f"smart {' '.join(path)} --help ends with {last!r}"
 
 
-def test_help_states_a_value_default_once():
-    parser = dict(COMMANDS)[("generate",)]
-    text = parser.format_help()
-    assert "--candidates" in text and text.count("(default: 4)") >= 1
-    top_p = next(a for a in parser._actions if "--top-p" in a.option_strings)
-    assert parser._get_formatter()._expand_help(top_p).lower().count("default") == 1
+def test_help_states_each_default_once_and_never_an_unset_placeholder():
+    generate = dict(COMMANDS)[("generate",)]
+    expand = generate._get_formatter()._expand_help
+    by_flag = {a.option_strings[0]: a for a in generate._actions if a.option_strings}
+    assert expand(by_flag["--candidates"]).endswith("(default: 4)")
+    assert expand(by_flag["--top-p"]).lower().count("default") == 1  # says it in words: nothing appended
+    for path, parser in COMMANDS:
+        text = " ".join(parser.format_help().split())
+        for placeholder in ("(default: None)", "(default: False)", "(default: [])"):
+            assert placeholder not in text, f"smart {' '.join(path)} --help: {placeholder}"

@@ -219,6 +219,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine.cli", "grpo", *args]
 
 
+@pytest.mark.slow  # two training subprocesses and a straight run: ~1 min on a quiet 2-core machine
 def test_resume_after_kill(note_model, tmp_path):
     """kill -9 mid-run → --resume continues from the last complete checkpoint; events stay one per step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

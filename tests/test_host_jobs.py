@@ -113,6 +113,7 @@ def test_bad_options_are_refused_with_a_message(host):
     assert err.value.status == 404
 
 
+@pytest.mark.slow  # three job processes and a 400-step run cancelled midway
 def test_cancel_then_resume_continues_from_the_checkpoint(host):
     c = host.client()
     job = c.start_training(QUICK, steps=400, keep_checkpoints=2)
@@ -161,6 +162,7 @@ def test_crashing_job_fails_and_the_host_stays_healthy(host, tmp_path):
     assert wait_state(c, ok, ("completed", "failed"))["state"] == "completed"
 
 
+@pytest.mark.slow  # two training job processes one after the other
 def test_jobs_queue_in_order(host):
     c = host.client()
     first = c.start_training(QUICK, steps=2)

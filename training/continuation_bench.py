@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import Clip, Note, atomic_write_text
 
@@ -438,20 +439,25 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval-continuation", help="continue held-out passages; compare with the truth and with naive baselines",
         description="Continue PROMPT_BARS-bar passages of a prepared split's songs for BARS bars and compare "
-                    "with the true continuation and with repeat-prompt / other-song baselines.")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model (repeatable)")
+                    "with the true continuation and with repeat-prompt / other-song baselines.",
+        formatter_class=HelpFormatter,
+        epilog=examples("smart eval-continuation --model base=resources/models/default --data data/piano "
+                        "--out reports/continuation"))
+    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
+                   help="a model; NAME labels it in the report (repeatable)")
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared data (`smart prepare-data`)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="split of DATA_DIR the passages come from")
     p.add_argument("--n", type=int, default=40, help="passages (spread evenly over the datasets)")
-    p.add_argument("--prompt-bars", type=int, default=4)
+    p.add_argument("--prompt-bars", type=int, default=4, help="bars of each passage given as the prompt")
     p.add_argument("--bars", type=int, default=4, help="bars to continue")
     p.add_argument("--candidates", type=int, default=1, help="samples per passage and model")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="random seed (passage choice and sampling)")
     p.add_argument("--samples", type=int, default=4, help="passages written as MIDI under OUT/samples")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 lets torch choose (default: 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (report, samples)")
     p.set_defaults(func=run)
 
 

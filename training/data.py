@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import PIANO_PITCH_RANGE, Clip, MidiFileError, atomic_write_text
 from engine.tokenizer import RemiTokenizer
@@ -417,10 +418,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare-data", help="tokenize MIDI folders into train/val/test splits (split by piece)",
         description="Scan folders for .mid/.midi, apply the paper's piano handling and filters, "
-                    "tokenize, and write train/val/test token files split by piece.")
+                    "tokenize, and write train/val/test token files split by piece.",
+        formatter_class=HelpFormatter,
+        epilog=examples("smart prepare-data ~/midi/pop909 ~/midi/asap --out data/piano"))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders (scanned recursively) or MIDI files")
     p.add_argument("--out", required=True, metavar="DATA_DIR", help="output folder")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel worker processes")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                   help="parallel worker processes (default: one per CPU core)")
     p.add_argument("--val-frac", type=float, default=0.05, help="share of pieces for validation")
     p.add_argument("--test-frac", type=float, default=0.05, help="share of pieces for the held-out test set")
     p.add_argument("--seed", type=int, default=0, help="salt for the piece → split hash")

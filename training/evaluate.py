@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
 
@@ -383,7 +384,9 @@ def _fmt(v) -> str:
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="compare models with the SMART paper's analyses (MAA, MIDI features, "
                                            "piano rolls, diversity)",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+                              epilog=examples("smart eval --model base=resources/models/default "
+                                              "--model smart=runs/smart/final --n 200 --out reports/smart"))
     p.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
                    help="a model to evaluate (repeat for several); NAME labels it in the report")
     p.add_argument("--prompts", default="procedural",
@@ -391,17 +394,17 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=1000, help="outputs per model (paper: 1000)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--max-tokens", type=int, default=256, help="tokens per output (as in training)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="random seed (prompts and sampling)")
+    p.add_argument("--batch-size", type=int, default=64, help="outputs generated together")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds rendered and rated by MAA")
-    p.add_argument("--soundfont", default=None)
+    p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
     p.add_argument("--maa", default=None, help="MAA checkpoint (default: the cached weights, if any)")
     p.add_argument("--maa-random", action="store_true", help="random-weight MAA stand-in (plumbing tests only)")
     p.add_argument("--no-maa", action="store_true", help="skip MAA ratings")
     p.add_argument("--feature-window", type=float, default=None,
                    help="compute MIDI features on the first N seconds only (default: whole outputs)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda; auto = cuda when available")
     p.set_defaults(func=run)
 
 

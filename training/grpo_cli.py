@@ -3,18 +3,18 @@
     smart grpo --model resources/models/default --out runs/smart            # the paper's run
     smart grpo --model M --out runs/quick --preset smoke                    # seconds, offline reward
     smart grpo --model M --out runs/x --reward "maa-ce=1,maa-pq=0.5" --steps 400 --min-diversity 0.6
-    smart grpo --model M --out runs/smart --resume                          # after a crash / kill
     accelerate launch --num_processes 2 -m engine.cli grpo ...              # several processes
+    smart grpo --model M --out runs/smart --resume                          # after a crash / kill
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from engine.api import PRESETS, REWARDS
+from engine.cliutil import HelpFormatter
 from engine.errors import UserError
 
 # CLI flag → GRPORunConfig field (flags default to None so a preset or a resumed run fills the rest).
@@ -29,26 +29,30 @@ FLAGS = [
     ("--lr", "lr", float, "peak learning rate (linear decay to 0); paper 1e-4"),
     ("--lr-schedule", "lr_schedule", str, "transformers scheduler name; paper linear"),
     ("--temperature", "temperature", float, "sampling temperature; paper 1.0"),
-    ("--top-p", "top_p", float, "nucleus sampling (1.0 = off)"),
+    ("--top-p", "top_p", float, "nucleus sampling (1.0 = off); default 1.0"),
     ("--soundfont", "soundfont", str, "SoundFont for rendering (default: the shipped piano)"),
     ("--loss-type", "loss_type", str, "TRL GRPO loss: grpo | dr_grpo | dapo | bnpo | ...; default grpo"),
-    ("--scale-rewards", "scale_rewards", str, "advantage normalization: group | batch | none"),
-    ("--seed", "seed", int, "random seed (prompts, sampling, init of the MAA stand-in)"),
-    ("--prompts", "prompts", str, "procedural | procedural+note | data:DIR[:split] | MIDI files/folders (comma-separated)"),
-    ("--prompt-bars", "prompt_bars", int, "bars of each MIDI file used as its prompt"),
-    ("--save-every", "save_every", int, "checkpoint every N steps (0 = only at the end)"),
-    ("--keep-checkpoints", "keep_checkpoints", int, "keep only the newest N checkpoints"),
-    ("--min-diversity", "min_diversity", float, "stop when diversity < F × its starting value (e.g. 0.5)"),
+    ("--scale-rewards", "scale_rewards", str, "advantage normalization: group | batch | none; default group"),
+    ("--seed", "seed", int, "random seed (prompts, sampling, init of the MAA stand-in); default 0"),
+    ("--prompts", "prompts", str, "procedural | procedural+note | data:DIR[:split] | MIDI files/folders "
+                                "(comma-separated); default procedural"),
+    ("--prompt-bars", "prompt_bars", int, "bars of each MIDI file used as its prompt; default 4"),
+    ("--save-every", "save_every", int, "checkpoint every N steps (0 = only at the end); paper 50"),
+    ("--keep-checkpoints", "keep_checkpoints", int, "keep only the newest N checkpoints (default: keep all)"),
+    ("--min-diversity", "min_diversity", float, "stop when diversity < F × its starting value (e.g. 0.5; "
+                                                "default: no guard)"),
     ("--guard-action", "guard_action", str, "on a diversity collapse: rollback (final = best state above the "
-                                            "floor) | stop"),
+                                            "floor) | stop; default rollback"),
     ("--maa", "maa", str, "MAA checkpoint (checkpoint.pt or HF directory); default: cached weights"),
     ("--seconds", "seconds", float, "seconds of audio the reward hears; paper 10"),
     ("--micro-batch", "micro_batch", int, "completions per forward/backward pass (default: the whole step)"),
-    ("--generation", "generation", str, "fast (engine.fastdecode) | hf (transformers generate) | auto"),
-    ("--device", "device", str, "auto | cpu | cuda"),
-    ("--render-processes", "render_processes", int, "render worker processes"),
-    ("--cpu-threads", "cpu_threads", int, "torch CPU threads (1 is fastest when the machine is busy)"),
-    ("--num-iterations", "num_iterations", int, "GRPO updates per generated batch (μ)"),
+    ("--generation", "generation", str, "fast (engine.fastdecode) | hf (transformers generate) | auto; "
+                                        "default auto"),
+    ("--device", "device", str, "auto | cpu | cuda; default auto (cuda when available)"),
+    ("--render-processes", "render_processes", int, "render worker processes (default: one per CPU core)"),
+    ("--cpu-threads", "cpu_threads", int, "torch CPU threads (1 is fastest when the machine is busy; "
+                                                "default: torch's)"),
+    ("--num-iterations", "num_iterations", int, "GRPO updates per generated batch (μ); default 1"),
 ]
 
 
@@ -56,9 +60,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "grpo", help="SMART fine-tuning with GRPO on audio-aesthetic rewards",
         description="Fine-tune a policy with TRL's GRPOTrainer (paper §3.5 defaults). Writes OUT/events.jsonl, "
-                    "TensorBoard logs, checkpoints, OUT/final (a model directory) and a run card.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--model", help="base model directory (a SMART Policy directory)")
+                    "TensorBoard logs, checkpoints, OUT/final (a model directory) and a run card. Options "
+                    "not given take the --preset's values ('paper N': the paper's).",
+        formatter_class=HelpFormatter, epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
+    p.add_argument("--model", help="base model directory (a SMART Policy directory); required unless --resume")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--preset", default=None, help="option set the other flags override: "
                    + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())

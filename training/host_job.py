@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from engine.api import ERROR_FILE, JOB_FILE, JOB_PROCESS_COMMAND, RESULT_FILE
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, first_line
 from engine.music import atomic_write_text
 
@@ -98,8 +99,11 @@ def run(args) -> int:
 def register(subparsers) -> None:
     # No help=: the command is for the host, not listed in `smart --help`.
     p = subparsers.add_parser(JOB_PROCESS_COMMAND, description="Run one policy-host training job directory "
-                                                               "(the host starts this).")
-    p.add_argument("job_dir")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--parent-pid", type=int, default=None)
+                                                               "(the host starts this).",
+                          formatter_class=HelpFormatter,
+                          epilog=examples(f"smart {JOB_PROCESS_COMMAND} ~/.local/share/smart-studio/jobs/ID --resume"))
+    p.add_argument("job_dir", metavar="JOB_DIR", help="the job's folder (job.json; the run is written there)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="exit when this process (the host) is gone (default: run on regardless)")
     p.set_defaults(func=run)

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 
 DEFAULT_CONTEXT = 1024  # the default pretraining --seq-len: positions beyond it were never trained
@@ -189,19 +190,22 @@ def evaluate(model_dir: str | None, paths: Sequence[str], *, split: str = "test"
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("nll", help="mean NLL per token of a model on MIDI files or a prepared split",
-                              description="Score MIDI files/folders (or a prepared DATA_DIR split) with a model.")
+                              description="Score MIDI files/folders (or a prepared DATA_DIR split) with a model.",
+                              formatter_class=HelpFormatter,
+                              epilog=examples("smart nll --model runs/base/final --data data/piano --max-tokens 200000"))
     p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped model)")
     p.add_argument("--data", nargs="+", required=True, metavar="PATH",
                    help="MIDI files, folders, or prepared DATA_DIRs")
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="split of a prepared DATA_DIR")
     p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="sliding-window length in tokens")
     p.add_argument("--stride", type=int, default=None, help="window step (default: half the context)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="windows scored together")
     p.add_argument("--max-tokens", type=int, default=None,
-                   help="score only about this many tokens (whole sequences; prepared splits sampled with seed 0)")
+                   help="score only about this many tokens (whole sequences; prepared splits sampled with seed 0) "
+                        "(default: all)")
     p.add_argument("--per-dataset", action="store_true",
                    help="apply --max-tokens to each dataset (pop909, asap, ...) rather than to all together")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 lets torch choose (default: 0)")
     p.set_defaults(func=run)
 
 

@@ -34,6 +34,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import atomic_write_text
 from engine.tokenizer import RemiTokenizer
@@ -490,26 +491,30 @@ def train(args) -> dict:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain the Phi-3 base model on prepared data (continuation + bar infilling)",
-        description="Train the REMI Phi-3 base model on a DATA_DIR made by `smart prepare-data`.")
-    p.add_argument("--data", required=True, metavar="DATA_DIR")
-    p.add_argument("--config", choices=["paper", "tiny"], default="paper")
+        description="Train the REMI Phi-3 base model on a DATA_DIR made by `smart prepare-data`.",
+        formatter_class=HelpFormatter,
+        epilog=examples("smart pretrain --data data/piano --out runs/base --steps 20000",
+                        "smart pretrain --data data/piano --out runs/base --resume"))
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared data (`smart prepare-data --out`)")
+    p.add_argument("--config", choices=["paper", "tiny"], default="paper",
+                   help="model size: paper (the SMART paper's Phi-3) or tiny (quick trials and tests)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (logs and checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--init-from", metavar="MODEL_DIR", help="start from this model's weights instead of random "
                    "ones (same tokenizer); the optimizer and LR schedule start fresh")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per optimizer step")
+    p.add_argument("--seq-len", type=int, default=1024, help="tokens per training sequence")
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=200, help="warmup steps")
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="largest gradient norm (larger ones are scaled down)")
     p.add_argument("--fim-rate", type=float, default=0.25, help="share of bar-infilling examples")
     p.add_argument("--eval-every", type=int, default=500, help="validation every N steps (0: never)")
     p.add_argument("--eval-examples", type=int, default=64, help="validation examples per kind")
-    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept (oldest deleted)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, example order, augmentation)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 lets torch choose (default: 0)")
     p.add_argument("--no-augment", action="store_true", help="no transposition / tempo jitter")
     p.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)  # tests: simulate a kill
     p.add_argument("--quiet", action="store_true", help="no progress bar")

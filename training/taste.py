@@ -417,6 +417,9 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
         bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=use_cpu,
         logging_steps=1, report_to="none", save_strategy="no", seed=config.seed, data_seed=config.seed,
         disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
+        # The reference log-probabilities once, before training (the model is then the reference), rather
+        # than a second model's forward pass on every step of every epoch.
+        precompute_ref_log_probs=True,
     )
     events = out / "events.jsonl"
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok.hf_tokenizer(),

@@ -8,56 +8,70 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 
 
 def register(subparsers) -> None:
+    from engine.taste import MIN_PAIRS
+
     p = subparsers.add_parser("taste", help="learn your taste from your A/B picks; score and tune by it",
                               description=__doc__.split("\n\n", 1)[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
+                              formatter_class=HelpFormatter,
+                              epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="taste_command", metavar="ACTION")
 
-    fit = sub.add_parser("fit", help="fit a Bradley–Terry taste model on preference pairs; prints a JSON report")
+    fit = sub.add_parser("fit", help="fit a Bradley–Terry taste model on preference pairs; prints a JSON report",
+                         formatter_class=HelpFormatter,
+                         epilog=examples("smart taste fit SONG.preferences ~/.local/share/smart-studio/preferences "
+                                         "--out taste/"))
     fit.add_argument("pairs", nargs="+", metavar="PAIRS_DIR", help="preference set folders (preferences.jsonl + pairs/)")
     fit.add_argument("--out", required=True, help="taste directory to write")
     fit.add_argument("--representation", default="midi",
                      help="midi (default: the paper's features + register, lengths, density, prompt relation) | "
                           "paper | hidden | midi+hidden (pooled policy states: needs --model)")
     fit.add_argument("--model", help="policy directory whose hidden states a hidden representation pools")
-    fit.add_argument("--min-pairs", type=int, default=None, help="decisive pairs needed to claim a taste")
+    fit.add_argument("--min-pairs", type=int, default=None,
+                     help=f"decisive pairs needed to claim a taste (default: {MIN_PAIRS})")
     fit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     fit.set_defaults(func=run_fit)
 
-    score = sub.add_parser("score", help="score MIDI continuations by a taste; one JSON line per file")
+    score = sub.add_parser("score", help="score MIDI continuations by a taste; one JSON line per file",
+                           formatter_class=HelpFormatter,
+                           epilog=examples("smart taste score --taste taste/ a.mid b.mid --prompt prompt.mid"))
     score.add_argument("--taste", required=True, help="taste directory (smart taste fit --out)")
     score.add_argument("--prompt", help="the prompt MIDI the files continue (default: none)")
-    score.add_argument("files", nargs="+", metavar="FILE.mid")
+    score.add_argument("files", nargs="+", metavar="FILE.mid", help="MIDI continuations to score")
     score.set_defaults(func=run_score)
 
-    tune = sub.add_parser("tune", help="fine-tune a policy toward a taste (DPO or GRPO); OUT is a model directory")
+    tune = sub.add_parser("tune", help="fine-tune a policy toward a taste (DPO or GRPO); OUT is a model directory",
+                          formatter_class=HelpFormatter,
+                          epilog=examples("smart taste tune --model resources/models/default --taste taste/ "
+                                          "--pairs SONG.preferences --out runs/mine"))
     tune.add_argument("--model", required=True, help="base policy directory")
     tune.add_argument("--taste", help="taste directory (ranks fresh samples for DPO; GRPO's reward)")
     tune.add_argument("--pairs", nargs="+", required=True, metavar="PAIRS_DIR", help="preference set folders")
     tune.add_argument("--out", required=True, help="output model directory")
-    tune.add_argument("--method", choices=("dpo", "grpo"), default="dpo")
+    tune.add_argument("--method", choices=("dpo", "grpo"), default="dpo",
+                      help="dpo: learn from the pairs directly; grpo: sample and reward by the taste (needs --taste)")
     tune.add_argument("--steps", type=int, help="optimizer steps (default: dpo 3 epochs, grpo 20)")
     tune.add_argument("--beta", type=float, help="KL strength (default: dpo 0.1, grpo 0.04)")
     tune.add_argument("--lr", type=float, help="learning rate (default 5e-5)")
     tune.add_argument("--synthetic-prompts", type=int,
                       help="dpo: prompts whose fresh samples the taste ranks into extra pairs (default 20; 0 = none)")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--cpu-threads", type=int, help="torch CPU threads")
+    tune.add_argument("--seed", type=int, default=0, help="random seed (sampling, example order)")
+    tune.add_argument("--cpu-threads", type=int, help="torch CPU threads (default: torch's)")
     tune.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     tune.set_defaults(func=run_tune)
 
-    pairs = sub.add_parser("pairs", help="inspect, export or reset a preference set")
-    pairs.add_argument("dir", metavar="PAIRS_DIR")
+    pairs = sub.add_parser("pairs", help="inspect, export or reset a preference set",
+                           formatter_class=HelpFormatter,
+                           epilog=examples("smart taste pairs SONG.preferences --export pairs.zip"))
+    pairs.add_argument("dir", metavar="PAIRS_DIR", help="the preference set folder")
     pairs.add_argument("--export", metavar="ZIP", help="write the set to a zip archive")
     pairs.add_argument("--reset", action="store_true", help="delete every judgement of the set")
     pairs.set_defaults(func=run_pairs)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.api import DEFAULT_PORT, TOKEN_ENV_VAR
+from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.host.middleware import HostRules
 from engine.host.server import create_app
@@ -105,6 +106,11 @@ def browser_rules(args) -> tuple[HostRules, list[str] | None]:
     return HostRules(names, ip_literals=True), list(args.allow_dir)
 
 
+def say(stage: str) -> None:
+    """A start-up stage on stderr, whatever --log-level: a waiting studio shows the latest line."""
+    print(f"smart serve: {stage}", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV_VAR) or None
     if not is_loopback(args.host) and not token:
@@ -124,12 +130,14 @@ def run(args) -> int:
 
     import uvicorn
 
+    say(f"loading model {args.model or DEFAULT_MODEL_DIR} on {device} …")
     try:
         policy = Policy.load(args.model, device=device)
     except PolicyLoadError as exc:
         hint = "" if args.model else " (train one with `smart pretrain` or pass --model DIR)"
         raise UserError(f"{exc}{hint}") from None
     scorer, maa_reason = None, None
+    say("loading MAA weights …")
     try:
         from engine.scorer import MAAScorer, MAAUnavailable
 
@@ -139,6 +147,8 @@ def run(args) -> int:
             maa_reason = str(exc)
     except ImportError as exc:
         maa_reason = f"the MAA scorer cannot be imported: {exc}"
+    if maa_reason:
+        say(f"no MAA scores: {maa_reason}")
     from engine.host.jobs import (  # training jobs (POST /v1/train, /v1/jobs)
         JobManager,
         jobs_router,
@@ -146,6 +156,8 @@ def run(args) -> int:
 
     jobs = JobManager(args.jobs_dir)
     hosts, allowed_dirs = browser_rules(args)
+    if decode_weights != "model":
+        say(f"packing {decode_weights} weights for fast CPU decoding …")
     app = create_app(policy, scorer=scorer, maa_reason=maa_reason, token=token,
                      model_roots=[DEFAULT_MODEL_DIR.parent, *args.checkpoints],
                      max_batch_rows=args.max_batch_rows, soundfont=args.soundfont, routers=[jobs_router(jobs)],
@@ -154,7 +166,7 @@ def run(args) -> int:
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     url_host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"smart serve: http://{url_host}:{port} (docs at /docs) — model {policy.path}, device {device}, "
+    print(f"smart serve: listening on http://{url_host}:{port} (docs at /docs) — model {policy.path}, device {device}, "
           f"MAA {scorer.precision if scorer is not None else 'missing: ' + (maa_reason or '')}, "
           f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads, decode weights {decode_weights}", file=sys.stderr, flush=True)
     if args.ready_file:
@@ -167,9 +179,15 @@ def run(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the policy host (HTTP API for the studio; OpenAPI at /docs)")
+    p = sub.add_parser("serve", help="run the policy host (HTTP API for the studio; OpenAPI at /docs)",
+                       description="Serve the policy (generation, MAA scoring, training jobs) over HTTP for the "
+                                   "studio and other clients; the API is described at /docs.",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("smart serve --port 8765 --model runs/mine/final",
+                                       "smart serve --host 0.0.0.0 --token \"$SMART_HOST_TOKEN\" --device cuda"))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs a token)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (see --ready-file)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="TCP port to listen on; 0 picks a free port (see --ready-file)")
     p.add_argument("--token", default=None, help=f"bearer token clients must send (default: ${TOKEN_ENV_VAR})")
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--maa", default=None, help="MAA checkpoint.pt or HF directory (default: $SMART_MAA_CHECKPOINT "
@@ -177,7 +195,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--maa-exact", action="store_true",
                    help="score with the exact float32 MAA model on CPU (default: the faster int8/bf16 path; "
                         "also $SMART_MAA_EXACT=1)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs; auto = cuda when a GPU is available, else cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: a quarter of the cores, 1 to 4)")
     p.add_argument("--decode-weights", default=os.environ.get(DECODE_WEIGHTS_ENV_VAR, "auto"),
@@ -201,6 +220,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs-dir", default=None, help="training jobs directory (default: $SMART_JOBS_DIR or "
                                                     "~/.local/share/smart-studio/jobs)")
     p.add_argument("--ready-file", default=None, help="write {\"port\", \"pid\"} here once listening")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="least severe server log messages printed on stderr (start-up stages are always printed)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=run)

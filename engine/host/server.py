@@ -11,7 +11,7 @@ and reach the shared state as `request.app.state.host`.
 Concurrency: every generation request runs its music-level logic (prompt building, note decoding,
 infill clipping, rendering, scoring) in a worker thread, but token decoding goes through one
 `DecodeScheduler` thread that runs the rows of all concurrent requests as one batch: new requests
-join a running batch (their prompts are prefilled alone and their KV cache is spliced in), finished
+join a running batch (their prompts prefilled together, repeated ones reused from a prompt cache), finished
 ones are compacted out, and each request keeps its own sampling settings and random generator, so a
 request decoded alone samples exactly what `Policy.continue_clip` would.
 

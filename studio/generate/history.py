@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engine.music import Note
+from studio.generate.search import reward_name
 
 MAX_PROJECT_CANDIDATES = 400
 MAX_PROJECT_HISTORY = 500
@@ -86,6 +87,7 @@ class Request:
     placement: str | None = None
     elapsed_s: float | None = None
     error: str | None = None
+    meter_note: str | None = None  # the host read the prompt with other bar lines (engine.meter)
     # search
     reward: str | None = None
     beams: int | None = None
@@ -106,7 +108,7 @@ class Request:
         if self.mode != SEARCH:
             for key in ("reward", "beams", "budget_s", "steps", "stopped_by", "requests", "rewards"):
                 del out[key]
-        for key in ("error", "placement", "elapsed_s"):
+        for key in ("error", "placement", "elapsed_s", "meter_note"):
             if out[key] is None:
                 del out[key]
         return {**self.extra, **out}
@@ -118,7 +120,12 @@ class Request:
         known.setdefault("id", "")
         known.setdefault("time", "")
         known.setdefault("mode", "?")
-        known["settings"] = known.get("settings") or {}
+        known["settings"] = dict(known.get("settings") or {})
+        # Search rewards renamed since (studio.generate.search.OLD_REWARD_NAMES) are read by today's name.
+        if isinstance(known.get("reward"), str):
+            known["reward"] = reward_name(known["reward"])
+        if isinstance(known["settings"].get("search_reward"), str):
+            known["settings"]["search_reward"] = reward_name(known["settings"]["search_reward"])
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from engine.api import HOST_LIMITS, GenerationSettings
 from studio.generate.placement import DEFAULT_MODE, MODES
+from studio.generate.search import reward_name
 
 NOTE_NAMES = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
 SCALES = {
@@ -105,6 +106,7 @@ class GenerateOptions:
             except (TypeError, ValueError):
                 continue
             setattr(out, f.name, value)
+        out.search_reward = reward_name(out.search_reward)
         try:
             out.validate()
         except ValueError:

@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMenu, QTreeWidgetItem
 
 from engine.maa_weights import AXES
+from engine.meter import model_meter
 from engine.music import Clip, Note
 from studio.editor.ghosts import GhostOverlay
 from studio.generate.audition import CONTEXT, SOLO, Audition
@@ -97,6 +98,7 @@ class GeneratePanel(QDockWidget):
         self.session.candidate_dropped.connect(self._on_candidate_dropped)
         self.session.progress.connect(self._on_progress)
         self.session.message.connect(self._set_job_text)
+        self.session.meter_note.connect(self._on_meter_note)
         self.session.finished.connect(self._on_finished)
         self.session.idle.connect(self._on_idle)
         self.host.changed.connect(self._on_host_changed)
@@ -373,12 +375,24 @@ class GeneratePanel(QDockWidget):
             return self.doc.clip.end_tick
         return at
 
+    def model_clip(self) -> Clip:
+        """The sketch with the bar lines the model reads (engine.meter; the host re-bars prompts alike): the
+        bars every request counts. The sketch itself unless its meter is outside the model's vocabulary."""
+        return model_meter(self.doc.clip)[0]
+
+    def ruler_bars(self, ticks: tuple[int, int]) -> str:
+        """The span [a, b) in the bar numbers of the ruler, e.g. "bars 5–6"."""
+        clip = self.doc.clip
+        first, last = clip.bar_index_at(ticks[0]) + 1, clip.bar_index_at(max(ticks[0], ticks[1] - 1)) + 1
+        return f"bar {first}" if first == last else f"bars {first}–{last}"
+
     def infill_span(self) -> tuple[int, int] | None:
-        """(start bar, end bar) of the selected notes' onsets, or None without a selection."""
+        """(start bar, end bar) of the selected notes' onsets in the model's bars (`model_clip`), or None
+        without a selection."""
         sel = self.doc.selection
         if not sel:
             return None
-        clip = self.doc.clip
+        clip = self.model_clip()
         first = clip.bar_index_at(min(n.start for n in sel))
         last = clip.bar_index_at(max(n.start for n in sel))
         return first, last + 1
@@ -417,13 +431,13 @@ class GeneratePanel(QDockWidget):
     def _continuation_target(self) -> tuple[int, tuple[int, int]] | None:
         """(point, span) of a continuation, or None (said why) when 'Empty space only' has no room."""
         at = self.continue_tick()
-        span = continuation_span(self.doc.clip, at, self.options.bars)
+        span = continuation_span(self.model_clip(), at, self.options.bars)
         if self.options.placement == EMPTY:
             taken = notes_in(self.doc.notes, span)
             if taken:
-                clip = self.doc.clip
-                first, last = clip.bar_index_at(span[0]) + 1, clip.bar_index_at(span[1] - 1) + 1
-                self._set_job_text(f"Bars {first}–{last} already hold music and 'Music after' is 'Empty space "
+                where = self.ruler_bars(span)
+                verb = "holds" if where.startswith("bar ") else "hold"
+                self._set_job_text(f"{where.capitalize()} already {verb} music and 'Music after' is 'Empty space "
                                    f"only': choose Insert or Replace, or move the playhead to empty bars.", error=True)
                 return None
         return at, span
@@ -462,14 +476,14 @@ class GeneratePanel(QDockWidget):
             return
         if not self._ensure_host(self.regenerate_selection):
             return
-        clip = self.doc.clip
-        payload = self._base_payload(clip)
+        clip = self.model_clip()
+        payload = self._base_payload(self.doc.clip)  # as it is: the host re-bars it alike and says so
         payload["infill"] = {"start_bar": span[0], "end_bar": span[1]}
         payload["bars"] = span[1] - span[0]
         ticks = (clip.bar_tick(span[0]), clip.bar_tick(span[1]))
         request = self._new_request(INFILL, at_tick=None, span_bars=list(span), span_ticks=list(ticks))
         self._start(request, payload, ticks)
-        self._set_job_text(f"Regenerating bars {span[0] + 1}–{span[1]}: {payload['candidates']} candidate(s)…")
+        self._set_job_text(f"Regenerating {self.ruler_bars(ticks)}: {payload['candidates']} candidate(s)…")
 
     def _start(self, request: Request, payload: dict, span: tuple[int, int]) -> None:
         self.request_note = None
@@ -497,7 +511,7 @@ class GeneratePanel(QDockWidget):
             return
         o = self.options
         if o.search_reward in MAA_REWARDS and self.host.connected and not self.maa_usable():
-            o.search_reward = "scale"
+            o.search_reward = "in-scale"
             self._fill_rewards()
         if self._continuation_target() is None:
             return
@@ -506,21 +520,24 @@ class GeneratePanel(QDockWidget):
         if o.search_reward in MAA_REWARDS and not self.maa_usable():
             self._set_job_text("This reward needs MAA weights on the host; pick an offline reward", error=True)
             return
-        self.request_note = None
         self.audition.stop()
         self.clear_candidates()
         at, span = self._continuation_target()
+        model_clip, meter_note = model_meter(self.doc.clip)  # the beams grow by the model's bars
+        self.request_note = f"Model's bars: {meter_note}." if meter_note else None
         request = self._new_request(SEARCH, at_tick=at, placement=o.placement, span_ticks=list(span),
-                                    reward=o.search_reward, beams=o.search_beams, budget_s=o.search_budget_s)
+                                    reward=o.search_reward, beams=o.search_beams, budget_s=o.search_budget_s,
+                                    meter_note=meter_note)
         self.ghosts.set_region(span)
-        self.session.start_search(self.host.client, request, self.doc.clip, at, span, bars=o.bars,
+        self.session.start_search(self.host.client, request, model_clip, at, span, bars=o.bars,
                                   beams=o.search_beams, expansions=o.search_expansions, reward=o.search_reward,
                                   budget_s=o.search_budget_s, temperature=o.temperature, top_p=o.top_p,
                                   allowed_pitches=o.allowed(), seed=o.seed or None)
         self._refresh_history()
         self._sync_buttons()
         self._set_job_text(f"Searching {o.bars} bar(s) with {o.search_beams} beam(s), "
-                           f"reward {reward_label(o.search_reward)}, budget {o.search_budget_s:.0f} s…")
+                           f"reward {reward_label(o.search_reward)}, budget {o.search_budget_s:.0f} s…"
+                           + (f"\n{self.request_note}" if self.request_note else ""))
 
     @property
     def generating(self) -> bool:
@@ -559,6 +576,12 @@ class GeneratePanel(QDockWidget):
     def _on_candidate_dropped(self, cand: Candidate) -> None:
         self.model.remove(cand)
         self._rebuild_ghosts()
+
+    def _on_meter_note(self, note: str) -> None:
+        """The host read the prompt with other bar lines than the sketch's: say so while it runs and after."""
+        line = f"Model's bars: {note}."
+        self.request_note = f"{self.request_note} {line}" if self.request_note else line
+        self._set_job_text(f"{self.job_label.text()}\n{line}")
 
     def _on_progress(self, value: int, maximum: int, fmt: str) -> None:
         self.progress.setRange(0, maximum)

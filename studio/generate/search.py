@@ -21,13 +21,22 @@ from engine.music import Clip, Note, dedupe_notes
 
 MAA_REWARDS = ("CE", "CU", "PC", "PQ")
 OFFLINE_REWARDS = {
-    "scale": "Scale consistency (offline)",
+    # Not training's `scale-consistency` reward: this one also penalises empty beats (see offline_reward).
+    "in-scale": "In scale, few empty beats (offline)",
     "density": "Note density ≈ sketch (offline)",
     "variety": "Pitch variety (offline)",
 }
+# Names the studio once saved (settings, project histories), read as today's.
+OLD_REWARD_NAMES = {"scale": "in-scale"}
+
+
+def reward_name(name: str) -> str:
+    """Today's name of a search reward read from settings or a project file."""
+    return OLD_REWARD_NAMES.get(name, name)
 
 
 def reward_label(name: str) -> str:
+    name = reward_name(name)
     if name in MAA_REWARDS:
         return f"MAA {name}"
     return OFFLINE_REWARDS.get(name, name)
@@ -38,7 +47,7 @@ def offline_reward(name: str, beam: Clip, context: Clip) -> float:
     f = midi_features(beam)
     if not beam.notes:
         return -1.0
-    if name == "scale":
+    if name == "in-scale":
         return float(f["scale_consistency"]) - 0.5 * float(f["empty_beat_rate"])
     if name == "density":
         def density(c: Clip) -> float:

@@ -29,6 +29,7 @@ class GenerationSession(QObject):
     progress = Signal(int, int, str)  # value, maximum, format
     finished = Signal(str, bool)  # what happened, whether it is an error
     message = Signal(str)  # a progress line
+    meter_note = Signal(str)  # the host reads the prompt with other bar lines than the sketch's (engine.meter)
     idle = Signal()  # the request's job has ended (after its outcome was reported)
 
     def __init__(self, parent=None) -> None:
@@ -75,6 +76,7 @@ class GenerationSession(QObject):
                                            placement=request.placement)
         self.candidates_reset.emit()
         job = GenerationJob(client, payload)
+        job.started_request.connect(self._on_started)
         job.note.connect(self._on_note)
         job.candidate.connect(self._on_candidate)
         job.done.connect(self._on_done)
@@ -126,6 +128,14 @@ class GenerationSession(QObject):
             self.history.save(self.request)
 
     # ------------------------------------------------------------------ streamed events
+    def _on_started(self, event: dict) -> None:
+        note = event.get("meter_note")
+        if not self._current() or not isinstance(note, str) or not note:
+            return
+        self.request.meter_note = note
+        self._save()
+        self.meter_note.emit(note)
+
     def _on_note(self, index: int, note: Note) -> None:
         if not self._current():
             return

@@ -1,0 +1,137 @@
+"""The studio reads a file in the model's meter: a 1/4 pop song shows (and is regenerated in) 4-beat bars.
+
+POP909 states 1/4 in about two thirds of its songs; the model reads them as 4/4 (engine.meter). The
+import re-bars the sketch as one undo step and says so; requests to the host count the model's bars
+whatever the sketch's meter. (The requests themselves, against a host: studio_generate_cases.py.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
+
+from engine.meter import MODEL_TIME_SIGNATURES, model_meter
+from engine.music import Clip, Note, TempoChange, TimeSignature
+from studio.editor.timegrid import BAR, grid_lines
+
+PPQ = 480
+BEAT = PPQ
+
+
+def pop_song(bars: int = 8, meter: tuple[int, int] = (1, 4)) -> Clip:
+    """Four-beat pop music (a chord on beat 1, a melody on every beat) stating the meter `meter`."""
+    notes = []
+    roots = [48, 45, 41, 43]  # C, Am, F, G
+    for bar in range(bars):
+        root = roots[bar % 4]
+        t = bar * 4 * BEAT
+        notes += [Note(t, root, 4 * BEAT - 20, 70), Note(t, root + 7, 4 * BEAT - 20, 64)]
+        notes += [Note(t + k * BEAT, 72 + (bar * 3 + k * 2) % 7, BEAT - 40, 90 - 8 * k) for k in range(4)]
+    return Clip(notes, PPQ, [TempoChange(0, 96.0)], [TimeSignature(0, *meter)])
+
+
+def bar_lines(clip: Clip, until: int) -> list[int]:
+    return [int(t) for t, kind, _ in grid_lines(clip, 0, until, None) if kind == BAR]
+
+
+def test_the_studio_meter_is_the_tokenizer_vocabulary():
+    from engine.tokenizer import default_tokenizer
+
+    tok = default_tokenizer()
+    assert sorted(MODEL_TIME_SIGNATURES) == sorted(tok.time_signatures)
+    for meter in [(1, 4), (2, 8), (12, 16), (7, 8), (3, 4)]:
+        clip = pop_song(2, meter)
+        assert model_meter(clip) == tok.model_meter(clip)
+
+
+def test_a_one_four_file_opens_in_four_beat_bars_as_one_undo_step(window, tmp_path):
+    song = pop_song(8)
+    path = tmp_path / "pop909-like.mid"
+    song.save_midi(path)
+    on_disk = path.read_bytes()
+    assert window.open_path(path, ask=False)
+    clip = window.clip
+    # The model's bars: 4/4 from the start, every note where it was.
+    assert clip.time_signatures == [TimeSignature(0, 4, 4)] and clip.notes == song.notes
+    assert clip.num_bars == 8 and bar_lines(clip, 8 * 4 * BEAT) == [b * 4 * BEAT for b in range(9)]
+    assert window.transport_bar.numerator.value() == 4
+    message = window.statusBar().currentMessage()
+    assert "1/4 read as 4/4 (bars of 4 beats)" in message and "the file itself is unchanged" in message
+    assert "imported as is" not in message
+    assert not window.is_modified() and path.read_bytes() == on_disk
+    # Undo shows the file's own one-beat bars; redo the model's again.
+    assert window.undo_stack.count() == 1 and "1/4 read as 4/4" in window.undo_stack.undoText()
+    window.undo_stack.undo()
+    assert window.clip.time_signatures == [TimeSignature(0, 1, 4)] and window.clip.num_bars == 32
+    assert window.is_modified()
+    window.undo_stack.redo()
+    assert window.clip.time_signatures == [TimeSignature(0, 4, 4)] and not window.is_modified()
+
+    # The piano roll as the musician sees it (looked at by the developer: 4-beat bars, numbered 1–8).
+    window.editor.grid.center_on_notes()
+    shot = Path(os.environ.get("SMART_SCREENSHOT_DIR", tmp_path)) / "studio-one-four-import.png"
+    assert window.grab().save(str(shot))
+
+
+def test_a_file_in_the_model_meter_opens_as_it_is(window, tmp_path):
+    path = tmp_path / "waltz.mid"
+    pop_song(4, (3, 4)).save_midi(path)
+    assert window.open_path(path, ask=False)
+    assert window.clip.time_signatures == [TimeSignature(0, 3, 4)] and window.undo_stack.count() == 0
+    assert "read as" not in window.statusBar().currentMessage()
+
+
+def test_requests_count_the_model_bars_whatever_the_sketch_meter(window, tmp_path):
+    """After undoing the re-bar the ruler shows one-beat bars; Regenerate and Continue still ask for the
+    model's 4-beat bars (the host re-bars the prompt the same way) and say which ruler bars they cover."""
+    path = tmp_path / "pop.mid"
+    pop_song(8).save_midi(path)
+    window.open_path(path, ask=False)
+    window.undo_stack.undo()
+    panel, doc = window.generate_panel, window.document
+    assert doc.clip.time_signature.numerator == 1
+    # Notes in ruler bars 6–7 (beats 6–7) lie in the model's bar 2 (beats 5–8).
+    doc.set_selection([n for n in doc.notes if 5 * BEAT <= n.start < 7 * BEAT])
+    assert panel.infill_span() == (1, 2)
+    assert panel.ruler_bars((4 * BEAT, 8 * BEAT)) == "bars 5–8"
+    model = panel.model_clip()
+    assert model.time_signatures == [TimeSignature(0, 4, 4)] and model.notes == doc.notes
+    # A continuation from inside a model bar fills it, then whole 4-beat bars.
+    doc.clear_selection()
+    window.transport.seek(5 * BEAT)
+    panel.spin_bars.setValue(2)
+    from studio.generate.placement import continuation_span
+
+    assert continuation_span(model, panel.continue_tick(), 2) == (5 * BEAT, 16 * BEAT)
+    # With the model's bars in the sketch, the numbers are the ruler's own.
+    window.undo_stack.redo()
+    doc.set_selection([n for n in doc.notes if 5 * BEAT <= n.start < 7 * BEAT])
+    assert panel.infill_span() == (1, 2) and panel.ruler_bars((4 * BEAT, 8 * BEAT)) == "bar 2"
+
+
+def test_the_in_scale_search_reward_has_its_own_name(window, tmp_path):
+    from studio.generate.history import Request
+    from studio.generate.options import GenerateOptions
+    from studio.generate.search import OFFLINE_REWARDS, offline_reward, reward_label
+    from studio.generate.session import describe_request
+
+    panel = window.generate_panel
+    names = [panel.combo_reward.itemData(i) for i in range(panel.combo_reward.count())]
+    assert "in-scale" in names and "scale" not in names
+    label = panel.combo_reward.itemText(names.index("in-scale"))
+    assert label == OFFLINE_REWARDS["in-scale"] and "empty beats" in label and label != "Scale consistency (offline)"
+    beam = pop_song(1, (4, 4))
+    assert offline_reward("in-scale", beam, beam) == pytest.approx(1.0)  # C major, every beat sounding
+    with pytest.raises(ValueError):
+        offline_reward("scale", beam, beam)
+    # Old project files and settings that say "scale" are read as "in-scale".
+    old = Request.from_dict({"id": "r1", "time": "t", "mode": "search", "settings": {"search_reward": "scale"},
+                             "reward": "scale", "beams": 3, "budget_s": 20})
+    assert old.reward == "in-scale" and old.settings["search_reward"] == "in-scale"
+    assert describe_request(old).startswith(reward_label("in-scale")) and reward_label("scale") == label
+    settings = window.settings
+    settings.setValue("generate/search_reward", "scale")
+    assert GenerateOptions.load(settings).search_reward == "in-scale"
