@@ -456,13 +456,12 @@ class Clip:
         notes = _rows(d["notes"], "notes", 4, MAX_NOTES)
         tempos = _rows(d["tempos"], "tempos", 2, MAX_MAP_EVENTS)
         sigs = _rows(d["time_signatures"], "time_signatures", 3, MAX_MAP_EVENTS)
-        clip = cls(
+        return cls(
             check_notes([Note(*(json_whole_number(v, "note value") for v in row)) for row in notes], ppq),
             ppq,
             [TempoChange(json_whole_number(t, "tempo tick"), _json_real(b, "tempo")) for t, b in tempos],
             [TimeSignature(*(json_whole_number(v, "time signature value") for v in row)) for row in sigs],
         )
-        return clip
 
 
 def max_clip_tick(ppq: int) -> int:
@@ -515,7 +514,7 @@ def json_whole_number(value, what: str) -> int:
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise MidiFileError(f"{what} {_short(value)} is not a whole number")
     if abs(value) > 2**62:
-        raise MidiFileError(f"{what} {float(value):.3g} is out of range")
+        raise MidiFileError(f"{what} {_short(value)} is out of range")
     return int(value)
 
 
@@ -523,7 +522,7 @@ def _json_real(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MidiFileError(f"{what} {_short(value)} is not a number")
     if isinstance(value, int) and abs(value) > 2**62:
-        raise MidiFileError(f"{what} {float(value):.3g} is out of range")
+        raise MidiFileError(f"{what} {_short(value)} is out of range")
     return float(value)
 
 

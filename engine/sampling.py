@@ -132,7 +132,7 @@ class RowGroup:
     def finish(self) -> list[str]:
         return [r.finish if r.done else "cancelled" for r in self.rows]
 
-    def masks(self) -> np.ndarray | None:
+    def masks(self, vocab: int) -> np.ndarray | None:
         """[rows, vocab] bool of what each row may sample next (grammar; stop tokens while bars are due),
         or None when nothing is masked."""
         rules = self.rules
@@ -149,12 +149,10 @@ class RowGroup:
                         m[k] = False
                         m[k, meter] = True
         else:
-            m = np.ones((len(self.rows), self._vocab), dtype=bool)
+            m = np.ones((len(self.rows), vocab), dtype=bool)
         if forbid:
             m[:, forbid] = False
         return m
-
-    _vocab = 0  # set by the loop (the logits' width) for groups without grammar
 
 
 def left_padded(windows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,14 +268,13 @@ class SamplingLoop:
 
     # ------------------------------------------------------------------ joining and dropping groups
     def add(self, groups: Sequence[RowGroup]) -> None:
-        """Start sampling these groups: their prompt windows are prefilled in one batch (each distinct window
-        once; windows in the prompt cache not at all) and spliced into the running rows."""
+        """Start sampling these groups: their prompt windows are prefilled together (each distinct window once,
+        in bands of similar length; windows in the prompt cache not at all) and join the running rows (in
+        place when the cache has room, else in a new cache)."""
         groups = list(groups)
         rows = [r for g in groups for r in g.rows]
         if not rows:
             return
-        for g in groups:
-            g._vocab = self.model.lm_head.weight.shape[0]
         with torch.inference_mode():
             windows = [tuple(r.window(self.context, self.bar_id)) for r in rows]
             found: dict[tuple, tuple] = {}
@@ -287,9 +284,17 @@ class SamplingLoop:
                     if entry is not None:
                         found[w] = entry
             missing = [w for w in dict.fromkeys(windows) if w not in found]
-            if missing:
-                decoder, logits = self._prefill([list(w) for w in missing])
-                for i, w in enumerate(missing):
+            # One prefill per band of similar lengths: left-padding a 5-token prompt to a 500-token one
+            # would compute 495 pad positions (and the long row would stop short rows joining in place).
+            bands: list[list[tuple]] = []
+            for w in sorted(missing, key=len):
+                if bands and len(w) <= 2 * len(bands[-1][0]):
+                    bands[-1].append(w)
+                else:
+                    bands.append([w])
+            for band in bands:
+                decoder, logits = self._prefill([list(w) for w in band])
+                for i, w in enumerate(band):
                     found[w] = (decoder, i, logits[i:i + 1])
                     if self.cache is not None:
                         self.cache.put(self.model, self.packed, w, found[w])
@@ -356,7 +361,7 @@ class SamplingLoop:
                 if not g.ended:
                     r = g.rules
                     sample_groups.append(SampleGroup(start, len(g.rows), r.temperature, r.top_p, g.generator,
-                                                     g.masks(), r.top_k))
+                                                     g.masks(self.logits.shape[1]), r.top_k))
                 start += len(g.rows)
             if not sample_groups:
                 return out

@@ -34,6 +34,7 @@ from audiobox_aesthetics.model.utils import create_mlp_block
 from audiobox_aesthetics.model.wavlm import WavLM, WavLMConfig
 from torch import nn
 
+from engine.cpu import int8_vnni
 from engine.errors import first_line
 from engine.maa_weights import (
     AXES,
@@ -339,17 +340,6 @@ def _check_target_transform(target_transform: Any, source: Path) -> None:
 # ------------------------------------------------------------------------------------- fast CPU path
 
 
-def _cpu_has_vnni() -> bool:
-    """x86 VNNI (AVX512-VNNI / AVX-VNNI): fbgemm's int8 kernels then accumulate in int32 without the
-    int16 saturation that forces 7-bit activations (``reduce_range``) on older CPUs."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 def fast_cpu_unsupported(model: AesMultiOutput) -> str | None:
     """Why ``FastCPUForward`` cannot run ``model`` (None when it can)."""
     from engine.fastdecode import int8_weights_available
@@ -425,7 +415,7 @@ class FastCPUForward:
         if reason is not None:
             raise ValueError(f"fast CPU path unavailable: {reason}")
         if low_precision:
-            reduce_range = not _cpu_has_vnni()
+            reduce_range = not int8_vnni()
 
             def linear(weight, bias):
                 return _Int8Linear(weight, bias, reduce_range)

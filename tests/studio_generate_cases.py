@@ -8,9 +8,11 @@ second, in-process host has no MAA weights.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -371,7 +373,7 @@ def test_placement_replace_and_empty_space_only(window, qtbot, local_host):
     request = panel.current_request
     qtbot.mouseClick(panel.btn_continue, Qt.LeftButton)
     assert panel.current_request is request and not panel.generating
-    assert "already hold music" in panel.job_label.text()
+    assert "Bar 2 already holds music" in panel.job_label.text()  # the bar the 1-bar span covers
     # ...and after the song it just adds the candidate.
     window.transport.seek(4 * bar)
     generate(qtbot, panel, panel.btn_continue, candidates=2, bars=1, seed=22)
@@ -459,9 +461,11 @@ def test_regenerate_bars_of_a_one_four_file_lands_in_the_selected_bars(window, q
     assert request.meter_note == "1/4 read as 4/4 (bars of 4 beats)"
     assert window.project_extras.history[-1]["meter_note"] == request.meter_note
     assert "Model's bars: 1/4 read as 4/4 (bars of 4 beats)." in panel.job_label.text()
+    assert "1/4 read as 4/4" in panel.history_tree.topLevelItem(0).toolTip(2)  # kept with the request
     assert panel.ghosts.region == (2 * bar, 3 * bar)
     items = [i for i in panel.model.items if i.notes]
     assert items, "no infill candidate wrote notes"
     for item in items:
         assert all(2 * bar <= n.start < 3 * bar and n.end <= 3 * bar for n in item.notes), item.notes
-    print("screenshot:", window.grab().save(str(tmp_path / "regenerate-one-four.png")), tmp_path)
+    shot = Path(os.environ.get("SMART_SCREENSHOT_DIR", tmp_path)) / "studio-regenerate-one-four.png"
+    assert window.grab().save(str(shot))

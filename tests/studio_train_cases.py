@@ -119,6 +119,7 @@ def test_offline_rewards_are_labelled_and_maa_missing_offers_download(window, qt
     panel.host.health = None
 
 
+@pytest.mark.slow  # a real training job through cancel, resume, pause, a checkpoint and an A/B trial
 def test_train_flow(window, qtbot, host, tmp_path):
     panel = connect(qtbot, window, host)
     client = panel.host.client

@@ -108,14 +108,16 @@ def test_paper_defaults():
 
 
 def test_trainer_settings_follow_the_paper(note_model, tmp_path):
-    """GRPOConfig gets bf16/checkpointing off on CPU, one optimizer step per iteration, the linear schedule."""
+    """GRPOConfig: bf16 only where the CPU has bf16 instructions, no checkpointing on CPU, one optimizer step
+    per iteration, the linear schedule."""
+    from engine.cpu import native_bf16
     from training.grpo import build_trainer
 
     cfg = small_config(note_model, tmp_path / "run", steps=10, prompts_per_step=8, group=8, max_completion_tokens=256,
                        beta=0.04, lr=1e-4)
     trainer, run = build_trainer(cfg)
     a = trainer.args
-    assert not a.bf16 and not a.gradient_checkpointing
+    assert a.bf16 == native_bf16() and not a.gradient_checkpointing
     assert a.per_device_train_batch_size * a.gradient_accumulation_steps == 64
     assert a.generation_batch_size == 64 and a.num_generations == 8
     assert a.max_completion_length == 256 and a.temperature == 1.0
@@ -126,6 +128,20 @@ def test_trainer_settings_follow_the_paper(note_model, tmp_path):
     assert trainer.processing_class.padding_side == "left"
     assert len(trainer.train_dataset) == 80
     assert trainer.train_dataset[0]["prompt"].startswith("BOS_None Bar_None TimeSig_")
+
+
+def test_bf16_auto_follows_the_cpu(note_model, tmp_path, monkeypatch):
+    """bf16 "auto" on CPU: on with bf16 matrix instructions (a faster update), off where they would be
+    emulated (several times slower); "on" / "off" are obeyed whatever the CPU."""
+    import engine.cpu
+    from training.grpo import build_trainer
+
+    for native in (False, True):
+        monkeypatch.setattr(engine.cpu, "native_bf16", lambda native=native: native)
+        trainer, _ = build_trainer(small_config(note_model, tmp_path / f"auto-{native}"))
+        assert trainer.args.bf16 is native
+        forced, _ = build_trainer(small_config(note_model, tmp_path / f"off-{native}", bf16="off"))
+        assert not forced.args.bf16
 
 
 # ---------------------------------------------------------------------------- generation

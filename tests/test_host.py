@@ -439,6 +439,9 @@ def test_local_host_subprocess_with_token(model_dirs):
 
             # `smart serve` decodes with packed int8 weights on CPU by default (exact on CUDA).
             assert h["decode_weights"] == ("int8" if int8_weights_available() else "model")
+        # Start-up stages are printed whatever the log level (the studio shows the latest line while it waits).
+        log = local.log_tail(20000)
+        assert "smart serve: loading model" in log and "listening on http://" in log
         with pytest.raises(HostError) as err:
             HostClient(local.url).health()
         assert err.value.status == 401

@@ -125,6 +125,7 @@ HOSTILE_PROJECTS = {
     "200k nested brackets": ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
     "5000-digit integer": (project_text({"ppq": 0}).replace('"ppq": 0', '"ppq": ' + "9" * 5000), "digits"),
     "ppq a string": (project_text({"ppq": "480"}), "ppq '480' is not a number"),
+    "400-digit tempo": (project_text({"tempos": [[0, 10**400]]}), "tempo 1000.* is out of range"),
     "notes not rows": (project_text({"notes": [[0, 60]]}), "list of 4 numbers"),
     "soundfont not a path": (project_text(soundfont=["x"]), "soundfont"),
 }

@@ -135,3 +135,14 @@ def test_the_in_scale_search_reward_has_its_own_name(window, tmp_path):
     settings = window.settings
     settings.setValue("generate/search_reward", "scale")
     assert GenerateOptions.load(settings).search_reward == "in-scale"
+
+
+def test_training_prompts_from_a_one_four_sketch_start_on_the_model_bar_lines():
+    from studio.train.prompts import prompt_from_notes
+
+    song = pop_song(4)  # stating 1/4: a one-beat bar per beat on the file's own ruler
+    sel = [n for n in song.notes if 5 * BEAT <= n.start < 9 * BEAT]  # beats 6–9: model bars 2 and 3
+    p = prompt_from_notes(song, sel, "x")
+    assert p.source["bars"] == [1, 3] and p.bars == 2
+    assert p.clip.time_signatures == [TimeSignature(0, 4, 4)]
+    assert sorted(n.start for n in p.clip.notes) == sorted(n.start - 4 * BEAT for n in sel)

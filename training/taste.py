@@ -34,8 +34,8 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
-from engine.taste import REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, continuation_span, \
-    feature_dict, fit_comparisons, load_midi, midi_vector
+from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, feature_dict,
+                          fit_comparisons, load_midi, midi_vector)
 
 HIDDEN = "hidden"
 BOTH = "midi+hidden"
@@ -197,7 +197,7 @@ class TuneConfig:
     pairs: list[str] = field(default_factory=list)  # preference set directories
     out_dir: str = ""
     method: str = "dpo"  # dpo | grpo
-    steps: int | None = None  # optimizer steps (default: dpo 3 epochs, grpo 20)
+    steps: int | None = None  # optimizer steps (default: dpo 2 epochs, grpo 20)
     beta: float | None = None  # dpo: 0.1 (TRL's); grpo: 0.04 (the paper's)
     lr: float = 5e-5
     batch: int = 8  # pairs per DPO step
@@ -399,7 +399,7 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
     dataset = _dpo_dataset(tok, triples)
     if len(dataset) == 0:
         raise UserError("no decisive pairs to tune on (ties only, or no pairs)")
-    steps = config.steps or max(1, math.ceil(3 * len(dataset) / config.batch))
+    steps = config.steps or max(1, math.ceil(2 * len(dataset) / config.batch))
     # The reference model is reloaded from config._name_or_path: the policy must come from its saved directory.
     model = Phi3ForCausalLM.from_pretrained(str(Path(config.model).resolve()), use_safetensors=True,
                                             dtype=torch.float32)

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     tune.add_argument("--out", required=True, help="output model directory")
     tune.add_argument("--method", choices=("dpo", "grpo"), default="dpo",
                       help="dpo: learn from the pairs directly; grpo: sample and reward by the taste (needs --taste)")
-    tune.add_argument("--steps", type=int, help="optimizer steps (default: dpo 3 epochs, grpo 20)")
+    tune.add_argument("--steps", type=int, help="optimizer steps (default: dpo 2 epochs, grpo 20)")
     tune.add_argument("--beta", type=float, help="KL strength (default: dpo 0.1, grpo 0.04)")
     tune.add_argument("--lr", type=float, help="learning rate (default 5e-5)")
     tune.add_argument("--synthetic-prompts", type=int,

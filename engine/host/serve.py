@@ -19,6 +19,7 @@ from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.host.middleware import HostRules
 from engine.host.server import create_app
+from engine.music import atomic_write_text
 from engine.policy import DEFAULT_MODEL_DIR, Policy, PolicyLoadError
 
 log = logging.getLogger("smart.host")
@@ -170,8 +171,8 @@ def run(args) -> int:
           f"MAA {scorer.precision if scorer is not None else 'missing: ' + (maa_reason or '')}, "
           f"auth {'on' if token else 'off'}, {torch.get_num_threads()} CPU threads, decode weights {decode_weights}", file=sys.stderr, flush=True)
     if args.ready_file:
-        # Written once bound: a parent that asked for --port 0 learns the port from it.
-        Path(args.ready_file).write_text(json.dumps({"port": port, "pid": os.getpid()}))
+        # Written once bound, atomically (the parent polls for it): a parent that asked for --port 0 learns the port.
+        atomic_write_text(args.ready_file, json.dumps({"port": port, "pid": os.getpid()}))
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log, lifespan="on",
                             timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])

@@ -798,7 +798,7 @@ class GeneratePanel(QDockWidget):
                 result += f", accepted #{int(req.accepted) + 1}"
             item = QTreeWidgetItem([req.time.replace("T", " "), req.mode, desc, model_name, result])
             item.setData(0, Qt.UserRole, req.id)
-            item.setToolTip(2, desc)
+            item.setToolTip(2, desc + (f"\nModel's bars: {req.meter_note}" if req.meter_note else ""))
             tree.addTopLevelItem(item)
         for c in range(tree.columnCount()):
             tree.resizeColumnToContents(c)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from engine.meter import model_meter
 from engine.music import Clip, Note
 
 
 @dataclass
 class PromptClip:
-    """One prompt: notes cut from the sketch at bar lines, shifted to start at bar 0 (the sketch's meter
-    and tempo at that bar are kept)."""
+    """One prompt: notes cut from the sketch at the model's bar lines (engine.meter), shifted to start at
+    bar 0 (the meter and tempo at that bar are kept)."""
 
     name: str
     clip: Clip
@@ -40,10 +41,11 @@ def bar_count(clip: Clip) -> int:
 
 
 def prompt_from_notes(sketch: Clip, notes: Iterable[Note], name: str, kind: str = "selection") -> PromptClip | None:
-    """The bars spanned by `notes` (whole bars: the model continues from a bar line)."""
+    """The bars spanned by `notes` (whole bars of the model's meter: the model continues from a bar line)."""
     notes = sorted(notes)
     if not notes:
         return None
+    sketch = model_meter(sketch)[0]
     first_bar = sketch.bar_index_at(notes[0].start)
     last_tick = max(n.start + n.duration for n in notes) - 1
     last_bar = sketch.bar_index_at(max(notes[0].start, last_tick))
