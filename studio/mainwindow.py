@@ -114,6 +114,10 @@ class MainWindow(QMainWindow):
             GeneratePanel,  # the Generate panel (studio/generate)
         )
 
+        from studio.generate.taste import TasteStore
+
+        # The musician's picks and the taste learnt from them: the Generate panel and the blind A/B add picks.
+        self.taste_store = TasteStore(self.settings, lambda: self.project_path, self)
         self.generate_panel = GeneratePanel(self)
         self.add_panel(self.generate_panel)
         self.generate_panel.install_menu(self.menuBar())
@@ -759,6 +763,7 @@ class MainWindow(QMainWindow):
             self._wav_job.wait()
         self.train_panel.shutdown()  # before the host connection it listens on goes away
         self.generate_panel.shutdown()
+        self.taste_store.shutdown()  # the last picks land on disk
         self.transport.shutdown()
         self.midi.shutdown()
         self.autosaver.clean_exit()

@@ -125,3 +125,29 @@ def test_rows_join_and_leave_a_running_loop_without_changing_their_samples(max_r
     assert all(g.done for g in groups)
     assert (loop.stats.joins, loop.stats.compactions, loop.stats.grows) == (2, 1, 1)
     assert [[r.output for r in g.rows] for g in groups] == alone
+
+
+def test_prompts_of_very_different_lengths_are_prefilled_in_bands():
+    policy = Policy.create("tiny", seed=4)
+    tok = policy.tokenizer
+    short = tok.procedural_prompt()
+    long = tok.continuation_prompt(meter_clip(4, 4, bars=4))
+    assert len(long) > 2 * len(short)
+    from engine.sampling import SamplingLoop
+
+    def group(prompt, seed):
+        rules = RowRules(temperature=1.0, max_new_tokens=10)
+        return RowGroup([GeneratedRow(prompt)], rules, torch.Generator().manual_seed(seed))
+
+    alone = []
+    for seed, prompt in enumerate((short, long, short)):
+        g = group(prompt, seed)
+        list(LocalSampler().sample(policy.model, g, pad_id=tok.pad_id, bar_id=tok.bar_id, context=1024))
+        alone.append(g.rows[0].output)
+    loop = SamplingLoop(policy.model, pad_id=tok.pad_id, bar_id=tok.bar_id, max_rows=4)
+    groups = [group(p, seed) for seed, p in enumerate((short, long, short))]
+    loop.add(groups)
+    assert (loop.stats.prefills, loop.stats.prefill_rows, loop.stats.reused_rows) == (2, 2, 1)
+    while not all(g.done for g in groups):
+        loop.step()
+    assert [g.rows[0].output for g in groups] == alone

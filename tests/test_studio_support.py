@@ -37,9 +37,11 @@ def boxes(monkeypatch) -> MessageBoxes:
 
 
 @pytest.fixture
-def make_window(qtbot, tmp_path, boxes):
+def make_window(qtbot, tmp_path, boxes, monkeypatch):
     from studio.mainwindow import MainWindow
 
+    # The musician's picks (engine.preferences' profile) go to the test's folder, never the user's.
+    monkeypatch.setenv("SMART_PREFERENCES_DIR", str(tmp_path / "profile-preferences"))
     created = []
 
     def make(track: bool = True, **kw):

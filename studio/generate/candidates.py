@@ -1,6 +1,6 @@
 """Candidates of the Generate panel on screen: their colours, the table model (sortable by any MAA
-axis: best-of-N) and the delegate that draws CE/CU/PC/PQ score bars. The candidates themselves are
-`studio.generate.history.Candidate` (no Qt)."""
+axis or by the musician's taste: best-of-N) and the delegates that draw CE/CU/PC/PQ score bars and the
+taste score. The candidates themselves are `studio.generate.history.Candidate` (no Qt)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ PALETTE = [QColor.fromHsv(h, 170, 255) for h in
            (190, 30, 120, 300, 55, 255, 350, 160, 85, 220, 15, 270, 140, 330, 100, 240)]
 RANDOM_SCORE_COLOUR = QColor(0x9A, 0x8C, 0x6A)
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
+TASTE = "Taste"  # the column (and sort key) of the musician's taste score
+TASTE_SPAN = 3.0  # a taste bar is full at ±3 (log-odds: e³ ≈ 20:1 against a typical candidate)
+TASTE_COLUMN = 2 + len(AXES)
+STATE_COLUMN = TASTE_COLUMN + 1
 
 
 def candidate_colour(index: int) -> QColor:
@@ -37,12 +41,14 @@ def score_colour(value: float) -> QColor:
     return QColor.fromHsv(int(0 + 120 * t), 170, 220)
 
 
-def candidate_tooltip(item: Candidate) -> str:
+def candidate_tooltip(item: Candidate, taste: tuple[float, float] | None = None) -> str:
     lines = [f"<b>Candidate {item.label}</b> — {len(item.notes)} notes, {item.status}"]
     if item.finished_by:
         lines.append(f"ended by: {item.finished_by}")
     if item.reward is not None:
         lines.append(f"search reward: {item.reward:.3f}")
+    if taste is not None:
+        lines.append(f"your taste: {taste[0]:+.2f} ± {taste[1]:.2f} (log-odds against a typical candidate)")
     if item.scores:
         tag = " <i>(random weights — test only)</i>" if item.random_weights else ""
         lines.append("MAA" + tag + ": " + ", ".join(f"{a} {item.scores[a]:.2f}" for a in AXES if a in item.scores))
@@ -67,12 +73,13 @@ COLOUR_ROLE = Qt.UserRole + 3
 
 
 class CandidateTableModel(QAbstractTableModel):
-    COLUMNS = ("", "Notes", *AXES, "State")
+    COLUMNS = ("", "Notes", *AXES, TASTE, "State")
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.items: list[Candidate] = []
         self.show_scores = True  # False while no real (or labelled random) MAA is available
+        self.taste: dict[int, tuple[float, float]] = {}  # Candidate.uid -> (taste, std), from a ready model only
 
     # ------------------------------------------------------------------ edits
     def set_items(self, items: list[Candidate]) -> None:
@@ -98,6 +105,12 @@ class CandidateTableModel(QAbstractTableModel):
             if self.items:
                 self.dataChanged.emit(self.index(0, 2), self.index(len(self.items) - 1, 5))
 
+    def set_taste(self, taste: dict[int, tuple[float, float]]) -> None:
+        """Taste scores by candidate uid (empty: no ready taste model)."""
+        self.taste = dict(taste)
+        if self.items:
+            self.dataChanged.emit(self.index(0, TASTE_COLUMN), self.index(len(self.items) - 1, TASTE_COLUMN))
+
     def remove(self, item: Candidate) -> None:
         try:
             row = self.items.index(item)
@@ -120,6 +133,9 @@ class CandidateTableModel(QAbstractTableModel):
         if orientation == Qt.Horizontal and role == Qt.ToolTipRole and 2 <= section <= 5:
             axis = AXES[section - 2]
             return f"MAA {axis}: {AXIS_NAMES[axis]} (1–10). Click to sort: best-of-N."
+        if orientation == Qt.Horizontal and role == Qt.ToolTipRole and section == TASTE_COLUMN:
+            return ("Your taste, learnt from your picks (± its uncertainty); shown once the model is ready. "
+                    "Click to sort: best-of-N.")
         return None
 
     def data(self, index, role=Qt.DisplayRole):
@@ -127,7 +143,7 @@ class CandidateTableModel(QAbstractTableModel):
             return None
         item, col = self.items[index.row()], index.column()
         if role == Qt.ToolTipRole:
-            return candidate_tooltip(item)
+            return candidate_tooltip(item, self.taste.get(item.uid))
         if col == 0:
             if role == Qt.DisplayRole:
                 return item.label
@@ -152,7 +168,16 @@ class CandidateTableModel(QAbstractTableModel):
             if role == Qt.DisplayRole:
                 return "" if value is None else f"{value:.2f}"
             return None
-        if col == 6:
+        if col == TASTE_COLUMN:
+            taste = self.taste.get(item.uid)
+            if role == SCORE_ROLE:
+                return (taste, item.status == STREAMING)
+            if role == SORT_ROLE:
+                return -1e9 if taste is None else float(taste[0])
+            if role == Qt.DisplayRole:
+                return "" if taste is None else f"{taste[0]:+.2f} ± {taste[1]:.2f}"
+            return None
+        if col == STATE_COLUMN:
             if role == Qt.DisplayRole:
                 state = {STREAMING: "streaming…", READY: "ready"}.get(item.status, item.status)
                 if item.reward is not None and item.status == READY:
@@ -197,6 +222,40 @@ class ScoreBarDelegate(QStyledItemDelegate):
                 p.fillRect(bar, Qt.BDiagPattern)
             p.setPen(QColor(0xF4, 0xF4, 0xF4))
             p.drawText(r.adjusted(0, 0, -2, 0), Qt.AlignRight | Qt.AlignVCenter, f"{value:.1f}")
+        p.restore()
+
+
+class TasteBarDelegate(QStyledItemDelegate):
+    """A bar from the middle (0 = a typical candidate) towards + (more to your taste) or −, its ± std as a
+    whisker, and the value."""
+
+    def paint(self, p: QPainter, option, index) -> None:
+        taste, streaming = index.data(SCORE_ROLE) or (None, False)
+        p.save()
+        if option.state & QStyle.State_Selected:
+            p.fillRect(option.rect, option.palette.highlight().color().darker(160))
+        r = QRectF(option.rect).adjusted(3, 4, -3, -4)
+        p.fillRect(r, QColor(0x1A, 0x1C, 0x20))
+        mid = r.center().x()
+        p.setPen(QColor(0x60, 0x64, 0x6C))
+        p.drawLine(int(mid), int(r.top()), int(mid), int(r.bottom()))
+        if taste is None:
+            p.setPen(theme.TEXT_DIM)
+            p.drawText(r, Qt.AlignCenter, "…" if streaming else "—")
+        else:
+            value, std = taste
+            half = r.width() / 2
+
+            def x(v: float) -> float:
+                return mid + half * max(-1.0, min(1.0, v / TASTE_SPAN))
+
+            colour = QColor.fromHsv(195, 150, 225, 120) if value >= 0 else QColor.fromHsv(25, 150, 215, 120)
+            p.fillRect(QRectF(min(mid, x(value)), r.top(), abs(x(value) - mid), r.height()), colour)
+            p.setPen(QColor(0xF4, 0xF4, 0xF4, 200))  # the ± std as a whisker along the bottom edge
+            y = r.bottom() - 1
+            p.drawLine(int(x(value - std)), int(y), int(x(value + std)), int(y))
+            p.setPen(QColor(0xF4, 0xF4, 0xF4))
+            p.drawText(r, Qt.AlignCenter, f"{value:+.1f} ±{std:.1f}")
         p.restore()
 
 

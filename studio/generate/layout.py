@@ -30,10 +30,18 @@ from PySide6.QtWidgets import (
 
 from engine.api import MAX_CANDIDATES
 from engine.maa_weights import AXES
-from studio.generate.candidates import ScoreBarDelegate, SwatchDelegate
+from studio.generate.candidates import (
+    STATE_COLUMN,
+    TASTE,
+    TASTE_COLUMN,
+    ScoreBarDelegate,
+    SwatchDelegate,
+    TasteBarDelegate,
+)
 from studio.generate.maa import MaaNotice
 from studio.generate.options import MAX_BARS, NOTE_NAMES, SCALES, pitch_name
 from studio.generate.placement import MODES
+from studio.generate.taste import TasteSection
 from studio.theme import STYLE_DIM, STYLE_WARN
 
 
@@ -96,6 +104,8 @@ def setup_ui(panel) -> None:
     col.addWidget(panel.job_label)
     col.addWidget(_build_candidates_box(panel), 1)
     col.addWidget(_build_search_box(panel))
+    panel.taste_section = TasteSection(panel.taste_store)
+    col.addWidget(panel.taste_section)
     col.addWidget(_build_sketch_box(panel))
 
     scroll = QScrollArea()
@@ -203,8 +213,8 @@ def _build_candidates_box(panel) -> QGroupBox:
     panel.random_warning.hide()
     inner.addWidget(panel.random_warning)
     panel.combo_sort = QComboBox()
-    panel.combo_sort.addItems(["order", *AXES])
-    panel.combo_sort.setToolTip("Sort the candidates by an MAA axis (highest first)")
+    panel.combo_sort.addItems(["order", *AXES, TASTE])
+    panel.combo_sort.setToolTip("Sort the candidates by an MAA axis or by your taste (highest first)")
     inner.addLayout(_row("Best of N by", panel.combo_sort, stretch_last=True))
     panel.table = QTableView()
     panel.table.setModel(panel.proxy)
@@ -216,14 +226,17 @@ def _build_candidates_box(panel) -> QGroupBox:
     panel.table.verticalHeader().setDefaultSectionSize(22)
     panel.table.setItemDelegateForColumn(0, SwatchDelegate(panel.table))
     bars = ScoreBarDelegate(panel.table)
-    for c in range(2, 6):
+    for c in range(2, TASTE_COLUMN):
         panel.table.setItemDelegateForColumn(c, bars)
+    panel.table.setItemDelegateForColumn(TASTE_COLUMN, TasteBarDelegate(panel.table))
     header = panel.table.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.Stretch)
     header.setSectionResizeMode(0, QHeaderView.Fixed)
     header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
-    header.setSectionResizeMode(6, QHeaderView.ResizeToContents)
+    header.setSectionResizeMode(STATE_COLUMN, QHeaderView.ResizeToContents)
+    header.setSectionResizeMode(TASTE_COLUMN, QHeaderView.Fixed)
     header.resizeSection(0, 46)
+    header.resizeSection(TASTE_COLUMN, 92)  # "+1.2±0.8" and its bar
     panel.table.setMinimumHeight(150)
     inner.addWidget(panel.table)
     panel.btn_solo = QPushButton("▶ Solo")
@@ -240,6 +253,15 @@ def _build_candidates_box(panel) -> QGroupBox:
     panel.btn_clear = QPushButton("Clear")
     panel.btn_clear.setToolTip("Remove all candidates from the roll")
     inner.addLayout(_row(panel.btn_solo, panel.btn_context, panel.btn_ab))
+    panel.compare_label = QLabel("Compare: pick two candidates")
+    panel.compare_label.setStyleSheet(STYLE_DIM)
+    panel.btn_prefer_a = QPushButton("A better")
+    panel.btn_prefer_b = QPushButton("B better")
+    panel.btn_prefer_tie = QPushButton("Same")
+    for b in (panel.btn_prefer_a, panel.btn_prefer_b, panel.btn_prefer_tie):
+        b.setToolTip("Compare A/B: A is the earlier of the last two candidates you picked, B the later. "
+                     "Your choice is saved as a pick for your taste")
+    inner.addLayout(_row(panel.compare_label, panel.btn_prefer_a, panel.btn_prefer_b, panel.btn_prefer_tie))
     inner.addLayout(_row(panel.btn_accept, panel.btn_discard, panel.btn_clear))
     return box
 

@@ -21,7 +21,13 @@ from engine.meter import model_meter
 from engine.music import Clip, Note
 from studio.editor.ghosts import GhostOverlay
 from studio.generate.audition import CONTEXT, SOLO, Audition
-from studio.generate.candidates import CandidateSortProxy, CandidateTableModel, candidate_colour
+from studio.generate.candidates import (
+    TASTE,
+    TASTE_COLUMN,
+    CandidateSortProxy,
+    CandidateTableModel,
+    candidate_colour,
+)
 from studio.generate.history import (
     ACCEPTED,
     CONTINUE,
@@ -45,9 +51,10 @@ from studio.generate.placement import (
     place_candidate,
     prompt_notes,
 )
-from studio.generate.search import MAA_REWARDS, OFFLINE_REWARDS, reward_label
+from studio.generate.search import MAA_REWARDS, OFFLINE_REWARDS, TASTE_MIX, TASTE_REWARD, TASTE_REWARDS, reward_label
 from studio.generate.session import GenerationSession, describe_request
 from studio.generate.sketchscore import SketchScorer
+from studio.generate.taste import SOURCE_AB, SOURCE_ACCEPT, Judgement, TasteStore, prompt_clip
 from studio.theme import STYLE_DIM, STYLE_OK, STYLE_WARN
 from studio.widgets import compact_combos, guard_wheel
 
@@ -72,6 +79,9 @@ class GeneratePanel(QDockWidget):
         self.session = GenerationSession(self)
         self.history: GenerationHistory | None = None
         self._ab: list[Candidate] = []
+        self._discarded: dict[str, list[Candidate]] = {}  # by request: turned down for the same prompt
+        self.taste_store = getattr(window, "taste_store", None) or TasteStore(
+            self.settings, lambda: getattr(window, "project_path", None), self)
         self._pending = None  # action to run once the host is connected
         self._project = None
         self._click_time: float | None = None
@@ -154,6 +164,11 @@ class GeneratePanel(QDockWidget):
         self.history_tree.itemDoubleClicked.connect(self._restore_history_item)
         self.maa.weights_chosen.connect(self._use_weights)
         self.maa.message.connect(self.status)
+        self.btn_prefer_a.clicked.connect(lambda: self.compare("A"))
+        self.btn_prefer_b.clicked.connect(lambda: self.compare("B"))
+        self.btn_prefer_tie.clicked.connect(lambda: self.compare("tie"))
+        self.taste_store.changed.connect(self._on_taste_changed)
+        self.taste_store.message.connect(lambda text, error: self.status.emit(text))
 
     def _make_actions(self) -> None:
         def act(text, keys, slot, tip=""):
@@ -225,12 +240,14 @@ class GeneratePanel(QDockWidget):
         self.combo_scale.setEnabled(o.key_lock)
 
     def _fill_rewards(self) -> None:
-        """MAA rewards only when the host can score; the offline ones always."""
+        """MAA rewards only when the host can score; taste ones once the taste model is ready; the offline
+        ones always."""
         status = self.host.maa_status()
         want = self.options.search_reward
         self.combo_reward.blockSignals(True)
         self.combo_reward.clear()
-        for name in ([*MAA_REWARDS] if usable(status) else []) + list(OFFLINE_REWARDS):
+        taste = ([TASTE_REWARD] + ([*TASTE_MIX] if usable(status) else [])) if self.taste_store.ready else []
+        for name in ([*MAA_REWARDS] if usable(status) else []) + taste + list(OFFLINE_REWARDS):
             label = reward_label(name)
             if name in MAA_REWARDS and status == "random-weights":
                 label += " (random weights — test only)"
@@ -510,14 +527,16 @@ class GeneratePanel(QDockWidget):
         if not self._check_options():
             return
         o = self.options
-        if o.search_reward in MAA_REWARDS and self.host.connected and not self.maa_usable():
+        needs_maa = o.search_reward in MAA_REWARDS or o.search_reward in TASTE_MIX
+        if (needs_maa and self.host.connected and not self.maa_usable()) or (
+                o.search_reward in TASTE_REWARDS and not self.taste_store.ready):
             o.search_reward = "in-scale"
             self._fill_rewards()
         if self._continuation_target() is None:
             return
         if not self._ensure_host(self.search):
             return
-        if o.search_reward in MAA_REWARDS and not self.maa_usable():
+        if needs_maa and not self.maa_usable():
             self._set_job_text("This reward needs MAA weights on the host; pick an offline reward", error=True)
             return
         self.audition.stop()
@@ -532,12 +551,23 @@ class GeneratePanel(QDockWidget):
         self.session.start_search(self.host.client, request, model_clip, at, span, bars=o.bars,
                                   beams=o.search_beams, expansions=o.search_expansions, reward=o.search_reward,
                                   budget_s=o.search_budget_s, temperature=o.temperature, top_p=o.top_p,
-                                  allowed_pitches=o.allowed(), seed=o.seed or None)
+                                  allowed_pitches=o.allowed(), seed=o.seed or None,
+                                  taste=self._taste_reward() if o.search_reward in TASTE_REWARDS else None)
         self._refresh_history()
         self._sync_buttons()
         self._set_job_text(f"Searching {o.bars} bar(s) with {o.search_beams} beam(s), "
                            f"reward {reward_label(o.search_reward)}, budget {o.search_budget_s:.0f} s…"
                            + (f"\n{self.request_note}" if self.request_note else ""))
+
+    def _taste_reward(self):
+        """The search's taste reward: this model's score of a beam given the sketch before it (worker thread;
+        the model is read only)."""
+        model = self.taste_store.model
+
+        def taste(music: Clip, prompt: Clip | None) -> float:
+            return model.score(music, prompt)[0]
+
+        return taste
 
     @property
     def generating(self) -> bool:
@@ -555,6 +585,7 @@ class GeneratePanel(QDockWidget):
     def _on_candidates_reset(self) -> None:
         self.model.set_items(sorted(self.session.candidates.values(), key=lambda c: c.index))
         self._rebuild_ghosts()
+        self._score_taste()
 
     def _layer(self, cand: Candidate) -> int:
         return self.model.items.index(cand)
@@ -567,6 +598,7 @@ class GeneratePanel(QDockWidget):
             self.model.item_changed(cand)
 
     def _on_candidate_ready(self, cand: Candidate) -> None:
+        self._score_taste()
         self.model.item_changed(cand)
         if cand in self.model.items:
             self.ghosts.set_ghost_notes(self._ghost_layers())
@@ -635,12 +667,19 @@ class GeneratePanel(QDockWidget):
         self._sync_buttons()
 
     def _best_item(self, axis: str | None = None) -> Candidate | None:
-        axis = axis or (self.combo_sort.currentText() if self.combo_sort.currentText() in AXES else "CE")
+        axis = axis or (self.combo_sort.currentText() if self.combo_sort.currentText() in (*AXES, TASTE) else "CE")
+        if axis == TASTE:
+            tasted = [i for i in self.model.items if i.uid in self.model.taste]
+            return max(tasted, key=lambda i: self.model.taste[i.uid][0]) if tasted else None
         scored = [i for i in self.model.items if i.scores and axis in i.scores and self.model.show_scores]
         return max(scored, key=lambda i: i.scores[axis]) if scored else None
 
     def sort_by(self, axis: str) -> None:
-        if axis in AXES:
+        if axis == TASTE:
+            self.table.sortByColumn(TASTE_COLUMN, Qt.DescendingOrder)
+            if not self.taste_store.ready:
+                self.status.emit("No taste scores yet: " + self.taste_store.describe()[0])
+        elif axis in AXES:
             self.table.sortByColumn(2 + AXES.index(axis), Qt.DescendingOrder)
         else:
             self.table.sortByColumn(0, Qt.AscendingOrder)
@@ -687,6 +726,7 @@ class GeneratePanel(QDockWidget):
             self.status.emit(f"Not accepted: {exc}")
             return False
         self.audition.stop()
+        self._record_accept(item)  # before the sketch changes: the prompt is the music before it now
         if item.mode == INFILL:
             verb = f"Regenerate bars ({item.label})"
         else:
@@ -718,10 +758,73 @@ class GeneratePanel(QDockWidget):
     def discard(self, item: Candidate) -> None:
         if self.audition.item is item:
             self.audition.stop()
+        if item.notes and item.span:  # no pair on its own; it loses to whichever one is accepted later
+            self._discarded.setdefault(item.request, []).append(item)
         item.status = DISCARDED
         self.history.store(item)
         self._remove(item)
         self._mark_modified()
+
+    # ================================================================== the musician's picks (taste)
+    def _judgement(self, a: Candidate, b: Candidate, choice: str, source: str) -> Judgement | None:
+        """A pair of candidates as the taste store saves it: their notes at their ticks, the sketch before them."""
+        at = (a.span or b.span or (None,))[0]
+        if at is None:
+            return None
+        clip = self.doc.clip
+        return Judgement(clip.with_notes(a.notes), clip.with_notes(b.notes), prompt_clip(clip, at), choice, source,
+                         a_model={"role": "candidate", "label": a.label, **self._model_info()},
+                         b_model={"role": "candidate", "label": b.label, **self._model_info()},
+                         extra={"request": a.request, "mode": a.mode})
+
+    def _model_info(self) -> dict:
+        path = (self.host.model_version() or {}).get("path") if self.host.connected else None
+        return {"path": path} if path else {}
+
+    def _record_accept(self, item: Candidate) -> int:
+        """Accept = this candidate over every other one shown for the same prompt (and those discarded)."""
+        shown = [c for c in self.model.items if c is not item and c.request == item.request and c.notes
+                 and c.status != STREAMING]
+        others = shown + [c for c in self._discarded.pop(item.request, []) if c not in shown]
+        judgements = [j for j in (self._judgement(item, c, "A", SOURCE_ACCEPT) for c in others) if j is not None]
+        if judgements:
+            self.taste_store.record(judgements)
+        return len(judgements)
+
+    def compare_pair(self) -> tuple[Candidate, Candidate] | None:
+        """(A, B) of Compare A/B: the earlier and the later of the last two candidates picked."""
+        ab = [i for i in self._ab if i in self.model.items and i.notes and i.status != STREAMING]
+        return (ab[0], ab[1]) if len(ab) >= 2 else None
+
+    def compare(self, choice: str) -> bool:
+        """Save the musician's A/B judgement ("A", "B" or "tie") of the two candidates picked."""
+        pair = self.compare_pair()
+        if pair is None:
+            self.status.emit("Compare A/B: pick two candidates in the list first")
+            return False
+        judgement = self._judgement(pair[0], pair[1], choice, SOURCE_AB)
+        if judgement is None:
+            return False
+        self.taste_store.record([judgement])
+        said = {"A": f"{pair[0].label} over {pair[1].label}", "B": f"{pair[1].label} over {pair[0].label}",
+                "tie": f"{pair[0].label} and {pair[1].label} alike"}[choice]
+        self.status.emit(f"Saved your pick: {said}")
+        return True
+
+    def _score_taste(self) -> None:
+        """Taste scores of the candidates shown — only from a ready model."""
+        store = self.taste_store
+        scores = {}
+        if store.ready:
+            for c in self.model.items:
+                if c.notes and c.status != STREAMING and c.span:
+                    scores[c.uid] = store.score(self.doc.clip.with_notes(c.notes), prompt_clip(self.doc.clip, c.span[0]))
+        self.model.set_taste(scores)
+        self.proxy.invalidate()
+
+    def _on_taste_changed(self) -> None:
+        self._score_taste()
+        self._fill_rewards()
 
     def _remove(self, item: Candidate) -> None:
         self.model.remove(item)
@@ -758,6 +861,7 @@ class GeneratePanel(QDockWidget):
         if self.session.running:
             self.stop()
         self.history = GenerationHistory(project)
+        self._discarded = {}
         self.session.history = self.history
         self.clear_candidates()
         self.scorer.clear()
@@ -772,6 +876,7 @@ class GeneratePanel(QDockWidget):
         self.session.show(items)
         self.model.set_items(items)
         self._rebuild_ghosts()
+        self._score_taste()
         spans = {i.span for i in items if i.span}
         self.ghosts.set_region(next(iter(spans)) if len(spans) == 1 else None)
         self._sync_maa()
@@ -837,6 +942,10 @@ class GeneratePanel(QDockWidget):
             self.btn_ab.setText(f"A/B ({self.audition.item.label})")
         else:
             self.btn_ab.setText("A/B")
+        pair = self.compare_pair()
+        for b in (self.btn_prefer_a, self.btn_prefer_b, self.btn_prefer_tie):
+            b.setEnabled(pair is not None)
+        self.compare_label.setText(f"A = {pair[0].label}, B = {pair[1].label}:" if pair else "Compare: pick two")
 
     def shutdown(self) -> None:
         """Stop every job and the local host (window closing)."""

@@ -4,8 +4,11 @@ Each step asks the host for `expansions` one-bar continuations of every beam (pr
 before the continuation point + that beam's bars; the K requests run concurrently and the host
 decodes them in one batch), scores each extended beam with the reward, and keeps the best K.
 It stops after the requested bars or when the time budget is spent (the best beams so far are the
-result). Rewards: an MAA axis (the host renders and scores the beam's music) or an offline one from
-the paper's symbolic features (engine.features), for hosts without MAA weights.
+result). Rewards: an MAA axis (the host renders and scores the beam's music), an offline one from
+the paper's symbolic features (engine.features), for hosts without MAA weights, or the musician's taste
+(a ready `engine.taste` model, scoring the beam's notes given the sketch before them) — alone or mixed
+half and half with MAA CE. The mix adds the two rewards standardized over each step's beams: only
+their order there decides which beams are kept, and neither scale (log-odds, 1–10) swamps the other.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ OFFLINE_REWARDS = {
     "density": "Note density ≈ sketch (offline)",
     "variety": "Pitch variety (offline)",
 }
+TASTE_REWARD = "taste"
+TASTE_MIX = {"taste+CE": "CE"}  # taste mixed with an MAA axis (needs MAA)
+TASTE_REWARDS = {TASTE_REWARD: "Your taste", "taste+CE": "Your taste + MAA CE (half each)"}
+TASTE_MIX_WEIGHT = 0.5
 # Names the studio once saved (settings, project histories), read as today's.
 OLD_REWARD_NAMES = {"scale": "in-scale"}
 
@@ -39,7 +46,16 @@ def reward_label(name: str) -> str:
     name = reward_name(name)
     if name in MAA_REWARDS:
         return f"MAA {name}"
-    return OFFLINE_REWARDS.get(name, name)
+    return OFFLINE_REWARDS.get(name) or TASTE_REWARDS.get(name, name)
+
+
+def _standardized(values: list[float]) -> list[float]:
+    finite = [v for v in values if v != float("-inf")]
+    if len(finite) < 2:
+        return [0.0 if v != float("-inf") else v for v in values]
+    mean = sum(finite) / len(finite)
+    sd = (sum((v - mean) ** 2 for v in finite) / len(finite)) ** 0.5 or 1.0
+    return [(v - mean) / sd if v != float("-inf") else v for v in values]
 
 
 def offline_reward(name: str, beam: Clip, context: Clip) -> float:
@@ -67,6 +83,7 @@ class Beam:
     notes: list[Note] = field(default_factory=list)
     reward: float | None = None
     scores: dict | None = None  # MAA scores of the beam's music, when scored with MAA
+    taste: float | None = None  # the musician's taste score, when searching by taste
 
     def key(self) -> tuple:
         return tuple(sorted((n.start, n.pitch, n.duration) for n in self.notes))
@@ -85,9 +102,11 @@ class SearchResult:
 def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beams: int, expansions: int,
                 reward: str, budget_s: float, temperature: float = 1.0, top_p: float = 0.95,
                 allowed_pitches: list[int] | None = None, seed: int | None = None,
+                taste: Callable[[Clip, Clip | None], float] | None = None,
                 should_stop: Callable[[], bool] = lambda: False,
                 on_step: Callable[[int, list[Beam]], None] | None = None) -> SearchResult:
-    """Search `bars` bars after `at_tick` in `clip`. Raises HostError for host failures."""
+    """Search `bars` bars after `at_tick` in `clip`. Raises HostError for host failures. `taste(beam_music,
+    prompt)` scores a beam for the taste rewards (higher: more to the musician's taste)."""
     t0 = time.monotonic()
     deadline = t0 + max(0.5, budget_s)
     context_notes = [n for n in clip.notes if n.start < at_tick]
@@ -97,7 +116,12 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
     steps = 0
     requests = 0
     stopped_by = "bars"
-    use_maa = reward in MAA_REWARDS
+    use_taste = reward in TASTE_REWARDS
+    if use_taste and taste is None:
+        raise ValueError(f"the {reward!r} reward needs a ready taste model")
+    maa_axis = reward if reward in MAA_REWARDS else TASTE_MIX.get(reward)
+    use_maa = maa_axis is not None
+    prompt = context if context_notes else None
 
     def expand(args) -> list[list[Note]]:
         beam, step, k, count = args
@@ -115,14 +139,17 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
 
     def score(beam: Beam) -> Beam:
         music = clip.with_notes(beam.notes)
+        if not beam.notes and (use_maa or use_taste):
+            beam.reward = float("-inf")
+            return beam
         if use_maa:
-            if beam.notes:
-                r = client.score_midi(music.to_midi_bytes())
-                beam.scores = {k: float(r[k]) for k in MAA_REWARDS}
-                beam.reward = beam.scores[reward]
-            else:
-                beam.reward = float("-inf")
-        else:
+            r = client.score_midi(music.to_midi_bytes())
+            beam.scores = {k: float(r[k]) for k in MAA_REWARDS}
+            beam.reward = beam.scores[maa_axis]
+        if use_taste:
+            beam.taste = float(taste(music, prompt))
+            beam.reward = beam.taste
+        if not (use_maa or use_taste):
             beam.reward = offline_reward(reward, music, context)
         return beam
 
@@ -151,6 +178,12 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
                 stopped_by = "cancelled"
                 break
             scored = list(pool.map(score, children))
+            if reward in TASTE_MIX:
+                mixed = [TASTE_MIX_WEIGHT * t + (1 - TASTE_MIX_WEIGHT) * m for t, m in zip(
+                    _standardized([b.taste if b.notes else float("-inf") for b in scored]),
+                    _standardized([b.scores[maa_axis] if b.scores else float("-inf") for b in scored]))]
+                for b, r in zip(scored, mixed):
+                    b.reward = r
             if use_maa:
                 requests += len(children)
             scored.sort(key=lambda b: b.reward if b.reward is not None else float("-inf"), reverse=True)

@@ -12,6 +12,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from studio.generate.audition import SOLO
+from studio.generate.taste import SOURCE_BLIND_AB, Judgement
 from studio.theme import STYLE_DIM
 from studio.train.preferences import PreferenceSet, preference_dir
 
@@ -109,12 +110,25 @@ class BlindAB(QGroupBox):
             prompt_midi=t["prompt"],
             a_model={"role": t["roles"]["A"], "path": t["paths"][t["roles"]["A"]]},
             b_model={"role": t["roles"]["B"], "path": t["paths"][t["roles"]["B"]]},
-            choice=choice, extra={"job": self.job_id, "procedural_prompt": t["prompt"] is None})
+            choice=choice, source=SOURCE_BLIND_AB, extra={"job": self.job_id, "procedural_prompt": t["prompt"] is None})
+        self._keep_in_profile(t, choice, rec)
         self.chosen.emit(f"A/B pair {self.trial_index + 1}: you picked {choice}"
                          + (f" — the {rec['preferred']} model" if rec["preferred"] else ""))
         self.trial_index += 1
         self._show_trial()
         return rec
+
+    def _keep_in_profile(self, trial: dict, choice: str, rec: dict) -> None:
+        """The same pick in the musician's profile (and per project when asked), where the taste learns."""
+        store = getattr(self.win, "taste_store", None)
+        if store is None:
+            return
+        extra = {k: v for k, v in rec.items() if k in ("job", "procedural_prompt")}
+        store.record([Judgement(base64.b64decode(trial["A"]["midi"]), base64.b64decode(trial["B"]["midi"]),
+                                trial["prompt"], choice, SOURCE_BLIND_AB,
+                                a_model={k: v for k, v in rec["a"].items() if k != "midi"},
+                                b_model={k: v for k, v in rec["b"].items() if k != "midi"}, extra=extra)],
+                     skip={self.preference_set().dir})
 
     def _show_trial(self) -> None:
         n = len(self.trials)
