@@ -9,7 +9,7 @@ Weights come from (first match wins): an explicit path, ``$SMART_MAA_CHECKPOINT`
 Hugging Face cache. Nothing is downloaded unless ``allow_download=True`` is passed. With no weights,
 ``MAAUnavailable`` is raised; this module never invents scores.
 
-On a CPU, windows go through ``FastCPUForward`` (int8/bf16, ~2.5–3× faster than the float32 model;
+On a CPU, windows go through ``FastCPUForward`` (int8/bf16, ~1.7× faster than the float32 model;
 figures and agreement in BENCHMARKS.md) unless ``exact=True`` or ``$SMART_MAA_EXACT=1``. Its
 agreement was measured with random weights of the released architecture: recheck it with the real
 weights once installed (``benchmarks/bench_maa.py --maa PATH``).
@@ -398,22 +398,36 @@ class _FloatLinear:
         return F.linear(x, self.weight, self.bias)
 
 
+class _BF16Linear:
+    """``F.linear`` with bf16 weights and inputs (float32 accumulation), float32 out."""
+
+    __slots__ = ("weight", "bias")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight = weight.detach().to(torch.bfloat16).contiguous()
+        self.bias = None if bias is None else bias.detach().float().clone()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.to(torch.bfloat16), self.weight).float()
+        return y if self.bias is None else y + self.bias
+
+
 class FastCPUForward:
     """MAA's forward pass for CPUs: the package's computation, re-laid out and at lower precision.
 
-    * the WavLM linears (attention projections, feed-forward, feature projection) and the strided
-      convolutions 2–7 run as int8 fbgemm matmuls (weights per output channel, activations per call);
-      the convolutions become matmuls over time-major frames (im2col), which also drops the
-      channel-major ↔ time-major transposes;
+    * the encoder's linears (attention projections, feed-forward, feature projection) run as int8
+      fbgemm matmuls (weights per output channel, activations quantized per window and call);
+    * the strided convolutions 2–7 become bf16 matmuls over time-major frames (im2col), which also
+      drops the channel-major ↔ time-major transposes (int8 there was 8× less accurate);
     * the 1-channel first convolution and its GroupNorm become one float32 matmul over the framed
       waveform (the statistics come from the frames' Gram matrix); the positional convolution is bf16;
     * attention, layer norms, pooling and the heads stay float32.
 
     ``low_precision=False`` runs the same re-laid-out computation in float32 (tests hold it to the
     package's forward). Same inputs and outputs as ``AesMultiOutput.forward`` (eval mode). A snapshot
-    of the weights: build a new one if they change. Scores agree with the exact path to within a few hundredths on the
-    1–10 scale (measured with random weights, ``benchmarks/bench_maa.py``); recheck with the real
-    weights once installed. ``fast_cpu_unsupported(model)`` says which models it cannot run.
+    of the weights: build a new one if they change. Agreement with the exact path was measured with
+    random weights (``benchmarks/bench_maa.py``, BENCHMARKS.md); recheck it with the real weights once
+    installed. ``fast_cpu_unsupported(model)`` says which models it cannot run.
     """
 
     def __init__(self, model: AesMultiOutput, low_precision: bool = True):
@@ -425,11 +439,12 @@ class FastCPUForward:
 
             def linear(weight, bias):
                 return _Int8Linear(weight, bias, reduce_range)
+
+            conv_linear = _BF16Linear  # int8 here: 8× the embedding error of bf16 (benchmarks/bench_maa.py)
         else:
-            linear = _FloatLinear
+            linear = conv_linear = _FloatLinear
         pos_dtype = torch.bfloat16 if low_precision else torch.float32
         self.model = model
-        self._buffers: dict[str, torch.Tensor] = {}
         wavlm = model.wavlm_model
         self.wavlm = wavlm
         with torch.no_grad():
@@ -443,7 +458,7 @@ class FastCPUForward:
                 conv = block[0]
                 w = conv.weight.detach()  # (out, in, k) -> rows of k consecutive frames: (out, k·in)
                 self.convs.append((conv.kernel_size[0], conv.stride[0],
-                                   linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None)))
+                                   conv_linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None)))
             proj = wavlm.post_extract_proj
             self.post_proj = None if proj is None else linear(proj.weight, proj.bias)
             pos = wavlm.encoder.pos_conv[0]
@@ -477,21 +492,13 @@ class FastCPUForward:
         norm = self.first_norm
         scale = torch.rsqrt(var.clamp(min=0) + norm.eps) * norm.weight.double()  # (B, C)
         shift = (norm.bias.double() - mean * scale).unsqueeze(1)  # (B, 1, C)
-        folded = (weight.unsqueeze(0) * scale.unsqueeze(1)).float()
-        x = _gelu_(torch.baddbmm(shift.float(), frames, folded, out=self._buffer("first", (len(wav), frames.shape[1], folded.shape[2]))))
-        for i, (kernel, stride, linear) in enumerate(self.convs):
+        x = _gelu_(torch.baddbmm(shift.float(), frames, (weight.unsqueeze(0) * scale.unsqueeze(1)).float()))
+        for kernel, stride, linear in self.convs:
             batch, frames, channels = x.shape
             out_frames = (frames - kernel) // stride + 1
             rows = x.as_strided((batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1))
-            x = _gelu_(linear(self._buffer(f"rows{i}", rows.shape).copy_(rows)))
+            x = _gelu_(linear(rows.contiguous()))
         return x
-
-    def _buffer(self, name: str, shape) -> torch.Tensor:
-        """A float32 work tensor reused across calls: fresh tens-of-MB tensors cost page faults."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != tuple(shape):
-            buf = self._buffers[name] = torch.empty(tuple(shape))
-        return buf
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         model, wavlm = self.model, self.wavlm

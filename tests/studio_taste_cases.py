@@ -179,6 +179,9 @@ def test_picks_until_ready_then_fit_scores_and_sorts_by_taste(window, qtbot, tmp
     qtbot.mouseClick(panel.taste_section.btn_reset, Qt.LeftButton)
     assert not store.ready and len(profile(window)) == 0 and panel.model.taste == {}
     assert panel.combo_reward.findData("taste") < 0
+    panel.options.search_reward = "taste"  # e.g. saved in the settings before the reset
+    panel.search()
+    assert not panel.generating and "needs 10 more decisive picks" in panel.job_label.text(), panel.job_label.text()
 
 
 def test_reset_is_not_done_without_a_yes(window, boxes):
@@ -204,12 +207,32 @@ def tiny_host(model_dir):  # noqa: F811 - the fixture imported above
     from engine.host.server import create_app
     from engine.policy import Policy
 
-    app = create_app(Policy.load(model_dir), maa_reason="MAA weights not installed (test)", token="taste-token-1")
+    from engine.scorer import MAAScorer, build_maa_model
+
+    scorer = MAAScorer(build_maa_model(small=True), device="cpu", is_random=True, source="random (test)")
+    app = create_app(Policy.load(model_dir), scorer=scorer, token="taste-token-1")
     with serve(app) as url:
         yield url, "taste-token-1"
 
 
-def test_search_by_taste_keeps_the_beams_the_taste_prefers(window, qtbot, tiny_host):
+def run_search(qtbot, panel, reward: str, bars: int) -> dict:
+    """One reward-guided search from the end of the selection (2 beams, 2 tries each); its history entry."""
+    panel.spin_bars.setValue(bars)
+    panel.spin_beams.setValue(2)
+    panel.spin_expand.setValue(2)
+    panel.spin_budget.setValue(60)
+    panel.spin_seed.setValue(4)
+    panel.combo_reward.setCurrentIndex(panel.combo_reward.findData(reward))
+    assert panel.options.search_reward == reward
+    qtbot.mouseClick(panel.btn_search, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not panel.generating, timeout=120000)
+    hist = panel.win.project_extras.history[-1]
+    assert hist["mode"] == "search" and hist["status"] == "completed", panel.job_label.text()
+    assert hist["reward"] == reward and hist["steps"] == bars
+    return hist
+
+
+def test_search_by_taste_and_by_taste_mixed_with_maa(window, qtbot, tiny_host):
     from studio.generate.hostconn import REMOTE
 
     store = window.taste_store
@@ -217,29 +240,29 @@ def test_search_by_taste_keeps_the_beams_the_taste_prefers(window, qtbot, tiny_h
     store.fit().result(60)
     qtbot.waitUntil(lambda: store.ready, timeout=10000)
     panel = window.generate_panel
+    panel._fill_rewards()
+    assert panel.combo_reward.findData("taste") >= 0
+    assert panel.combo_reward.findData("taste+CE") < 0  # the mix needs MAA: not before a host can score
     panel.set_host(REMOTE, url=tiny_host[0], token=tiny_host[1])
     qtbot.waitUntil(lambda: panel.host.state in ("connected", "failed"), timeout=30000)
     assert panel.host.connected, panel.host.error
-    assert panel.combo_reward.findData("taste+CE") < 0  # the mix needs MAA, which this host lacks
+    assert panel.combo_reward.findData("taste+CE") >= 0  # random-weight MAA here: offered, labelled
     window.load_project(Project(clip=sketch()), None)
     window.document.select_all()
-    panel.spin_bars.setValue(2)
-    panel.spin_beams.setValue(2)
-    panel.spin_expand.setValue(2)
-    panel.spin_budget.setValue(60)
-    panel.spin_seed.setValue(4)
-    panel.combo_reward.setCurrentIndex(panel.combo_reward.findData("taste"))
-    assert panel.options.search_reward == "taste"
-    qtbot.mouseClick(panel.btn_search, Qt.LeftButton)
-    qtbot.waitUntil(lambda: not panel.generating, timeout=90000)
-    hist = window.project_extras.history[-1]
-    assert hist["mode"] == "search" and hist["status"] == "completed", panel.job_label.text()
-    assert hist["reward"] == "taste" and hist["steps"] == 2
+    run_search(qtbot, panel, "taste", bars=2)
     items = [i for i in panel.model.items if i.notes]
     assert items
     # The reward each beam was kept for is the taste score the table shows for it.
     for item in items:
         assert item.reward == pytest.approx(panel.model.taste[item.uid][0], abs=1e-6)
+
+    # Half taste, half MAA CE: both standardized over each step's beams, so the reward is a z-score mix.
+    run_search(qtbot, panel, "taste+CE", bars=1)
+    items = [i for i in panel.model.items if i.notes]
+    assert items and all(i.scores and "CE" in i.scores and i.uid in panel.model.taste for i in items)
+    rewards = [i.reward for i in items]
+    assert rewards == sorted(rewards, reverse=True) and all(-3 < r < 3 for r in rewards)
+    assert any(abs(i.reward - panel.model.taste[i.uid][0]) > 1e-3 for i in items)  # not the taste alone
 
 
 def test_blind_ab_picks_reach_the_profile_too(window, tmp_path):

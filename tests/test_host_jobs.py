@@ -148,6 +148,7 @@ def test_cancel_then_resume_continues_from_the_checkpoint(host):
     assert c.job(job)["state"] == "cancelled"
 
 
+@pytest.mark.slow  # two training job processes (the crashing one, then the next in the queue)
 def test_crashing_job_fails_and_the_host_stays_healthy(host, tmp_path):
     c = host.client()
     bad = tmp_path / "broken-model"

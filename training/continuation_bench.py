@@ -378,7 +378,7 @@ def goals(model: dict, repeat: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- reports
-COLUMNS = (("in_key", "in key", 3), ("abs_log2_density", "|log2 density|", 3), ("polyphony_diff", "Δ polyphony", 3),
+COLUMNS = (("in_key", "in key", 3), ("abs_log2_density", "abs log2 density ratio", 3), ("polyphony_diff", "Δ polyphony", 3),
            ("pitch_range_diff", "Δ pitch range", 1), ("velocity_range_diff", "Δ vel. range", 1),
            ("velocity_hist_l1", "vel. hist L1", 3), ("velocity_hist_l1_pooled", "pooled vel. hist L1", 3),
            ("n_notes", "notes", 1), ("empty_bar_share", "empty bars", 3),

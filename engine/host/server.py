@@ -348,7 +348,7 @@ class GenerationRun:
                     log.exception("scoring candidate %d of request %d failed", i, self.id)
                     score_error = f"scoring failed: {first_line(exc)}"
             cand = {"candidate": i, "midi": _b64encode(c.clip.to_midi_bytes()), "notes": len(c.notes),
-                    "bars": c.bars, "tokens": len(c.token_ids), "finished_by": c.finished_by,
+                    "bars": c.bars, "tokens": len(c.token_ids), "finished_by": c.finished_by, "end_tick": c.end_tick,
                     "features": _json_safe(midi_features(generated)), "scores": _json_safe(scores),
                     "random_weights": random_weights if scores is not None else None}
             if score_error is not None:

@@ -527,16 +527,22 @@ class GeneratePanel(QDockWidget):
         if not self._check_options():
             return
         o = self.options
-        needs_maa = o.search_reward in MAA_REWARDS or o.search_reward in TASTE_MIX
-        if (needs_maa and self.host.connected and not self.maa_usable()) or (
-                o.search_reward in TASTE_REWARDS and not self.taste_store.ready):
+        if o.search_reward in TASTE_REWARDS and not self.taste_store.ready:  # reset or never fit
+            self._set_job_text("Search by your taste: " + self.taste_store.describe()[0], error=True)
+            self._fill_rewards()
+            return
+
+        def needs_maa() -> bool:
+            return o.search_reward in MAA_REWARDS or o.search_reward in TASTE_MIX
+
+        if needs_maa() and self.host.connected and not self.maa_usable():
             o.search_reward = "in-scale"
             self._fill_rewards()
         if self._continuation_target() is None:
             return
         if not self._ensure_host(self.search):
             return
-        if needs_maa and not self.maa_usable():
+        if needs_maa() and not self.maa_usable():
             self._set_job_text("This reward needs MAA weights on the host; pick an offline reward", error=True)
             return
         self.audition.stop()
@@ -726,7 +732,7 @@ class GeneratePanel(QDockWidget):
             self.status.emit(f"Not accepted: {exc}")
             return False
         self.audition.stop()
-        self._record_accept(item)  # before the sketch changes: the prompt is the music before it now
+        picks = self._record_accept(item)  # before the sketch changes: the prompt is the music before it now
         if item.mode == INFILL:
             verb = f"Regenerate bars ({item.label})"
         else:
@@ -747,6 +753,8 @@ class GeneratePanel(QDockWidget):
         elif placed.shifted:
             bars = placed.room / max(1, self.doc.clip.time_signature_at(item.span[0]).ticks_per_bar(self.doc.clip.ppq))
             detail = f"; {placed.shifted} later notes moved back {bars:g} bar{'s' if bars != 1 else ''}"
+        if picks:
+            detail += f"; saved as your pick over {picks} other{'s' if picks != 1 else ''}"
         self.status.emit(f"Accepted {item.label}: {len(item.notes)} notes{detail} (Ctrl+Z undoes)")
         return True
 
