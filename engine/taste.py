@@ -306,7 +306,7 @@ class TasteModel:
         """Taste score (and its std) of one continuation given its prompt (MIDI representations only)."""
         self.check_ready()
         if self.representation not in REPRESENTATIONS:
-            raise UserError(f"a {self.representation!r} taste scores with the policy (training.taste)")
+            raise UserError(f"a {self.representation!r} taste scores with the policy: use `smart taste score`")
         s, sd = self.score_vectors(midi_vector(continuation, prompt, self.feature_names)[None])
         return float(s[0]), float(sd[0])
 
