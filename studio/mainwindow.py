@@ -328,6 +328,7 @@ class MainWindow(QMainWindow):
         tr.audio_status.connect(self._set_audio_status)
         self.midi.message.connect(self.show_message)
         self.transport_bar.editing_done.connect(ed.setFocus)
+        self.transport_bar.problem.connect(self.show_message)
         self.transport_bar.act_follow.toggled.connect(self._on_follow_toggled)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self.undo_stack.indexChanged.connect(self._on_undo_index)

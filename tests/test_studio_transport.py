@@ -164,3 +164,19 @@ def test_main_py_screenshot(tmp_path):
 
     image = QImage(str(png))
     assert image.width() >= 800 and image.height() >= 500
+
+
+def test_a_time_signature_the_clip_refuses_is_reported_and_not_applied(window):
+    """At 4 ticks per quarter a 1/32 bar is half a tick: the toolbar says why and keeps 4/4."""
+    window.document.load(Clip([Note(0, 60, 4, 80)], ppq=4))
+    bar = window.transport_bar
+    bar.sync_clip_fields()
+    bar.numerator.blockSignals(True)
+    bar.numerator.setValue(1)
+    bar.numerator.blockSignals(False)
+    bar.denominator.setCurrentText("32")
+    bar._commit_time_signature()
+    ts = window.document.clip.time_signature
+    assert (ts.numerator, ts.denominator) == (4, 4)
+    assert (bar.numerator.value(), bar.denominator.currentText()) == (4, "4")
+    assert "Time signature not changed" in window.statusBar().currentMessage()

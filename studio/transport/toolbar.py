@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.music import MAX_BPM, MIN_BPM
+from engine.music import MAX_BPM, MIN_BPM, MidiFileError
 from studio.editor.document import SketchDocument
 from studio.editor.timegrid import position_of
 from studio.transport.controller import Transport
@@ -24,6 +24,7 @@ DENOMINATORS = [1, 2, 4, 8, 16, 32]
 
 class TransportToolBar(QToolBar):
     editing_done = Signal()  # a field was committed: hand the keyboard back to the editor
+    problem = Signal(str)  # an edit the clip refused, in one line for the status bar
 
     def __init__(self, transport: Transport, document: SketchDocument, parent: QWidget | None = None) -> None:
         super().__init__("Transport", parent)
@@ -131,4 +132,9 @@ class TransportToolBar(QToolBar):
         self.doc.set_tempo(value)
 
     def _commit_time_signature(self) -> None:
-        self.doc.set_time_signature(self.numerator.value(), int(self.denominator.currentText()))
+        try:
+            self.doc.set_time_signature(self.numerator.value(), int(self.denominator.currentText()))
+        except MidiFileError as exc:  # e.g. a /32 bar shorter than one tick at a coarse file resolution
+            self.sync_clip_fields()
+            self.setToolTip(str(exc))
+            self.problem.emit(f"Time signature not changed: {exc}")
