@@ -367,7 +367,7 @@ class GRPOOptions:
     generation: Annotated[Literal["auto", "fast", "hf"],
                           _choice("fast (engine.fastdecode) | hf (transformers generate) | auto")] = "auto"
     device: Annotated[Literal["auto", "cpu", "cuda"], _choice("auto | cpu | cuda")] = "auto"
-    bf16: Annotated[Literal["auto", "on", "off"], _choice("bfloat16 training (auto: on CUDA)")] = "auto"
+    bf16: Annotated[Literal["auto", "on", "off"], _choice("bfloat16 training (auto: on CUDA and on CPUs with native bf16 instructions)")] = "auto"
     use_vllm: Annotated[bool, _opt("TRL's vLLM generation (GPU + vllm installed)")] = False
     vllm_mode: Annotated[Literal["colocate", "server"], _choice("vLLM mode")] = "colocate"
     tensorboard: Annotated[bool, _opt("write TensorBoard logs")] = True

@@ -532,7 +532,9 @@ class FastCPUForward:
             def split(t: torch.Tensor) -> torch.Tensor:
                 return t.view(batch_size, frames, heads, dim // heads).transpose(1, 2)  # (B, H, T, d)
 
-            gate_a, gate_b = torch.sigmoid(attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)).chunk(2, dim=-1)
+            # WavLM's gated relative position bias (gru_rel_pos), as MultiheadAttention.forward computes it
+            gates = attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)
+            gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)
             gate = gate_a * (gate_b * attn.grep_a - 1.0) + 2.0  # (B, H, T, 1)
             q, k, v = qkv_proj(x).chunk(3, dim=-1)
             bias = gate * position_bias if key_bias is None else torch.addcmul(key_bias, gate, position_bias)

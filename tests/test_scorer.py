@@ -402,7 +402,7 @@ def test_fast_forward_relayout_in_float32_equals_the_package_forward(small_model
         torch.testing.assert_close(heads_relaid[axis], heads_exact[axis], rtol=1e-4, atol=1e-5)
 
 
-def test_fast_forward_int8_embeddings_stay_close_to_exact(small_model):
+def test_fast_forward_low_precision_embeddings_stay_close_to_exact(small_model):
     wav, mask = _two_windows(seed=3)
     exact = _embeddings(small_model, small_model, wav, mask)
     fast = _embeddings(maa.FastCPUForward(small_model), small_model, wav, mask)

@@ -33,6 +33,9 @@ from engine.music import atomic_write_text
 
 MAX_WEIGHTS_BYTES = 40 * 1024 * 1024
 NEAR_EMPTY_NOTES = 4  # an output with fewer notes than this counts as silent / near-empty
+# Token budget per generated bar in the sanity check: a dense 4/4 bar of the data is ~100 notes of
+# 3–4 tokens each; 64 per bar (the old budget) cut most outputs short and made them look sparse.
+TOKENS_PER_BAR = 512
 SCALAR_FEATURES = ("n_notes", "polyphony_rate", "empty_beat_rate", "pitch_range", "scale_consistency",
                    "velocity_range")
 HISTOGRAM_FEATURES = ("pitch_histogram", "velocity_histogram")
@@ -112,13 +115,14 @@ def generation_statistics(policy, data_dir: Path | None, prompts: int, bars: int
     batch = 25
     for i in range(0, prompts, batch):
         settings = GenerationSettings(candidates=min(batch, prompts - i), temperature=1.0, top_p=1.0,
-                                      seed=seed + i, bars=bars, max_new_tokens=64 * bars)
+                                      seed=seed + i, bars=bars, max_new_tokens=TOKENS_PER_BAR * bars)
         cands, _ = policy.generate_procedural(settings)
         clips += [c.clip for c in cands]
         finished += [c.finished_by for c in cands]
     notes = np.array([len(c.notes) for c in clips])
     stats = {
         "prompts": prompts, "bars": bars, "temperature": 1.0, "top_p": 1.0, "grammar": True, "seed": seed,
+        "max_new_tokens": TOKENS_PER_BAR * bars,
         "near_empty_threshold_notes": NEAR_EMPTY_NOTES,
         "silent_share": float((notes == 0).mean()),
         "near_empty_share": float((notes < NEAR_EMPTY_NOTES).mean()),
@@ -262,7 +266,8 @@ def render_card(info: dict) -> str:
     if gen:
         lines += [
             f"{gen['prompts']} procedural prompts (BOS, Bar, random time signature, random tempo), {gen['bars']} bars each, "
-            f"temperature {gen['temperature']}, grammar-masked sampling, seed {gen['seed']}.", "",
+            f"temperature {gen['temperature']}, grammar-masked sampling, seed {gen['seed']}, at most "
+            f"{gen.get('max_new_tokens', 64 * gen['bars'])} new tokens.", "",
             f"- Silent outputs (0 notes): **{gen['silent_share']:.0%}**; near-empty (< {gen['near_empty_threshold_notes']} "
             f"notes): **{gen['near_empty_share']:.0%}**.",
             f"- Stopped by: {', '.join(f'{k} {v}' for k, v in gen['finished_by'].items())}.", "",
