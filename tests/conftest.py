@@ -33,3 +33,12 @@ def _collect_on_the_main_thread():
         from studio.gcguard import collect_due
 
         collect_due()
+
+
+def pytest_runtest_teardown(item):
+    # accelerate keeps one process-wide AcceleratorState; a trainer that chose bf16 (GRPO on a CPU
+    # with native bf16) would make the next test's Accelerator(mixed_precision="no") raise. Each
+    # training test starts from a fresh state, as its own `smart` process would.
+    state = sys.modules.get("accelerate.state")
+    if state is not None:
+        state.AcceleratorState._reset_state(reset_partial_state=True)

@@ -314,6 +314,8 @@ REWARDS: dict[str, RewardFactory] = {
     "notes": lambda a: NotesReward(a),
     "scale-consistency": lambda a: ScaleReward(a),
 }
+# The catalogue's rewards; `register_reward` adds more at run time (custom and taste rewards).
+BUILTIN_REWARDS = frozenset(REWARDS)
 NEEDS_MAA = {r.name for r in REWARD_CATALOGUE if r.needs_maa}
 
 

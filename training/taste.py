@@ -455,7 +455,7 @@ def taste_reward(scorer: "TasteScorer"):
 def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
     from engine.music import atomic_write_bytes
     from training.grpo import GRPORunConfig, run_grpo
-    from training.rewards import register_reward
+    from training.rewards import REWARDS, register_reward
 
     scorer = TasteScorer(config.taste)
     register_reward("taste", taste_reward(scorer))
@@ -472,7 +472,10 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict
         beta=0.04 if config.beta is None else config.beta, lr=config.lr, temperature=config.temperature,
         top_p=config.top_p, min_diversity=config.min_diversity, seed=config.seed, save_every=0,
         tensorboard=False, cpu_threads=config.cpu_threads, device="auto")
-    result = run_grpo(run, on_event=on_event)
+    try:
+        result = run_grpo(run, on_event=on_event)
+    finally:  # the taste reward belongs to this run only
+        REWARDS.pop("taste", None)
     for f in Path(result.final_model).iterdir():
         shutil.copy2(f, out / f.name)
     return {"steps": result.steps_done, "stopped_by": result.stopped_by, "reward_first": result.reward_first,
