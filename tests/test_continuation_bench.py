@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from engine.cli import main as smart_main
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.policy import Policy
 from engine.tokenizer import RemiTokenizer
@@ -115,7 +116,7 @@ def bench(two_datasets, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert cb.main(["eval-continuation", "--model", f"tiny={tiny_model}", "--data", str(two_datasets),
+        assert smart_main(["eval-continuation", "--model", f"tiny={tiny_model}", "--data", str(two_datasets),
                         *BENCH_ARGS, "--out", str(out)]) == 0
     return out, json.loads(printed.getvalue().strip().splitlines()[-1])
 
@@ -139,7 +140,7 @@ def test_benchmark_report_with_a_tiny_model(bench, two_datasets, tmp_path):
     assert "| repeat-prompt |" in md and "## popish" in md
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
         f"00-{report['passages'][0]['dataset']}-{s}.mid" for s in ("tiny", "truth")]
-    assert cb.main(["eval-continuation", "--model", f"x={tmp_path / 'missing'}", "--data", str(two_datasets),
+    assert smart_main(["eval-continuation", "--model", f"x={tmp_path / 'missing'}", "--data", str(two_datasets),
                     *BENCH_ARGS, "--out", str(tmp_path / "x")]) == 2
 
 

@@ -36,9 +36,7 @@ OUT/samples/*.mid (prompt + true continuation, prompt + each model's).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +192,7 @@ class Passage:
 
     def repeated_prompt(self) -> Clip:
         """The repeat-prompt baseline: window bar j holds prompt bar j mod prompt_bars."""
-        notes, s, e = [], self.split_tick, self.end_tick
+        notes, e = [], self.end_tick
         for j in range(self.bars):
             src = j % self.prompt_bars
             lo, hi = self.clip.bar_tick(src), self.clip.bar_tick(src + 1)
@@ -478,18 +476,3 @@ def run(args) -> int:
                                                                    "velocity_hist_l1", "duplicate_rate")}
                          for s, r in report["systems"].items()}}))
     return 0
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.continuation_bench")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"eval-continuation: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
