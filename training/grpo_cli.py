@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.api import PRESETS, REWARDS
 from engine.cliutil import HelpFormatter
 from engine.errors import UserError
+
+if TYPE_CHECKING:  # the training stack loads only when a run starts
+    from training.grpo import GRPORunConfig
 
 # CLI flag → GRPORunConfig field (flags default to None so a preset or a resumed run fills the rest).
 FLAGS = [

@@ -18,8 +18,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import torch
-
 from engine.fastdecode import WEIGHT_MODES, PackedWeights
 from engine.sampling import PromptCache, RowGroup, SamplingLoop
 
