@@ -2,11 +2,14 @@
 
     uv run python benchmarks/bench_maa.py                            # full-size random weights, 1 thread
     uv run python benchmarks/bench_maa.py --threads 2 --batch-sizes 1 4
+    uv run python benchmarks/bench_maa.py --precisions bf16 int8     # both fast precisions vs exact
     uv run python benchmarks/bench_maa.py --maa PATH                 # agreement with the real weights
     uv run python benchmarks/bench_maa.py --device cuda --skip-agreement   # windows/s on a GPU (bf16)
 
-Timing: seconds per 10-s window for each path, best of --repeats, process CPU time and wall time (on a
-shared machine the CPU figure is the steadier one), and the speed-up.
+Timing: seconds per 10-s window for each path (exact float32 and FastCPUForward at each of --precisions,
+default: the one this CPU gets), repeats interleaved so every path sees the same load, best of
+--repeats, process CPU time and wall time (on a shared machine the CPU figure is the steadier one), and
+the speed-up. The first call of each path (building it + one window) is printed too.
 
 Agreement: with random weights the heads are nearly constant (a random 768→1 projection of a
 unit-norm embedding), so "the scores agree" alone would prove nothing. Three figures per axis, over
@@ -36,7 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.music import Clip, Note, TempoChange  # noqa: E402
 from engine.render import render  # noqa: E402
-from engine.scorer import AXES, MAA_SAMPLE_RATE, WINDOW_SAMPLES, MAAScorer, build_maa_model, fill_windows  # noqa: E402
+from engine.cpu import cpu_flags  # noqa: E402
+from engine.scorer import (  # noqa: E402
+    AXES,
+    FAST_CPU_PRECISIONS,
+    MAA_SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    MAAScorer,
+    build_maa_model,
+    default_fast_cpu_precision,
+    fill_windows,
+)
 
 GOAL_SPEEDUP = 2.5
 GOAL_MAX_DIFF = 0.02
@@ -68,7 +81,7 @@ def varied_music(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def time_paths(scorers: dict[str, MAAScorer], clips: list[np.ndarray], repeats: int, device: str) -> dict:
-    """Best CPU and wall seconds per window of each scorer, repeats interleaved (same load for both)."""
+    """Best CPU and wall seconds per window of each scorer, repeats interleaved (same load for all)."""
     n_windows = len(clips)
     best = {name: [float("inf"), float("inf")] for name in scorers}
     for scorer in scorers.values():
@@ -113,12 +126,16 @@ def own_head_scores(model, axis: str, embedding: np.ndarray) -> np.ndarray:
     return raw * float(t["std"]) + float(t["mean"])
 
 
-def agreement(model, clips: list[np.ndarray]) -> list[dict]:
-    exact = MAAScorer.from_model(model, device="cpu", exact=True)
-    fast = MAAScorer.from_model(model, device="cpu", exact=False)
+def agreement(model, clips: list[np.ndarray], fast_precision: str | None = None,
+              emb_exact: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Per-axis agreement rows of FastCPUForward at ``fast_precision`` with the exact path (see the module
+    docstring); ``emb_exact``: the exact path's embeddings of ``clips``, when already computed."""
+    fast = MAAScorer.from_model(model, device="cpu", exact=False, fast_precision=fast_precision)
     if fast.precision != "fast-cpu":
         raise SystemExit(f"fast CPU path unavailable: {fast.fast_reason}")
-    emb_exact, emb_fast = embeddings(exact, clips), embeddings(fast, clips)
+    if emb_exact is None:
+        emb_exact = embeddings(MAAScorer.from_model(model, device="cpu", exact=True), clips)
+    emb_fast = embeddings(fast, clips)
     rows = []
     for k, axis in enumerate(AXES):
         e, f = emb_exact[axis], emb_fast[axis]
@@ -144,7 +161,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--windows", type=int, default=4, help="10-s windows scored per timed run")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per path; the best is reported")
-    parser.add_argument("--clips", type=int, default=16, help="rendered clips (≤ 10 s each) for the agreement check")
+    parser.add_argument("--clips", type=int, default=32, help="rendered clips (≤ 10 s each) for the agreement check")
+    parser.add_argument("--precisions", nargs="+", choices=FAST_CPU_PRECISIONS, default=[default_fast_cpu_precision()],
+                        help="FastCPUForward precisions to compare with exact (default: this CPU's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-agreement", action="store_true")
@@ -158,9 +177,12 @@ def main() -> None:
     else:
         model = build_maa_model(small=args.config == "small", seed=0)
         weights = f"random {args.config}-size weights (timing and agreement only, not real scores)"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={args.device} torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
-          f"load_avg_1min={load:.1f} weights: {weights}")
+          f"load_avg_1min={load_average():.1f} weights: {weights}")
+    if args.device == "cpu":
+        flags = sorted({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"} & cpu_flags())
+        print(f"cpu: {cpu_model_name()} [{' '.join(flags) or 'no bf16/int8 matrix instructions'}]; "
+              f"default fast precision here: {default_fast_cpu_precision()}")
 
     clips = varied_music(max(args.clips, args.windows), seed=0)
     timing_clips = [c for c in clips if len(c) == WINDOW_SAMPLES][: args.windows]  # full windows only
@@ -169,24 +191,55 @@ def main() -> None:
         if args.device == "cuda":
             scorers = {"bf16-autocast": MAAScorer.from_model(model, device="cuda", max_batch_size=batch_size)}
         else:
-            scorers = {name: MAAScorer.from_model(model, device="cpu", max_batch_size=batch_size, exact=name == "exact")
-                       for name in ("exact", "fast")}
+            scorers = {"exact": MAAScorer.from_model(model, device="cpu", max_batch_size=batch_size, exact=True)}
+            for precision in args.precisions:
+                scorers[f"fast {precision}"] = MAAScorer.from_model(
+                    model, device="cpu", max_batch_size=batch_size, exact=False, fast_precision=precision)
+                if scorers[f"fast {precision}"].fast_precision != precision:
+                    raise SystemExit(f"fast CPU path unavailable: {scorers[f'fast {precision}'].fast_reason}")
         best = time_paths(scorers, timing_clips, args.repeats, args.device)
         base = best.get("exact", [float("nan")])[0]
         for name, (cpu, wall) in best.items():
-            label = scorers[name].precision
-            print(f"{batch_size:>5} {label:<14} {cpu:>12.3f} {wall:>13.3f} {1 / wall:>10.2f} {base / cpu:>14.2f}x", flush=True)
+            print(f"{batch_size:>5} {name:<14} {cpu:>12.3f} {wall:>13.3f} {1 / wall:>10.2f} {base / cpu:>14.2f}x", flush=True)
         model.to("cpu")
+    print(f"load_avg_1min={load_average():.1f} after timing")
+    if args.device == "cpu":
+        # first call: building the path (weight conversion / packing) + one window, nothing cached
+        for name in ("exact", *args.precisions):
+            cpu0 = time.process_time()
+            first = MAAScorer.from_model(model, device="cpu", exact=name == "exact",
+                                         fast_precision=None if name == "exact" else name)
+            first.score(timing_clips[:1], MAA_SAMPLE_RATE)
+            print(f"first call ({name}): {time.process_time() - cpu0:.3f} CPU-s (build + one window)")
 
     if args.skip_agreement or args.device == "cuda":
         return
-    rows = agreement(model, clips)
-    print(f"\nagreement over {len(clips)} rendered clips (1–10 scale; goal: max diff ≤ {GOAL_MAX_DIFF})")
-    print(f"{'axis':<5} {'own heads: max diff':>20} {'spread':>8} {'calibrated heads: max diff':>27} "
-          f"{'embedding error / spread':>25}")
-    for r in rows:
-        print(f"{r['axis']:<5} {r['own_max_diff']:>20.4f} {r['own_spread']:>8.4f} {r['calibrated_max_diff']:>27.4f} "
-              f"{r['embedding_error_over_spread']:>25.4f}")
+    emb_exact = embeddings(MAAScorer.from_model(model, device="cpu", exact=True), clips)
+    for precision in args.precisions:
+        rows = agreement(model, clips, precision, emb_exact)
+        print(f"\nfast {precision}: agreement over {len(clips)} rendered clips "
+              f"(1–10 scale; goal: max diff ≤ {GOAL_MAX_DIFF})")
+        print(f"{'axis':<5} {'own heads: max diff':>20} {'spread':>8} {'calibrated heads: max diff':>27} "
+              f"{'embedding error / spread':>25}")
+        for r in rows:
+            print(f"{r['axis']:<5} {r['own_max_diff']:>20.4f} {r['own_spread']:>8.4f} "
+                  f"{r['calibrated_max_diff']:>27.4f} {r['embedding_error_over_spread']:>25.4f}", flush=True)
+    print(f"load_avg_1min={load_average():.1f} at the end")
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@ each picks with Bradley–Terry noise):
 1. judge `--train-pairs` pairs of 2-bar continuations by the base model (one pair per prompt, 4-bar
    prompts cut from real pieces) into a preference set, as the studio would save them;
 2. fit a taste on them (every representation in `--representations`) and report its cross-validated
-   agreement and its agreement with the listener on `--test-pairs` unseen pairs (other prompts);
+   agreement and its agreement with the listener on `--test-pairs` unseen pairs (other prompts), with
+   a Wilson interval; with `--redraws N`, also the mean and spread over N random draws of the judged
+   pairs (which 40 pairs a musician happens to judge moves the figure more than the test noise does);
 3. tune the base model toward the taste (`smart taste tune`, DPO) and compare tuned and base
    continuations at the same prompts and seeds: how often the listener prefers the tuned one, and
    how many of the tuned outputs are distinct.
 
     uv run python benchmarks/bench_taste.py                       # shipped model, all listeners
     uv run python benchmarks/bench_taste.py --listeners sparse --skip-tune
+    uv run python benchmarks/bench_taste.py --test-pairs 300 --representations midi,paper --redraws 30 --skip-tune
 """
 
 from __future__ import annotations
@@ -66,14 +69,46 @@ def record_pairs(directory: Path, listener, prompts, samples, rng: random.Random
 
 
 def agreement(listener, scorer, prompts, samples, rng):
-    """Agreement of the taste with the listener's noisy picks and with its noiseless preference."""
-    noisy, clean = [], []
+    """Agreement of the taste with the listener's noisy picks (and how many it got right), with its
+    noiseless preference, and the expected agreement with its picks (the mean of the listener's
+    probability of picking the side the taste prefers: the same quantity without the pick noise)."""
+    noisy, clean, expected = [], [], []
     for prompt, (a, b) in zip(prompts, samples):
         s, _ = scorer.score_many([a.clip, b.clip], [prompt, prompt])
         says_a = s[0] > s[1]
+        p_a = listener.probability(a.clip, b.clip, prompt)
         noisy.append(says_a == (listener.choose(a.clip, b.clip, prompt, rng) == "A"))
-        clean.append(says_a == (listener.probability(a.clip, b.clip, prompt) > 0.5))
-    return float(np.mean(noisy)), float(np.mean(clean))
+        clean.append(says_a == (p_a > 0.5))
+        expected.append(p_a if says_a else 1.0 - p_a)
+    return float(np.mean(noisy)), float(np.mean(clean)), float(np.mean(expected)), int(np.sum(noisy))
+
+
+def redrawn_agreement(listener, prompts, samples, n_train: int, draws: int, seed: int, representation="midi"):
+    """The fit's variance over which 40 pairs a musician happened to judge: `draws` times, n_train
+    pairs drawn from all of them (fresh pick noise) to fit on, the rest to test on. Mean and std over
+    the draws of the expected agreement with the listener's picks and of the noiseless agreement."""
+    from engine.taste import REPRESENTATIONS, Comparisons, fit_comparisons, midi_vector
+
+    names = REPRESENTATIONS[representation]
+    X = np.array([midi_vector(c.clip, p, names) for p, pair in zip(prompts, samples) for c in pair])
+    prob = np.array([listener.probability(a.clip, b.clip, p) for p, (a, b) in zip(prompts, samples)])
+    n = len(prompts)
+    a_idx, b_idx = 2 * np.arange(n), 2 * np.arange(n) + 1
+    expected, clean = [], []
+    for d in range(draws):
+        rng = np.random.default_rng(seed * 1000 + d)
+        order = rng.permutation(n)
+        train, test = order[:n_train], order[n_train:]
+        y = (rng.random(n_train) < prob[train]).astype(float)
+        model = fit_comparisons(Comparisons(X, a_idx[train], b_idx[train], y), names, representation)
+        s, _ = model.score_vectors(X)
+        says_a = s[a_idx[test]] > s[b_idx[test]]
+        expected.append(float(np.mean(np.where(says_a, prob[test], 1 - prob[test]))))
+        clean.append(float(np.mean(says_a == (prob[test] > 0.5))))
+    return {"draws": draws, "expected_agreement": round(float(np.mean(expected)), 3),
+            "expected_agreement_std": round(float(np.std(expected)), 3),
+            "noiseless": round(float(np.mean(clean)), 3), "noiseless_std": round(float(np.std(clean)), 3),
+            "best_possible": round(float(np.mean(np.maximum(prob, 1 - prob))), 3)}
 
 
 def main() -> int:
@@ -86,6 +121,8 @@ def main() -> int:
     ap.add_argument("--test-pairs", type=int, default=100)
     ap.add_argument("--eval-prompts", type=int, default=16)
     ap.add_argument("--eval-seeds", type=int, default=4)
+    ap.add_argument("--redraws", type=int, default=0,
+                    help="also refit on this many random draws of --train-pairs pairs (fit variance)")
     ap.add_argument("--skip-tune", action="store_true")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
@@ -101,6 +138,7 @@ def main() -> int:
     from engine.features import diversity
     from engine.policy import Policy
     from engine.preferences import read_pairs
+    from engine.taste import wilson_interval
     from training.taste import (LISTENERS, TasteScorer, TuneConfig, fit_taste_any, sample_continuations,
                                 sample_from_ids, tune)
 
@@ -151,13 +189,24 @@ def main() -> int:
             fit_s = time.perf_counter() - t1
             model.save(work / name / f"taste-{rep}")
             scorer = TasteScorer(model)
-            noisy, clean = agreement(listener, scorer, test_p, test_s, random.Random(rng.random()))
+            noisy, clean, expected, right = agreement(listener, scorer, test_p, test_s, random.Random(rng.random()))
+            lo, hi = wilson_interval(right, len(test_p))
             r = model.report
             row["fit"][rep] = {"cv_accuracy": r["cv"]["accuracy"], "cv_interval": r["cv"]["accuracy_interval"],
-                               "unseen_agreement": round(noisy, 3), "unseen_agreement_noiseless": round(clean, 3),
-                               "fit_s": round(fit_s, 2)}
+                               "unseen_agreement": round(noisy, 3), "unseen_interval": [round(lo, 3), round(hi, 3)],
+                               "unseen_expected_agreement": round(expected, 3),
+                               "unseen_agreement_noiseless": round(clean, 3), "active_features": r.get("active_features"),
+                               "lambda": r.get("lambda"), "fit_s": round(fit_s, 2)}
             print(f"[{name}] {rep:12s} cv {r['cv']['accuracy']:.3f} {r['cv']['accuracy_interval']} · unseen "
-                  f"{noisy:.3f} (noiseless {clean:.3f}) · fit {fit_s:.1f} s", flush=True)
+                  f"{noisy:.3f} [{lo:.3f}, {hi:.3f}] (expected {expected:.3f}, noiseless {clean:.3f}) · "
+                  f"{r.get('active_features')} features, λ {r.get('lambda')} · fit {fit_s:.1f} s", flush=True)
+            if rep in ("midi", "paper") and args.redraws:
+                row["fit"][rep]["redrawn"] = red = redrawn_agreement(listener, train_p + test_p, train_s + test_s,
+                                                                     args.train_pairs, args.redraws, args.seed, rep)
+                print(f"[{name}] {rep:12s} over {args.redraws} draws of {args.train_pairs} pairs: expected agreement "
+                      f"{red['expected_agreement']:.3f} ± {red['expected_agreement_std']:.3f} (best possible "
+                      f"{red['best_possible']:.3f}), noiseless {red['noiseless']:.3f} ± {red['noiseless_std']:.3f}",
+                      flush=True)
         if not args.skip_tune:
             out = work / name / "tuned"
             config = TuneConfig(model=args.model, taste=str(work / name / "taste-midi"), pairs=[str(pref_dir)],

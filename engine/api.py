@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Literal, Sequence
+from typing import Annotated, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -51,6 +51,12 @@ MAX_NEW_TOKENS = 4096
 MAX_INFILL_START_BAR = 2048
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 5.0
+# Token families a temperature factor may name (the REMI kinds of engine.tokenizer; specials excluded).
+TOKEN_FAMILIES = ("Bar", "TimeSig", "Position", "Tempo", "Pitch", "Velocity", "Duration")
+MAX_TEMPERATURE_FACTOR = 5.0
+# The shipped per-family factors, chosen on the validation split (BENCHMARKS.md, Musicality): surer pitches
+# (in key), longer-held notes (polyphony closer to the data), livelier dynamics (fewer one-velocity outputs).
+DEFAULT_TEMPERATURE_FACTORS: Mapping[str, float] = {"Pitch": 0.8, "Duration": 1.6, "Velocity": 1.2}
 # Audio scored per clip is cropped here: MAA averages 10-s windows, and a hostile MIDI file with a
 # note at tick 10^9 must not make the host render hours of audio.
 MAX_SCORE_SECONDS = 120.0
@@ -86,7 +92,10 @@ class GenerationSettings:
     (the policy, the host's /v1/generate, `smart generate`, the studio's options).
 
     temperature 0 means greedy decoding (the most likely token every step); top_p < 1 samples from
-    the smallest set of most likely tokens whose probability reaches top_p."""
+    the smallest set of most likely tokens whose probability reaches top_p. temperature_factors
+    ({family: factor}, families of TOKEN_FAMILIES) sample that family's tokens at temperature × factor
+    among themselves, the family keeping the probability it has at `temperature` (e.g. {"Pitch": 0.8}:
+    surer pitches, unchanged rhythm and dynamics); ignored when greedy."""
 
     candidates: int = 4
     temperature: float = 1.0
@@ -96,6 +105,7 @@ class GenerationSettings:
     max_new_tokens: int = 1024  # …or this many tokens, whichever first
     grammar: bool = True  # mask tokens that cannot legally come next
     allowed_pitches: Sequence[int] | None = None  # key/scale lock and pitch range (logit mask)
+    temperature_factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TEMPERATURE_FACTORS))
 
     def validate(self, limits: GenerationLimits = LOCAL_LIMITS) -> None:
         """ValueError naming the first setting out of range (types included: no bools for numbers)."""
@@ -117,6 +127,14 @@ class GenerationSettings:
                 raise ValueError("allowed_pitches must be 1 to 128 MIDI pitches 0..127")
             if not self.grammar:
                 raise ValueError("a pitch/key lock needs grammar-aware sampling (grammar=True)")
+        if not isinstance(self.temperature_factors, Mapping):
+            raise ValueError("temperature_factors must map token families to factors")
+        for family, factor in self.temperature_factors.items():
+            if family not in TOKEN_FAMILIES:
+                raise ValueError(f"temperature_factors: unknown token family {family!r} "
+                                 f"(choose from {', '.join(TOKEN_FAMILIES)})")
+            if not _is_number(factor) or not 0.0 < factor <= MAX_TEMPERATURE_FACTOR:
+                raise ValueError(f"temperature_factors[{family!r}] must be in (0, {MAX_TEMPERATURE_FACTOR:g}]")
 
 
 # ============================================================================ request models
@@ -144,8 +162,12 @@ class GenerateRequest(_Strict):
                                     description="base64 Standard MIDI File; omitted → procedural prompt")
     candidates: int = Field(4, description=f"1..{MAX_CANDIDATES}")
     bars: int = Field(4, description=f"new bars per candidate (infill: the span), 1..{MAX_BARS}")
-    temperature: float = Field(1.0, description=f"0 (greedy) .. {MAX_TEMPERATURE:g}")
-    top_p: float = Field(0.95, description="(0, 1]")
+    temperature: float = Field(GenerationSettings.temperature, description=f"0 (greedy) .. {MAX_TEMPERATURE:g}")
+    top_p: float = Field(GenerationSettings.top_p, description="(0, 1]")
+    temperature_factors: dict[str, float] | None = Field(
+        None, description=f"per token family ({', '.join(TOKEN_FAMILIES)}): temperature × factor within the "
+                          f"family, factor in (0, {MAX_TEMPERATURE_FACTOR:g}]; omitted → the shipped default, "
+                          "{} → none")
     seed: int | None = Field(None, description="0..2^63-1; omitted → random")
     max_new_tokens: int = Field(1024, description=f"1..{MAX_NEW_TOKENS}")
     at_tick: int | None = Field(None, ge=0, le=2**40, description="continue from here (default: the end)")
@@ -155,9 +177,10 @@ class GenerateRequest(_Strict):
     first_note: bool = Field(False, description="procedural prompts also get a first note")
 
     def settings(self) -> GenerationSettings:
+        factors = {} if self.temperature_factors is None else {"temperature_factors": self.temperature_factors}
         return GenerationSettings(candidates=self.candidates, temperature=self.temperature, top_p=self.top_p,
                                   seed=self.seed, bars=self.bars, max_new_tokens=self.max_new_tokens,
-                                  grammar=True, allowed_pitches=self.allowed_pitches)
+                                  grammar=True, allowed_pitches=self.allowed_pitches, **factors)
 
     @model_validator(mode="after")
     def _check(self):
@@ -486,3 +509,52 @@ def train_options(*, maa_weights: bool) -> dict:
             "rewards": [{"name": r.name, "description": r.description, "needs_maa": r.needs_maa} for r in REWARDS],
             "reward_aliases": dict(REWARD_ALIASES), "maa_weights": bool(maa_weights),
             "prompts": list(PROCEDURAL_PROMPTS[::2]) + ["data:DIR[:split]"]}
+
+
+# ============================================================================ training: taste tuning
+# POST /v1/taste/tune (engine.host.jobs): fine-tune the policy toward a musician's preference pairs
+# (`training.taste.tune` in a host job). Options left None take the tuner's own default.
+TASTE_JOB_KIND = "taste-tune"  # job.json config "kind" (a GRPO job has none)
+TASTE_METHODS = ("dpo", "grpo")
+MAX_TASTE_PAIRS = 4000  # pairs per submission (the host's body limit usually binds first)
+MAX_TASTE_MIDI_BYTES = 256 * 1024  # one decoded MIDI file of a pair (a prompt may be a whole sketch)
+MAX_SYNTHETIC_PROMPTS = 256
+
+
+@dataclass
+class TasteTuneOptions:
+    """What a client chooses for a taste-tuning job; checked by `validate_taste_tune_options`."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    model: Annotated[str, _opt("base model directory (a SMART policy directory); empty: the host's model",
+                               max_length=4096)] = ""
+    method: Annotated[Literal[TASTE_METHODS], _choice("dpo: TRL DPOTrainer on the pairs (plus taste-ranked "
+                                                      "fresh samples) | grpo: GRPO with the taste as its reward "
+                                                      "(KL and diversity guard)")] = "dpo"
+    steps: Annotated[int | None, _opt("optimizer steps (default: the tuner's, dpo 2 epochs, grpo 20)", ge=1,
+                                      le=MAX_STEPS)] = None
+    beta: Annotated[float | None, _opt("KL strength (default: dpo 0.1, grpo 0.04)", ge=0.0, le=1000.0,
+                                       allow_inf_nan=False)] = None
+    lr: Annotated[float | None, _opt("learning rate (default: the tuner's)", gt=0.0, lt=1.0,
+                                     allow_inf_nan=False)] = None
+    synthetic_prompts: Annotated[int | None, _opt("dpo: prompts whose fresh samples the taste ranks into extra "
+                                                  "pairs (0 = the musician's pairs only)", ge=0,
+                                                  le=MAX_SYNTHETIC_PROMPTS)] = None
+    seed: Annotated[int, _opt("random seed (sampling, example order)", ge=0, le=MAX_SEED_GRPO)] = 0
+    cpu_threads: Annotated[int | None, _opt("torch CPU threads (1 is fastest on a busy machine)", ge=1,
+                                            le=1024)] = None
+
+
+TASTE_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TasteTuneOptions))
+_TASTE_ADAPTER = TypeAdapter(TasteTuneOptions)
+
+
+def validate_taste_tune_options(values: dict) -> TasteTuneOptions:
+    """`values` (option name → value) as checked taste-tuning options; UserError naming each problem."""
+    if not isinstance(values, dict):
+        raise UserError("the options must be a JSON object")
+    try:
+        return _TASTE_ADAPTER.validate_python(values)
+    except ValidationError as exc:
+        raise UserError("; ".join(_option_error(e) for e in exc.errors())) from None

@@ -230,6 +230,20 @@ class HostClient:
             payload["prompts_midi"] = [base64.b64encode(m).decode() for m in prompts_midi]
         return self._request("POST", "/v1/train", json=payload, timeout=120.0)["job"]
 
+    def start_taste_tune(self, pairs: Sequence[dict], options: dict | None = None, *, name: str | None = None) -> str:
+        """POST /v1/taste/tune: tune the policy toward a musician's pairs. `pairs`: {"choice": "A"|"B"|"tie",
+        "a": MIDI bytes, "b": MIDI bytes, "prompt": MIDI bytes | None, "source": str (optional)}; `options`
+        by name (`engine.api.TasteTuneOptions`: method, steps, beta, lr, ...). Returns the job id."""
+        def b64(data: bytes | None) -> str | None:
+            return base64.b64encode(data).decode() if data is not None else None
+
+        payload = {**(options or {}), "pairs": [
+            {"choice": p["choice"], "a": b64(p["a"]), "b": b64(p["b"]), "prompt": b64(p.get("prompt")),
+             **({"source": p["source"]} if p.get("source") else {})} for p in pairs]}
+        if name is not None:
+            payload["name"] = name
+        return self._request("POST", "/v1/taste/tune", json=payload, timeout=120.0)["job"]
+
     def list_jobs(self) -> list[dict]:
         return self._request("GET", "/v1/jobs")["jobs"]
 

@@ -193,8 +193,11 @@ class Policy:
                 if meter is not None:
                     grammar.ts = tuple(meter)
             rows.append(GeneratedRow(prompt, grammar, opened_bars=opened_bars))
-        rules = RowRules(temperature=settings.temperature, top_p=settings.top_p, bars=settings.bars,
-                         max_new_tokens=settings.max_new_tokens, stop_ids=(tok.eos_id,), bar_id=tok.bar_id,
+        family_factors = tuple((tuple(int(i) for i in tok.kind_ids.get(family, ())), float(factor))
+                               for family, factor in sorted(settings.temperature_factors.items()) if factor != 1.0)
+        rules = RowRules(temperature=settings.temperature, top_p=settings.top_p, family_factors=family_factors,
+                         bars=settings.bars, max_new_tokens=settings.max_new_tokens, stop_ids=(tok.eos_id,),
+                         bar_id=tok.bar_id,
                          meter_ids={ts: tok.vocab[f"TimeSig_{ts[0]}/{ts[1]}"] for ts in tok.time_signatures}
                          if keep_meter else None)
         gen = torch.Generator(device=self.device)  # sampling happens where the logits are

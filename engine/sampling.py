@@ -45,6 +45,9 @@ class RowRules:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k cut
+    # ((token ids, factor), ...): per token family, sample its tokens at temperature × factor among themselves
+    # (the family keeps its probability; fastdecode.sample_rows)
+    family_factors: tuple[tuple[tuple[int, ...], float], ...] = ()
     bars: int | None = None
     max_new_tokens: int = 1024
     stop_ids: tuple[int, ...] = ()
@@ -361,7 +364,7 @@ class SamplingLoop:
                 if not g.ended:
                     r = g.rules
                     sample_groups.append(SampleGroup(start, len(g.rows), r.temperature, r.top_p, g.generator,
-                                                     g.masks(self.logits.shape[1]), r.top_k))
+                                                     g.masks(self.logits.shape[1]), r.top_k, r.family_factors))
                 start += len(g.rows)
             if not sample_groups:
                 return out

@@ -9,10 +9,10 @@ Weights come from (first match wins): an explicit path, ``$SMART_MAA_CHECKPOINT`
 Hugging Face cache. Nothing is downloaded unless ``allow_download=True`` is passed. With no weights,
 ``MAAUnavailable`` is raised; this module never invents scores.
 
-On a CPU, windows go through ``FastCPUForward`` (int8/bf16, ~1.7× faster than the float32 model;
-figures and agreement in BENCHMARKS.md) unless ``exact=True`` or ``$SMART_MAA_EXACT=1``. Its
-agreement was measured with random weights of the released architecture: recheck it with the real
-weights once installed (``benchmarks/bench_maa.py --maa PATH``).
+On a CPU, windows go through ``FastCPUForward`` (bf16 on CPUs with AMX, else an int8 encoder with bf16
+convolutions; 2.9–3.2× / ≈ 2× the float32 model, figures and agreement in BENCHMARKS.md) unless
+``exact=True`` or ``$SMART_MAA_EXACT=1``. Its agreement was measured with random weights of the released
+architecture: recheck it with the real weights once installed (``benchmarks/bench_maa.py --maa PATH``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from audiobox_aesthetics.model.utils import create_mlp_block
 from audiobox_aesthetics.model.wavlm import WavLM, WavLMConfig
 from torch import nn
 
-from engine.cpu import int8_vnni
+from engine.cpu import cpu_flags, int8_vnni
 from engine.errors import first_line
 from engine.maa_weights import (
     AXES,
@@ -57,6 +57,7 @@ __all__ = [
     "AXES",
     "CHECKPOINT_ENV_VAR",
     "EXACT_ENV_VAR",
+    "FAST_CPU_PRECISIONS",
     "HF_REPO_ID",
     "MAA_DOWNLOAD_BYTES",
     "MAA_SAMPLE_RATE",
@@ -69,6 +70,7 @@ __all__ = [
     "MAAScores",
     "MAAUnavailable",
     "build_maa_model",
+    "default_fast_cpu_precision",
     "download_weights",
     "fast_cpu_unsupported",
     "fill_windows",
@@ -339,14 +341,31 @@ def _check_target_transform(target_transform: Any, source: Path) -> None:
 
 # ------------------------------------------------------------------------------------- fast CPU path
 
+# FastCPUForward precisions. "bf16": every matmul (convolutions, encoder linears, attention) in bf16 with
+# float32 accumulation; "int8": encoder linears int8 (fbgemm), convolutions bf16, attention float32;
+# "float32": the re-laid-out computation at full precision (tests hold it to the package's forward).
+FAST_CPU_PRECISIONS = ("bf16", "int8", "float32")
 
-def fast_cpu_unsupported(model: AesMultiOutput) -> str | None:
-    """Why ``FastCPUForward`` cannot run ``model`` (None when it can)."""
+
+def default_fast_cpu_precision() -> str:
+    """The fast path's precision on this CPU, chosen by measurement (BENCHMARKS.md, "MAA scorer").
+
+    With AMX, bf16 matmuls run ~8× float32 (int8 dynamic quantization only ~3×) and bf16 is the
+    more accurate of the two; without AMX (e.g. AVX512-BF16 on AMD Zen 4) bf16 everywhere was only
+    ≈ 1.5× float32 and the int8 encoder ≈ 2×.
+    """
+    return "bf16" if "amx_bf16" in cpu_flags() else "int8"
+
+
+def fast_cpu_unsupported(model: AesMultiOutput, precision: str | None = None) -> str | None:
+    """Why ``FastCPUForward(model, precision)`` cannot run (None when it can); ``None``: this CPU's default."""
     from engine.fastdecode import int8_weights_available
 
+    precision = precision or default_fast_cpu_precision()
     cfg = model.wavlm_model.cfg
     checks = (
-        (int8_weights_available(), "this torch build lacks the fbgemm int8 kernels"),
+        (precision in FAST_CPU_PRECISIONS, f"unknown precision {precision!r} (choose from {FAST_CPU_PRECISIONS})"),
+        (precision != "int8" or int8_weights_available(), "this torch build lacks the fbgemm int8 kernels"),
         (cfg.extractor_mode == "default" and not cfg.conv_bias, "the convolutions are not WavLM's default ones"),
         (not cfg.layer_norm_first and cfg.activation_fn == "gelu", "the encoder is not post-LN with GELU"),
         (cfg.relative_position_embedding and cfg.gru_rel_pos, "the attention has no gated relative position bias"),
@@ -364,7 +383,8 @@ def _gelu_(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Int8Linear:
-    """``F.linear`` through fbgemm: weight int8 per output channel, activations quantized per call."""
+    """``F.linear`` through fbgemm: weight int8 per output channel, activations quantized per call.
+    Float32 out."""
 
     __slots__ = ("packed", "bias", "reduce_range")
 
@@ -376,17 +396,18 @@ class _Int8Linear:
         self.reduce_range = reduce_range
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
         # One quantization scale per window (B, T, C): a window's result never depends on the loudness
         # of the windows batched with it.
         if len(x) == 1:
             y = torch.ops.quantized.linear_dynamic(x[0], self.packed, self.reduce_range).unsqueeze(0)
         else:
             y = torch.stack([torch.ops.quantized.linear_dynamic(w, self.packed, self.reduce_range) for w in x])
-        return y if self.bias is None else y + self.bias
+        return y if self.bias is None else y.add_(self.bias)
 
 
 class _FloatLinear:
-    """Plain float32 ``F.linear`` over a snapshot, for FastCPUForward(low_precision=False)."""
+    """Plain float32 ``F.linear`` over a snapshot, for FastCPUForward(precision="float32")."""
 
     __slots__ = ("weight", "bias")
 
@@ -399,51 +420,56 @@ class _FloatLinear:
 
 
 class _BF16Linear:
-    """``F.linear`` with bf16 weights and inputs (float32 accumulation), float32 out."""
+    """``F.linear`` with bf16 weights and inputs (float32 accumulation), bf16 out: the next matmul or
+    GELU reads bf16 anyway, and a float32 copy of a (T, 3072) output costs more than the GELU."""
 
     __slots__ = ("weight", "bias")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight = weight.detach().to(torch.bfloat16).contiguous()
-        self.bias = None if bias is None else bias.detach().float().clone()
+        self.bias = None if bias is None else bias.detach().to(torch.bfloat16).clone()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x.to(torch.bfloat16), self.weight).float()
-        return y if self.bias is None else y + self.bias
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias)
 
 
 class FastCPUForward:
     """MAA's forward pass for CPUs: the package's computation, re-laid out and at lower precision.
 
-    * the encoder's linears (attention projections, feed-forward, feature projection) run as int8
-      fbgemm matmuls (weights per output channel, activations quantized per window and call);
-    * the strided convolutions 2–7 become bf16 matmuls over time-major frames (im2col), which also
-      drops the channel-major ↔ time-major transposes (int8 there was 8× less accurate);
+    * the strided convolutions 2–7 become matmuls over time-major frames (im2col), which also drops the
+      channel-major ↔ time-major transposes; bf16 in both low precisions (int8 there was 8× less
+      accurate), and the activations between them stay bf16;
     * the 1-channel first convolution and its GroupNorm become one float32 matmul over the framed
       waveform (the statistics come from the frames' Gram matrix); the positional convolution is bf16;
-    * attention, layer norms, pooling and the heads stay float32.
+    * ``precision="bf16"`` (the default on CPUs with AMX): the encoder's linears and attention in bf16;
+      ``"int8"`` (the default elsewhere): the encoder's linears as int8 fbgemm matmuls (weights per
+      output channel, activations quantized per window and call), attention in float32;
+    * layer norms, the residual stream, pooling and the heads stay float32.
 
-    ``low_precision=False`` runs the same re-laid-out computation in float32 (tests hold it to the
-    package's forward). Same inputs and outputs as ``AesMultiOutput.forward`` (eval mode). A snapshot
-    of the weights: build a new one if they change. Agreement with the exact path was measured with
-    random weights (``benchmarks/bench_maa.py``, BENCHMARKS.md); recheck it with the real weights once
-    installed. ``fast_cpu_unsupported(model)`` says which models it cannot run.
+    ``precision="float32"`` (or ``low_precision=False``) runs the same re-laid-out computation in
+    float32 (tests hold it to the package's forward). Same inputs and outputs as
+    ``AesMultiOutput.forward`` (eval mode). A snapshot of the weights: build a new one if they change.
+    Agreement with the exact path was measured with random weights (``benchmarks/bench_maa.py``,
+    BENCHMARKS.md); recheck it with the real weights once installed. ``fast_cpu_unsupported(model)``
+    says which models it cannot run.
     """
 
-    def __init__(self, model: AesMultiOutput, low_precision: bool = True):
-        reason = fast_cpu_unsupported(model)
+    def __init__(self, model: AesMultiOutput, low_precision: bool = True, precision: str | None = None):
+        if precision is None:
+            precision = default_fast_cpu_precision() if low_precision else "float32"
+        reason = fast_cpu_unsupported(model, precision)
         if reason is not None:
             raise ValueError(f"fast CPU path unavailable: {reason}")
-        if low_precision:
+        self.precision = precision
+        if precision == "int8":
             reduce_range = not int8_vnni()
 
             def linear(weight, bias):
                 return _Int8Linear(weight, bias, reduce_range)
-
-            conv_linear = _BF16Linear  # int8 here: 8× the embedding error of bf16 (benchmarks/bench_maa.py)
         else:
-            linear = conv_linear = _FloatLinear
-        pos_dtype = torch.bfloat16 if low_precision else torch.float32
+            linear = _BF16Linear if precision == "bf16" else _FloatLinear
+        conv_linear = _FloatLinear if precision == "float32" else _BF16Linear
+        self.conv_dtype = torch.float32 if precision == "float32" else torch.bfloat16
         self.model = model
         wavlm = model.wavlm_model
         self.wavlm = wavlm
@@ -462,8 +488,8 @@ class FastCPUForward:
             proj = wavlm.post_extract_proj
             self.post_proj = None if proj is None else linear(proj.weight, proj.bias)
             pos = wavlm.encoder.pos_conv[0]
-            self.pos_weight = torch._weight_norm(pos.weight_v, pos.weight_g, 2).detach().to(pos_dtype)
-            self.pos_bias = pos.bias.detach().to(pos_dtype)
+            self.pos_weight = torch._weight_norm(pos.weight_v, pos.weight_g, 2).detach().to(self.conv_dtype)
+            self.pos_bias = pos.bias.detach().to(self.conv_dtype)
             self.pos_padding, self.pos_groups = pos.padding[0], pos.groups
             self.pos_remove = wavlm.encoder.pos_conv[1].remove
             self.layers = []
@@ -479,7 +505,7 @@ class FastCPUForward:
                 ))
 
     def _features(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, samples) -> (B, frames, channels): the convolutional feature extractor, time-major."""
+        """(B, samples) -> (B, frames, channels) float32: the convolutional feature extractor, time-major."""
         # First convolution + GroupNorm (one group per channel: statistics over time). The convolution is
         # frames @ W, so each channel's mean and variance over time follow from the frames' mean and
         # k×k Gram matrix (float64), and the normalisation folds into the weights: one matmul.
@@ -493,12 +519,13 @@ class FastCPUForward:
         scale = torch.rsqrt(var.clamp(min=0) + norm.eps) * norm.weight.double()  # (B, C)
         shift = (norm.bias.double() - mean * scale).unsqueeze(1)  # (B, 1, C)
         x = _gelu_(torch.baddbmm(shift.float(), frames, (weight.unsqueeze(0) * scale.unsqueeze(1)).float()))
+        x = x.to(self.conv_dtype)
         for kernel, stride, linear in self.convs:
             batch, frames, channels = x.shape
             out_frames = (frames - kernel) // stride + 1
             rows = x.as_strided((batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1))
             x = _gelu_(linear(rows.contiguous()))
-        return x
+        return x.float()
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         model, wavlm = self.model, self.wavlm
@@ -508,7 +535,7 @@ class FastCPUForward:
             wav = F.layer_norm(wav, wav.shape)
         features = wavlm.layer_norm(self._features(wav))
         padding_mask = wavlm.forward_padding_mask(features, padding_mask)
-        x = features if self.post_proj is None else self.post_proj(features)
+        x = features if self.post_proj is None else self.post_proj(features).float()
         x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         pos = F.conv1d(x.transpose(1, 2).to(self.pos_weight.dtype).contiguous(), self.pos_weight, self.pos_bias,
                        padding=self.pos_padding, groups=self.pos_groups)
@@ -536,11 +563,11 @@ class FastCPUForward:
             gates = attn.grep_linear(split(x)).view(batch_size, heads, frames, 2, 4).sum(-1)
             gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)
             gate = gate_a * (gate_b * attn.grep_a - 1.0) + 2.0  # (B, H, T, 1)
-            q, k, v = qkv_proj(x).chunk(3, dim=-1)
+            q, k, v = qkv_proj(x).chunk(3, dim=-1)  # float32, or bf16 with precision="bf16"
             bias = gate * position_bias if key_bias is None else torch.addcmul(key_bias, gate, position_bias)
-            out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
-            x = layer.self_attn_layer_norm(x + out_proj(out.transpose(1, 2).reshape(batch_size, frames, dim)))
-            x = layer.final_layer_norm(x + fc2(_gelu_(fc1(x))))
+            out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias.to(q.dtype))
+            x = layer.self_attn_layer_norm(x + out_proj(out.transpose(1, 2).reshape(batch_size, frames, dim)).float())
+            x = layer.final_layer_norm(x + fc2(_gelu_(fc1(x))).float())
             results.append(x)
         stacked = torch.stack(results, dim=-1)  # (B, T, C, L)
         keep = (~padding_mask).unsqueeze(-1).to(stacked.dtype)
@@ -571,6 +598,7 @@ class MAAScorer:
         source: str = "in-memory model",
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         exact: bool | None = None,
+        fast_precision: str | None = None,
     ):
         if model.target_transform is None:
             raise ValueError("model has no target_transform; it cannot produce 1–10 scores")
@@ -591,8 +619,8 @@ class MAAScorer:
         self._inverse = {
             axis: Normalize(mean=float(t["mean"]), std=float(t["std"])) for axis, t in model.target_transform.items()
         }
-        # CPU: FastCPUForward unless exact is asked for (argument, else $SMART_MAA_EXACT) or the model
-        # is one it cannot run; fast_reason says why the exact path was taken.
+        # CPU: FastCPUForward (at fast_precision, default: this CPU's) unless exact is asked for (argument,
+        # else $SMART_MAA_EXACT) or the model is one it cannot run; fast_reason says why the exact path was taken.
         if exact is None:
             exact = os.environ.get(EXACT_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
         self._fast: FastCPUForward | None = None
@@ -601,18 +629,23 @@ class MAAScorer:
         elif exact:
             self.fast_reason = "exact float32 requested"
         else:
-            self.fast_reason = fast_cpu_unsupported(self.model)
+            self.fast_reason = fast_cpu_unsupported(self.model, fast_precision)
             if self.fast_reason is None:
-                self._fast = FastCPUForward(self.model)
+                self._fast = FastCPUForward(self.model, precision=fast_precision)
         # batch {"wav": (B, 1, samples), "mask": (B, 1, samples)} -> {axis: (B,) model-scale outputs}
         self.window_forward = self._fast or self.model
 
     @property
     def precision(self) -> str:
-        """How windows are computed: "fast-cpu" (int8/bf16, FastCPUForward), "fp32" or "bf16-autocast"."""
+        """How windows are computed: "fast-cpu" (FastCPUForward), "fp32" or "bf16-autocast"."""
         if self._fast is not None:
             return "fast-cpu"
         return "bf16-autocast" if self.model.enable_autocast else "fp32"
+
+    @property
+    def fast_precision(self) -> str | None:
+        """FastCPUForward's precision ("bf16" / "int8"), None on the exact or CUDA paths."""
+        return None if self._fast is None else self._fast.precision
 
     @classmethod
     def load(
@@ -652,6 +685,7 @@ class MAAScorer:
         is_random: bool | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         exact: bool | None = None,
+        fast_precision: str | None = None,
     ) -> MAAScorer:
         """Wrap an in-memory model (moved to ``device``, put in eval mode).
 
@@ -660,7 +694,8 @@ class MAAScorer:
         model_random = bool(getattr(model, "random_weights", False))
         random = model_random if is_random is None else bool(is_random) or model_random
         source = "random weights (tests/timing only)" if random else f"in-memory {type(model).__name__}"
-        return cls(model, device=device, is_random=random, source=source, max_batch_size=max_batch_size, exact=exact)
+        return cls(model, device=device, is_random=random, source=source, max_batch_size=max_batch_size, exact=exact,
+                   fast_precision=fast_precision)
 
     def score_one(self, audio: np.ndarray, sample_rate: int) -> MAAScores:
         return self.score([audio], sample_rate)[0]
@@ -702,8 +737,9 @@ class MAAScorer:
         return {axis: np.concatenate(parts) for axis, parts in outputs.items()}
 
     def __repr__(self) -> str:
+        fast = "" if self._fast is None else f", fast_precision={self._fast.precision!r}"
         return (f"MAAScorer(source={self.source!r}, device={self.device}, is_random={self.is_random}, "
-                f"precision={self.precision!r})")
+                f"precision={self.precision!r}{fast})")
 
 
 def _default_device() -> torch.device:

@@ -7,9 +7,12 @@
 Score. s(x) = w · z(x), where x describes a continuation given its prompt and z standardizes it
 with the training items' mean and spread (a value that cannot be computed, e.g. a prompt-relative
 feature without a prompt, is imputed to the mean, i.e. it contributes nothing). Bradley–Terry:
-P(a ≻ b) = σ(s(a) − s(b)); a tie is a half-and-half target. w is the MAP under a Gaussian prior
-(L2 strength λ chosen by inner cross-validation), found by Newton's method; the Laplace
-approximation gives its covariance, hence a posterior std for every score.
+P(a ≻ b) = σ(s(a) − s(b)); a tie is a half-and-half target. w is the MAP under a Laplace prior
+λ·Σ|w_i| (strength λ chosen by inner cross-validation; majorize–minimize over Newton steps): with tens
+of pairs most of the features must get no weight at all, and a Laplace prior says so exactly where a
+Gaussian one spreads small weights over every feature (agreement on unseen pairs 0.74 → 0.78, see
+BENCHMARKS.md). A Laplace approximation at the MAP gives the weights' covariance, hence a posterior std
+for every score.
 
 Representation. `MIDI_FEATURES` are the SMART paper's eight features (`engine.features`), plus
 what they leave out and a listener hears at once — register, note lengths, density, chord size,
@@ -45,7 +48,8 @@ KIND = "smart-taste"
 FORMAT_VERSION = 1
 # Fewer decisive pairs than this and a taste is not claimed (scores are refused, accuracy not shown).
 MIN_PAIRS = 10
-LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+# Strengths λ of the Laplace prior on the standardized weights, chosen among by inner cross-validation.
+LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 CV_FOLDS = 10
 
 # The paper's eight features (§4.2), flattened.
@@ -197,28 +201,74 @@ def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return np.where(np.isfinite(Z), Z, 0.0)
 
 
-def _newton_bt(D: np.ndarray, y: np.ndarray, lam: float, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """MAP weights of σ(D w) ≈ y with an N(0, 1/λ) prior, and the Hessian at the MAP."""
+def _bt_hessian(D: np.ndarray, w: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-np.clip(D @ w, -30, 30)))
+    return (D * (p * (1 - p))[:, None]).T @ D
+
+
+def _newton_bt(D: np.ndarray, y: np.ndarray, prior: float | np.ndarray, iters: int = 50,
+               w0: np.ndarray | None = None) -> np.ndarray:
+    """MAP weights of σ(D w) ≈ y under an N(0, 1/prior) prior (prior: one precision, or one per feature)."""
     d = D.shape[1]
-    w = np.zeros(d)
-    eye = lam * np.eye(d)
+    precision = np.broadcast_to(np.asarray(prior, dtype=np.float64), (d,))
+    w = np.zeros(d) if w0 is None else w0.copy()
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(D @ w, -30, 30)))
-        grad = D.T @ (p - y) + lam * w
-        H = (D * (p * (1 - p))[:, None]).T @ D + eye
-        step = np.linalg.solve(H, grad)
+        grad = D.T @ (p - y) + precision * w
+        step = np.linalg.solve(_bt_hessian(D, w) + np.diag(precision), grad)
         w -= step
         if np.max(np.abs(step)) < 1e-8:
             break
-    p = 1.0 / (1.0 + np.exp(-np.clip(D @ w, -30, 30)))
-    H = (D * (p * (1 - p))[:, None]).T @ D + eye
-    return w, H
+    return w
 
 
-def _fit_weights(comp: Comparisons, lam: float, mean: np.ndarray, scale: np.ndarray):
+def _laplace_map(D: np.ndarray, y: np.ndarray, lam: float, iters: int = 40,
+                 w0: np.ndarray | None = None) -> np.ndarray:
+    """MAP weights under a Laplace prior, λ·Σ|w_i|: most features get exactly no weight.
+
+    Majorize–minimize (Hunter & Li 2005): |w| ≤ w² / (2|w₀|) + |w₀| / 2 turns each step into a
+    Gaussian-prior fit with precision λ / |w₀| on the features still in play. A weight that falls
+    below `tiny` is set to zero and leaves (Fan & Li's deletion: MM only creeps towards zero); at the
+    end the optimality condition |∂NLL/∂w_i| ≤ λ is checked for every zero weight, and any that
+    violates it comes back, so the result is the Laplace-prior MAP, not an artefact of the path."""
+    tiny = 1e-2  # log-odds per standard deviation of a feature: nothing a listener would hear
+    d = D.shape[1]
+    # From a Gaussian-prior fit (or a neighbouring λ's weights): no weight starts at the kink.
+    w = _newton_bt(D, y, lam) if w0 is None else np.where(w0 == 0.0, tiny * 2, w0)
+    for _ in range(5):  # rounds of re-admission (one is almost always enough)
+        for _ in range(iters):
+            live = np.abs(w) >= tiny
+            w = np.where(live, w, 0.0)
+            if not live.any():
+                break
+            Dl = D[:, live]
+            w_live = _newton_bt(Dl, y, lam / np.abs(w[live]), w0=w[live])
+            step = np.max(np.abs(w_live - w[live]))
+            w[live] = w_live
+            if step < 1e-4:
+                break
+        w = np.where(np.abs(w) >= tiny, w, 0.0)
+        p = 1.0 / (1.0 + np.exp(-np.clip(D @ w, -30, 30)))
+        grad = D.T @ (p - y)
+        back = (w == 0.0) & (np.abs(grad) > lam * (1 + 1e-6))
+        if not back.any():
+            break
+        w[back] = -np.sign(grad[back]) * tiny * 2
+    return w if d else np.zeros(0)
+
+
+def _posterior_covariance(D: np.ndarray, w: np.ndarray, lam: float) -> np.ndarray:
+    """Laplace approximation: the inverse Hessian of the data term plus a Gaussian with the Laplace
+    prior's variance (2/λ²) — a weight the prior set to zero keeps the prior's uncertainty."""
+    return np.linalg.inv(_bt_hessian(D, w) + (lam * lam / 2.0) * np.eye(D.shape[1]))
+
+
+def _fit_weights(comp: Comparisons, lam: float, mean: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MAP weights and their posterior covariance."""
     Z = standardize(comp.X, mean, scale)
     D = Z[comp.a] - Z[comp.b]
-    return _newton_bt(D, comp.y, lam)
+    w = _laplace_map(D, comp.y, lam)
+    return w, _posterior_covariance(D, w, lam)
 
 
 def _folds(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -249,16 +299,19 @@ def _choose_lambda(comp: Comparisons, mean: np.ndarray, scale: np.ndarray, seed:
     best, best_ll = LAMBDAS[-1], -math.inf
     Z = standardize(comp.X, mean, scale)
     folds = _folds(len(comp), 5, np.random.default_rng(seed + 1))
-    for lam in LAMBDAS:
-        ll = 0.0
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(comp)), test)
-            w, _ = _newton_bt(Z[comp.a[train]] - Z[comp.b[train]], comp.y[train], lam)
+    ll = dict.fromkeys(LAMBDAS, 0.0)
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(comp)), test)
+        D = Z[comp.a[train]] - Z[comp.b[train]]
+        w = None
+        for lam in sorted(LAMBDAS, reverse=True):  # strongest first, each fit starting from the last
+            w = _laplace_map(D, comp.y[train], lam, w0=w)
             p = np.clip(1.0 / (1.0 + np.exp(-(Z[comp.a[test]] - Z[comp.b[test]]) @ w)), 1e-6, 1 - 1e-6)
             y = comp.y[test]
-            ll += float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
-        if ll > best_ll:
-            best, best_ll = lam, ll
+            ll[lam] += float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    for lam in LAMBDAS:
+        if ll[lam] > best_ll:
+            best, best_ll = lam, ll[lam]
     return best
 
 
@@ -363,11 +416,12 @@ def fit_comparisons(comp: Comparisons, feature_names: Sequence[str], representat
                                                                   np.ones(len(feature_names)))
     lam = _choose_lambda(comp, mean, scale, seed) if len(comp) else max(LAMBDAS)
     if len(comp):
-        w, H = _fit_weights(comp, lam, mean, scale)
+        w, cov = _fit_weights(comp, lam, mean, scale)
     else:
-        w, H = np.zeros(len(feature_names)), max(LAMBDAS) * np.eye(len(feature_names))
-    cov = np.linalg.inv(H)
+        w, cov = np.zeros(len(feature_names)), (2.0 / lam ** 2) * np.eye(len(feature_names))
+    report["prior"] = "laplace"
     report["lambda"] = lam
+    report["active_features"] = int(np.count_nonzero(w))
     report["ready"] = n_dec >= min_pairs
     if n_dec >= 2 and len(comp) >= 3:
         pred = _cv_predictions(comp, None, folds, seed)

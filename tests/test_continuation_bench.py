@@ -195,3 +195,48 @@ def test_model_card_tables_reports_and_counts_every_earlier_run(bench, two_datas
     assert "| all | this model |" in card and "| popish | repeat-prompt |" in card
     with pytest.raises(model_card.UserError, match="no system"):
         model_card.continuation_summary(bench[0] / "continuation.json", "absent")
+
+
+def test_sampling_settings_of_the_benchmark_and_the_card(bench, two_datasets, tiny_model, tmp_path, capsys):
+    """The benchmark samples with the shipped defaults unless told otherwise and records what it used;
+    --temperature-factors is parsed and checked by GenerationSettings' validator; the card's refresh
+    states the shipped defaults and re-measures generation in place."""
+    from engine.api import GenerationSettings
+    from training import model_card
+
+    shipped = GenerationSettings()
+    config = json.loads((bench[0] / "continuation.json").read_text())["config"]
+    assert (config["temperature"], config["top_p"], config["temperature_factors"]) == (
+        shipped.temperature, shipped.top_p, dict(shipped.temperature_factors))
+    assert cb.parse_temperature_factors("Pitch=0.8, Velocity=1.2") == {"Pitch": 0.8, "Velocity": 1.2}
+    assert cb.parse_temperature_factors("none") == {}
+    for bad in ("Pitch", "Pitch=cool"):
+        with pytest.raises(Exception, match="FAMILY=FACTOR"):
+            cb.parse_temperature_factors(bad)
+    with pytest.raises(cb.UserError, match="unknown token family"):
+        cb.run_benchmark([("tiny", str(tiny_model))], two_datasets, n=2, temperature_factors={"Chord": 0.5})
+    assert smart_main(["eval-continuation", "--model", f"tiny={tiny_model}", "--data", str(two_datasets),
+                       "--temperature-factors", "Pitch=0", "--out", str(tmp_path / "x")]) == 2
+    report = cb.run_benchmark([("tiny", str(tiny_model))], two_datasets, n=2, bars=1, temperature=0.9, top_p=0.9,
+                              temperature_factors={"Pitch": 0.5}, log=lambda *_: None)
+    assert (report["config"]["temperature"], report["config"]["temperature_factors"]) == (0.9, {"Pitch": 0.5})
+    assert "temperature × 0.5 on Pitch" in cb.markdown(report)
+
+    folder = tmp_path / "model"
+    Policy.load(tiny_model).save(folder)
+    (folder / "model_card.json").write_text(json.dumps({"training": {
+        "config": "tiny", "layers": 2, "hidden_size": 64, "heads": 4, "context_length": 1024, "vocab_size": 566,
+        "parameters": 1, "dtype": "float16", "step": 1, "planned_steps": 1, "batch_size": 1, "seq_len": 256,
+        "tokens_seen": 1, "epochs": 0.1, "hours": 0.0, "hardware": "CPU", "lr": 1e-4, "warmup": 1, "fim_rate": 0.25,
+        "checkpoint": "x"}}))
+    weights = (folder / "model.safetensors").read_bytes()
+    assert model_card.main(["--refresh-card", "--out", str(folder), "--prompts", "2",
+                            "--bars", "1", "--continuation-report", str(bench[0] / "continuation.json"),
+                            "--continuation-model", "tiny", "--sampling-note", "Chosen on val."]) == 0
+    capsys.readouterr()
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["sampling"]["temperature"] == shipped.temperature and card["sampling"]["notes"] == ["Chosen on val."]
+    assert card["generation"]["prompts"] == 2 and card["generation"]["top_p"] == shipped.top_p
+    readme = (folder / "README.md").read_text()
+    assert "## Sampling defaults" in readme and "Chosen on val." in readme and "| all | this model |" in readme
+    assert (folder / "model.safetensors").read_bytes() == weights

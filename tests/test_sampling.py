@@ -3,13 +3,16 @@ batch and prompt cache sample what the policy samples alone."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from engine.fastdecode import SampleGroup, sample_rows, sampling_distribution
 from engine.host.scheduler import DecodeScheduler
 from engine.music import Clip, Note, TimeSignature
 from engine.policy import GenerationSettings, Policy
 from engine.sampling import GeneratedRow, LocalSampler, RowGroup, RowRules
+from engine.tokenizer import RemiTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +154,107 @@ def test_prompts_of_very_different_lengths_are_prefilled_in_bands():
     while not all(g.done for g in groups):
         loop.step()
     assert [g.rows[0].output for g in groups] == alone
+
+
+# ---------------------------------------------------------------------------- per-family temperature factors
+def test_temperature_factors_are_checked_by_the_one_validator():
+    from pydantic import ValidationError
+
+    from engine.api import DEFAULT_TEMPERATURE_FACTORS, HOST_LIMITS, TOKEN_FAMILIES, GenerateRequest
+
+    GenerationSettings(temperature_factors={"Pitch": 0.7, "Velocity": 1.3}).validate()
+    GenerationSettings(temperature_factors={}).validate()
+    assert GenerationSettings().temperature_factors == dict(DEFAULT_TEMPERATURE_FACTORS)
+    for bad, what in (({"Pitchh": 0.8}, "unknown token family"), ({"Pitch": 0}, "Pitch"), ({"Pitch": -1.0}, "Pitch"),
+                      ({"Pitch": float("nan")}, "Pitch"), ({"Pitch": True}, "Pitch"), ({"Pitch": 5.5}, "Pitch"),
+                      ({"BOS": 0.8}, "unknown token family"), ([("Pitch", 0.8)], "map token families")):
+        with pytest.raises(ValueError, match=what):
+            GenerationSettings(temperature_factors=bad).validate()
+    # The host's request: omitted → the shipped default; {} → none; checked by the same validator (→ 422).
+    assert GenerateRequest().settings().temperature_factors == dict(DEFAULT_TEMPERATURE_FACTORS)
+    assert GenerateRequest(temperature_factors={}).settings().temperature_factors == {}
+    req = GenerateRequest(temperature_factors={"Pitch": 0.8})
+    assert req.settings().temperature_factors == {"Pitch": 0.8}
+    req.settings().validate(HOST_LIMITS)
+    for bad in ({"Pitch": 0.0}, {"Chord": 0.8}, {"Pitch": "cool"}):
+        with pytest.raises(ValidationError):
+            GenerateRequest(temperature_factors=bad)
+    tok = RemiTokenizer()
+    assert set(TOKEN_FAMILIES) <= set(tok.kind_ids)  # every family a factor may name is a token kind
+
+
+def family_case():
+    """Logits over 12 tokens, two rows; "family" = tokens 3..7."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 12, generator=gen) * 2
+    family = (3, 4, 5, 6, 7)
+    return logits, family
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 1.4])
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_a_family_factor_reshapes_only_that_family(temperature, factor):
+    logits, family = family_case()
+    others = [i for i in range(12) if i not in family]
+    _, plain = sampling_distribution(logits, [SampleGroup(0, 2, temperature, 1.0, None, None)])
+    _, shaped = sampling_distribution(logits, [SampleGroup(0, 2, temperature, 1.0, None, None, 0,
+                                                           ((family, factor),))])
+    cols = list(family)
+    assert torch.equal(shaped[:, others], plain[:, others])  # every other token: exactly unchanged
+    assert torch.allclose(shaped[:, cols].sum(-1), plain[:, cols].sum(-1), atol=1e-6)  # the family's share too
+    within = shaped[:, cols] / shaped[:, cols].sum(-1, keepdim=True)
+    assert torch.allclose(within, torch.softmax(logits[:, cols] / (temperature * factor), -1), atol=1e-6)
+    assert not torch.allclose(within, plain[:, cols] / plain[:, cols].sum(-1, keepdim=True), atol=1e-3)
+    # Sharper below 1, flatter above: the family's most likely token gains (loses) share.
+    top = logits[:, cols].argmax(-1)
+    gain = within.gather(1, top[:, None]) - (plain[:, cols] / plain[:, cols].sum(-1, keepdim=True)).gather(1, top[:, None])
+    assert bool((gain > 0).all()) if factor < 1 else bool((gain < 0).all())
+    # Independent of the logits' offset (softmax's invariance survives the factor).
+    _, shifted = sampling_distribution(logits + 7.0, [SampleGroup(0, 2, temperature, 1.0, None, None, 0,
+                                                                  ((family, factor),))])
+    assert torch.allclose(shifted, shaped, atol=1e-6)
+
+
+def test_family_factors_with_masks_top_p_greedy_and_other_groups():
+    logits, family = family_case()
+    # Factor 1 is no factor.
+    _, plain = sampling_distribution(logits, [SampleGroup(0, 2, 1.0, 0.9, None, None)])
+    _, one = sampling_distribution(logits, [SampleGroup(0, 2, 1.0, 0.9, None, None, 0, ((family, 1.0),))])
+    assert torch.equal(one, plain)
+    # A row whose family is all masked out keeps a proper distribution (no NaN).
+    mask = np.ones((2, 12), dtype=bool)
+    mask[0, list(family)] = False
+    _, masked = sampling_distribution(logits, [SampleGroup(0, 2, 1.0, 1.0, None, mask, 0, ((family, 0.5),))])
+    assert not torch.isnan(masked).any() and float(masked[0, list(family)].sum()) == 0.0
+    assert torch.allclose(masked.sum(-1), torch.ones(2), atol=1e-6)
+    # Greedy ignores factors; a group with factors does not change its neighbour's rows.
+    greedy = sample_rows(logits, [SampleGroup(0, 2, 0.0, 1.0, None, None, 0, ((family, 0.2),))])
+    assert torch.equal(greedy, logits.argmax(-1))
+    both = [SampleGroup(0, 1, 1.0, 0.95, None, None), SampleGroup(1, 1, 1.0, 0.95, None, None, 0, ((family, 0.3),))]
+    _, together = sampling_distribution(logits, both)
+    _, first_alone = sampling_distribution(logits[:1], [SampleGroup(0, 1, 1.0, 0.95, None, None)])
+    _, second_alone = sampling_distribution(logits[1:], [SampleGroup(0, 1, 1.0, 0.95, None, None, 0, ((family, 0.3),))])
+    assert torch.equal(together[:1], first_alone) and torch.equal(together[1:], second_alone)
+    with pytest.raises(ValueError, match="factor"):
+        sample_rows(logits, [SampleGroup(0, 2, 1.0, 1.0, None, None, 0, ((family, 0.0),))])
+    with pytest.raises(ValueError, match="ids"):
+        sample_rows(logits, [SampleGroup(0, 2, 1.0, 1.0, None, None, 0, (((3, 12), 0.5),))])
+
+
+def test_pitch_factor_is_seeded_and_reaches_the_pitch_tokens():
+    """The policy maps family names to the tokenizer's kinds; a seeded run repeats; a cool Pitch factor
+    changes the continuation (and only through its pitches: the first notes' velocities stay comparable)."""
+    policy = Policy.create("tiny", seed=5)
+    tok = policy.tokenizer
+    group = policy.row_group([tok.procedural_prompt()], GenerationSettings(candidates=1, temperature_factors={
+        "Pitch": 0.5, "Velocity": 1.0}))
+    assert group.rules.family_factors == ((tuple(int(i) for i in tok.kind_ids["Pitch"]), 0.5),)  # 1.0 dropped
+    clip = meter_clip(4, 4)
+
+    def run(**factors):
+        s = GenerationSettings(candidates=2, bars=2, seed=12, max_new_tokens=120, **factors)
+        return [c.token_ids for c in policy.continue_clip(clip, s)]
+
+    cool = run(temperature_factors={"Pitch": 0.3})
+    assert run(temperature_factors={"Pitch": 0.3}) == cool
+    assert run(temperature_factors={}) != cool

@@ -5,6 +5,7 @@ All models here have random weights (build_maa_model); no real MAA checkpoint is
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -387,30 +388,66 @@ def _two_windows(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(wav), torch.from_numpy(mask)
 
 
-def test_fast_forward_relayout_in_float32_equals_the_package_forward(small_model):
+def _int8_available() -> bool:
+    from engine.fastdecode import int8_weights_available
+
+    return int8_weights_available()
+
+
+@pytest.mark.parametrize("relaid_float32", [{"low_precision": False}, {"precision": "float32"}])
+def test_fast_forward_relayout_in_float32_equals_the_package_forward(small_model, relaid_float32):
     # FastCPUForward re-lays the computation out (first conv + GroupNorm as one matmul, im2col convs,
     # fused qkv, sdpa with the gated bias): in float32 it must be the package's forward.
     wav, mask = _two_windows()
+    relaid_forward = maa.FastCPUForward(small_model, **relaid_float32)
+    assert relaid_forward.precision == "float32"
     exact = _embeddings(small_model, small_model, wav, mask)
-    relaid = _embeddings(maa.FastCPUForward(small_model, low_precision=False), small_model, wav, mask)
+    relaid = _embeddings(relaid_forward, small_model, wav, mask)
     for axis in AXES:
         torch.testing.assert_close(relaid[axis], exact[axis], rtol=1e-4, atol=1e-5)
     with torch.inference_mode():
         heads_exact = small_model({"wav": wav, "mask": mask})
-        heads_relaid = maa.FastCPUForward(small_model, low_precision=False)({"wav": wav, "mask": mask})
+        heads_relaid = relaid_forward({"wav": wav, "mask": mask})
     for axis in AXES:
         torch.testing.assert_close(heads_relaid[axis], heads_exact[axis], rtol=1e-4, atol=1e-5)
 
 
-def test_fast_forward_low_precision_embeddings_stay_close_to_exact(small_model):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_forward_low_precision_embeddings_stay_close_to_exact(small_model, precision):
+    if precision == "int8" and not _int8_available():
+        pytest.skip("this torch build lacks the fbgemm int8 kernels")
     wav, mask = _two_windows(seed=3)
     exact = _embeddings(small_model, small_model, wav, mask)
-    fast = _embeddings(maa.FastCPUForward(small_model), small_model, wav, mask)
+    forward = maa.FastCPUForward(small_model, precision=precision)
+    fast = _embeddings(forward, small_model, wav, mask)
     for axis in AXES:
         error = (fast[axis] - exact[axis]).norm(dim=-1)
         between_clips = (exact[axis][0] - exact[axis][1]).norm()
+        assert float(error.max()) > 0, "a low-precision path that is bit-exact is not running low precision"
         # quantization error is a small fraction of how far apart two different clips land
         assert float(error.max()) < 0.25 * float(between_clips), axis
+    with torch.inference_mode():
+        heads_exact = small_model({"wav": wav, "mask": mask})
+        heads_fast = forward({"wav": wav, "mask": mask})
+    for axis in AXES:
+        assert heads_fast[axis].dtype == torch.float32
+        torch.testing.assert_close(heads_fast[axis], heads_exact[axis], rtol=0, atol=0.02)
+
+
+def test_default_fast_precision_is_bf16_only_with_amx(monkeypatch):
+    monkeypatch.setattr(maa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert maa.default_fast_cpu_precision() == "bf16"
+    # AVX512-BF16 without AMX (e.g. AMD Zen 4): bf16 matmuls were only ≈ 1.5× float32 there, int8 ≈ 2×
+    monkeypatch.setattr(maa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}))
+    assert maa.default_fast_cpu_precision() == "int8"
+
+
+def test_unknown_fast_precision_is_refused_clearly(small_model):
+    assert "unknown precision" in maa.fast_cpu_unsupported(small_model, "int4")
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        maa.FastCPUForward(small_model, precision="int4")
+    scorer = MAAScorer.from_model(small_model, device="cpu", fast_precision="int4")
+    assert scorer.precision == "fp32" and "unknown precision" in scorer.fast_reason
 
 
 def test_fast_path_is_the_cpu_default_and_exact_can_be_forced(small_model, monkeypatch):
@@ -418,13 +455,40 @@ def test_fast_path_is_the_cpu_default_and_exact_can_be_forced(small_model, monke
     fast = MAAScorer.from_model(small_model, device="cpu")
     exact = MAAScorer.from_model(small_model, device="cpu", exact=True)
     assert fast.precision == "fast-cpu" and fast.fast_reason is None
-    assert exact.precision == "fp32" and "exact" in exact.fast_reason
+    assert fast.fast_precision == maa.default_fast_cpu_precision()
+    assert exact.precision == "fp32" and "exact" in exact.fast_reason and exact.fast_precision is None
+    assert exact.window_forward is exact.model  # the exact path is the package's own forward
     monkeypatch.setenv(maa.EXACT_ENV_VAR, "1")
     assert MAAScorer.from_model(small_model, device="cpu").precision == "fp32"
     assert MAAScorer.from_model(small_model, device="cpu", exact=False).precision == "fast-cpu"
 
     clips = [tone(10.0, freq=250), tone(3.5, freq=600, seed=5), tone(14.0, freq=410, seed=6)]
     assert_scores_equal(fast.score(clips, SR), exact.score(clips, SR), atol=0.02)
+
+
+def test_smart_score_exact_switch(capsys, tmp_path, small_model, monkeypatch):
+    from engine.cli import main
+    from engine.render import load_wav, save_wav
+
+    monkeypatch.delenv(maa.EXACT_ENV_VAR, raising=False)
+    checkpoint = save_checkpoint_pt(small_model, tmp_path / "checkpoint.pt")
+    wav_path = tmp_path / "tone.wav"
+    save_wav(wav_path, tone(6.0, freq=300), SR)
+
+    def score(*flags):
+        code = main(["score", str(wav_path), "--maa", str(checkpoint), *flags])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return json.loads(out)
+
+    fast, exact = score(), score("--exact")
+    assert fast["maa_precision"] == "fast-cpu" and exact["maa_precision"] == "fp32"
+    expected = MAAScorer.from_model(small_model, device="cpu", exact=True).score_one(*load_wav(wav_path))
+    for axis in AXES:
+        assert exact[axis] == getattr(expected, axis)  # --exact is the package's forward, bit for bit
+        assert fast[axis] == pytest.approx(exact[axis], abs=0.02)
+    monkeypatch.setenv(maa.EXACT_ENV_VAR, "1")
+    assert score()["maa_precision"] == "fp32"
 
 
 def test_fast_path_falls_back_to_exact_for_architectures_it_does_not_cover():

@@ -21,7 +21,8 @@ from engine.errors import UserError
 from engine.music import Clip, Note
 from engine.preferences import PreferenceSet, read_pairs
 from engine.taste import (MIN_PAIRS, REPRESENTATIONS, TASTE_ARRAYS, TASTE_JSON, Comparisons, TasteModel,
-                          feature_dict, fit_comparisons, fit_taste, midi_vector, wilson_interval)
+                          _laplace_map, _standardizer, feature_dict, fit_comparisons, fit_taste, midi_vector,
+                          standardize, wilson_interval)
 from training.taste import LISTENERS
 
 PPQ = 480
@@ -123,6 +124,42 @@ def test_forty_pairs_agree_with_the_listener_on_unseen_pairs(name):
     assert r["pairs"] == 40 and r["ready"] and 0.6 <= r["accuracy"] <= 1.0
     lo, hi = r["cv"]["accuracy_interval"]
     assert lo < r["accuracy"] < hi
+
+
+QUALITY_SIGN = {"high-register": 1, "sparse": -1, "long-notes": 1}
+
+
+@pytest.mark.parametrize("name", sorted(LISTENERS))
+def test_the_laplace_prior_keeps_few_features_and_finds_the_listeners(name):
+    """With 40 pairs most of the 25 features must get no weight: the Laplace prior gives them exactly
+    zero (a Gaussian prior spread weight over all 25), and what the listener hears is among the rest."""
+    listener = LISTENERS[name]
+    names = REPRESENTATIONS["midi"]
+    model = fit_comparisons(comparisons(judged(listener, 40, seed=12)), names, "midi")
+    r = model.report
+    assert r["prior"] == "laplace" and r["active_features"] == np.count_nonzero(model.weights)
+    assert 1 <= r["active_features"] <= len(names) // 2, r["active_features"]
+    # The quality it hears gets weight, in its direction (the heaviest may be a correlate of it).
+    assert np.sign(model.weights[list(names).index(listener.quality)]) == QUALITY_SIGN[name], model.top_features()
+    # A feature the prior switched off still carries the prior's uncertainty (it is not "known to be 0").
+    off = np.flatnonzero(model.weights == 0)
+    assert (np.diag(model.covariance)[off] > 0.1 * 2 / r["lambda"] ** 2).all()
+
+
+def test_laplace_map_meets_its_optimality_conditions():
+    """The MAP of NLL + λ·Σ|w|: a zero weight's gradient is within ±λ, a live weight's is −λ·sign(w)."""
+    rows = judged(LISTENERS["long-notes"], 40, seed=13)
+    comp = comparisons(rows)
+    mean, scale = _standardizer(comp.X)
+    Z = standardize(comp.X, mean, scale)
+    D = Z[comp.a] - Z[comp.b]
+    for lam in (0.5, 2.0, 8.0):
+        w = _laplace_map(D, comp.y, lam)
+        grad = D.T @ (1 / (1 + np.exp(-D @ w)) - comp.y)
+        zero = w == 0
+        assert zero.any() and (np.abs(grad[zero]) <= lam * (1 + 1e-6)).all(), lam
+        assert np.allclose(grad[~zero] / lam, -np.sign(w[~zero]), atol=0.2), lam
+    assert np.count_nonzero(_laplace_map(D, comp.y, 8.0)) < np.count_nonzero(_laplace_map(D, comp.y, 0.5))
 
 
 def test_the_papers_features_alone_miss_register():

@@ -295,8 +295,10 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 
 def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n: int = 40, prompt_bars: int = 4,
-                  bars: int = 4, candidates: int = 1, temperature: float = 1.0, top_p: float = 0.95,
-                  seed: int = 0, split: str = "test", log=print) -> dict:
+                  bars: int = 4, candidates: int = 1, temperature: float | None = None, top_p: float | None = None,
+                  temperature_factors: dict[str, float] | None = None, seed: int = 0, split: str = "test",
+                  log=print) -> dict:
+    """Sampling settings left None are the shipped defaults (`GenerationSettings`)."""
     from transformers.utils import logging as hf_logging
 
     from engine.policy import GenerationSettings, Policy, PolicyLoadError
@@ -305,6 +307,13 @@ def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n:
     hf_logging.disable_progress_bar()
     if prompt_bars < 1 or bars < 1 or n < 1 or candidates < 1:
         raise UserError("--n, --prompt-bars, --bars and --candidates must be at least 1")
+    sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p),
+                                  ("temperature_factors", temperature_factors)) if v is not None}
+    settings = GenerationSettings(candidates=candidates, seed=seed, bars=bars, max_new_tokens=4096, **sampling)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     tokenizer = load_tokenizer(data_dir)
     passages = pick_passages(data_dir, tokenizer, n, prompt_bars=prompt_bars, bars=bars, split=split, seed=seed)
     truths = [p.truth for p in passages]
@@ -318,8 +327,6 @@ def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n:
             raise UserError(str(exc)) from None
         if policy.tokenizer.vocab != tokenizer.vocab:
             raise UserError(f"model {name} ({directory}) uses another vocabulary than {data_dir}")
-        settings = GenerationSettings(candidates=candidates, temperature=temperature, top_p=top_p, seed=seed,
-                                      bars=bars, max_new_tokens=4096)
         log(f"eval-continuation: {name}: {len(passages)} passages × {candidates}")
         started = time.time()
         outputs[name] = generate_continuations(policy, passages, settings, log)
@@ -349,7 +356,8 @@ def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n:
     return {
         "config": {"models": [{"name": m, "path": str(d)} for m, d in models], "data": str(data_dir), "split": split,
                    "passages": len(passages), "prompt_bars": prompt_bars, "bars": bars, "candidates": candidates,
-                   "temperature": temperature, "top_p": top_p, "seed": seed},
+                   "temperature": settings.temperature, "top_p": settings.top_p,
+                   "temperature_factors": dict(settings.temperature_factors), "seed": seed},
         "passages": [{"dataset": p.dataset, "piece": p.piece, "file": p.file, "start_bar": p.start_bar,
                       "key": key_name(k), "true_notes": len(t.notes), "prompt_notes": len(p.prompt.notes)}
                      for p, k, t in zip(passages, keys, truths)],
@@ -390,6 +398,32 @@ def _cell(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def _factors_text(factors: dict | None) -> str:
+    if not factors:
+        return ""
+    return ", temperature × " + ", ".join(f"{v:g} on {k}" for k, v in sorted(factors.items()))
+
+
+def parse_temperature_factors(text: str) -> dict[str, float]:
+    """"Pitch=0.8,Velocity=1.1" → {"Pitch": 0.8, "Velocity": 1.1}; "" or "none" → {} (no factors).
+    A malformed pair raises argparse.ArgumentTypeError (a usage error naming it); families and factors are
+    checked by `GenerationSettings.validate`."""
+    import argparse
+
+    out: dict[str, float] = {}
+    if text.strip().lower() in ("", "none"):
+        return out
+    for part in text.split(","):
+        family, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[family.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
+    return out
+
+
 def markdown(report: dict) -> str:
     c = report["config"]
     lines = [
@@ -397,7 +431,7 @@ def markdown(report: dict) -> str:
         f"{c['passages']} passages of the {c['split']} split of `{c['data']}` "
         f"({', '.join(f'{d} {k}' for d, k in report['datasets'].items())}): {c['prompt_bars']} bars of prompt, "
         f"{c['bars']} bars continued, {c['candidates']} sample(s) each, temperature {c['temperature']}, "
-        f"top-p {c['top_p']}, seed {c['seed']}. Means over passages; key, density, polyphony and ranges "
+        f"top-p {c['top_p']}{_factors_text(c.get('temperature_factors'))}, seed {c['seed']}. Means over passages; key, density, polyphony and ranges "
         "against the true continuation; velocity histogram against all true continuations; `truth` is the "
         "true continuation itself (its in-key share is the ceiling, its copied-bars rate the reference).", "",
     ]
@@ -450,8 +484,12 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-bars", type=int, default=4, help="bars of each passage given as the prompt")
     p.add_argument("--bars", type=int, default=4, help="bars to continue")
     p.add_argument("--candidates", type=int, default=1, help="samples per passage and model")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (0: greedy; default: the shipped GenerationSettings')")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1] (default: the shipped)")
+    p.add_argument("--temperature-factors", type=parse_temperature_factors, default=None, metavar="FAMILY=F,...",
+                   help="per token family, temperature × F within the family (e.g. Pitch=0.8); "
+                        "'none': no factors (default: the shipped)")
     p.add_argument("--seed", type=int, default=0, help="random seed (passage choice and sampling)")
     p.add_argument("--samples", type=int, default=4, help="passages written as MIDI under OUT/samples")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 lets torch choose (default: 0)")
@@ -468,7 +506,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     report = run_benchmark(parse_models(args.model), args.data, n=args.n, prompt_bars=args.prompt_bars,
                            bars=args.bars, candidates=args.candidates, temperature=args.temperature,
-                           top_p=args.top_p, seed=args.seed, split=args.split)
+                           top_p=args.top_p, temperature_factors=args.temperature_factors, seed=args.seed,
+                           split=args.split)
     path = write_report(report, args.out, args.samples)
     print(json.dumps({"out": str(path), "goals": report["goals"],
                       **{s: {k: round(v["mean"] if isinstance(v, dict) else v, 4)

@@ -2,9 +2,17 @@
 
 The host (`engine.host.jobs`) starts it as `python -m engine.cli host-job …` (the command name is
 `engine.api.JOB_PROCESS_COMMAND`; it is hidden from `smart --help`), so the host never names this
-package. It runs the GRPO run configured in JOBDIR/job.json with JOBDIR as the run directory and leaves
-behind what the host reads when it exits: job_result.json on success, job_error.json (`{"error":
-"Type: message"}`) on failure. Step records go to JOBDIR/events.jsonl (`training.grpo`).
+package. It runs the job configured in JOBDIR/job.json and leaves behind what the host reads when it
+exits: job_result.json on success, job_error.json (`{"error": "Type: message"}`) on failure.
+
+- A GRPO job (no "kind"): the GRPO run with JOBDIR as its run directory; step records go to
+  JOBDIR/events.jsonl (`training.grpo`); --resume continues from the last checkpoint.
+- A taste-tuning job (`kind: taste-tune`, `engine.api.TASTE_JOB_KIND`): fits the musician's taste on
+  JOBDIR/pairs (→ JOBDIR/taste), then `training.taste.tune` into JOBDIR/tune; its step records
+  (DPO: loss, reward accuracies and margins; GRPO: reward, KL, diversity) go to JOBDIR/events.jsonl.
+  Done, JOBDIR/tune becomes JOBDIR/final; paused (JOBDIR/STOP), the model trained so far becomes
+  JOBDIR/checkpoints/checkpoint-N (usable, comparable). A tune cannot continue mid-run: every start,
+  --resume included, starts over from the base model (the result says `restarted: true`).
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import time
 import traceback
 from pathlib import Path
 
-from engine.api import ERROR_FILE, JOB_FILE, JOB_PROCESS_COMMAND, RESULT_FILE
+from engine.api import (CHECKPOINT_DIR, CHECKPOINT_MARKER, ERROR_FILE, EVENTS_FILE, FINAL_DIR, JOB_FILE,
+                        JOB_PROCESS_COMMAND, RESULT_FILE, RUN_CONFIG_FILE, STOP_FILE, TASTE_JOB_KIND)
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, first_line
 from engine.music import atomic_write_text
@@ -57,6 +66,10 @@ def run_job(job_dir: str | os.PathLike, *, resume: bool, parent_pid: int | None 
         _watch_parent(parent_pid)
     try:
         data = json.loads((directory / JOB_FILE).read_text())
+        if data["config"].get("kind") == TASTE_JOB_KIND:
+            result = run_taste_job(directory, data, resume=resume)
+            atomic_write_text(directory / RESULT_FILE, json.dumps(result))
+            return 0
         config = GRPORunConfig.from_dict(data["config"])
         config.out_dir = str(directory)
         config.resume = bool(resume)
@@ -90,6 +103,94 @@ def run_job(job_dir: str | os.PathLike, *, resume: bool, parent_pid: int | None 
         "rolled_back_to": result.rolled_back_to, "reward_first": result.reward_first,
         "reward_last": result.reward_last, "run_card": result.run_card}))
     return 0
+
+
+TUNE_DIR = "tune"  # the running tune's output; renamed to final/ or checkpoints/checkpoint-N when it ends
+TASTE_DIR = "taste"
+
+
+def run_taste_job(directory: Path, data: dict, *, resume: bool) -> dict:
+    """One taste-tuning attempt from the start (see the module docstring); the job_result.json body."""
+    import shutil
+
+    from engine.preferences import read_pairs
+    from engine.taste import fit_taste
+    from training.taste import TuneConfig, tune
+
+    cfg = data["config"]
+    # Whatever an earlier attempt left is stale: a tune restarts from the base model.
+    shutil.rmtree(directory / TUNE_DIR, ignore_errors=True)
+    (directory / EVENTS_FILE).unlink(missing_ok=True)
+    atomic_write_text(directory / RUN_CONFIG_FILE, json.dumps(cfg, indent=2))  # the host rebuilds a lost job.json
+    how = "restarting from the base model (a taste tune cannot continue mid-run)" if resume else "starting"
+    print(f"job {data['id']}: {how} — taste tuning, method {cfg['method']}, {cfg.get('steps') or 'default'} steps",
+          flush=True)
+    try:
+        pairs = read_pairs([cfg["pairs"]])
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    taste, problems = fit_taste(pairs)
+    for line in problems:
+        print(f"skipped pair: {line}", flush=True)
+    taste.save(directory / TASTE_DIR)
+    report = taste.report
+    print(f"taste fit on {report['pairs']} pairs ({report['decisive']} decisive): cross-validated accuracy "
+          f"{report['accuracy']}", flush=True)
+    taste.check_ready()
+    config = TuneConfig(model=cfg["model"], taste=str(directory / TASTE_DIR), pairs=[cfg["pairs"]],
+                        out_dir=str(directory / TUNE_DIR), method=cfg["method"], steps=cfg.get("steps"),
+                        beta=cfg.get("beta"), seed=int(cfg.get("seed") or 0), cpu_threads=cfg.get("cpu_threads"))
+    if cfg.get("lr") is not None:
+        config.lr = float(cfg["lr"])
+    if cfg.get("synthetic_prompts") is not None:
+        config.synthetic_prompts = int(cfg["synthetic_prompts"])
+    events = directory / EVENTS_FILE
+
+    def on_event(event: dict) -> None:
+        if isinstance(event.get("step"), int) and "event" not in event:
+            with open(events, "a") as f:  # the host streams this file (GET /v1/jobs/ID/events)
+                f.write(json.dumps(event) + "\n")
+                f.flush()
+        elif event.get("event") not in (None, "done"):
+            print(json.dumps(event), flush=True)
+
+    card = tune(config, on_event=on_event, should_stop=lambda: (directory / STOP_FILE).exists())
+    steps_done, steps_total = int(card.get("steps_done") or 0), card.get("steps_total")
+    tuned = directory / TUNE_DIR
+    result = {"kind": TASTE_JOB_KIND, "method": cfg["method"], "stopped_by": card.get("stopped_by"),
+              "steps_done": steps_done, "steps_total": steps_total, "restarted": bool(resume),
+              "taste": {k: report.get(k) for k in ("pairs", "decisive", "ties", "accuracy", "confident")},
+              "card": {k: v for k, v in card.items() if k not in ("config", "kind")}}
+    if card.get("stopped_by") == "stopped" and steps_done < int(steps_total or 0):
+        # Paused: what was trained so far stays usable as a checkpoint; resuming starts over.
+        ckpt = directory / CHECKPOINT_DIR / f"checkpoint-{steps_done}"
+        shutil.rmtree(ckpt, ignore_errors=True)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tuned.rename(ckpt)
+        last = _last_step(events) or {}
+        atomic_write_text(ckpt / CHECKPOINT_MARKER, json.dumps({
+            "step": steps_done, "elapsed_s": last.get("elapsed_s"), "reward_mean": last.get("reward_mean"),
+            "diversity": last.get("diversity"), "partial": True}))
+        result.update(final_model=None, checkpoint=str(ckpt))
+    else:
+        final = directory / FINAL_DIR
+        shutil.rmtree(final, ignore_errors=True)
+        tuned.rename(final)
+        result["final_model"] = str(final)
+    return result
+
+
+def _last_step(events: Path) -> dict | None:
+    try:
+        lines = events.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
 
 
 def run(args) -> int:

@@ -12,7 +12,13 @@ the exported weights and writes README.md (+ model_card.json with the same numbe
 * with `--continuation-report`, the `smart eval-continuation` figures of the exported model next to
   the repeat-prompt and other-song baselines;
 * generation sanity on procedural prompts (paper §3.5): the share of silent or near-empty outputs,
-  and the paper's 8 MIDI features of the outputs next to the training data's (mean ± std).
+  and the paper's 8 MIDI features of the outputs next to the training data's (mean ± std), sampled
+  with the shipped sampling defaults (`engine.api.GenerationSettings`), which the card states.
+
+`--refresh-card` re-measures an exported model folder's card in place (generation sanity, and the
+continuation benchmark with `--continuation-report`) without a run or touching the weights:
+
+    python -m training.model_card --refresh-card --out resources/models/default --data runs/data
 """
 
 from __future__ import annotations
@@ -107,21 +113,23 @@ def data_excerpts(data_dir: Path, tokenizer, count: int, bars: int, seed: int = 
 
 
 def generation_statistics(policy, data_dir: Path | None, prompts: int, bars: int, seed: int) -> dict:
-    """Paper §3.5 sanity check: procedural prompts, sampled at temperature 1.0."""
+    """Paper §3.5 sanity check: procedural prompts, sampled with the shipped sampling defaults."""
     from engine.policy import GenerationSettings
 
     clips, finished = [], []
     started = time.time()
     batch = 25
+    shipped = GenerationSettings()
     for i in range(0, prompts, batch):
-        settings = GenerationSettings(candidates=min(batch, prompts - i), temperature=1.0, top_p=1.0,
-                                      seed=seed + i, bars=bars, max_new_tokens=TOKENS_PER_BAR * bars)
+        settings = GenerationSettings(candidates=min(batch, prompts - i), seed=seed + i, bars=bars,
+                                      max_new_tokens=TOKENS_PER_BAR * bars)
         cands, _ = policy.generate_procedural(settings)
         clips += [c.clip for c in cands]
         finished += [c.finished_by for c in cands]
     notes = np.array([len(c.notes) for c in clips])
     stats = {
-        "prompts": prompts, "bars": bars, "temperature": 1.0, "top_p": 1.0, "grammar": True, "seed": seed,
+        "prompts": prompts, "bars": bars, "temperature": shipped.temperature, "top_p": shipped.top_p,
+        "temperature_factors": dict(shipped.temperature_factors), "grammar": True, "seed": seed,
         "max_new_tokens": TOKENS_PER_BAR * bars,
         "near_empty_threshold_notes": NEAR_EMPTY_NOTES,
         "silent_share": float((notes == 0).mean()),
@@ -136,6 +144,13 @@ def generation_statistics(policy, data_dir: Path | None, prompts: int, bars: int
             g, d = stats["generated"][k]["mean"], stats["data"][k]["mean"]
             stats[f"{k}_l1_to_data"] = float(np.abs(np.array(g) - np.array(d)).sum())
     return stats
+
+
+def sampling_text(c: dict) -> str:
+    """"temperature 0.9, top-p 0.95, temperature × 0.8 on Pitch" from a report's settings."""
+    factors = c.get("temperature_factors") or {}
+    return (f"temperature {c['temperature']:g}, top-p {c.get('top_p', 1.0):g}"
+            + "".join(f", temperature × {v:g} on {k}" for k, v in sorted(factors.items())))
 
 
 def _fmt(s: dict, digits: int = 3) -> str:
@@ -156,8 +171,8 @@ def continuation_lines(cont: dict | None) -> list[str]:
     c = cont["config"]
     lines = ["## Continuation benchmark (`smart eval-continuation`)", "",
              f"{c['passages']} passages of the {c['split']} split ({', '.join(f'{d} {k}' for d, k in cont['datasets'].items())}): "
-             f"{c['prompt_bars']} bars of prompt, {c['bars']} bars continued, temperature {c['temperature']}, "
-             f"top-p {c['top_p']}, seed {c['seed']}; compared with the true next {c['bars']} bars. Key: Krumhansl–Schmuckler "
+             f"{c['prompt_bars']} bars of prompt, {c['bars']} bars continued, {sampling_text(c)}, "
+             f"seed {c['seed']}; compared with the true next {c['bars']} bars. Key: Krumhansl–Schmuckler "
              "on the true passage; `truth` is the true continuation itself (the ceiling for the key share).", "",
              "| data | system | " + " | ".join(h for _, h, _ in CONTINUATION_COLUMNS) + " |",
              "| --- | --- |" + " --- |" * len(CONTINUATION_COLUMNS)]
@@ -261,12 +276,19 @@ def render_card(info: dict) -> str:
         lines.append("")
     else:
         lines += ["Not measured.", ""]
+    sampling = info.get("sampling")
+    if sampling:
+        lines += ["## Sampling defaults", "",
+                  f"Shipped (`engine.api.GenerationSettings`, used by `smart generate`, the host and the studio "
+                  f"unless a request says otherwise): {sampling_text(sampling)}."]
+        lines += [f"{note}" for note in sampling.get("notes", [])]
+        lines.append("")
     lines += continuation_lines(info.get("continuation"))
     lines += ["## Generation sanity (paper §3.5 procedural prompts)", ""]
     if gen:
         lines += [
             f"{gen['prompts']} procedural prompts (BOS, Bar, random time signature, random tempo), {gen['bars']} bars each, "
-            f"temperature {gen['temperature']}, grammar-masked sampling, seed {gen['seed']}, at most "
+            f"{sampling_text(gen)}, grammar-masked sampling, seed {gen['seed']}, at most "
             f"{gen.get('max_new_tokens', 64 * gen['bars'])} new tokens.", "",
             f"- Silent outputs (0 notes): **{gen['silent_share']:.0%}**; near-empty (< {gen['near_empty_threshold_notes']} "
             f"notes): **{gen['near_empty_share']:.0%}**.",
@@ -345,6 +367,40 @@ def continuation_summary(path: Path, model: str) -> dict:
             "goals": report["goals"][model], "others": [k for k in report["systems"] if k not in systems and k != model]}
 
 
+def shipped_sampling(notes: list[str] | None = None) -> dict:
+    """The sampling defaults every generation path takes unless told otherwise (`GenerationSettings`)."""
+    from engine.api import GenerationSettings
+
+    shipped = GenerationSettings()
+    return {"temperature": shipped.temperature, "top_p": shipped.top_p,
+            "temperature_factors": dict(shipped.temperature_factors), "notes": list(notes or [])}
+
+
+def refresh_card(out: Path, data_dir: Path | None, *, prompts: int, bars: int, seed: int, skip_generation: bool = False,
+                 continuation_report: Path | None = None, continuation_model: str | None = None,
+                 sampling_notes: list[str] | None = None) -> dict:
+    """Re-measure an exported model folder's card in place: the shipped sampling defaults, generation sanity
+    (unless skipped) and, given a report, the continuation benchmark; the rest of the card is kept."""
+    from engine.policy import Policy, PolicyLoadError
+
+    try:
+        info = json.loads((out / "model_card.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out} has no readable model_card.json: {exc}") from None
+    if continuation_report:
+        info["continuation"] = continuation_summary(continuation_report, continuation_model)
+    info["sampling"] = shipped_sampling(sampling_notes)
+    if not skip_generation:
+        try:
+            policy = Policy.load(out)
+        except PolicyLoadError as exc:
+            raise UserError(str(exc)) from None
+        info["generation"] = generation_statistics(policy, data_dir, prompts, bars, seed)
+    atomic_write_text(out / "model_card.json", json.dumps(info, indent=1))
+    atomic_write_text(out / "README.md", render_card(info))
+    return info
+
+
 def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int, bars: int, seed: int,
                nll_max_tokens: int | None, skip_generation: bool = False, nll_reports=None, compare_nll=None,
                continuation_report: Path | None = None, continuation_model: str | None = None,
@@ -415,6 +471,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
         info["evaluation"]["previous_model"] = previous
     if continuation:
         info["continuation"] = continuation
+    info["sampling"] = shipped_sampling()
     have_generation = all((Path(__file__).resolve().parent.parent / "engine" / f).exists()
                           for f in ("fastdecode.py", "features.py"))
     if skip_generation or not have_generation:
@@ -429,7 +486,11 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, type=Path, help="pretraining run folder (with checkpoints/)")
+    p.add_argument("--run", type=Path, default=None, help="pretraining run folder (with checkpoints/)")
+    p.add_argument("--refresh-card", action="store_true",
+                   help="re-measure the card of the model folder --out in place (no --run; weights untouched)")
+    p.add_argument("--sampling-note", action="append", default=None, metavar="TEXT",
+                   help="with --refresh-card: a line for the card's sampling-defaults section (how they were chosen)")
     p.add_argument("--out", type=Path, default=None, help="model folder to write (default: resources/models/default)")
     p.add_argument("--data", type=Path, default=None, help="prepared DATA_DIR (default: the run's --data)")
     p.add_argument("--prompts", type=int, default=100, help="procedural prompts for the generation check")
@@ -457,7 +518,18 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if (args.run is None) == (not args.refresh_card):
+        p.error("give --run (export a run's checkpoint) or --refresh-card (re-measure --out in place)")
     try:
+        if args.refresh_card:
+            out = args.out or DEFAULT_MODEL_DIR
+            info = refresh_card(out, args.data, prompts=args.prompts, bars=args.bars, seed=args.seed,
+                                skip_generation=args.skip_generation, continuation_report=args.continuation_report,
+                                continuation_model=args.continuation_model, sampling_notes=args.sampling_note)
+            gen = info.get("generation") or {}
+            print(json.dumps({"out": str(out), "sampling": info["sampling"],
+                              "silent_share": gen.get("silent_share"), "near_empty_share": gen.get("near_empty_share")}))
+            return 0
         info = build_card(args.run, args.out or DEFAULT_MODEL_DIR, args.data, prompts=args.prompts, bars=args.bars,
                           seed=args.seed, nll_max_tokens=args.nll_max_tokens or None,
                           skip_generation=args.skip_generation, nll_reports=args.nll_report,

@@ -21,6 +21,7 @@ musical quality, with Bradley–Terry noise. Their numbers are never a person's.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import random
@@ -32,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.api import RUN_CONFIG_FILE, STOP_FILE
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
 from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, feature_dict,
@@ -355,22 +357,78 @@ def _dpo_dataset(tokenizer, triples: Sequence[tuple[list[int], list[int], list[i
     return Dataset.from_dict(rows)
 
 
+class _Progress:
+    """What a `tune()` reports while it runs: every step record goes to its `on_event` (with `steps_total`
+    once known), and `should_stop()` ends the run at the next step boundary (DPO: the events callback
+    below; GRPO: the STOP file of the GRPO run inside OUT). Held in `_PROGRESS` for the callbacks."""
+
+    def __init__(self, out: Path, on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None):
+        self.out = out
+        self.on_event = on_event
+        self.should_stop = should_stop or (lambda: False)
+        self.steps_done = 0
+        self.steps_total: int | None = None
+        self.stopped = False
+
+    def _grpo_runs(self) -> list[Path]:
+        return [p.parent for p in self.out.glob(f"*/{RUN_CONFIG_FILE}")]
+
+    def stop_requested(self) -> bool:
+        if self.should_stop():
+            self.stopped = True
+        return self.stopped
+
+    def emit(self, event: dict) -> None:
+        if isinstance(event.get("step"), int) and "event" not in event:
+            self.steps_done = max(self.steps_done, event["step"])
+            if self.steps_total is None:
+                self.steps_total = event.get("steps_total")
+            for run in self._grpo_runs():
+                if self.steps_total is None:
+                    try:
+                        self.steps_total = int(json.loads((run / RUN_CONFIG_FILE).read_text())["steps"])
+                    except (OSError, ValueError, KeyError, TypeError):
+                        pass
+                if self.stop_requested():
+                    (run / STOP_FILE).touch()  # run_grpo stops after this step
+            if self.steps_total is not None:
+                event = {**event, "steps_total": self.steps_total}
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception as exc:  # noqa: BLE001 -- a listener must never end the training
+                print(f"smart taste tune: on_event failed: {exc}")
+
+
+_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar("taste_tune_progress", default=None)
+
+
 def _write_events(path: Path):
     from transformers import TrainerCallback
 
+    progress = _PROGRESS.get()
+
     class EventsCallback(TrainerCallback):
-        """One JSON line per logged step (loss, reward margins, accuracies), as GRPO runs write."""
+        """One JSON line per logged step (loss, reward margins, accuracies, steps_total), as GRPO runs
+        write, also sent to the running tune()'s listener; a stop request ends the run after the step."""
 
         started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if progress is not None and progress.stop_requested():
+                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
                 return
             rec = {"step": int(state.global_step),
                    **{k.replace("/", "_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))},
+                   "steps_total": int(state.max_steps),
                    "elapsed_s": round(time.perf_counter() - self.started, 3)}
             with open(path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if progress is not None:
+                progress.emit(rec)
 
     return EventsCallback()
 
@@ -482,8 +540,14 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict
             "reward_last": result.reward_last, "grpo_run": str(out / "grpo")}
 
 
-def tune(config: TuneConfig, on_event: Callable[[dict], None] | None = None) -> dict:
-    """Fine-tune `config.model` toward the taste; OUT becomes a loadable Policy directory."""
+def tune(config: TuneConfig, on_event: Callable[[dict], None] | None = None,
+         should_stop: Callable[[], bool] | None = None) -> dict:
+    """Fine-tune `config.model` toward the taste; OUT becomes a loadable Policy directory.
+
+    `on_event` gets every step record (with `steps_total`) and a final {"event": "done", ...card};
+    `should_stop()` is polled after every step: true, the run ends there and OUT holds the model as
+    trained so far (the card says `stopped_by: "stopped"` and `steps_done`). A stopped tune cannot be
+    continued: run it again to start over."""
     import torch
 
     from engine.policy import Policy, PolicyLoadError
@@ -507,10 +571,17 @@ def tune(config: TuneConfig, on_event: Callable[[dict], None] | None = None) -> 
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     t0, cpu0 = time.perf_counter(), time.process_time()
+    progress = _Progress(out, on_event, should_stop)
+    token = _PROGRESS.set(progress)
     try:
-        info = (_tune_dpo if config.method == "dpo" else _tune_grpo)(config, pairs, out, on_event)
+        info = (_tune_dpo if config.method == "dpo" else _tune_grpo)(config, pairs, out, progress.emit)
     finally:
+        _PROGRESS.reset(token)
         torch.set_num_threads(threads)
+    steps_total = progress.steps_total or info.get("steps")
+    info.setdefault("stopped_by", "stopped" if progress.stopped and progress.steps_done < (steps_total or 0)
+                    else "completed")
+    info.update(steps_done=progress.steps_done, steps_total=steps_total)
     # cpu_s: this process's CPU time (with one thread, about the wall time on an idle machine).
     card = {"kind": "smart-taste-tune", "config": asdict(config), "pairs": len(pairs), **info,
             "elapsed_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2)}

@@ -1,10 +1,17 @@
-"""Training jobs on the policy host: SMART GRPO runs, each in its own process.
+"""Training jobs on the policy host: SMART GRPO runs and taste tunes, each in its own process.
 
 Endpoints (router `jobs_router(manager)`, included by `smart serve`):
 
     POST   /v1/train                 {"job": ID, "state": …}; body: GRPO options by name (`engine.api.GRPOOptions`),
                                      plus "prompts_midi": [base64 MIDI…] | "procedural" and
                                      "procedural_prompts": N (mix N procedural prompts with the MIDI ones)
+    POST   /v1/taste/tune            {"job": ID, "state": …}; fine-tune toward a musician's taste. Body: options
+                                     by name (`engine.api.TasteTuneOptions`: method dpo|grpo, steps, beta, lr,
+                                     synthetic_prompts, seed, cpu_threads, model), "name", and "pairs":
+                                     [{"choice": "A"|"B"|"tie", "a": b64 MIDI, "b": b64 MIDI, "prompt": b64 MIDI
+                                     | null, "source": str?}] — at least engine.taste.MIN_PAIRS decisive ones,
+                                     at most MAX_TASTE_PAIRS, each file ≤ MAX_TASTE_MIDI_BYTES and the whole
+                                     body within the host's body limit (413 above it)
     GET    /v1/train/options         the options (types, bounds, defaults), presets and rewards this host
                                      offers, and whether it has MAA weights
     GET    /v1/jobs                  every job with its state (queued/running/paused/cancelled/completed/
@@ -19,6 +26,14 @@ Endpoints (router `jobs_router(manager)`, included by `smart serve`):
     POST   /v1/jobs/ID/resume        queue it again; it continues from its last complete checkpoint
     GET    /v1/jobs/ID/checkpoints   complete checkpoints (each a model directory for /v1/models/activate)
 
+A taste job (`config.kind` = "taste-tune") fits the taste model on its pairs, then runs
+`training.taste.tune`; its step lines (DPO: loss, rewards_accuracies, rewards_margins, rewards_chosen/
+_rejected; GRPO with the taste reward: reward_mean, kl, diversity) carry `steps_total`, and the job's
+status, events, pause, cancel and checkpoints work as for GRPO, with one honest difference: a tune
+cannot continue mid-run. Pause stops it after the current step and keeps the model trained so far as
+checkpoints/checkpoint-N; resume (also after a cancel, a crash or a host restart) starts over from the
+base model (its result says `restarted: true`; GET /v1/jobs/ID has a `note` saying so).
+
 Every option is checked when the job is submitted (types and bounds from the contract, the model and
 data folders, rewards against the host's MAA weights, worker counts against its cores): a refused job
 is never created. Each job is a subprocess (`python -m engine.cli host-job JOBDIR`, a command the
@@ -30,6 +45,8 @@ Jobs directory (`smart serve --jobs-dir`, default `$SMART_JOBS_DIR` or the user'
     JOBS/ID/job.json       id, config, state, timestamps, error, result (written atomically)
     JOBS/ID/prompts/*.mid  the prompts the client sent
     JOBS/ID/...            the GRPO run directory (events.jsonl, checkpoints/, final/, run card)
+    JOBS/ID/pairs/         a taste job's pairs (preferences.jsonl + pairs/*.mid, `engine.preferences`);
+                           taste/ the taste fit on them, tune/ the tune running, events.jsonl, final/
     JOBS/ID/job.log        the job process's output
 
 Jobs outlive client connections and host restarts: a host starting on a jobs directory resumes the
@@ -48,6 +65,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,18 +86,23 @@ from engine.api import (
     HOST_OWNED_OPTIONS,
     JOB_FILE,
     JOB_PROCESS_COMMAND,
+    MAX_TASTE_MIDI_BYTES,
+    MAX_TASTE_PAIRS,
     PRESETS,
     PROCEDURAL_PROMPTS,
     RESULT_FILE,
     REWARDS,
     RUN_CONFIG_FILE,
     STOP_FILE,
+    TASTE_JOB_KIND,
+    TASTE_OPTION_NAMES,
     complete_checkpoints,
     option_values,
     parse_reward_spec,
     reward_needs_maa,
     train_options,
     validate_grpo_options,
+    validate_taste_tune_options,
 )
 from engine.errors import UserError
 from engine.music import atomic_write_bytes, atomic_write_text
@@ -89,6 +112,7 @@ log = logging.getLogger("smart.host.jobs")
 JOBS_DIR_ENV_VAR = "SMART_JOBS_DIR"
 LOG_FILE = "job.log"
 PROMPTS_DIR = "prompts"
+TASTE_PAIRS_DIR = "pairs"  # a taste job's pairs (engine.preferences layout)
 
 QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED = "queued", "running", "paused", "cancelled", "completed", "failed"
 DAMAGED = "damaged"  # a folder whose job.json is unreadable and cannot be rebuilt: listed with its files
@@ -262,6 +286,93 @@ def _prompt_files(prompts_midi: Any) -> list[bytes]:
     return out
 
 
+@dataclass(frozen=True)
+class TastePair:
+    """One judged pair of a /v1/taste/tune body, decoded and checked."""
+
+    choice: str  # "A", "B" or "tie"
+    a: bytes
+    b: bytes
+    prompt: bytes | None
+    source: str | None
+
+
+TASTE_PAIR_KEYS = frozenset({"choice", "a", "b", "prompt", "source"})
+MAX_SOURCE_CHARS = 64
+
+
+def check_taste_submission(body: Any, rules: SubmissionRules) -> tuple[dict, list[TastePair]]:
+    """(taste-tuning option values, the pairs) from a /v1/taste/tune body: options by name
+    (`engine.api.TasteTuneOptions`) and "pairs": [{"choice": "A"|"B"|"tie", "a": b64 MIDI, "b": b64 MIDI,
+    "prompt": b64 MIDI | null, "source": str?}]. Raises UserError with a message for the client on
+    anything the job would fail on (runs in a worker thread: it decodes every MIDI file)."""
+    from engine.preferences import normalize_choice
+    from engine.taste import MIN_PAIRS
+
+    if not isinstance(body, dict):
+        raise UserError("the request body must be a JSON object")
+    body = dict(body)
+    raw_pairs = body.pop("pairs", None)
+    owned = sorted(k for k in body if k in HOST_OWNED)
+    if owned:
+        raise UserError(f"{', '.join(owned)} cannot be set: the host decides where a job runs and when it resumes")
+    options = validate_taste_tune_options(body)
+    if not options.model:
+        options.model = rules.default_model()
+        if not options.model:
+            raise UserError("no model given and the host has no model directory to tune")
+    options.model = str(rules.model_dir(options.model))
+    if options.cpu_threads is not None and options.cpu_threads > rules.cores:
+        raise UserError(f"cpu_threads {options.cpu_threads} is more than this host's {rules.cores} CPU cores")
+
+    if not isinstance(raw_pairs, list) or not raw_pairs:
+        raise UserError("pairs must be a non-empty list of judged pairs "
+                        "({\"choice\": \"A\"|\"B\"|\"tie\", \"a\": base64 MIDI, \"b\": …, \"prompt\": … | null})")
+    if len(raw_pairs) > MAX_TASTE_PAIRS:
+        raise UserError(f"at most {MAX_TASTE_PAIRS} pairs per job (got {len(raw_pairs)})")
+    pairs = []
+    for i, item in enumerate(raw_pairs):
+        if not isinstance(item, dict):
+            raise UserError(f"pairs[{i}] must be an object")
+        unknown = sorted(set(item) - TASTE_PAIR_KEYS)
+        if unknown:
+            raise UserError(f"pairs[{i}]: unknown field {', '.join(unknown)}")
+        try:
+            choice = normalize_choice(item.get("choice", ""))
+        except ValueError as exc:
+            raise UserError(f"pairs[{i}]: {exc}") from None
+        source = item.get("source")
+        if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS):
+            raise UserError(f"pairs[{i}].source must be a string of at most {MAX_SOURCE_CHARS} characters")
+        a = _pair_midi(item.get("a"), f"pairs[{i}].a")
+        b = _pair_midi(item.get("b"), f"pairs[{i}].b")
+        prompt = _pair_midi(item["prompt"], f"pairs[{i}].prompt") if item.get("prompt") is not None else None
+        pairs.append(TastePair(choice, a, b, prompt, source))
+    decisive = sum(p.choice != "tie" for p in pairs)
+    if decisive < MIN_PAIRS:
+        raise UserError(f"{decisive} decisive pair{'s' if decisive != 1 else ''} (ties do not count): a taste needs "
+                        f"at least {MIN_PAIRS} before it can be tuned toward")
+    return {name: getattr(options, name) for name in TASTE_OPTION_NAMES}, pairs
+
+
+def _pair_midi(value: Any, where: str) -> bytes:
+    from engine.music import Clip, MidiFileError
+
+    if not isinstance(value, str):
+        raise UserError(f"{where} must be a base64 MIDI file")
+    if len(value) > MAX_TASTE_MIDI_BYTES * 4 // 3 + 4:
+        raise UserError(f"{where} is larger than {MAX_TASTE_MIDI_BYTES // 1024} KiB")
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise UserError(f"{where} is not valid base64") from None
+    try:
+        Clip.from_midi(data, mode="user")
+    except MidiFileError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return data
+
+
 def write_procedural_prompts(directory: Path, model_dir: str, count: int, seed: int) -> list[Path]:
     """`count` procedural prompts (random meter and tempo with a first note, paper §3.5) as MIDI files,
     so they mix with a user's MIDI prompts in one prompt set."""
@@ -394,10 +505,25 @@ class Job:
         final = self.dir / FINAL_DIR
         return str(final.resolve()) if (final / "config.json").is_file() and self.state != RUNNING else None
 
+    @property
+    def kind(self) -> str:
+        """"grpo" or "taste-tune" (`engine.api.TASTE_JOB_KIND`)."""
+        return self.data["config"].get("kind") or "grpo"
+
+    def steps_total(self, last: dict | None = None) -> int:
+        """The steps this job runs: its configuration's, else (a taste tune left to the tuner's default)
+        what its step records or its result say."""
+        cfg = self.data["config"]
+        if cfg.get("steps"):
+            return int(cfg["steps"])
+        last = last if last is not None else self.last_event()
+        result = self.data.get("result") or {}
+        return int((last or {}).get("steps_total") or result.get("steps_total") or 0)
+
     def describe(self, *, queue_position: int | None = None, details: bool = True) -> dict:
         cfg = self.data["config"]
-        steps = int(cfg.get("steps") or 0)
         last = self.last_event()
+        steps = self.steps_total(last)
         step = int(last["step"]) if last else 0
         elapsed = float(last.get("elapsed_s") or 0.0) if last else 0.0
         eta = None
@@ -405,13 +531,17 @@ class Job:
             eta = round(elapsed / step * (steps - step), 1)
         out = {"id": self.id, "state": self.state, "created": self.data.get("created"),
                "started": self.data.get("started"), "finished": self.data.get("finished"),
-               "model": cfg.get("model"), "reward": cfg.get("reward"), "steps": steps,
+               "kind": self.kind, "model": cfg.get("model"),
+               "reward": cfg.get("reward") or (f"taste ({cfg.get('method')})" if self.kind == TASTE_JOB_KIND else None),
+               "steps": steps,
                "progress": {"step": step, "steps": steps, "fraction": round(step / steps, 4) if steps else None},
                "elapsed_s": round(elapsed, 2), "eta_s": eta, "queue_position": queue_position,
                "error": self.data.get("error"), "attempts": self.data.get("attempts", 0),
                "name": self.data.get("name")}
         if self.state == DAMAGED:
             out["files"] = self.data.get("files", [])
+        if self.data.get("note"):
+            out["note"] = self.data["note"]
         if self.stop_requested:
             out["stop_requested"] = self.stop_requested
         if details:
@@ -510,6 +640,41 @@ class JobManager:
         self.wake.set()
         return job
 
+    def submit_taste(self, options: dict, pairs: list[TastePair], name: str | None = None) -> Job:
+        """Create and queue a taste-tuning job from checked options and pairs (`check_taste_submission`).
+        The pairs are written in the preference-set layout (JOBDIR/pairs); if that fails, nothing is left."""
+        from engine.preferences import PreferenceSet
+
+        job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        directory = self.jobs_dir / job_id
+        directory.mkdir(parents=True)
+        try:
+            prefs = PreferenceSet(directory / TASTE_PAIRS_DIR)
+            for pair in pairs:
+                prefs.record(a_midi=pair.a, b_midi=pair.b, prompt_midi=pair.prompt, choice=pair.choice,
+                             source=pair.source)
+            config = {"kind": TASTE_JOB_KIND, **options, "pairs": str(prefs.dir.resolve()),
+                      "out_dir": str(directory.resolve())}
+            decisive = sum(p.choice != "tie" for p in pairs)
+            data = {"id": job_id, "name": name, "state": QUEUED, "created": _now(), "queued_at": _now(),
+                    "config": config, "prompts": {"kind": "taste-pairs", "pairs": len(pairs), "decisive": decisive,
+                                                  "ties": len(pairs) - decisive},
+                    "resume": False, "attempts": 0,
+                    "note": "a taste tune cannot continue mid-run: pause keeps the model trained so far as a "
+                            "checkpoint, and resume starts over from the base model"}
+            job = Job(directory, data)
+            with self.lock:
+                job.save()
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # never a half-made job
+            raise
+        with self.lock:
+            self.jobs[job_id] = job
+        if self.on_new_job_dir is not None:
+            self.on_new_job_dir(directory)
+        self.wake.set()
+        return job
+
     def get(self, job_id: str) -> Job:
         with self.lock:
             job = self.jobs.get(job_id)
@@ -576,6 +741,8 @@ class JobManager:
         with self.lock:
             if job.state not in RESUMABLE_STATES:
                 raise UserError(f"job {job_id} is {job.state}: only paused, cancelled or failed jobs can be resumed")
+            if job.kind == TASTE_JOB_KIND:
+                job.events_path.unlink(missing_ok=True)  # it starts over: a stream shows only the new run's steps
             job.set_state(QUEUED, resume=True, queued_at=_now(), error=None, finished=None)
         self.wake.set()
         return job
@@ -615,7 +782,9 @@ class JobManager:
             (job.dir / STOP_FILE).unlink()
         except FileNotFoundError:
             pass
-        for stale in (RESULT_FILE, ERROR_FILE):
+        # A taste tune starts over (it cannot continue mid-run): its old step lines must not be streamed
+        # as the new run's.
+        for stale in (RESULT_FILE, ERROR_FILE) + ((EVENTS_FILE,) if job.kind == TASTE_JOB_KIND else ()):
             try:
                 (job.dir / stale).unlink()
             except FileNotFoundError:
@@ -658,7 +827,7 @@ class JobManager:
         elif code == 0 and result is not None:
             extra["result"] = result
             stopped = result.get("stopped_by")
-            steps = int(job.data["config"].get("steps") or 0)
+            steps = int(job.data["config"].get("steps") or result.get("steps_total") or 0)
             if stopped == "stopped" and int(result.get("steps_done") or 0) < steps:
                 job.set_state(PAUSED, **extra)
             else:
@@ -814,6 +983,30 @@ def jobs_router(manager: JobManager):
         def make():  # decodes MIDI prompts and reads folders: a worker thread, not the event loop
             options, midi, procedural = check_submission(body, manager.rules)
             return manager.submit(options, midi, procedural, name=name)
+
+        try:
+            job = await run_in_threadpool(make)
+        except UserError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return {"job": job.id, "state": job.state}
+
+    @router.post("/v1/taste/tune")
+    async def taste_tune(request: Request) -> dict:
+        """Start a taste-tuning job (queued if one is running): fine-tune the policy toward a musician's
+        preference pairs. Body: options by name (`engine.api.TasteTuneOptions`), "pairs" and "name";
+        checked before any job is created."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(status_code=400, detail="the body must be JSON") from None
+        name = body.pop("name", None) if isinstance(body, dict) else None
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
+            raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
+
+        def make():  # decodes every pair's MIDI: a worker thread, not the event loop
+            options, pairs = check_taste_submission(body, manager.rules)
+            return manager.submit_taste(options, pairs, name=name)
 
         try:
             job = await run_in_threadpool(make)

@@ -1,6 +1,8 @@
 """The Train panel: fine-tune the policy with SMART (GRPO on the MAA score of rendered audio) as a job
 on the policy host, follow it live, use its checkpoints, and compare them blind against the base model
 (`blindab`). The presets and rewards are those the connected host offers (GET /v1/train/options).
+"Tune toward my taste" (`taste_job`) sends the musician's picks as a taste-tuning job instead; it is
+followed, plotted, paused and compared the same way.
 
 Everything that talks to the host runs on worker threads (studio.train.workers); the panel shares the
 Generate panel's host connection (one host per studio). Jobs live on the host: closing the studio or
@@ -50,6 +52,8 @@ from studio.theme import STYLE_WARN as WARN
 from studio.train.blindab import BlindAB
 from studio.train.plots import TrainingPlots
 from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
+from studio.train.taste_job import (TasteTuneSection, collect_pairs, describe_taste_record, is_dpo_record, job_kind,
+                                    pair_prompts)
 from studio.train.workers import CallJob, CompareJob, EventsWatcher
 from studio.widgets import compact_combos, guard_wheel
 
@@ -115,6 +119,7 @@ class TrainPanel(QDockWidget):
         self._pending = None
         self._status_busy = False
         self._steps_total = 0
+        self._taste_sending = False  # a taste tune's picks are on their way to the host
         self.records: list[dict] = []
         self.catalogue = local_catalogue()  # presets, rewards and options the host offers
         self._catalogue_from: str | None = None  # the host URL the catalogue came from
@@ -313,6 +318,11 @@ class TrainPanel(QDockWidget):
         pv.addWidget(self.counts_label)
         v.addWidget(box)
 
+        # -- tune toward the musician's own picks (the Generate panel's taste profile)
+        self.taste_section = TasteTuneSection(getattr(self.win, "taste_store", None))
+        self.taste_section.requested.connect(self.tune_taste)
+        v.addWidget(self.taste_section)
+
         # -- plots
         self.plots = TrainingPlots()
         self.plots.setFixedHeight(380)
@@ -488,6 +498,9 @@ class TrainPanel(QDockWidget):
 
     def _set_reward_title(self) -> None:
         cfg = (self.job_info or {}).get("config") or {}
+        if job_kind(self.job_info)[0] == api.TASTE_JOB_KIND:
+            self.plots.set_reward_title("Reward — your taste model's score")
+            return
         spec = cfg.get("reward") or self.reward_spec() or ""
         note = ""
         try:
@@ -688,6 +701,47 @@ class TrainPanel(QDockWidget):
                   + (f", {len(midi)} prompt(s) from the sketch" if midi else ", procedural prompts"))
         self._run("Starting the job", lambda: client.start_training(options, prompts_midi=midi), self._on_started)
 
+    def tune_taste(self, options: dict | None = None) -> None:
+        """Send the profile's picks to the host as a taste-tuning job and follow it."""
+        if self.job_state in ACTIVE:
+            self.status.emit("A job is already running (pause or cancel it first)")
+            return
+        profile = self.taste_section.profile_dir
+        if profile is None:
+            return
+        options = dict(options if options is not None else self.taste_section.options())
+        if not self._ensure_host(lambda: self.tune_taste(options)):
+            return
+        if self.host.device() == "cpu":
+            options["cpu_threads"] = 1  # shares the CPU with the host; one thread is fastest on a busy machine
+        limit = ((self.host.health or {}).get("limits") or {}).get("body_bytes") or api.DEFAULT_MAX_BODY_BYTES
+        client, store = self.host.client, self.taste_section.store
+        name = (f"{self.win._display_name()} · " if hasattr(self.win, "_display_name") else "") + \
+            f"my taste ({options['method']})"
+
+        def submit():  # a worker: waits for picks still being written, reads the MIDI files, sends them
+            store.wait()
+            pairs, dropped = collect_pairs(profile, limit)
+            return client.start_taste_tune(pairs, options, name=name), len(pairs), dropped
+
+        self._taste_sending = True
+        self._sync_buttons()
+        self._log(f"Tune toward my taste: {options['method']}, "
+                  f"{options.get('steps', 'default')} steps, picks from {profile}")
+        self._run("Starting the taste tune", submit, self._on_taste_started, self._on_taste_failed)
+
+    def _on_taste_started(self, value) -> None:
+        job_id, sent, dropped = value
+        self._log(f"Job {job_id} queued on the host: {sent} picks sent"
+                  + (f" ({dropped} oldest left out: the host's request size limit)" if dropped else ""))
+        self._taste_sending = False
+        self.attach(job_id)
+        self.refresh_jobs()
+
+    def _on_taste_failed(self, reason: str) -> None:
+        self._taste_sending = False
+        self._error("Tune toward my taste", reason)
+
     def _on_started(self, job_id: str) -> None:
         self._log(f"Job {job_id} queued on the host")
         self.attach(job_id)
@@ -697,8 +751,10 @@ class TrainPanel(QDockWidget):
         """Follow a job: its events replay from the first step, then stream live."""
         self._stop_watching()
         self.job_id, self.job_info, self.job_state = job_id, None, None
+        self._steps_total = 0
         self.records.clear()
         self.plots.clear()
+        self.plots.set_layout("grpo")  # until the job says it is a DPO taste tune
         self.ckpt_table.setRowCount(0)
         self.job_label.setStyleSheet("")
         self._watch()
@@ -737,7 +793,16 @@ class TrainPanel(QDockWidget):
         if "step" not in ev:
             return
         self.records.append(ev)
+        if is_dpo_record(ev):
+            self.plots.set_layout("dpo")
         self.plots.add(ev)
+        if ev.get("steps_total"):
+            self._steps_total = int(ev["steps_total"])
+        if is_dpo_record(ev):
+            self._log(describe_taste_record(ev))
+            self._show_progress()
+            self.refresh_status()
+            return
         if ev.get("maa_random"):
             self._set_reward_title()
         parts = [f"step {ev['step']}", f"reward {_num(ev.get('reward_mean'))}"]
@@ -781,7 +846,10 @@ class TrainPanel(QDockWidget):
                 return
             self.job_info = info
             self.job_state = info["state"]
-            self._steps_total = int(info.get("steps") or 0)
+            self._steps_total = int(info.get("steps") or 0) or self._steps_total
+            kind, method = job_kind(info)
+            if kind == api.TASTE_JOB_KIND and method == "dpo":
+                self.plots.set_layout("dpo")
             self._show_progress()
             self._show_checkpoints(info.get("checkpoints") or [])
             self._set_reward_title()
@@ -815,6 +883,8 @@ class TrainPanel(QDockWidget):
             text += f" (position {info['queue_position']} in the queue)"
         if state == "running":
             text += f" · ETA {fmt_eta(eta)}"
+        if job_kind(info)[0] == api.TASTE_JOB_KIND and state in ("paused", "cancelled", "failed"):
+            text += " · a taste tune cannot continue mid-run: Resume starts over from the original model"
         if info.get("error"):
             text += f" — {info['error']}"
         self.job_label.setText(text)
@@ -886,7 +956,11 @@ class TrainPanel(QDockWidget):
         if tuned is None or not base or not self.host.connected:
             self.status.emit("Pick a checkpoint of a job first")
             return
-        prompts: list[bytes | None] = [p.midi() for p in self.prompts[:MAX_COMPARE_PROMPTS]] or [None] * 3
+        prompts = [p.midi() for p in self.prompts[:MAX_COMPARE_PROMPTS]] or [None] * 3
+        profile = self.taste_section.profile_dir
+        if not self.prompts and profile is not None and job_kind(self.job_info)[0] == api.TASTE_JOB_KIND:
+            # A taste tune is judged at the musician's own prompts (read on the worker).
+            prompts = lambda: pair_prompts(profile, 3)  # noqa: E731
         restore = ((self.host.health or {}).get("model") or {}).get("path")
         job = CompareJob(self.host.client, base, tuned, prompts, bars=2, seed=random.randrange(1, 2**30),
                          restore=restore)
@@ -931,6 +1005,9 @@ class TrainPanel(QDockWidget):
         self.btn_use.setEnabled(connected and has_ckpt)
         compare_running = any(isinstance(j, CompareJob) for j in self._jobs)
         self.btn_compare.setEnabled(connected and has_ckpt and not compare_running)
+        self.taste_section.set_blocked("Sending your picks to the host…" if self._taste_sending
+                                       else "A job is running on the host (pause or cancel it first)" if running
+                                       else "Connecting to the host…" if self.host.busy else None)
 
     def shutdown(self) -> None:
         """Window closing: stop listening (the jobs themselves go on on the host)."""

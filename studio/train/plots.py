@@ -1,5 +1,7 @@
 """Live training curves (pyqtgraph): reward (and each MAA axis when the run logs them), KL to the
-original model, diversity of the outputs, completion length."""
+original model, diversity of the outputs, completion length — or, for a DPO taste tune (`DPO_PLOTS`),
+the preference loss, how many pairs the model ranks the musician's way, the reward margin and the
+implicit rewards of the chosen and rejected continuations."""
 
 from __future__ import annotations
 
@@ -8,20 +10,32 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 
 AXIS_COLOURS = {"reward_mean": "#ffd040", "CE": "#5aa9ff", "CU": "#9fe0a0", "PC": "#e58fff", "PQ": "#ff8a65",
                 "kl": "#ff6b6b", "diversity": "#4dd0e1", "diversity_floor": "#808080",
-                "completion_tokens": "#c5c9d4"}
+                "completion_tokens": "#c5c9d4", "loss": "#ffd040", "rewards_accuracies": "#9fe0a0",
+                "rewards_margins": "#5aa9ff", "rewards_chosen": "#9fe0a0", "rewards_rejected": "#ff6b6b"}
 PLOTS = (
     ("reward", "Reward", ("reward_mean", "CE", "CU", "PC", "PQ")),
     ("kl", "KL to the original model", ("kl",)),
     ("diversity", "Diversity of the outputs", ("diversity", "diversity_floor")),
     ("length", "Completion length (tokens)", ("completion_tokens",)),
 )
+# A DPO taste tune logs no KL or diversity: its implicit rewards (β · log-ratio to the original model on
+# the chosen and rejected continuations) show how far it moved instead.
+DPO_PLOTS = (
+    ("loss", "Preference loss (DPO)", ("loss",)),
+    ("accuracy", "Pairs ranked your way", ("rewards_accuracies",)),
+    ("margin", "Margin: chosen − rejected", ("rewards_margins",)),
+    ("rewards", "Implicit reward vs the original", ("rewards_chosen", "rewards_rejected")),
+)
+LAYOUTS = {"grpo": PLOTS, "dpo": DPO_PLOTS}
 LABELS = {"reward_mean": "reward", "CE": "CE (enjoyment)", "CU": "CU (usefulness)", "PC": "PC (complexity)",
           "PQ": "PQ (quality)", "kl": "KL", "diversity": "diversity", "diversity_floor": "floor",
-          "completion_tokens": "tokens"}
+          "completion_tokens": "tokens", "loss": "loss", "rewards_accuracies": "accuracy",
+          "rewards_margins": "margin", "rewards_chosen": "chosen", "rewards_rejected": "rejected"}
 
 
 class TrainingPlots(QWidget):
-    """Four small plots fed with step records (`add(record)`); `clear()` for a new job."""
+    """Four small plots fed with step records (`add(record)`); `clear()` for a new job;
+    `set_layout("grpo" | "dpo")` shows a job's kind of curves (the records so far are drawn again)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -32,37 +46,67 @@ class TrainingPlots(QWidget):
         self.widgets: dict[str, pg.PlotWidget] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.data: dict[str, tuple[list[float], list[float]]] = {}
-        self.legend: pg.LegendItem | None = None
-        for i, (key, title, _series) in enumerate(PLOTS):
+        self.legends: list[pg.LegendItem] = []
+        self.frames: list[pg.PlotWidget] = []
+        self.records: list[dict] = []
+        self.layout_name = "grpo"
+        for i in range(4):
             w = pg.PlotWidget(background="#1c1e22")
-            w.setTitle(title, color="#c8ccd4", size="9pt")
             w.showGrid(x=True, y=True, alpha=0.15)
             w.setMinimumHeight(110)
             w.getPlotItem().setLabel("bottom", "step")
-            if key == "reward":
-                self.legend = w.addLegend(offset=(4, 4), labelTextSize="8pt")
-            self.widgets[key] = w
+            self.legends.append(w.addLegend(offset=(4, 4), labelTextSize="8pt"))
+            self.frames.append(w)
             layout.addWidget(w, i // 2, i % 2)
+        self._apply_layout()
         self.reward_note = ""
+
+    @property
+    def legend(self) -> pg.LegendItem:
+        return self.legends[0]
+
+    @property
+    def plots(self) -> tuple:
+        return LAYOUTS[self.layout_name]
+
+    def _apply_layout(self) -> None:
+        self.widgets = {}
+        for w, (key, title, _series) in zip(self.frames, self.plots):
+            w.setTitle(title, color="#c8ccd4", size="9pt")
+            self.widgets[key] = w
+
+    def set_layout(self, name: str) -> None:
+        """Show the curves of a "grpo" job (GRPO and taste GRPO) or a "dpo" taste tune."""
+        if name not in LAYOUTS or name == self.layout_name:
+            return
+        records = list(self.records)
+        self.clear()
+        self.layout_name = name
+        self._apply_layout()
+        for rec in records:
+            self.add(rec)
 
     def set_reward_title(self, text: str) -> None:
         """e.g. "Reward — notes (offline, no MAA)" or "… (random-weight MAA: not real scores)"."""
-        self.widgets["reward"].setTitle(text, color="#c8ccd4", size="9pt")
+        if "reward" in self.widgets:
+            self.widgets["reward"].setTitle(text, color="#c8ccd4", size="9pt")
 
     def clear(self) -> None:
-        for w in self.widgets.values():
+        for w in self.frames:
             w.clear()
-        if self.legend is not None:
-            self.legend.clear()
+        for legend in self.legends:
+            legend.clear()
         self.curves.clear()
         self.data.clear()
+        self.records.clear()
 
     def _curve(self, plot: str, series: str) -> pg.PlotDataItem:
         curve = self.curves.get(series)
         if curve is None:
             pen = pg.mkPen(AXIS_COLOURS.get(series, "#ffffff"), width=2 if series == "reward_mean" else 1.4,
                            style=pg.QtCore.Qt.DashLine if series == "diversity_floor" else pg.QtCore.Qt.SolidLine)
-            curve = self.widgets[plot].plot([], [], pen=pen, name=LABELS.get(series, series),
+            named = len(next(s for k, _t, s in self.plots if k == plot)) > 1  # a legend only where it tells apart
+            curve = self.widgets[plot].plot([], [], pen=pen, name=LABELS.get(series, series) if named else None,
                                             symbol="o" if series != "diversity_floor" else None, symbolSize=4,
                                             symbolBrush=AXIS_COLOURS.get(series, "#ffffff"), symbolPen=None)
             self.curves[series] = curve
@@ -72,7 +116,8 @@ class TrainingPlots(QWidget):
         step = record.get("step")
         if not isinstance(step, (int, float)):
             return
-        for plot, _title, series_list in PLOTS:
+        self.records.append(record)
+        for plot, _title, series_list in self.plots:
             for series in series_list:
                 value = record.get(series)
                 if not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -59,14 +59,15 @@ class EventsWatcher(StreamJob):
 
 
 class CompareJob(Job):
-    """For each prompt (MIDI bytes, or None for a procedural one): one continuation by the base model
-    and one by the tuned model with the same seed. The host's active model is switched for each and
-    put back afterwards (the host has no per-request model). `result`: a list of pairs
+    """For each prompt (MIDI bytes, or None for a procedural one; or a function giving them, called on
+    the worker): one continuation by the base model and one by the tuned model with the same seed. The
+    host's active model is switched for each and put back afterwards (the host has no per-request model). `result`: a list of pairs
     {"prompt": bytes|None, "base": {"midi": b64, "notes": [...]}, "tuned": {...}}."""
 
     result = Signal(object)
 
-    def __init__(self, client: HostClient, base: str, tuned: str, prompts: list[bytes | None], *, bars: int = 2,
+    def __init__(self, client: HostClient, base: str, tuned: str,
+                 prompts: list[bytes | None] | Callable[[], list[bytes | None]], *, bars: int = 2,
                  seed: int = 1, max_new_tokens: int = 512, restore: str | None = None) -> None:
         super().__init__("train-compare")
         self.client, self.base, self.tuned, self.prompts = client, base, tuned, prompts
@@ -81,6 +82,8 @@ class CompareJob(Job):
         return {"midi": cand["midi"], "notes": decode_midi(cand["midi"]).notes, "model": done.get("model")}
 
     def run(self) -> None:
+        if callable(self.prompts):
+            self.prompts = self.prompts()
         total = 2 * len(self.prompts)
         outputs: dict[str, list[dict]] = {}
         try:
