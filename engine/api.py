@@ -13,6 +13,7 @@ training.
 
 from __future__ import annotations
 
+import argparse as _argparse
 import json
 import math
 import numbers
@@ -135,6 +136,24 @@ class GenerationSettings:
                                  f"(choose from {', '.join(TOKEN_FAMILIES)})")
             if not _is_number(factor) or not 0.0 < factor <= MAX_TEMPERATURE_FACTOR:
                 raise ValueError(f"temperature_factors[{family!r}] must be in (0, {MAX_TEMPERATURE_FACTOR:g}]")
+
+
+def parse_temperature_factors(text: str) -> dict[str, float]:
+    """"Pitch=0.8,Velocity=1.1" → {"Pitch": 0.8, "Velocity": 1.1}; "" or "none" → {} (no factors).
+    A malformed pair raises _argparse.ArgumentTypeError (a usage error naming it); families and factors are
+    checked by `GenerationSettings.validate`."""
+    out: dict[str, float] = {}
+    if text.strip().lower() in ("", "none"):
+        return out
+    for part in text.split(","):
+        family, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[family.strip()] = float(value)
+        except ValueError:
+            raise _argparse.ArgumentTypeError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
+    return out
 
 
 # ============================================================================ request models

@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.api import DEFAULT_TEMPERATURE_FACTORS, parse_temperature_factors
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, os_error_line
 from engine.music import Clip, MidiFileError, atomic_write_text
@@ -136,7 +137,8 @@ def run_generate(args) -> int:
     prompt_clip = load_prompt(args.prompt) if args.prompt else None
     settings = GenerationSettings(candidates=args.candidates, temperature=args.temperature, top_p=args.top_p,
                                   seed=args.seed, bars=args.bars, max_new_tokens=args.max_tokens,
-                                  grammar=not args.no_grammar)
+                                  grammar=not args.no_grammar,
+                                  **({} if args.temperature_factors is None else {"temperature_factors": args.temperature_factors}))
     try:
         settings.validate()
     except ValueError as exc:
@@ -283,6 +285,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sampling temperature, 0 to 5; 0 is greedy (always the most likely token, so every "
                         "candidate of a prompt is the same) (default 1.0)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1] (default 0.95)")
+    p.add_argument("--temperature-factors", type=parse_temperature_factors, default=None, metavar="FAMILY=F,...",
+                   help="per token family (Bar, TimeSig, Position, Tempo, Pitch, Velocity, Duration): sample it at "
+                        "temperature × F among its own tokens; 'none': no factors (default: the shipped "
+                        f"{','.join(f'{k}={v:g}' for k, v in DEFAULT_TEMPERATURE_FACTORS.items())})")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed: the same seed, prompt and options give the same candidates (default: a fresh one)")
     p.add_argument("--no-grammar", action="store_true", help="sample without grammar masking")

@@ -184,13 +184,16 @@ class HostClient:
                  temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
                  max_new_tokens: int | None = None, at_tick: int | None = None,
                  infill: tuple[int, int] | None = None, allowed_pitches: Sequence[int] | None = None,
-                 score: bool = True, first_note: bool = False) -> GenerationStream:
-        """Start a generation; returns the open event stream (close it to cancel)."""
+                 score: bool = True, first_note: bool = False,
+                 temperature_factors: dict[str, float] | None = None) -> GenerationStream:
+        """Start a generation; returns the open event stream (close it to cancel).
+        temperature_factors None leaves the host's shipped per-family factors; {} asks for none."""
         payload: dict = {"candidates": candidates, "bars": bars, "temperature": temperature, "top_p": top_p,
                          "score": score}
         if prompt_midi is not None:
             payload["prompt_midi"] = base64.b64encode(prompt_midi).decode()
-        for key, value in (("seed", seed), ("max_new_tokens", max_new_tokens), ("at_tick", at_tick)):
+        for key, value in (("seed", seed), ("max_new_tokens", max_new_tokens), ("at_tick", at_tick),
+                           ("temperature_factors", temperature_factors)):
             if value is not None:
                 payload[key] = value
         if infill is not None:

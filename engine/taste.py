@@ -10,9 +10,9 @@ feature without a prompt, is imputed to the mean, i.e. it contributes nothing). 
 P(a ≻ b) = σ(s(a) − s(b)); a tie is a half-and-half target. w is the MAP under a Laplace prior
 λ·Σ|w_i| (strength λ chosen by inner cross-validation; majorize–minimize over Newton steps): with tens
 of pairs most of the features must get no weight at all, and a Laplace prior says so exactly where a
-Gaussian one spreads small weights over every feature (agreement on unseen pairs 0.74 → 0.78, see
-BENCHMARKS.md). A Laplace approximation at the MAP gives the weights' covariance, hence a posterior std
-for every score.
+Gaussian one spreads small weights over every feature (simulated listeners, 40 pairs: expected
+agreement on 300 unseen pairs 0.74–0.75 → 0.77–0.81, see BENCHMARKS.md). A Laplace approximation
+at the MAP gives the weights' covariance, hence a posterior std for every score.
 
 Representation. `MIDI_FEATURES` are the SMART paper's eight features (`engine.features`), plus
 what they leave out and a listener hears at once — register, note lengths, density, chord size,
@@ -48,8 +48,11 @@ KIND = "smart-taste"
 FORMAT_VERSION = 1
 # Fewer decisive pairs than this and a taste is not claimed (scores are refused, accuracy not shown).
 MIN_PAIRS = 10
-# Strengths λ of the Laplace prior on the standardized weights, chosen among by inner cross-validation.
-LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# Strengths λ of the prior on the standardized weights, chosen among by inner cross-validation:
+# Laplace (λ·Σ|w|, the default) and Gaussian (λ·Σw²/2, for hundreds of hidden-state features, where
+# the Laplace fit's repeated Newton solves would take minutes).
+PRIORS = ("laplace", "gaussian")
+LAMBDAS = {"laplace": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0), "gaussian": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)}
 CV_FOLDS = 10
 
 # The paper's eight features (§4.2), flattened.
@@ -257,18 +260,27 @@ def _laplace_map(D: np.ndarray, y: np.ndarray, lam: float, iters: int = 40,
     return w if d else np.zeros(0)
 
 
-def _posterior_covariance(D: np.ndarray, w: np.ndarray, lam: float) -> np.ndarray:
-    """Laplace approximation: the inverse Hessian of the data term plus a Gaussian with the Laplace
-    prior's variance (2/λ²) — a weight the prior set to zero keeps the prior's uncertainty."""
-    return np.linalg.inv(_bt_hessian(D, w) + (lam * lam / 2.0) * np.eye(D.shape[1]))
+def _map(D: np.ndarray, y: np.ndarray, lam: float, prior: str, w0: np.ndarray | None = None) -> np.ndarray:
+    return _laplace_map(D, y, lam, w0=w0) if prior == "laplace" else _newton_bt(D, y, lam, w0=w0)
 
 
-def _fit_weights(comp: Comparisons, lam: float, mean: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prior_precision(lam: float, prior: str) -> float:
+    return lam * lam / 2.0 if prior == "laplace" else lam
+
+
+def _posterior_covariance(D: np.ndarray, w: np.ndarray, lam: float, prior: str = "laplace") -> np.ndarray:
+    """Laplace approximation: the inverse Hessian of the data term plus the prior's (for a Laplace
+    prior, a Gaussian of its variance 2/λ²: a weight the prior set to zero keeps the prior's uncertainty)."""
+    return np.linalg.inv(_bt_hessian(D, w) + _prior_precision(lam, prior) * np.eye(D.shape[1]))
+
+
+def _fit_weights(comp: Comparisons, lam: float, mean: np.ndarray, scale: np.ndarray,
+                 prior: str = "laplace") -> tuple[np.ndarray, np.ndarray]:
     """MAP weights and their posterior covariance."""
     Z = standardize(comp.X, mean, scale)
     D = Z[comp.a] - Z[comp.b]
-    w = _laplace_map(D, comp.y, lam)
-    return w, _posterior_covariance(D, w, lam)
+    w = _map(D, comp.y, lam, prior)
+    return w, _posterior_covariance(D, w, lam, prior)
 
 
 def _folds(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -276,7 +288,7 @@ def _folds(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [order[i::k] for i in range(min(k, n))]
 
 
-def _cv_predictions(comp: Comparisons, lam: float | None, k: int, seed: int) -> np.ndarray:
+def _cv_predictions(comp: Comparisons, lam: float | None, k: int, seed: int, prior: str = "laplace") -> np.ndarray:
     """Held-out P(a ≻ b) for every pair (k-fold; λ re-chosen inside each fold when None)."""
     rng = np.random.default_rng(seed)
     pred = np.full(len(comp), np.nan)
@@ -285,31 +297,31 @@ def _cv_predictions(comp: Comparisons, lam: float | None, k: int, seed: int) -> 
         sub = comp.subset(train)
         used = np.unique(np.concatenate([sub.a, sub.b]))
         mean, scale = _standardizer(comp.X[used])
-        lam_f = lam if lam is not None else _choose_lambda(sub, mean, scale, seed)
-        w, _ = _fit_weights(sub, lam_f, mean, scale)
+        lam_f = lam if lam is not None else _choose_lambda(sub, mean, scale, seed, prior)
+        w, _ = _fit_weights(sub, lam_f, mean, scale, prior)
         Z = standardize(comp.X, mean, scale)
         pred[test] = 1.0 / (1.0 + np.exp(-(Z[comp.a[test]] - Z[comp.b[test]]) @ w))
     return pred
 
 
-def _choose_lambda(comp: Comparisons, mean: np.ndarray, scale: np.ndarray, seed: int) -> float:
+def _choose_lambda(comp: Comparisons, mean: np.ndarray, scale: np.ndarray, seed: int, prior: str = "laplace") -> float:
     """λ with the best inner-CV log-likelihood (ties count too)."""
     if len(comp) < 6:
-        return max(LAMBDAS)
-    best, best_ll = LAMBDAS[-1], -math.inf
+        return max(LAMBDAS[prior])
+    best, best_ll = max(LAMBDAS[prior]), -math.inf
     Z = standardize(comp.X, mean, scale)
     folds = _folds(len(comp), 5, np.random.default_rng(seed + 1))
-    ll = dict.fromkeys(LAMBDAS, 0.0)
+    ll = dict.fromkeys(LAMBDAS[prior], 0.0)
     for test in folds:
         train = np.setdiff1d(np.arange(len(comp)), test)
         D = Z[comp.a[train]] - Z[comp.b[train]]
         w = None
-        for lam in sorted(LAMBDAS, reverse=True):  # strongest first, each fit starting from the last
-            w = _laplace_map(D, comp.y[train], lam, w0=w)
+        for lam in sorted(LAMBDAS[prior], reverse=True):  # strongest first, each fit starting from the last
+            w = _map(D, comp.y[train], lam, prior, w0=w)
             p = np.clip(1.0 / (1.0 + np.exp(-(Z[comp.a[test]] - Z[comp.b[test]]) @ w)), 1e-6, 1 - 1e-6)
             y = comp.y[test]
             ll[lam] += float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    for lam in LAMBDAS:
+    for lam in LAMBDAS[prior]:
         if ll[lam] > best_ll:
             best, best_ll = lam, ll[lam]
     return best
@@ -406,7 +418,8 @@ class TasteModel:
 
 
 def fit_comparisons(comp: Comparisons, feature_names: Sequence[str], representation: str, *,
-                    min_pairs: int = MIN_PAIRS, folds: int = CV_FOLDS, seed: int = 0) -> TasteModel:
+                    min_pairs: int = MIN_PAIRS, folds: int = CV_FOLDS, seed: int = 0,
+                    prior: str = "laplace") -> TasteModel:
     """Fit on every pair and cross-validate; the report says how far to trust it."""
     n_dec = int(comp.decisive.sum())
     report: dict = {"pairs": len(comp), "decisive": n_dec, "ties": len(comp) - n_dec, "min_pairs": min_pairs,
@@ -414,17 +427,19 @@ def fit_comparisons(comp: Comparisons, feature_names: Sequence[str], representat
     used = np.unique(np.concatenate([comp.a, comp.b])) if len(comp) else np.arange(0)
     mean, scale = _standardizer(comp.X[used]) if len(used) else (np.zeros(len(feature_names)),
                                                                   np.ones(len(feature_names)))
-    lam = _choose_lambda(comp, mean, scale, seed) if len(comp) else max(LAMBDAS)
+    if prior not in PRIORS:
+        raise UserError(f"unknown prior {prior!r} (choose from {', '.join(PRIORS)})")
+    lam = _choose_lambda(comp, mean, scale, seed, prior) if len(comp) else max(LAMBDAS[prior])
     if len(comp):
-        w, cov = _fit_weights(comp, lam, mean, scale)
+        w, cov = _fit_weights(comp, lam, mean, scale, prior)
     else:
-        w, cov = np.zeros(len(feature_names)), (2.0 / lam ** 2) * np.eye(len(feature_names))
-    report["prior"] = "laplace"
+        w, cov = np.zeros(len(feature_names)), np.eye(len(feature_names)) / _prior_precision(lam, prior)
+    report["prior"] = prior
     report["lambda"] = lam
     report["active_features"] = int(np.count_nonzero(w))
     report["ready"] = n_dec >= min_pairs
     if n_dec >= 2 and len(comp) >= 3:
-        pred = _cv_predictions(comp, None, folds, seed)
+        pred = _cv_predictions(comp, None, folds, seed, prior)
         dec = comp.decisive
         correct = ((pred[dec] > 0.5) == (comp.y[dec] == 1.0)).astype(float)
         correct[pred[dec] == 0.5] = 0.5

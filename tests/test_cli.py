@@ -70,7 +70,8 @@ def test_generate_writes_candidates(capsys, midi, tiny_model, tmp_path, monkeypa
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     out_dir = tmp_path / "gen"
     code, out, err = run(capsys, "generate", "--model", tiny_model, "--prompt", midi, "--prompt-bars", 2,
-                         "--candidates", 2, "--bars", 2, "--max-tokens", 120, "--seed", 1, "--out", out_dir)
+                         "--candidates", 2, "--bars", 2, "--max-tokens", 120, "--seed", 1,
+                         "--temperature-factors", "Pitch=0.8,Duration=1.3", "--out", out_dir)
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 2 and all(r["scores"] is None for r in rows)
@@ -102,6 +103,8 @@ def test_bad_inputs_one_line_no_traceback(capsys, tmp_path, midi, tiny_model):
         ("generate", "--model", not_model, "--procedural", "--out", tmp_path / "g1"),
         ("generate", "--model", tiny_model, "--prompt", junk, "--out", tmp_path / "g2"),
         ("generate", "--model", tiny_model, "--procedural", "--candidates", 0, "--out", tmp_path / "g3"),
+        ("generate", "--model", tiny_model, "--procedural", "--temperature-factors", "Loudness=0.5",
+         "--out", tmp_path / "g4"),
     ]
     for argv in cases:
         code, out, err = run(capsys, *argv)
@@ -109,7 +112,7 @@ def test_bad_inputs_one_line_no_traceback(capsys, tmp_path, midi, tiny_model):
         lines = [line for line in err.strip().splitlines() if line]
         assert len(lines) == 1 and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x.wav").exists()
-    assert not any((tmp_path / g).exists() for g in ("g1", "g2", "g3"))
+    assert not any((tmp_path / g).exists() for g in ("g1", "g2", "g3", "g4"))
 
 
 def test_console_script_entry_point(midi):

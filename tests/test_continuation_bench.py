@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from engine.api import parse_temperature_factors
 from engine.cli import main as smart_main
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.policy import Policy
@@ -208,11 +209,11 @@ def test_sampling_settings_of_the_benchmark_and_the_card(bench, two_datasets, ti
     config = json.loads((bench[0] / "continuation.json").read_text())["config"]
     assert (config["temperature"], config["top_p"], config["temperature_factors"]) == (
         shipped.temperature, shipped.top_p, dict(shipped.temperature_factors))
-    assert cb.parse_temperature_factors("Pitch=0.8, Velocity=1.2") == {"Pitch": 0.8, "Velocity": 1.2}
-    assert cb.parse_temperature_factors("none") == {}
+    assert parse_temperature_factors("Pitch=0.8, Velocity=1.2") == {"Pitch": 0.8, "Velocity": 1.2}
+    assert parse_temperature_factors("none") == {}
     for bad in ("Pitch", "Pitch=cool"):
         with pytest.raises(Exception, match="FAMILY=FACTOR"):
-            cb.parse_temperature_factors(bad)
+            parse_temperature_factors(bad)
     with pytest.raises(cb.UserError, match="unknown token family"):
         cb.run_benchmark([("tiny", str(tiny_model))], two_datasets, n=2, temperature_factors={"Chord": 0.5})
     assert smart_main(["eval-continuation", "--model", f"tiny={tiny_model}", "--data", str(two_datasets),

@@ -227,6 +227,20 @@ def test_a_seeded_request_samples_what_the_policy_samples(host, policy):
         assert cand["notes"] == len(ref.notes)
 
 
+def test_temperature_factors_walk_from_the_client_to_the_sampler(host, policy):
+    clip = prompt_clip()
+    for factors in ({}, {"Pitch": 0.3, "Duration": 2.0}):
+        _, result = generate(host, prompt_midi=clip.to_midi_bytes(), candidates=2, bars=2, seed=11,
+                             max_new_tokens=32, score=False, temperature_factors=factors)
+        direct = policy.continue_clip(clip, GenerationSettings(candidates=2, bars=2, seed=11, max_new_tokens=32,
+                                                               temperature_factors=factors))
+        for cand, ref in zip(result["candidates"], direct):
+            assert {(n.start, n.pitch) for n in decode_midi(cand["midi"]).notes} == {(n.start, n.pitch) for n in ref.notes}
+    with pytest.raises(HostError) as err:
+        generate(host, prompt_midi=clip.to_midi_bytes(), candidates=1, bars=1, temperature_factors={"Chord": 0.5})
+    assert err.value.status == 422
+
+
 def test_procedural_prompt_and_key_lock(host):
     c_major = [p for p in range(21, 109) if p % 12 in (0, 2, 4, 5, 7, 9, 11)]
     _, result = generate(host, candidates=2, bars=1, seed=5, max_new_tokens=40, allowed_pitches=c_major,

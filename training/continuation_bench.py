@@ -44,6 +44,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from engine.api import parse_temperature_factors
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import Clip, Note, atomic_write_text
@@ -402,26 +403,6 @@ def _factors_text(factors: dict | None) -> str:
     if not factors:
         return ""
     return ", temperature × " + ", ".join(f"{v:g} on {k}" for k, v in sorted(factors.items()))
-
-
-def parse_temperature_factors(text: str) -> dict[str, float]:
-    """"Pitch=0.8,Velocity=1.1" → {"Pitch": 0.8, "Velocity": 1.1}; "" or "none" → {} (no factors).
-    A malformed pair raises argparse.ArgumentTypeError (a usage error naming it); families and factors are
-    checked by `GenerationSettings.validate`."""
-    import argparse
-
-    out: dict[str, float] = {}
-    if text.strip().lower() in ("", "none"):
-        return out
-    for part in text.split(","):
-        family, sep, value = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[family.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
-    return out
 
 
 def markdown(report: dict) -> str:

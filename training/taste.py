@@ -156,6 +156,8 @@ def fit_taste_any(pairs: Sequence, representation: str = "midi", model_dir: str 
         raise UserError(f"unknown representation {representation!r}")
     if not model_dir:
         raise UserError(f"the {representation} representation needs --model DIR (the policy whose states it pools)")
+    # Hundreds of features: a Gaussian prior (one Newton solve per fit; the Laplace prior's many would take minutes).
+    kwargs.setdefault("prior", "gaussian")
     feats = HiddenFeatures(model_dir)
     comp, problems = comparisons_from_pairs(pairs, feats.vectorizer(with_midi=representation == BOTH))
     names = feature_names(representation, int(feats.policy.model.config.hidden_size))
