@@ -162,6 +162,14 @@ def test_laplace_map_meets_its_optimality_conditions():
     assert np.count_nonzero(_laplace_map(D, comp.y, 8.0)) < np.count_nonzero(_laplace_map(D, comp.y, 0.5))
 
 
+def test_the_gaussian_prior_stays_available_for_hidden_states():
+    names = REPRESENTATIONS["midi"]
+    model = fit_comparisons(comparisons(judged(LISTENERS["sparse"], 30, seed=42)), names, "midi", prior="gaussian")
+    assert model.report["prior"] == "gaussian" and model.report["active_features"] > len(names) // 2  # no zeros but constants
+    with pytest.raises(UserError, match="unknown prior"):
+        fit_comparisons(comparisons(judged(LISTENERS["sparse"], 3, seed=42)), names, "midi", prior="cauchy")
+
+
 def test_the_papers_features_alone_miss_register():
     """Why the default representation adds register: the paper's features do not say it (pitch range
     and pitch classes are the same an octave up)."""
