@@ -933,6 +933,25 @@ def _job_or_404(manager: JobManager, job_id: str) -> Job:
         raise HTTPException(status_code=404, detail=f"no job {job_id}") from None
 
 
+async def submit_job(request: Request, make: Callable[[Any, str | None], Job]) -> dict:
+    """One submission path for every job kind: parse the JSON body, take its optional "name", then
+    `make(body, name)` checks and creates the job in a worker thread (it decodes MIDI and reads folders,
+    not work for the event loop). A refused submission (UserError) is a 400 and creates nothing."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):  # includes ints longer than Python parses
+        raise HTTPException(status_code=400, detail="the body must be JSON") from None
+    name = body.pop("name", None) if isinstance(body, dict) else None
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
+        raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
+    try:
+        job = await run_in_threadpool(make, body, name)
+    except UserError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    return {"job": job.id, "state": job.state}
+
+
 def jobs_router(manager: JobManager):
     """The training-jobs APIRouter; its lifespan starts/stops `manager` with the app."""
     from contextlib import asynccontextmanager
@@ -971,48 +990,22 @@ def jobs_router(manager: JobManager):
     async def train(request: Request) -> dict:
         """Start a SMART GRPO job (queued if one is running). Body: GRPO options by name (see
         GET /v1/train/options), checked before any job is created."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):  # includes ints longer than Python parses
-            raise HTTPException(status_code=400, detail="the body must be JSON") from None
-        name = body.pop("name", None) if isinstance(body, dict) else None
-        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
-            raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
-
-        def make():  # decodes MIDI prompts and reads folders: a worker thread, not the event loop
+        def make(body: dict | list | None, name: str | None) -> Job:  # decodes MIDI prompts, reads folders
             options, midi, procedural = check_submission(body, manager.rules)
             return manager.submit(options, midi, procedural, name=name)
 
-        try:
-            job = await run_in_threadpool(make)
-        except UserError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
-        return {"job": job.id, "state": job.state}
+        return await submit_job(request, make)
 
     @router.post("/v1/taste/tune")
     async def taste_tune(request: Request) -> dict:
         """Start a taste-tuning job (queued if one is running): fine-tune the policy toward a musician's
         preference pairs. Body: options by name (`engine.api.TasteTuneOptions`), "pairs" and "name";
         checked before any job is created."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(status_code=400, detail="the body must be JSON") from None
-        name = body.pop("name", None) if isinstance(body, dict) else None
-        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
-            raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
-
-        def make():  # decodes every pair's MIDI: a worker thread, not the event loop
+        def make(body: dict | list | None, name: str | None) -> Job:  # decodes every pair's MIDI
             options, pairs = check_taste_submission(body, manager.rules)
             return manager.submit_taste(options, pairs, name=name)
 
-        try:
-            job = await run_in_threadpool(make)
-        except UserError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
-        return {"job": job.id, "state": job.state}
+        return await submit_job(request, make)
 
     @router.get("/v1/train/options")
     def options() -> dict:
