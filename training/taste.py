@@ -21,7 +21,6 @@ musical quality, with Bradley–Terry noise. Their numbers are never a person's.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import math
 import random
@@ -33,7 +32,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.api import RUN_CONFIG_FILE, STOP_FILE
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
 from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, feature_dict,
@@ -362,18 +360,14 @@ def _dpo_dataset(tokenizer, triples: Sequence[tuple[list[int], list[int], list[i
 class _Progress:
     """What a `tune()` reports while it runs: every step record goes to its `on_event` (with `steps_total`
     once known), and `should_stop()` ends the run at the next step boundary (DPO: the events callback
-    below; GRPO: the STOP file of the GRPO run inside OUT). Held in `_PROGRESS` for the callbacks."""
+    below; GRPO: `run_grpo`'s own should_stop)."""
 
-    def __init__(self, out: Path, on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None):
-        self.out = out
+    def __init__(self, on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None):
         self.on_event = on_event
         self.should_stop = should_stop or (lambda: False)
         self.steps_done = 0
         self.steps_total: int | None = None
         self.stopped = False
-
-    def _grpo_runs(self) -> list[Path]:
-        return [p.parent for p in self.out.glob(f"*/{RUN_CONFIG_FILE}")]
 
     def stop_requested(self) -> bool:
         if self.should_stop():
@@ -385,14 +379,6 @@ class _Progress:
             self.steps_done = max(self.steps_done, event["step"])
             if self.steps_total is None:
                 self.steps_total = event.get("steps_total")
-            for run in self._grpo_runs():
-                if self.steps_total is None:
-                    try:
-                        self.steps_total = int(json.loads((run / RUN_CONFIG_FILE).read_text())["steps"])
-                    except (OSError, ValueError, KeyError, TypeError):
-                        pass
-                if self.stop_requested():
-                    (run / STOP_FILE).touch()  # run_grpo stops after this step
             if self.steps_total is not None:
                 event = {**event, "steps_total": self.steps_total}
         if self.on_event is not None:
@@ -402,13 +388,8 @@ class _Progress:
                 print(f"smart taste tune: on_event failed: {exc}")
 
 
-_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar("taste_tune_progress", default=None)
-
-
-def _write_events(path: Path):
+def _write_events(path: Path, progress: _Progress | None = None):
     from transformers import TrainerCallback
-
-    progress = _PROGRESS.get()
 
     class EventsCallback(TrainerCallback):
         """One JSON line per logged step (loss, reward margins, accuracies, steps_total), as GRPO runs
@@ -435,7 +416,7 @@ def _write_events(path: Path):
     return EventsCallback()
 
 
-def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
+def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progress) -> dict:
     import torch
     from transformers import Phi3ForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -483,7 +464,7 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
     )
     events = out / "events.jsonl"
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok.hf_tokenizer(),
-                         callbacks=[_write_events(events)])
+                         callbacks=[_write_events(events, progress)])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t1 = time.perf_counter()
@@ -512,7 +493,7 @@ def taste_reward(scorer: "TasteScorer"):
     return reward
 
 
-def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict:
+def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progress) -> dict:
     from engine.music import atomic_write_bytes
     from training.grpo import GRPORunConfig, run_grpo
     from training.rewards import REWARDS, register_reward
@@ -532,8 +513,9 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, on_event) -> dict
         beta=0.04 if config.beta is None else config.beta, lr=config.lr, temperature=config.temperature,
         top_p=config.top_p, min_diversity=config.min_diversity, seed=config.seed, save_every=0,
         tensorboard=False, cpu_threads=config.cpu_threads, device="auto")
+    progress.steps_total = run.steps
     try:
-        result = run_grpo(run, on_event=on_event)
+        result = run_grpo(run, on_event=progress.emit, should_stop=progress.stop_requested)
     finally:  # the taste reward belongs to this run only
         REWARDS.pop("taste", None)
     for f in Path(result.final_model).iterdir():
@@ -573,12 +555,10 @@ def tune(config: TuneConfig, on_event: Callable[[dict], None] | None = None,
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    progress = _Progress(out, on_event, should_stop)
-    token = _PROGRESS.set(progress)
+    progress = _Progress(on_event, should_stop)
     try:
-        info = (_tune_dpo if config.method == "dpo" else _tune_grpo)(config, pairs, out, progress.emit)
+        info = (_tune_dpo if config.method == "dpo" else _tune_grpo)(config, pairs, out, progress)
     finally:
-        _PROGRESS.reset(token)
         torch.set_num_threads(threads)
     steps_total = progress.steps_total or info.get("steps")
     info.setdefault("stopped_by", "stopped" if progress.stopped and progress.steps_done < (steps_total or 0)

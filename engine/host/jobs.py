@@ -266,20 +266,9 @@ def _prompt_files(prompts_midi: Any) -> list[bytes]:
         raise UserError("prompts_midi is empty (omit it or pass \"procedural\" for procedural prompts)")
     if len(prompts_midi) > MAX_PROMPTS_MIDI:
         raise UserError(f"at most {MAX_PROMPTS_MIDI} prompt MIDI files")
-    from engine.music import Clip, MidiFileError
-
     out = []
     for i, item in enumerate(prompts_midi):
-        if not isinstance(item, str):
-            raise UserError(f"prompts_midi[{i}] must be a base64 string")
-        try:
-            data = base64.b64decode(item.encode("ascii"), validate=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise UserError(f"prompts_midi[{i}] is not valid base64") from None
-        try:
-            clip, _ = Clip.from_midi(data, mode="user")
-        except MidiFileError as exc:
-            raise UserError(f"prompts_midi[{i}]: {exc}") from None
+        data, clip = _decode_midi(item, f"prompts_midi[{i}]")
         if not clip.notes:
             raise UserError(f"prompts_midi[{i}] has no notes")
         out.append(data)
@@ -355,22 +344,27 @@ def check_taste_submission(body: Any, rules: SubmissionRules) -> tuple[dict, lis
     return {name: getattr(options, name) for name in TASTE_OPTION_NAMES}, pairs
 
 
-def _pair_midi(value: Any, where: str) -> bytes:
+def _decode_midi(value: Any, where: str, max_bytes: int | None = None):
+    """(bytes, Clip) of one base64 MIDI file from a job body; UserError naming `where` otherwise."""
     from engine.music import Clip, MidiFileError
 
     if not isinstance(value, str):
         raise UserError(f"{where} must be a base64 MIDI file")
-    if len(value) > MAX_TASTE_MIDI_BYTES * 4 // 3 + 4:
-        raise UserError(f"{where} is larger than {MAX_TASTE_MIDI_BYTES // 1024} KiB")
+    if max_bytes is not None and len(value) > max_bytes * 4 // 3 + 4:
+        raise UserError(f"{where} is larger than {max_bytes // 1024} KiB")
     try:
         data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise UserError(f"{where} is not valid base64") from None
     try:
-        Clip.from_midi(data, mode="user")
+        clip, _ = Clip.from_midi(data, mode="user")
     except MidiFileError as exc:
         raise UserError(f"{where}: {exc}") from None
-    return data
+    return data, clip
+
+
+def _pair_midi(value: Any, where: str) -> bytes:
+    return _decode_midi(value, where, MAX_TASTE_MIDI_BYTES)[0]
 
 
 def write_procedural_prompts(directory: Path, model_dir: str, count: int, seed: int) -> list[Path]:
