@@ -4,6 +4,7 @@
     uv run python benchmarks/bench_maa.py --threads 2 --batch-sizes 1 4
     uv run python benchmarks/bench_maa.py --precisions bf16 int8     # both fast precisions vs exact
     uv run python benchmarks/bench_maa.py --maa PATH                 # agreement with the real weights
+    uv run python benchmarks/bench_maa.py --as-cpu-without-bf16      # a laptop CPU's path (AVX2 stand-in)
     uv run python benchmarks/bench_maa.py --device cuda --skip-agreement   # windows/s on a GPU (bf16)
 
 Timing: seconds per 10-s window for each path (exact float32 and FastCPUForward at each of --precisions,
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.music import Clip, Note, TempoChange  # noqa: E402
 from engine.render import render  # noqa: E402
-from engine.cpu import cpu_flags  # noqa: E402
+from engine.cpu import cpu_flags, native_bf16  # noqa: E402
 from engine.scorer import (  # noqa: E402
     AXES,
     FAST_CPU_PRECISIONS,
@@ -154,6 +155,21 @@ def agreement(model, clips: list[np.ndarray], fast_precision: str | None = None,
     return rows
 
 
+def simulate_cpu_without_bf16() -> None:
+    """Cap oneDNN/ATen at AVX2 (read when torch loads: re-executes this script once with them set) and hide
+    the bf16 and AMX flags from the precision choice."""
+    import engine.scorer as scorer
+
+    caps = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    if any(os.environ.get(name) != value for name, value in caps.items()):
+        os.environ.update(caps)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    flags = frozenset(f for f in cpu_flags() if f not in {"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
+    for module in (scorer, sys.modules[__name__]):
+        module.cpu_flags = lambda: flags
+        module.native_bf16 = lambda: False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=("small", "full"), default="full", help="random-weight WavLM size")
@@ -162,12 +178,19 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4, help="10-s windows scored per timed run")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per path; the best is reported")
     parser.add_argument("--clips", type=int, default=32, help="rendered clips (≤ 10 s each) for the agreement check")
-    parser.add_argument("--precisions", nargs="+", choices=FAST_CPU_PRECISIONS, default=[default_fast_cpu_precision()],
+    parser.add_argument("--precisions", nargs="+", choices=FAST_CPU_PRECISIONS, default=None,
                         help="FastCPUForward precisions to compare with exact (default: this CPU's)")
+    parser.add_argument("--as-cpu-without-bf16", action="store_true",
+                        help="stand in for a laptop CPU: oneDNN and ATen capped at AVX2 (so bf16 is emulated) and the "
+                             "precision chosen as on a CPU without bf16 instructions; fbgemm's int8 kernels cannot be "
+                             "capped and keep this CPU's VNNI")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
+    if args.as_cpu_without_bf16:
+        simulate_cpu_without_bf16()
+    args.precisions = args.precisions or [default_fast_cpu_precision()]
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -181,8 +204,11 @@ def main() -> None:
           f"load_avg_1min={load_average():.1f} weights: {weights}")
     if args.device == "cpu":
         flags = sorted({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"} & cpu_flags())
+        if args.as_cpu_without_bf16:
+            print("standing in for a CPU without bf16 instructions: oneDNN/ATen capped at AVX2, fbgemm uncapped")
         print(f"cpu: {cpu_model_name()} [{' '.join(flags) or 'no bf16/int8 matrix instructions'}]; "
-              f"default fast precision here: {default_fast_cpu_precision()}")
+              f"default fast precision here: {default_fast_cpu_precision()} (int8 convolutions in "
+              f"{'bf16' if native_bf16() else 'float32: no bf16 instructions'})")
 
     clips = varied_music(max(args.clips, args.windows), seed=0)
     timing_clips = [c for c in clips if len(c) == WINDOW_SAMPLES][: args.windows]  # full windows only

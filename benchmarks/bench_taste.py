@@ -1,7 +1,7 @@
 """Taste learning and taste tuning against simulated listeners (never a person's judgements).
 
-For every simulated listener (`training.taste.LISTENERS`: high register, sparse textures, long notes;
-each picks with Bradley–Terry noise):
+For every simulated listener (`training.taste.LISTENERS`: high register, sparse textures, long notes,
+a rising melody; each picks with Bradley–Terry noise):
 1. judge `--train-pairs` pairs of 2-bar continuations by the base model (one pair per prompt, 4-bar
    prompts cut from real pieces) into a preference set, as the studio would save them;
 2. fit a taste on them (every representation in `--representations`) and report its cross-validated
@@ -115,7 +115,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "resources" / "models" / "default"))
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "pop909"))
-    ap.add_argument("--listeners", default="high-register,sparse,long-notes")
+    ap.add_argument("--listeners", default="high-register,sparse,long-notes,rising-line")
     ap.add_argument("--representations", default="midi,paper,hidden,midi+hidden")
     ap.add_argument("--train-pairs", type=int, default=40)
     ap.add_argument("--test-pairs", type=int, default=300)  # ±0.025 standard error on an agreement

@@ -499,10 +499,11 @@ def options_with_preset(preset: str, overrides: dict) -> dict:
     return {**PRESETS[preset].options, **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
 
 
-def _option_catalogue() -> list[dict]:
-    schema = _OPTIONS_ADAPTER.json_schema()["properties"]
+def _option_catalogue(adapter: TypeAdapter, names: Sequence[str]) -> list[dict]:
+    """Name, type, nullability, default, description, bounds and settability of each option of `adapter`."""
+    schema = adapter.json_schema()["properties"]
     out = []
-    for name in OPTION_NAMES:
+    for name in names:
         prop = dict(schema[name])
         variants = prop.pop("anyOf", None) or [prop]
         nullable = any(v.get("type") == "null" for v in variants)
@@ -521,8 +522,13 @@ def _option_catalogue() -> list[dict]:
 
 
 def train_options(*, maa_weights: bool) -> dict:
-    """The body of GET /v1/train/options: what a client may ask a host to train with."""
-    return {"options": _option_catalogue(),
+    """The body of GET /v1/train/options: what a client may ask a host to train with (GRPO options, presets,
+    rewards; under "taste" the options and limits of POST /v1/taste/tune)."""
+    from engine.taste import MIN_PAIRS  # numpy only
+
+    taste = {"options": _option_catalogue(_TASTE_ADAPTER, TASTE_OPTION_NAMES), "methods": list(TASTE_METHODS),
+             "min_pairs": MIN_PAIRS, "max_pairs": MAX_TASTE_PAIRS, "max_midi_bytes": MAX_TASTE_MIDI_BYTES}
+    return {"options": _option_catalogue(_OPTIONS_ADAPTER, OPTION_NAMES), "taste": taste,
             "presets": {name: {"description": p.description, "options": dict(p.options)}
                         for name, p in PRESETS.items()},
             "rewards": [{"name": r.name, "description": r.description, "needs_maa": r.needs_maa} for r in REWARDS],

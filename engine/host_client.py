@@ -221,7 +221,8 @@ class HostClient:
     # ------------------------------------------------------------------ training jobs (engine.host.jobs)
     def train_options(self) -> dict:
         """GET /v1/train/options: the GRPO options (name, type, bounds, default, description), presets,
-        rewards (name, description, needs_maa) this host trains with, and whether it has MAA weights."""
+        rewards (name, description, needs_maa) this host trains with, whether it has MAA weights, and under
+        "taste" the options and limits (min_pairs, max_pairs, max_midi_bytes) of `start_taste_tune`."""
         return self._request("GET", "/v1/train/options")
 
     def start_training(self, options: dict | None = None, *, prompts_midi: Sequence[bytes] | None = None,

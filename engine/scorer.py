@@ -9,8 +9,9 @@ Weights come from (first match wins): an explicit path, ``$SMART_MAA_CHECKPOINT`
 Hugging Face cache. Nothing is downloaded unless ``allow_download=True`` is passed. With no weights,
 ``MAAUnavailable`` is raised; this module never invents scores.
 
-On a CPU, windows go through ``FastCPUForward`` (bf16 on CPUs with AMX, else an int8 encoder with bf16
-convolutions; 2.9–3.2× / ≈ 2× the float32 model, figures and agreement in BENCHMARKS.md) unless
+On a CPU, windows go through ``FastCPUForward`` (bf16 on CPUs with AMX, 2.1–3.2× the float32 model; else
+an int8 encoder, ≈ 2× with bf16 convolutions where the CPU has bf16 instructions, 1.7–1.9× with float32
+ones where it has not; figures and agreement in BENCHMARKS.md) unless
 ``exact=True`` or ``$SMART_MAA_EXACT=1``. Its agreement was measured with random weights of the released
 architecture: recheck it with the real weights once installed (``benchmarks/bench_maa.py --maa PATH``).
 """
@@ -34,7 +35,7 @@ from audiobox_aesthetics.model.utils import create_mlp_block
 from audiobox_aesthetics.model.wavlm import WavLM, WavLMConfig
 from torch import nn
 
-from engine.cpu import cpu_flags, int8_vnni
+from engine.cpu import cpu_flags, int8_vnni, native_bf16
 from engine.errors import first_line
 from engine.maa_weights import (
     AXES,
@@ -342,7 +343,8 @@ def _check_target_transform(target_transform: Any, source: Path) -> None:
 # ------------------------------------------------------------------------------------- fast CPU path
 
 # FastCPUForward precisions. "bf16": every matmul (convolutions, encoder linears, attention) in bf16 with
-# float32 accumulation; "int8": encoder linears int8 (fbgemm), convolutions bf16, attention float32;
+# float32 accumulation; "int8": encoder linears int8 (fbgemm), convolutions bf16 (float32 on CPUs without
+# bf16 instructions), attention float32;
 # "float32": the re-laid-out computation at full precision (tests hold it to the package's forward).
 FAST_CPU_PRECISIONS = ("bf16", "int8", "float32")
 
@@ -352,7 +354,8 @@ def default_fast_cpu_precision() -> str:
 
     With AMX, bf16 matmuls run ~8× float32 (int8 dynamic quantization only ~3×) and bf16 is the
     more accurate of the two; without AMX (e.g. AVX512-BF16 on AMD Zen 4) bf16 everywhere was only
-    ≈ 1.5× float32 and the int8 encoder ≈ 2×.
+    ≈ 1.5× float32 and the int8 encoder ≈ 2×; without any bf16 instructions (most laptops) bf16 is
+    emulated and slower than float32, and the int8 encoder with float32 convolutions 1.7–1.9×.
     """
     return "bf16" if "amx_bf16" in cpu_flags() else "int8"
 
@@ -433,17 +436,57 @@ class _BF16Linear:
         return F.linear(x.to(torch.bfloat16), self.weight, self.bias)
 
 
+class _StridedConv:
+    """A bias-free strided convolution over time-major frames, (B, T, in) -> (B, T_out, out), as matmuls.
+
+    float32: the kernel's taps in chunks of `stride` consecutive ones, whose rows (one per output frame)
+    do not overlap, so BLAS reads them in place — no im2col copy (the float32 feature extractor measured
+    1.15× faster). bf16: one matmul over copied rows of all k frames (im2col), the sum rounded once; the
+    in-place chunks summed in bf16 were no faster there and a little less accurate."""
+
+    __slots__ = ("kernel", "stride", "dtype", "weights")
+
+    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype):
+        self.kernel, self.stride, self.dtype = conv.kernel_size[0], conv.stride[0], dtype
+        w = conv.weight.detach()  # (out, in, k)
+        if dtype == torch.bfloat16:  # rows of k consecutive frames: (out, k·in), as F.linear wants it
+            self.weights = (w.permute(0, 2, 1).reshape(w.shape[0], -1).to(dtype).contiguous(),)
+        else:  # chunk g: taps g·stride … g·stride + stride − 1 as one (taps·in, out) matrix
+            taps = w.permute(2, 1, 0)  # (k, in, out)
+            self.weights = tuple(taps[g : g + self.stride].reshape(-1, w.shape[0]).to(dtype).contiguous()
+                                 for g in range(0, self.kernel, self.stride))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch, frames, channels = x.shape
+        out_frames = (frames - self.kernel) // self.stride + 1
+        if self.dtype == torch.bfloat16:
+            rows = x.as_strided((batch, out_frames, self.kernel * channels), (frames * channels, self.stride * channels, 1))
+            return F.linear(rows.contiguous(), self.weights[0])
+        y = x.new_empty(batch, out_frames, self.weights[0].shape[1])
+        for b in range(batch):
+            start = x[b].storage_offset()
+            for g, weight in enumerate(self.weights):
+                rows = x.as_strided((out_frames, weight.shape[0]), (self.stride * channels, 1),
+                                    start + g * self.stride * channels)
+                if g == 0:
+                    torch.mm(rows, weight, out=y[b])
+                else:
+                    y[b].addmm_(rows, weight)
+        return y
+
+
 class FastCPUForward:
     """MAA's forward pass for CPUs: the package's computation, re-laid out and at lower precision.
 
-    * the strided convolutions 2–7 become matmuls over time-major frames (im2col), which also drops the
-      channel-major ↔ time-major transposes; bf16 in both low precisions (int8 there was 8× less
-      accurate), and the activations between them stay bf16;
+    * the strided convolutions 2–7 become matmuls over time-major frames (``_StridedConv``),
+      which also drops the channel-major ↔ time-major transposes; bf16 in both low precisions where the CPU has bf16
+      instructions (int8 there was 8× less accurate), and the activations between them stay bf16;
     * the 1-channel first convolution and its GroupNorm become one float32 matmul over the framed
-      waveform (the statistics come from the frames' Gram matrix); the positional convolution is bf16;
+      waveform (the statistics come from the frames' Gram matrix); the positional convolution follows the others;
     * ``precision="bf16"`` (the default on CPUs with AMX): the encoder's linears and attention in bf16;
       ``"int8"`` (the default elsewhere): the encoder's linears as int8 fbgemm matmuls (weights per
-      output channel, activations quantized per window and call), attention in float32;
+      output channel, activations quantized per window and call), attention in float32, and the
+      convolutions float32 on CPUs without bf16 instructions (emulated bf16 is several times slower);
     * layer norms, the residual stream, pooling and the heads stay float32.
 
     ``precision="float32"`` (or ``low_precision=False``) runs the same re-laid-out computation in
@@ -468,8 +511,11 @@ class FastCPUForward:
                 return _Int8Linear(weight, bias, reduce_range)
         else:
             linear = _BF16Linear if precision == "bf16" else _FloatLinear
-        conv_linear = _FloatLinear if precision == "float32" else _BF16Linear
-        self.conv_dtype = torch.float32 if precision == "float32" else torch.bfloat16
+        # bf16 convolutions only where the CPU has bf16 dot-product instructions: emulated, a bf16 matmul
+        # ran 4× (oneDNN capped at AVX-512) to 10× (AVX2) slower than float32, which made the int8 path
+        # 5× slower than the exact model on such CPUs (BENCHMARKS.md, "CPUs without bf16 instructions").
+        bf16_convs = precision == "bf16" or (precision == "int8" and native_bf16())
+        self.conv_dtype = torch.bfloat16 if bf16_convs else torch.float32
         self.model = model
         wavlm = model.wavlm_model
         self.wavlm = wavlm
@@ -479,12 +525,7 @@ class FastCPUForward:
             self.frame, self.hop = first.kernel_size[0], first.stride[0]
             self.first_weight = first.weight.detach().reshape(first.out_channels, -1).t().contiguous()  # (k, C)
             self.first_norm = blocks[0][2]  # GroupNorm with one group per channel: normalises over time
-            self.convs = []
-            for block in blocks[1:]:
-                conv = block[0]
-                w = conv.weight.detach()  # (out, in, k) -> rows of k consecutive frames: (out, k·in)
-                self.convs.append((conv.kernel_size[0], conv.stride[0],
-                                   conv_linear(w.permute(0, 2, 1).reshape(w.shape[0], -1), None)))
+            self.convs = [_StridedConv(block[0], self.conv_dtype) for block in blocks[1:]]
             proj = wavlm.post_extract_proj
             self.post_proj = None if proj is None else linear(proj.weight, proj.bias)
             pos = wavlm.encoder.pos_conv[0]
@@ -520,11 +561,8 @@ class FastCPUForward:
         shift = (norm.bias.double() - mean * scale).unsqueeze(1)  # (B, 1, C)
         x = _gelu_(torch.baddbmm(shift.float(), frames, (weight.unsqueeze(0) * scale.unsqueeze(1)).float()))
         x = x.to(self.conv_dtype)
-        for kernel, stride, linear in self.convs:
-            batch, frames, channels = x.shape
-            out_frames = (frames - kernel) // stride + 1
-            rows = x.as_strided((batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1))
-            x = _gelu_(linear(rows.contiguous()))
+        for conv in self.convs:
+            x = _gelu_(conv(x))
         return x.float()
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:

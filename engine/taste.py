@@ -16,7 +16,8 @@ at the MAP gives the weights' covariance, hence a posterior std for every score.
 
 Representation. `MIDI_FEATURES` are the SMART paper's eight features (`engine.features`), plus
 what they leave out and a listener hears at once — register, note lengths, density, chord size,
-dynamics — and how far the continuation moves from its prompt. Pooled hidden states of the
+dynamics, the top line's leaps and direction (does the melody rise or fall) — and how far the
+continuation moves from its prompt. Pooled hidden states of the
 policy are a second representation, computed on the host/training side (`training.taste`); a
 `TasteModel` only sees vectors and records which representation made them.
 
@@ -64,7 +65,7 @@ PAPER_FEATURES: tuple[str, ...] = (
 NOTE_FEATURES: tuple[str, ...] = (
     "silent", "log_notes_per_beat", "log_onsets_per_beat", "notes_per_onset", "mean_pitch", "pitch_std",
     "lowest_pitch", "highest_pitch", "mean_log_duration", "log_duration_std", "mean_velocity", "velocity_std",
-    "mean_leap", "on_beat_fraction",
+    "mean_leap", "on_beat_fraction", "top_line_slope", "top_line_rising_fraction",
 )
 # How the continuation relates to its prompt (NaN without a prompt: imputed, so it counts for nothing).
 PROMPT_FEATURES: tuple[str, ...] = (
@@ -105,7 +106,8 @@ def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
         return {"silent": 1.0, "log_notes_per_beat": math.log2(1.0 / (4 * beats)), "log_onsets_per_beat": nan,
                 "notes_per_onset": nan, "mean_pitch": nan, "pitch_std": nan, "lowest_pitch": nan,
                 "highest_pitch": nan, "mean_log_duration": nan, "log_duration_std": nan, "mean_velocity": nan,
-                "velocity_std": nan, "mean_leap": nan, "on_beat_fraction": nan}
+                "velocity_std": nan, "mean_leap": nan, "on_beat_fraction": nan, "top_line_slope": nan,
+                "top_line_rising_fraction": nan}
     ppq = clip.ppq
     pitch = np.array([n.pitch for n in notes], dtype=float)
     logdur = np.log2(np.maximum(np.array([n.duration for n in notes], dtype=float), 1.0) / ppq)
@@ -114,7 +116,14 @@ def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
     onsets, first = np.unique(starts, return_index=True)  # notes are sorted by start
     # The top voice: the highest pitch at each onset; its leaps say how jumpy the line is.
     top = np.maximum.reduceat(pitch, first)
-    leaps = np.abs(np.diff(top))
+    steps = np.diff(top)
+    leaps = np.abs(steps)
+    # Its direction: the least-squares slope over time (semitones per beat) and the share of its moves
+    # that go up; undefined (NaN, imputed) with fewer than two onsets / no move.
+    beat = onsets / ppq
+    slope = float(np.polyfit(beat, top, 1)[0]) if len(onsets) > 1 else nan
+    moves = steps[steps != 0]
+    rising = float(np.mean(moves > 0)) if len(moves) else nan
     return {
         "silent": 0.0,
         "log_notes_per_beat": math.log2(len(notes) / beats),
@@ -130,6 +139,8 @@ def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
         "velocity_std": float(vel.std()),
         "mean_leap": float(leaps.mean()) if len(leaps) else 0.0,
         "on_beat_fraction": float(np.mean(onsets % ppq == 0)),
+        "top_line_slope": slope,
+        "top_line_rising_fraction": rising,
     }
 
 

@@ -300,6 +300,16 @@ def test_train_options_say_what_the_host_offers(policy, tmp_path):
     assert options["lr"]["exclusiveMinimum"] == 0 and options["render_processes"]["nullable"]
     assert "cosine" in options["lr_schedule"]["enum"] and options["preset"]["enum"][0] == "paper"
     assert options["maa"]["settable"] is False and options["steps"]["settable"] is True
+    # POST /v1/taste/tune's options and limits are offered too, from the same dataclass the host checks with
+    from engine.api import MAX_TASTE_PAIRS, TasteTuneOptions
+    from engine.taste import MIN_PAIRS
+
+    taste = offered["taste"]
+    taste_options = {o["name"]: o for o in taste["options"]}
+    assert {f.name: f.default for f in fields(TasteTuneOptions)} == {n: o["default"] for n, o in taste_options.items()}
+    assert taste_options["method"]["enum"] == taste["methods"] == ["dpo", "grpo"]
+    assert taste_options["steps"]["nullable"] and taste_options["steps"]["minimum"] == 1
+    assert taste["min_pairs"] == MIN_PAIRS and taste["max_pairs"] == MAX_TASTE_PAIRS
 
 
 def test_delete_answers_with_the_state_the_job_ends_in(policy, tmp_path):

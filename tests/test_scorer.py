@@ -442,6 +442,24 @@ def test_default_fast_precision_is_bf16_only_with_amx(monkeypatch):
     assert maa.default_fast_cpu_precision() == "int8"
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_int8_path_keeps_convolutions_float32_without_bf16_instructions(small_model, monkeypatch, has_bf16):
+    # Emulated bf16 matmuls are 4-10x slower than float32 (BENCHMARKS.md): on a laptop CPU without
+    # AVX512-BF16/AMX the "fast" path must not contain any, or it is slower than the exact model.
+    if not _int8_available():
+        pytest.skip("this torch build lacks the fbgemm int8 kernels")
+    monkeypatch.setattr(maa, "native_bf16", lambda: has_bf16)
+    forward = maa.FastCPUForward(small_model, precision="int8")
+    conv_dtypes = {w.dtype for conv in forward.convs for w in conv.weights} | {forward.pos_weight.dtype}
+    assert conv_dtypes == {torch.bfloat16 if has_bf16 else torch.float32}
+    wav, mask = _two_windows(seed=5)
+    with torch.inference_mode():
+        heads_exact = small_model({"wav": wav, "mask": mask})
+        heads_fast = forward({"wav": wav, "mask": mask})
+    for axis in AXES:
+        torch.testing.assert_close(heads_fast[axis], heads_exact[axis], rtol=0, atol=0.02)
+
+
 def test_unknown_fast_precision_is_refused_clearly(small_model):
     assert "unknown precision" in maa.fast_cpu_unsupported(small_model, "int4")
     with pytest.raises(ValueError, match="unknown precision 'int4'"):

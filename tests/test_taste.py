@@ -97,15 +97,74 @@ def test_listeners_prefer_their_quality_and_never_silence():
     p = prompt_clip(rng)
     high = p.with_notes([Note(p.end_tick + i * PPQ, 84, PPQ * 2, 80) for i in range(8)])
     low = p.with_notes([Note(p.end_tick + i * PPQ // 4, 40, PPQ // 4, 80) for i in range(32)])
-    for name in LISTENERS:
+    for name in FEATURE_LISTENERS:
         assert LISTENERS[name].probability(high, low, p) > 0.9, name
+    for name in LISTENERS:
         assert LISTENERS[name].probability(p.with_notes([]), low, p) < 1e-6
     picks = [LISTENERS["sparse"].choose(high, high, p, rng) for _ in range(400)]
     assert 0.4 < picks.count("A") / 400 < 0.6  # equal utilities: a coin flip
 
 
+def line(prompt: Clip, start_pitch: int, step: int, n: int = 16) -> Clip:
+    """A melody of n eighth notes after the prompt, `step` semitones each, over a held low C."""
+    notes = [Note(prompt.end_tick, 36, 4 * PPQ, 70)]
+    notes += [Note(prompt.end_tick + i * PPQ // 2, start_pitch + step * i, PPQ // 2, 80) for i in range(n)]
+    return prompt.with_notes(notes)
+
+
+def test_features_and_a_listener_hear_melodic_direction():
+    p = prompt_clip(random.Random(2))
+    up, down = feature_dict(line(p, 60, 1), p), feature_dict(line(p, 76, -1), p)
+    # the top voice (the melody above the held bass) rises 1 semitone per eighth: 2 per beat
+    assert up["top_line_slope"] == pytest.approx(2.0) and down["top_line_slope"] == pytest.approx(-2.0)
+    assert up["top_line_rising_fraction"] == 1.0 and down["top_line_rising_fraction"] == 0.0
+    one_onset = feature_dict(p.with_notes([Note(p.end_tick, 60, PPQ, 80)]), p)
+    assert math.isnan(one_onset["top_line_slope"]) and math.isnan(one_onset["top_line_rising_fraction"])
+    rising = LISTENERS["rising-line"]
+    assert rising.probability(line(p, 60, 1), line(p, 76, -1), p) > 0.9
+    assert rising.probability(line(p, 60, 0), line(p, 72, 0), p) == pytest.approx(0.5)  # register is not direction
+
+
+def contour_continuation(rng: random.Random, prompt: Clip) -> Clip:
+    """2 bars of eighths whose melody drifts up or down (a random slope) with random wiggles."""
+    slope, centre = rng.uniform(-1.5, 1.5), rng.uniform(55, 72)
+    notes = [Note(prompt.end_tick + i * PPQ // 2, int(round(centre + slope * (i - 8) + rng.gauss(0, 2.5))),
+                  PPQ // 2, rng.randint(60, 90)) for i in range(16) if rng.random() < 0.8]
+    return prompt.with_notes(notes)
+
+
+def test_forty_pairs_learn_a_rising_line_only_with_the_direction_features():
+    listener = LISTENERS["rising-line"]
+
+    def rows(n, seed):
+        rng = random.Random(seed)
+        out = []
+        for _ in range(n):
+            p = prompt_clip(rng)
+            a, b = contour_continuation(rng, p), contour_continuation(rng, p)
+            q = listener.probability(a, b, p)
+            out.append((p, a, b, "A" if rng.random() < q else "B", q))
+        return out
+
+    train, test = rows(40, 20), rows(150, 21)
+    truth = np.array([r[4] for r in test]) > 0.5
+    agreement = {}
+    for label, names in (("with", REPRESENTATIONS["midi"]),
+                         ("without", tuple(n for n in REPRESENTATIONS["midi"] if not n.startswith("top_line_")))):
+        model = fit_comparisons(comparisons(train, names), names, "midi")
+        comp = comparisons(test, names)
+        s, _ = model.score_vectors(comp.X)
+        agreement[label] = float(np.mean((s[comp.a] > s[comp.b]) == truth))
+        if label == "with":
+            assert model.weights[list(names).index("top_line_slope")] > 0, model.top_features()
+    assert agreement["with"] >= 0.75 and agreement["with"] >= agreement["without"] + 0.15, agreement
+
+
 # ---------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("name", sorted(LISTENERS))
+FEATURE_LISTENERS = ("high-register", "long-notes", "sparse")  # those whose quality is one of the features
+
+
+@pytest.mark.parametrize("name", FEATURE_LISTENERS)
 def test_forty_pairs_agree_with_the_listener_on_unseen_pairs(name):
     listener = LISTENERS[name]
     train, test = judged(listener, 40, seed=10), judged(listener, 150, seed=11)
@@ -129,10 +188,10 @@ def test_forty_pairs_agree_with_the_listener_on_unseen_pairs(name):
 QUALITY_SIGN = {"high-register": 1, "sparse": -1, "long-notes": 1}
 
 
-@pytest.mark.parametrize("name", sorted(LISTENERS))
+@pytest.mark.parametrize("name", FEATURE_LISTENERS)
 def test_the_laplace_prior_keeps_few_features_and_finds_the_listeners(name):
-    """With 40 pairs most of the 25 features must get no weight: the Laplace prior gives them exactly
-    zero (a Gaussian prior spread weight over all 25), and what the listener hears is among the rest."""
+    """With 40 pairs most of the features must get no weight: the Laplace prior gives them exactly
+    zero (a Gaussian prior spread weight over all of them), and what the listener hears is among the rest."""
     listener = LISTENERS[name]
     names = REPRESENTATIONS["midi"]
     model = fit_comparisons(comparisons(judged(listener, 40, seed=12)), names, "midi")
@@ -389,6 +448,8 @@ def test_grpo_tune_on_the_taste_reward(tiny, tmp_path, capsys):
     card = json.loads(capsys.readouterr().out)
     assert card["steps"] == 2
     Policy.load(tmp_path / "tuned")
+    # the tuned folder is the model; the inner GRPO run keeps its logs, not a second copy of the weights
+    assert [p.parent.name for p in (tmp_path / "tuned").rglob("model.safetensors")] == ["tuned"]
 
 
 def test_tune_refuses_bad_inputs(tiny, tmp_path):

@@ -34,8 +34,8 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
-from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, feature_dict,
-                          fit_comparisons, load_midi, midi_vector)
+from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, continuation_span,
+                          feature_dict, fit_comparisons, load_midi, midi_vector)
 
 HIDDEN = "hidden"
 BOTH = "midi+hidden"
@@ -55,7 +55,8 @@ class SimulatedListener:
         d = feature_dict(continuation, prompt)
         if d["silent"]:
             return -1e6
-        return self.gain * d[self.quality]
+        measure = LISTENER_MEASURES.get(self.quality)
+        return self.gain * (measure(continuation, prompt) if measure else d[self.quality])
 
     def probability(self, a: Clip, b: Clip, prompt: Clip | None = None) -> float:
         diff = self.utility(a, prompt) - self.utility(b, prompt)
@@ -66,6 +67,20 @@ class SimulatedListener:
         return "A" if rng.random() < self.probability(a, b, prompt) else "B"
 
 
+def top_line_net_rise(continuation: Clip, prompt: Clip | None = None) -> float:
+    """Semitones from the top voice's first onset to its last in the continuation (0 with one onset).
+    Deliberately not one of the taste's features: a listener defined by a feature would test nothing."""
+    clip, _ = continuation_span(continuation, prompt)
+    top: dict[int, int] = {}
+    for n in clip.notes:
+        top[n.start] = max(top.get(n.start, 0), n.pitch)
+    onsets = sorted(top)
+    return float(top[onsets[-1]] - top[onsets[0]]) if len(onsets) > 1 else 0.0
+
+
+# Qualities a listener may prefer that are not taste features (name → measure of a continuation).
+LISTENER_MEASURES: dict[str, Callable[[Clip, Clip | None], float]] = {"top_line_net_rise": top_line_net_rise}
+
 # Gains: between two 2-bar continuations of one prompt by the shipped model, the median difference
 # is 3.4 semitones of mean pitch, 0.28 octaves of note rate and 0.49 octaves of note length
 # (measured on 40 pairs); each gain makes that median difference 2 units of utility, so on a typical
@@ -74,6 +89,8 @@ LISTENERS: dict[str, SimulatedListener] = {
     "high-register": SimulatedListener("high-register", "mean_pitch", 0.6),
     "sparse": SimulatedListener("sparse", "log_notes_per_beat", -7.0),
     "long-notes": SimulatedListener("long-notes", "mean_log_duration", 4.0),
+    # median difference 14.5 semitones of net rise of the top voice (same 40 pairs): gain 2 / 14.5
+    "rising-line": SimulatedListener("rising-line", "top_line_net_rise", 0.14),
 }
 
 
@@ -518,8 +535,11 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progre
         result = run_grpo(run, on_event=progress.emit, should_stop=progress.stop_requested)
     finally:  # the taste reward belongs to this run only
         REWARDS.pop("taste", None)
-    for f in Path(result.final_model).iterdir():
+    inner_model = Path(result.final_model)
+    for f in inner_model.iterdir():
         shutil.copy2(f, out / f.name)
+    if inner_model.resolve().is_relative_to((out / "grpo").resolve()):
+        shutil.rmtree(inner_model)  # OUT is the model: a second copy inside it is disk and a confusing folder
     return {"steps": result.steps_done, "stopped_by": result.stopped_by, "reward_first": result.reward_first,
             "reward_last": result.reward_last, "grpo_run": str(out / "grpo")}
 

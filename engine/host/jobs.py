@@ -13,7 +13,7 @@ Endpoints (router `jobs_router(manager)`, included by `smart serve`):
                                      at most MAX_TASTE_PAIRS, each file ≤ MAX_TASTE_MIDI_BYTES and the whole
                                      body within the host's body limit (413 above it)
     GET    /v1/train/options         the options (types, bounds, defaults), presets and rewards this host
-                                     offers, and whether it has MAA weights
+                                     offers, whether it has MAA weights, and the taste-tuning options/limits
     GET    /v1/jobs                  every job with its state (queued/running/paused/cancelled/completed/
                                      failed, or damaged: a folder whose job.json could not be rebuilt)
     GET    /v1/jobs/ID               state, progress, ETA, last step, checkpoints (reward, diversity)
@@ -1003,8 +1003,8 @@ def jobs_router(manager: JobManager):
 
     @router.get("/v1/train/options")
     def options() -> dict:
-        """The GRPO options (types, bounds, defaults), presets and rewards this host trains with, and
-        whether it has MAA weights (without them, MAA rewards are refused)."""
+        """The GRPO options (types, bounds, defaults), presets and rewards this host trains with, the taste-tuning
+        options and limits, and whether it has MAA weights (without them, MAA rewards are refused)."""
         rules = manager.rules
         return {**train_options(maa_weights=bool(rules.maa_weights)), "maa_reason": rules.maa_reason,
                 "cores": rules.cores, "cuda": rules.cuda, "default_model": rules.default_model()}
