@@ -48,12 +48,14 @@ def continuation(rng: random.Random, prompt: Clip, bars: int = 2) -> Clip:
     return prompt.with_notes(notes)
 
 
-def judged(listener, n: int, seed: int):
+def judged(listener, n: int, seed: int, make=None):
+    """n prompts, two continuations of each (by `make`, default `continuation`) and the listener's pick."""
+    make = make or continuation
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         p = prompt_clip(rng)
-        a, b = continuation(rng, p), continuation(rng, p)
+        a, b = make(rng, p), make(rng, p)
         q = listener.probability(a, b, p)
         out.append((p, a, b, "A" if rng.random() < q else "B", q))
     return out
@@ -135,18 +137,7 @@ def contour_continuation(rng: random.Random, prompt: Clip) -> Clip:
 
 def test_forty_pairs_learn_a_rising_line_only_with_the_direction_features():
     listener = LISTENERS["rising-line"]
-
-    def rows(n, seed):
-        rng = random.Random(seed)
-        out = []
-        for _ in range(n):
-            p = prompt_clip(rng)
-            a, b = contour_continuation(rng, p), contour_continuation(rng, p)
-            q = listener.probability(a, b, p)
-            out.append((p, a, b, "A" if rng.random() < q else "B", q))
-        return out
-
-    train, test = rows(40, 20), rows(150, 21)
+    train, test = judged(listener, 40, 20, contour_continuation), judged(listener, 150, 21, contour_continuation)
     truth = np.array([r[4] for r in test]) > 0.5
     agreement = {}
     for label, names in (("with", REPRESENTATIONS["midi"]),
