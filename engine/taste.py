@@ -99,6 +99,17 @@ def continuation_span(continuation: Clip, prompt: Clip | None) -> tuple[Clip, fl
     return clip, max((span_end - origin) / continuation.ppq, 1.0)
 
 
+def top_voice(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+    """(onset ticks, highest pitch sounding from each onset): the line a listener follows as the melody."""
+    starts = np.array([n.start for n in clip.notes], dtype=np.int64)
+    pitch = np.array([n.pitch for n in clip.notes], dtype=float)
+    if not len(starts):
+        return starts, pitch
+    order = np.argsort(starts, kind="stable")
+    onsets, first = np.unique(starts[order], return_index=True)
+    return onsets, np.maximum.reduceat(pitch[order], first)
+
+
 def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
     notes = clip.notes
     nan = float("nan")
@@ -112,10 +123,8 @@ def _note_stats(clip: Clip, beats: float) -> dict[str, float]:
     pitch = np.array([n.pitch for n in notes], dtype=float)
     logdur = np.log2(np.maximum(np.array([n.duration for n in notes], dtype=float), 1.0) / ppq)
     vel = np.array([n.velocity for n in notes], dtype=float)
-    starts = np.array([n.start for n in notes])
-    onsets, first = np.unique(starts, return_index=True)  # notes are sorted by start
     # The top voice: the highest pitch at each onset; its leaps say how jumpy the line is.
-    top = np.maximum.reduceat(pitch, first)
+    onsets, top = top_voice(clip)
     steps = np.diff(top)
     leaps = np.abs(steps)
     # Its direction: the least-squares slope over time (semitones per beat) and the share of its moves

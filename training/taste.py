@@ -35,7 +35,7 @@ import numpy as np
 from engine.errors import UserError
 from engine.music import Clip, atomic_write_text
 from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, continuation_span,
-                          feature_dict, fit_comparisons, load_midi, midi_vector)
+                          feature_dict, fit_comparisons, load_midi, midi_vector, top_voice)
 
 HIDDEN = "hidden"
 BOTH = "midi+hidden"
@@ -70,12 +70,8 @@ class SimulatedListener:
 def top_line_net_rise(continuation: Clip, prompt: Clip | None = None) -> float:
     """Semitones from the top voice's first onset to its last in the continuation (0 with one onset).
     Deliberately not one of the taste's features: a listener defined by a feature would test nothing."""
-    clip, _ = continuation_span(continuation, prompt)
-    top: dict[int, int] = {}
-    for n in clip.notes:
-        top[n.start] = max(top.get(n.start, 0), n.pitch)
-    onsets = sorted(top)
-    return float(top[onsets[-1]] - top[onsets[0]]) if len(onsets) > 1 else 0.0
+    _, top = top_voice(continuation_span(continuation, prompt)[0])
+    return float(top[-1] - top[0]) if len(top) > 1 else 0.0
 
 
 # Qualities a listener may prefer that are not taste features (name → measure of a continuation).
@@ -535,11 +531,11 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progre
         result = run_grpo(run, on_event=progress.emit, should_stop=progress.stop_requested)
     finally:  # the taste reward belongs to this run only
         REWARDS.pop("taste", None)
+    # OUT is the model: the inner run's final files move up (a second copy would be disk and a confusing folder)
     inner_model = Path(result.final_model)
     for f in inner_model.iterdir():
-        shutil.copy2(f, out / f.name)
-    if inner_model.resolve().is_relative_to((out / "grpo").resolve()):
-        shutil.rmtree(inner_model)  # OUT is the model: a second copy inside it is disk and a confusing folder
+        shutil.move(f, out / f.name)
+    inner_model.rmdir()
     return {"steps": result.steps_done, "stopped_by": result.stopped_by, "reward_first": result.reward_first,
             "reward_last": result.reward_last, "grpo_run": str(out / "grpo")}
 
