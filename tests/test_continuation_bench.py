@@ -68,6 +68,23 @@ def test_pooled_duplicates_and_single_velocity():
     assert cb.pooled([a, b], [b, a])["velocity_hist_l1_pooled"] == 0.0
 
 
+def test_onsets_and_note_lengths_against_the_truth():
+    truth = clip_of(C_MAJOR_SCALE, step=240)  # 8 eighth notes: 8 onsets, every note 1/2 beat
+    chords = Clip([Note(i * 960, p, 960, 80) for i in range(4) for p in (60, 64)], 480,
+                  [TempoChange(0, 120.0)], [TimeSignature(0, 4, 4)])  # 4 onsets of 2 half notes (2 beats)
+    r = cb.compare(chords, truth, (0, "major"), [0, 1920, 3840], [])
+    assert r["onsets"] == 4 and r["abs_log2_onsets"] == pytest.approx(abs(math.log2(5 / 9)))
+    p = cb.pooled([chords, truth], [truth, truth])
+    assert p["onset_ratio_pooled"] == pytest.approx(12 / 16)
+    assert p["median_duration_beats"] == pytest.approx(1.25)  # 8 notes of 2 beats, 8 of 1/2
+    assert p["duration_hist_l1_pooled"] == pytest.approx(1.0)  # half the notes moved to another bin
+    assert cb.pooled([truth], [truth])["duration_hist_l1_pooled"] == 0.0
+    # The stated rule: density, onsets and note lengths, all zero for the truth itself.
+    truth_system = {"abs_log2_density": {"mean": 0.0}, "onset_ratio_pooled": 1.0, "duration_hist_l1_pooled": 0.0}
+    assert cb.sampling_score(truth_system) == 0.0
+    assert cb.sampling_score({**truth_system, "onset_ratio_pooled": 0.5}) == pytest.approx(1.0)
+
+
 @pytest.fixture(scope="module")
 def two_datasets(tmp_path_factory):
     """A prepared folder with two "datasets" (scanned roots), every piece in the test split."""
@@ -241,3 +258,10 @@ def test_sampling_settings_of_the_benchmark_and_the_card(bench, two_datasets, ti
     readme = (folder / "README.md").read_text()
     assert "## Sampling defaults" in readme and "Chosen on val." in readme and "| all | this model |" in readme
     assert (folder / "model.safetensors").read_bytes() == weights
+
+
+def test_a_midi_folder_as_data_says_to_prepare_it(tmp_path, capsys):
+    arpeggio_piece(1).save_midi(tmp_path / "a.mid")
+    code = smart_main(["eval-continuation", "--model", f"x={tmp_path}", "--data", str(tmp_path), "--out",
+                       str(tmp_path / "out")])
+    assert code == 2 and "smart prepare-data" in capsys.readouterr().err

@@ -14,7 +14,10 @@ from training.data import (
     SPLITS,
     TokenAugmenter,
     TokenSplit,
+    canonical_pieces,
     find_midi_files,
+    melody_ngrams,
+    piece_family,
     prepare,
     process_file,
     split_of,
@@ -103,7 +106,7 @@ def test_split_by_piece_keeps_performances_together(prepared):
     index = json.loads((out / "index.json").read_text())
     split_of_piece: dict[str, set] = {}
     for split in SPLITS:
-        for _off, _n, piece, _file in index[split]:
+        for _off, _n, piece, _file, _canonical in index[split]:
             split_of_piece.setdefault(piece, set()).add(split)
     assert len(split_of_piece) == info["pieces"]
     assert all(len(s) == 1 for s in split_of_piece.values()), split_of_piece
@@ -173,6 +176,71 @@ def test_piece_ids(tmp_path):
         ("asap/Bach/Fugue/bwv_846/midi_score.mid", "asap/Bach/Fugue/bwv_846"),
         ("asap/loose.MID", "asap/loose"),  # files directly in a scanned root are their own piece
     ]
+
+
+def melody_piece(seed: int, transpose: int = 0, bars: int = 12, velocity: int = 80) -> Clip:
+    """A random-walk melody in eighths over a held bass: every seed is another song."""
+    rng = random.Random(seed)
+    pitch, notes = 72, []
+    for k in range(bars * 8):
+        pitch = min(96, max(60, pitch + rng.choice([-5, -3, -2, -1, 1, 2, 3, 4, 7])))
+        notes.append(Note(k * 240, pitch + transpose, 240, velocity))
+        if k % 8 == 0:
+            notes.append(Note(k * 240, 40 + rng.randint(0, 7), 1920, 60))
+    return Clip(notes, 480, [TempoChange(0, 100.0)], [TimeSignature(0, 4, 4)])
+
+
+def test_piece_family_folds_asap_repeat_variants():
+    assert piece_family("asap/Beethoven/Piano_Sonatas/17-1_no_repeat") == "asap/Beethoven/Piano_Sonatas/17-1"
+    assert piece_family("asap/Beethoven/Piano_Sonatas/24-1_no_2_repeat") == "asap/Beethoven/Piano_Sonatas/24-1"
+    assert piece_family("asap/Schumann/Kreisleriana/1_no_first_repeat") == "asap/Schumann/Kreisleriana/1"
+    assert piece_family("asap/Schumann/Toccata_repeat") == "asap/Schumann/Toccata"
+    assert piece_family("asap/Liszt/Etudes/6_Theme_and_Variations_repeat") == "asap/Liszt/Etudes/6_Theme_and_Variations"
+    assert piece_family("pop909/017") == "pop909/017"
+    assert piece_family("asap/Bach/Fugue/bwv_846") == "asap/Bach/Fugue/bwv_846"
+
+
+def test_melody_ngrams_ignore_transposition_and_accompaniment(tok):
+    song = melody_ngrams(tok.encode(melody_piece(1)), tok)
+    assert len(song) > 50
+    rearranged = melody_piece(1, transpose=3, velocity=50)
+    rearranged.notes[:] = [n for n in rearranged.notes if n.duration < 1920]  # no bass: another arrangement
+    again = melody_ngrams(tok.encode(rearranged), tok)
+    other = melody_ngrams(tok.encode(melody_piece(2)), tok)
+    assert len(song & again) / len(song | again) > 0.9
+    assert len(song & other) / len(song | other) < 0.1
+
+
+def test_no_canonical_piece_spans_two_splits(tmp_path, tok):
+    """ASAP repeat variants and a song arranged twice (POP909's 017/018) land in one split."""
+    root = tmp_path / "set"
+    for seed in range(24):
+        (root / f"song{seed:02d}").mkdir(parents=True)
+        melody_piece(100 + seed).save_midi(root / f"song{seed:02d}" / "a.mid")
+    # Song 00 arranged again elsewhere (transposed, softer), and song 01 played without its repeat.
+    (root / "song99").mkdir()
+    melody_piece(100, transpose=-2, velocity=50).save_midi(root / "song99" / "b.mid")
+    (root / "song01_no_repeat").mkdir()
+    melody_piece(101, bars=8).save_midi(root / "song01_no_repeat" / "p.mid")
+    out = tmp_path / "data"
+    manifest = prepare([root], out, workers=1, val_frac=0.3, test_frac=0.3, progress=False)
+    index = json.loads((out / "index.json").read_text())
+    split_of_canonical: dict[str, set] = {}
+    canonical_of = {}
+    for split in SPLITS:
+        for _off, _n, piece, _file, canonical in index[split]:
+            split_of_canonical.setdefault(canonical, set()).add(split)
+            canonical_of[piece] = canonical
+    assert all(len(s) == 1 for s in split_of_canonical.values()), split_of_canonical
+    assert canonical_of["set/song99"] == canonical_of["set/song00"] == "set/song00"
+    assert canonical_of["set/song01_no_repeat"] == canonical_of["set/song01"] == "set/song01"
+    assert len(split_of_canonical) == 24  # every other song is its own piece
+    assert manifest["merged_pieces"] == {"set/song00": ["set/song00", "set/song99"],
+                                         "set/song01": ["set/song01", "set/song01_no_repeat"]}
+    assert sum(manifest["splits"][s]["pieces"] for s in SPLITS) == 24
+    # The grouping itself is transitive and named by the smallest member.
+    assert canonical_pieces({"x/b": {1, 2, 3}, "x/c": {2, 3, 4}, "x/a": {3, 4, 5}}, threshold=0.5) == {
+        "x/a": "x/a", "x/b": "x/a", "x/c": "x/a"}
 
 
 def test_rerun_resumes_from_the_per_file_cache(tmp_path, monkeypatch):

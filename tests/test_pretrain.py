@@ -268,3 +268,128 @@ def test_score_windows_cover_each_target_once():
         targets = [t for begin, end, first in windows for t in range(first, end)]
         assert targets == list(range(1, n))
         assert all(end - begin <= context and first > begin for begin, end, first in windows)
+
+
+# ---------------------------------------------------------------------------- the CPU recipe
+def test_wsd_schedule_warms_holds_and_decays():
+    stable = pretrain_mod.Schedule(1e-3, warmup=10)
+    assert stable.lr(0) == pytest.approx(1e-4) and stable.lr(9) == pytest.approx(1e-3)
+    assert {stable.lr(s) for s in range(10, 5000, 97)} == {1e-3}  # an open stable phase
+    assert stable.phase(5) == "warmup" and stable.phase(500) == "stable" and stable.end is None
+    decay = pretrain_mod.Schedule(1e-3, warmup=10, decay_start=100, decay_steps=50, min_ratio=0.1)
+    lrs = [decay.lr(s) for s in range(100, 151)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    # 1−sqrt: a quarter of the way in, half of the drop is done.
+    assert decay.lr(100 + 50 // 4) < 1e-3 - 0.45 * (1e-3 - 1e-4)
+    assert decay.phase(120) == "decay" and decay.end == 150
+    assert pretrain_mod.Schedule.from_dict(decay.to_dict()) == decay
+
+
+def test_resume_keeps_the_schedule_the_run_started_with(data_dir, tmp_path):
+    common = ("--save-every", "3", "--eval-every", "0", "--no-augment", "--warmup", "4")
+    straight = tmp_path / "straight"
+    pretrain(data_dir, straight, "--steps", "8", "--decay-steps", "4", *common)
+    broken = tmp_path / "broken"
+    pretrain(data_dir, broken, "--steps", "8", "--decay-steps", "4", "--stop-after", "4", *common)
+    # Resumed with other arguments: the stored schedule wins, so the LRs (and losses) continue exactly.
+    pretrain(data_dir, broken, "--steps", "8", "--resume", *common[:-2], "--warmup", "50", "--lr", "9e-2")
+    a, b = read_log(straight), read_log(broken)
+    assert [r["lr"] for r in a] == pytest.approx([r["lr"] for r in b])
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-4)
+    assert a[-1]["lr"] < a[3]["lr"]  # it did decay
+
+
+def test_init_from_never_warms_above_the_model_lr(data_dir, tmp_path, capsys):
+    first = tmp_path / "first"
+    pretrain(data_dir, first, "--steps", "2", "--save-every", "2", "--eval-every", "0")
+    source = pretrain_mod.latest_checkpoint(first)
+    (source / "model_card.json").write_text(json.dumps({"training": {"step": 2, "lr": 1e-3, "stable_lr": 2e-4}}))
+    second = tmp_path / "second"
+    args = ["pretrain", "--data", str(data_dir), "--config", "tiny", "--out", str(second), "--batch-size", "4",
+            "--seq-len", "160", "--lr", "3e-3", "--warmup", "2", "--steps", "4", "--eval-every", "0", "--threads", "1",
+            "--init-from", str(source)]
+    assert pretrain_mod.main(args) == 0
+    assert max(r["lr"] for r in read_log(second)) == pytest.approx(2e-4)
+    assert "warming to 0.0002 instead" in capsys.readouterr().err
+
+
+def test_decay_branch_leaves_the_stable_run_resumable(data_dir, tmp_path):
+    stable = tmp_path / "stable"
+    pretrain(data_dir, stable, "--steps", "6", "--save-every", "3", "--eval-every", "0", "--warmup", "2")
+    branch = tmp_path / "decay"
+    pretrain(data_dir, branch, "--decay-from", str(stable), "--decay-steps", "4", "--save-every", "2",
+             "--eval-every", "4")
+    log = read_log(branch)
+    assert [r["step"] for r in log] == [7, 8, 9, 10]  # continues the stable run's step count
+    assert log[0]["lr"] == pytest.approx(3e-3) and log[-1]["lr"] < 3e-3 and "val_loss_continuation" in log[-1]
+    assert log[0]["tokens_seen"] > read_log(stable)[-1]["tokens_seen"]
+    config = json.loads((branch / "run_config.json").read_text())
+    assert config["decay_of"]["step"] == 6 and config["schedule"]["decay_start"] == 6
+    # The stable run is untouched and goes on at its constant LR.
+    pretrain(data_dir, stable, "--steps", "8", "--save-every", "4", "--eval-every", "0", "--resume")
+    assert [r["lr"] for r in read_log(stable)[-2:]] == pytest.approx([3e-3, 3e-3])
+    # A decay needs its length; a branch cannot also be an --init-from.
+    bad = ["pretrain", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--decay-from", str(stable)]
+    assert pretrain_mod.main(bad) == 2
+
+
+def test_equal_length_groups_give_the_padded_batch_loss(tok):
+    from engine.policy import Policy
+
+    torch.manual_seed(0)
+    model = Policy.create("tiny", tok).model.eval()
+    rng = np.random.default_rng(0)
+    examples = [pretrain_mod.Example(rng.integers(3, tok.vocab_size, size=n)) for n in (40, 25, 40, 17)]
+    groups = pretrain_mod.same_length_groups(examples, seq_len=64, batch_size=4)
+    assert [len(g) for g in groups] == [2, 1, 1] and [len(g[0].ids) for g in groups] == [40, 25, 17]
+    with torch.no_grad():
+        summed = sum(float(pretrain_mod.summed_loss(model, g, tok, 64, "cpu")[0]) for g in groups)
+        ids, mask, labels = collate(examples, tok.pad_id, 40)
+        padded = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+    assert summed / sum(len(e.ids) - 1 for e in examples) == pytest.approx(padded, rel=1e-5)
+
+
+def test_precision_and_threads_are_chosen_by_the_hardware(monkeypatch):
+    import engine.cpu
+
+    monkeypatch.setattr(engine.cpu, "native_bf16", lambda: False)
+    assert pretrain_mod.choose_precision("auto", cuda=False) == "no"  # emulated bf16 is ~25x slower here
+    assert pretrain_mod.choose_precision("bf16", cuda=False) == "bf16"
+    monkeypatch.setattr(engine.cpu, "native_bf16", lambda: True)
+    assert pretrain_mod.choose_precision("auto", cuda=False) == "bf16"
+    assert pretrain_mod.choose_precision("float32", cuda=False) == "no"
+    before = torch.get_num_threads()
+    try:
+        best, timings = pretrain_mod.choose_threads(lambda n: {1: 1.0, 2: 1.7}[n], [1, 2])
+        assert best == 1 and timings == {1: 1.0, 2: 1.7} and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_goes_on(data_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.pretrain", "pretrain", "--data", str(data_dir), "--config", "tiny",
+           "--out", str(out), "--batch-size", "2", "--seq-len", "64", "--steps", "100000", "--save-every", "100000",
+           "--eval-every", "0", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "log.jsonl"
+    import time
+
+    deadline = time.monotonic() + 600  # torch's import alone can take a minute on a loaded 2-core machine
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no training step within 10 minutes"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped at step" in err
+    last = pretrain_mod.latest_checkpoint(out)
+    assert last is not None and int(last.name[5:]) == read_log(out)[-1]["step"]  # nothing lost

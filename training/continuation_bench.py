@@ -58,8 +58,11 @@ PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 REPEAT, OTHER, TRUTH = "repeat-prompt", "other-song", "truth"
 PER_PASSAGE_METRICS = ("in_key", "abs_log2_density", "polyphony_diff", "pitch_range_diff", "velocity_range_diff",
                        "velocity_hist_l1", "empty_bar_share", "silent", "copy_rate", "n_notes", "polyphony_rate", "pitch_range",
-                       "velocity_range")
-POOLED_METRICS = ("velocity_hist_l1_pooled", "single_velocity_share", "duplicate_rate")
+                       "velocity_range", "onsets", "abs_log2_onsets")
+POOLED_METRICS = ("velocity_hist_l1_pooled", "single_velocity_share", "duplicate_rate", "onset_ratio_pooled",
+                  "median_duration_beats", "duration_hist_l1_pooled")
+# Note lengths in beats, binned on a log scale: ≤ 1/8, 1/4, 1/2, 1, 2, 4, longer (edges between them).
+DURATION_BIN_EDGES_BEATS = (0.0, 0.1875, 0.375, 0.75, 1.5, 3.0, 6.0, float("inf"))
 
 
 # ---------------------------------------------------------------------------- key and metrics
@@ -120,6 +123,9 @@ def compare(output: Clip, truth: Clip, key: tuple[int, str], window_bars: Sequen
         "silent": float(f["n_notes"] == 0),
         "copy_rate": sum(1 for b in filled if b in prompt_set) / len(filled) if filled else 0.0,
         "n_notes": f["n_notes"],
+        "onsets": len({n.start for n in output.notes}),
+        "abs_log2_onsets": abs(float(np.log2((len({n.start for n in output.notes}) + 1)
+                                             / (len({n.start for n in truth.notes}) + 1)))),
         "polyphony_rate": f["polyphony_rate"],
         "pitch_range": f["pitch_range"],
         "velocity_range": f["velocity_range"],
@@ -134,8 +140,15 @@ def velocity_histogram(clips: Iterable[Clip]) -> np.ndarray:
     return counts / max(1, len(velocities))
 
 
+def duration_histogram(clips: Iterable[Clip]) -> np.ndarray:
+    """Shares of notes per note-length bin (`DURATION_BIN_EDGES_BEATS`, in beats)."""
+    beats = [n.duration / c.ppq for c in clips for n in c.notes]
+    counts, _ = np.histogram(beats, bins=DURATION_BIN_EDGES_BEATS)
+    return counts / max(1, len(beats))
+
+
 def pooled(outputs: Sequence[Clip], truths: Sequence[Clip]) -> dict:
-    """Figures of a system's outputs taken together."""
+    """Figures of a system's outputs taken together (`truths`: the true passages they are measured against)."""
     keys = [tuple((n.start, n.pitch, n.duration) for n in c.notes) for c in outputs]
     nonempty = [k for k in keys if k]
     seen: dict[tuple, int] = {}
@@ -147,6 +160,12 @@ def pooled(outputs: Sequence[Clip], truths: Sequence[Clip]) -> dict:
         "single_velocity_share": (sum(1 for c in multi if len({n.velocity for n in c.notes}) == 1) / len(multi)
                                   if multi else 0.0),
         "duplicate_rate": sum(1 for k in nonempty if seen[k] > 1) / len(nonempty) if nonempty else 0.0,
+        # Onsets (distinct note starts) of all outputs over those of the true continuations they stand for.
+        "onset_ratio_pooled": (sum(len({n.start for n in c.notes}) for c in outputs)
+                               / max(1, sum(len({n.start for n in t.notes}) for t in truths))),
+        "median_duration_beats": (float(np.median([n.duration / c.ppq for c in outputs for n in c.notes]))
+                                  if any(c.notes for c in outputs) else float("nan")),
+        "duration_hist_l1_pooled": float(np.abs(duration_histogram(outputs) - duration_histogram(truths)).sum()),
     }
 
 
@@ -315,6 +334,9 @@ def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n:
         settings.validate()
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if not (Path(data_dir) / "manifest.json").exists():
+        raise UserError(f"{data_dir} is not a prepared data folder; make one from MIDI files first: "
+                        f"smart prepare-data {data_dir} --out runs/data, then --data runs/data")
     tokenizer = load_tokenizer(data_dir)
     passages = pick_passages(data_dir, tokenizer, n, prompt_bars=prompt_bars, bars=bars, split=split, seed=seed)
     truths = [p.truth for p in passages]
@@ -346,12 +368,14 @@ def run_benchmark(models: Sequence[tuple[str, str]], data_dir: str | Path, *, n:
                 rows.append({"passage": i, "dataset": p.dataset,
                              **compare(c, truths[i], keys[i], p.window_bar_ticks(), p.prompt_bar_sets())})
         flat = [c for cands in outs for c in cands]
-        result = {"all": {**summarize(rows), **pooled(flat, truths), "outputs": len(rows)}}
+        flat_truths = [truths[i] for i, cands in enumerate(outs) for _ in cands]
+        result = {"all": {**summarize(rows), **pooled(flat, flat_truths), "outputs": len(rows)}}
         for d in datasets:
             sel = [i for i, p in enumerate(passages) if p.dataset == d]
             d_rows = [r for r in rows if r["dataset"] == d]
             d_flat = [c for i in sel for c in outs[i]]
-            result[d] = {**summarize(d_rows), **pooled(d_flat, [truths[i] for i in sel]), "outputs": len(d_rows)}
+            d_truths = [truths[i] for i in sel for _ in outs[i]]
+            result[d] = {**summarize(d_rows), **pooled(d_flat, d_truths), "outputs": len(d_rows)}
         systems[system] = result
         per_passage += [{"system": system, **r} for r in rows]
     return {
@@ -381,11 +405,44 @@ def goals(model: dict, repeat: dict) -> dict:
         "beats_repeat_on_polyphony": model["polyphony_diff"]["mean"] < repeat["polyphony_diff"]["mean"],
         "matches_repeat_on_key": model["in_key"]["mean"] >= repeat["in_key"]["mean"] - 0.01,
         "no_duplicates": model["duplicate_rate"] == 0.0,
+        "onsets_within_15_percent": abs(model["onset_ratio_pooled"] - 1.0) <= 0.15,
     }
 
 
+def sampling_score(system: dict) -> float:
+    """The rule sampling defaults are chosen by (lower is better), stated before any setting was measured:
+    note density, onset density and the note-length distribution against the true continuations, each
+    on the scale of a log2 ratio or an L1 distance of shares. Key and duplicates are constraints, not
+    terms (`choose_sampling`)."""
+    return (system["abs_log2_density"]["mean"] + abs(float(np.log2(max(system["onset_ratio_pooled"], 1e-6))))
+            + system["duration_hist_l1_pooled"])
+
+
+def choose_sampling(systems: dict[str, dict], key_tolerance: float = 0.01) -> tuple[str, dict[str, str]]:
+    """The setting `sampling_score` prefers among those that keep the key (in-key share within
+    `key_tolerance` of the best setting's) and emit no duplicates; returns it and why each other lost."""
+    best_key = max(sys_["in_key"]["mean"] for sys_ in systems.values())
+    verdicts, eligible = {}, []
+    for name, sys_ in systems.items():
+        if sys_["in_key"]["mean"] < best_key - key_tolerance:
+            verdicts[name] = f"in key {sys_['in_key']['mean']:.3f} < {best_key - key_tolerance:.3f}"
+        elif sys_["duplicate_rate"] > 0:
+            verdicts[name] = f"duplicates {sys_['duplicate_rate']:.3f}"
+        else:
+            eligible.append(name)
+    if not eligible:
+        raise UserError("no setting keeps the key without duplicates")
+    chosen = min(eligible, key=lambda n: sampling_score(systems[n]))
+    for name in eligible:
+        verdicts[name] = "chosen" if name == chosen else (
+            f"score {sampling_score(systems[name]):.3f} > {sampling_score(systems[chosen]):.3f}")
+    return chosen, verdicts
+
+
 # ---------------------------------------------------------------------------- reports
-COLUMNS = (("in_key", "in key", 3), ("abs_log2_density", "abs log2 density ratio", 3), ("polyphony_diff", "Δ polyphony", 3),
+COLUMNS = (("in_key", "in key", 3), ("abs_log2_density", "abs log2 density ratio", 3),
+           ("onset_ratio_pooled", "onsets / true", 2), ("median_duration_beats", "median length (beats)", 3),
+           ("duration_hist_l1_pooled", "length hist L1", 3), ("polyphony_diff", "Δ polyphony", 3),
            ("pitch_range_diff", "Δ pitch range", 1), ("velocity_range_diff", "Δ vel. range", 1),
            ("velocity_hist_l1", "vel. hist L1", 3), ("velocity_hist_l1_pooled", "pooled vel. hist L1", 3),
            ("n_notes", "notes", 1), ("empty_bar_share", "empty bars", 3),

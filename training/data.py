@@ -2,9 +2,11 @@
 
 Each file goes through the paper's piano handling (§3.1, `Clip.from_midi(mode="piano")`), loses
 its leading empty bars, is tokenized with the engine's REMI tokenizer and filtered like the paper
-(> 300 notes in a bar or > 20 % empty bars are dropped). Splits are made by *piece* (a performance
-of a test piece must never be trained on) from a hash of the piece id, so they are deterministic
-and stable when files are added.
+(> 300 notes in a bar or > 20 % empty bars are dropped). Splits are made by *canonical piece* (a
+performance or arrangement of a test piece must never be trained on) from a hash of its id, so they
+are deterministic: the piece is the folder holding the file, ASAP's `X_repeat` / `X_no_repeat`
+folders are folded into `X`, and pieces whose top voices share most of their interval n-grams (one
+song arranged twice, as POP909's 017 and 018) are one canonical piece (`canonical_pieces`).
 
 Layout of DATA_DIR:
     train.bin / val.bin / test.bin   flat uint16 token ids, one sequence after another (no BOS/EOS)
@@ -20,22 +22,27 @@ tempo jitter shifts Tempo ids; both are lookups, no re-tokenization.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import sys
 import time
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.music import PIANO_PITCH_RANGE, Clip, MidiFileError, atomic_write_text
-from engine.tokenizer import RemiTokenizer
+
+if TYPE_CHECKING:  # miditok (and through it torch) loads where a tokenizer is made: `smart … --help` stays quick
+    from engine.tokenizer import RemiTokenizer
 
 MIDI_SUFFIXES = {".mid", ".midi"}
 SPLITS = ("train", "val", "test")
@@ -87,6 +94,100 @@ def split_of(piece: str, val_frac: float, test_frac: float, seed: int = 0) -> st
     if u < test_frac + val_frac:
         return "val"
     return "train"
+
+
+# ---------------------------------------------------------------------------- canonical pieces
+# ASAP keeps other performances of one piece in sibling folders: "17-1_no_repeat", "24-1_no_2_repeat",
+# "1_no_first_repeat", "Toccata_repeat" are the pieces "17-1", "24-1", "1", "Toccata" played with
+# (or without) their repeats. Their folder is not a piece of its own.
+_REPEAT_VARIANT = re.compile(r"_(?:no_)?(?:[a-z0-9]+_)?repeat$")
+MELODY_NGRAM = 8  # top-voice interval n-grams compared between pieces
+SAME_MELODY_JACCARD = 0.5  # same song at or above (measured on POP909 + ASAP: 017/018 0.92, next pair 0.02)
+COMMON_NGRAM_SHARE = 0.05  # n-grams found in more pieces than this (scales, repeated notes) say nothing
+
+
+def piece_family(piece: str) -> str:
+    """The piece id with ASAP's repeat variants folded into their piece ("…/17-1_no_repeat" → "…/17-1")."""
+    head, _, last = piece.rpartition("/")
+    last = _REPEAT_VARIANT.sub("", last) or last
+    return f"{head}/{last}" if head else last
+
+
+def melody_ngrams(ids: np.ndarray, tokenizer: RemiTokenizer, n: int = MELODY_NGRAM) -> set[int]:
+    """Hashes of the top voice's pitch-interval n-grams (transposition-free) of one token sequence.
+
+    The top voice is the highest Pitch at each onset (a Bar or Position token opens an onset), so two
+    arrangements of one song — POP909's 017 and 018 share a 224-note melody — share most n-grams.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    pitch_of = _pitch_table(tokenizer)
+    opens = np.isin(ids, tokenizer.kind_ids["Position"]) | (ids == tokenizer.bar_id)
+    onset = np.cumsum(opens)
+    is_pitch = pitch_of[ids] >= 0
+    if is_pitch.sum() < n + 1:
+        return set()
+    on, pitch = onset[is_pitch], pitch_of[ids[is_pitch]]
+    starts = np.flatnonzero(np.r_[True, on[1:] != on[:-1]])
+    top = np.maximum.reduceat(pitch, starts)
+    steps = np.diff(top)
+    if len(steps) < n:
+        return set()
+    windows = np.lib.stride_tricks.sliding_window_view(steps + 128, n)
+    return {hash(w.tobytes()) for w in windows.astype(np.uint8)}
+
+
+@functools.cache
+def _pitch_table_cached(vocab_size: int, pitch_items: tuple[tuple[int, int], ...]) -> np.ndarray:
+    table = np.full(vocab_size, -1, dtype=np.int64)
+    for i, v in pitch_items:
+        table[i] = v
+    return table
+
+
+def _pitch_table(tokenizer: RemiTokenizer) -> np.ndarray:
+    items = tuple((int(i), int(tokenizer.token_value(int(i)))) for i in tokenizer.kind_ids["Pitch"])
+    return _pitch_table_cached(tokenizer.vocab_size, items)
+
+
+def canonical_pieces(melodies: dict[str, set[int]], threshold: float = SAME_MELODY_JACCARD) -> dict[str, str]:
+    """piece → canonical piece id: repeat variants folded, pieces sharing a melody grouped.
+
+    `melodies` maps each piece to the union of its files' top-voice n-grams. Two families are one
+    canonical piece when the Jaccard similarity of their n-grams is at least `threshold`; groups are
+    closed transitively and named by their smallest family id, so the split (a hash of that name)
+    is deterministic. Pairs are found through n-grams held by at most `COMMON_NGRAM_SHARE` of the
+    families, so a melody copied into more than that share of a collection is not grouped.
+    """
+    families: dict[str, set[int]] = defaultdict(set)
+    for piece, grams in melodies.items():
+        families[piece_family(piece)] |= grams
+    names = sorted(families)
+    parent = {f: f for f in names}
+
+    def root(f: str) -> str:
+        while parent[f] != f:
+            parent[f] = parent[parent[f]]
+            f = parent[f]
+        return f
+
+    holders: dict[int, list[int]] = defaultdict(list)
+    for k, f in enumerate(names):
+        for g in families[f]:
+            holders[g].append(k)
+    too_common = max(2, int(COMMON_NGRAM_SHARE * len(names)))
+    for k, f in enumerate(names):
+        # Candidates share a rare n-gram (common ones, such as scales, would pair everything with
+        # everything); their similarity is then measured on all n-grams.
+        candidates = {j for g in families[f] if len(holders[g]) <= too_common for j in holders[g] if j > k}
+        for j in candidates:
+            other = names[j]
+            both = len(families[f] & families[other])
+            union = len(families[f]) + len(families[other]) - both
+            if union and both / union >= threshold:
+                a, b = root(f), root(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {piece: root(piece_family(piece)) for piece in melodies}
 
 
 # ---------------------------------------------------------------------------- one file
@@ -188,6 +289,7 @@ _worker_tokenizer: RemiTokenizer | None = None
 
 
 def _worker_init() -> None:
+    from engine.tokenizer import RemiTokenizer
     global _worker_tokenizer
     _worker_tokenizer = RemiTokenizer()
 
@@ -211,6 +313,7 @@ def prepare(
     progress: bool = True,
 ) -> dict:
     """Build DATA_DIR from MIDI folders; returns the manifest. Re-running reuses the per-file cache."""
+    from engine.tokenizer import RemiTokenizer
     from tqdm import tqdm
 
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
@@ -242,11 +345,8 @@ def prepare(
                 bar.update()
         bar.close()
 
-    # Assemble the splits from the cache, in a fixed (sorted) order so output is deterministic.
-    index: dict[str, list] = {s: [] for s in SPLITS}
-    chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    offsets = {s: 0 for s in SPLITS}
-    stats = {s: {"files": 0, "pieces": set(), "tokens": 0, "notes": 0, "bars": 0} for s in SPLITS}
+    # Read every result first: the split of a piece depends on the melodies of all the others.
+    results: list[tuple[SourceFile, FileResult]] = []
     skipped = []
     for src in sources:
         result = _read_cache(cache_files[src.path])
@@ -256,14 +356,29 @@ def prepare(
         if result.ids is None:
             skipped.append({"file": src.name, "reason": result.reason})
             continue
-        split = split_of(src.piece, val_frac, test_frac, seed)
+        results.append((src, result))
+    melodies: dict[str, set[int]] = defaultdict(set)
+    for src, result in results:
+        melodies[src.piece] |= melody_ngrams(result.ids, tokenizer)
+    canonical = canonical_pieces(melodies)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for piece in sorted(canonical):
+        groups[canonical[piece]].append(piece)
+
+    # Assemble the splits, in a fixed (sorted) order so output is deterministic.
+    index: dict[str, list] = {s: [] for s in SPLITS}
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    offsets = {s: 0 for s in SPLITS}
+    stats = {s: {"files": 0, "pieces": set(), "tokens": 0, "notes": 0, "bars": 0} for s in SPLITS}
+    for src, result in results:
+        split = split_of(canonical[src.piece], val_frac, test_frac, seed)
         n = len(result.ids)
-        index[split].append([offsets[split], n, src.piece, src.name])
+        index[split].append([offsets[split], n, src.piece, src.name, canonical[src.piece]])
         chunks[split].append(result.ids)
         offsets[split] += n
         st = stats[split]
         st["files"] += 1
-        st["pieces"].add(src.piece)
+        st["pieces"].add(canonical[src.piece])
         st["tokens"] += n
         st["notes"] += result.notes
         st["bars"] += result.bars
@@ -285,9 +400,12 @@ def prepare(
         "splits": {s: {**stats[s], "pieces": len(stats[s]["pieces"])} for s in SPLITS},
         "vocab_size": tokenizer.vocab_size,
         "skipped": skipped,
+        "merged_pieces": {c: members for c, members in groups.items() if len(members) > 1},
         "config": {
             "val_frac": val_frac, "test_frac": test_frac, "seed": seed,
-            "split_by": "piece (containing folder; files directly in a scanned root are their own piece)",
+            "split_by": "canonical piece: the containing folder (files directly in a scanned root are their own "
+                        "piece), ASAP repeat variants folded into their piece, pieces whose top-voice "
+                        f"{MELODY_NGRAM}-interval n-grams overlap (Jaccard >= {SAME_MELODY_JACCARD}) grouped",
             "piano_handling": "Clip.from_midi(mode='piano'): GM programs 1-8 merged, duplicates dropped, sustain applied",
             "trim_leading_empty_bars": True,
             "max_notes_per_bar": MAX_NOTES_PER_BAR, "max_empty_bar_share": MAX_EMPTY_BAR_SHARE,
@@ -307,6 +425,7 @@ class SequenceInfo:
     length: int
     piece: str
     file: str
+    canonical: str = ""  # the canonical piece (data prepared before canonical ids: empty)
 
 
 class TokenSplit:
@@ -339,6 +458,7 @@ class TokenSplit:
 
 
 def load_tokenizer(data_dir: str | os.PathLike) -> RemiTokenizer:
+    from engine.tokenizer import RemiTokenizer
     try:
         return RemiTokenizer.load(data_dir)
     except (OSError, ValueError) as exc:

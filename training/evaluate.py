@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
@@ -70,6 +69,7 @@ def generate_outputs(model_dir: str, prompts: Sequence[Sequence[int]], config: E
                      device: str) -> tuple[list[Clip], dict]:
     """One sampled completion per prompt, decoded as the reward sees it (training.rewards.decode_rollout),
     and how many duplicated notes the model wrote (`duplicate_stats`)."""
+    import torch
     from engine.policy import Policy, PolicyLoadError
     from training.grpo import fast_generate
     from training.rewards import decode_rollout
@@ -264,6 +264,7 @@ def plot_diversity(results: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------------------- the evaluation
 def run_eval(config: EvalConfig, log=print) -> dict:
+    import torch
     import matplotlib
 
     matplotlib.use("Agg")

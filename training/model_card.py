@@ -234,7 +234,7 @@ def render_card(info: dict) -> str:
         f"- Steps: {t['step']:,} of a planned {t['planned_steps']:,} (batch {t['batch_size']} × up to "
         f"{t['seq_len']} tokens), {t['tokens_seen']:,} tokens seen ({t['epochs']:.2f} epochs of the train split), "
         f"{t['hours']:.1f} h on {t['hardware']}.",
-        f"- AdamW (β 0.9/0.95, weight decay 0.1), peak LR {t['lr']:g}, {t['warmup']} warmup steps then cosine; "
+        f"- AdamW (β 0.9/0.95, weight decay 0.1), {_schedule_text(t)}; "
         f"{t['fim_rate']:.0%} of examples are bar-infilling; transposition ±5 semitones and ±10 % tempo jitter.",
         f"- Checkpoint: `{t['checkpoint']}`.",
     ]
@@ -311,6 +311,17 @@ def render_card(info: dict) -> str:
               "(`remi_tokenizer.json`) and its word-level HF twin (`tokenizer.json`, `tokenizer_config.json`); "
               "`model_card.json` holds every number above. Load with `engine.policy.Policy.load(dir)`.", ""]
     return "\n".join(lines)
+
+
+def _schedule_text(t: dict) -> str:
+    sched = t.get("schedule") or {}
+    if sched.get("kind") == "wsd":
+        text = f"warmup–stable–decay: {t['warmup']} warmup steps to LR {t['lr']:g}, held"
+        if sched.get("decay_start") is not None:
+            text += (f", then a 1−sqrt decay from step {sched['decay_start']:,} over {sched['decay_steps']:,} steps "
+                     f"to {t['lr'] * sched.get('min_ratio', 0.1):g}")
+        return text + (f" (last LR {t['final_lr']:.3g})" if t.get("final_lr") is not None else "")
+    return f"peak LR {t['lr']:g}, {t['warmup']} warmup steps then cosine"
 
 
 def lineage(run_config: dict) -> dict | None:
@@ -436,6 +447,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
                 last_val = {k: rec[k] for k in ("step", "val_loss_continuation", "val_loss_infill")}
     train_tokens = manifest["splits"]["train"]["tokens"] if manifest else None
     seq_len = int(run_config.get("seq_len", state.get("seq_len", 1024)))
+    schedule = state.get("schedule") or run_config.get("schedule") or {}
     info = {
         "training": {
             "config": run_config.get("config", state.get("config")), "layers": desc["layers"],
@@ -447,7 +459,13 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
             "epochs": (state.get("tokens_seen", 0) / train_tokens) if train_tokens else float("nan"),
             "hours": float(state.get("elapsed_seconds", 0)) / 3600, "hardware": run_config.get("hardware", "CPU (2 cores, shared)")
             if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-            "lr": run_config.get("lr"), "warmup": run_config.get("warmup"), "fim_rate": run_config.get("fim_rate", 0.25),
+            "lr": schedule.get("peak", run_config.get("lr")), "warmup": schedule.get("warmup", run_config.get("warmup")),
+            "fim_rate": run_config.get("fim_rate", 0.25),
+            # What a run continuing this model may warm to (`smart pretrain --init-from` caps its LR here):
+            # the stable phase's LR, whether or not this export was decayed below it.
+            "stable_lr": schedule.get("peak", run_config.get("lr")), "final_lr": state.get("lr"),
+            "schedule": schedule or None, "precision": state.get("precision", run_config.get("precision")),
+            "decay_of": run_config.get("decay_of"),
             "checkpoint": str(ckpt), "last_validation": last_val,
             "init_from": run_config.get("init_from_card"),
             "lineage": chain,

@@ -18,13 +18,16 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
+from training.lazy_torch import no_grad
+
+if TYPE_CHECKING:  # torch loads in the functions that use it: `smart … --help` stays quick
+    import torch
 
 DEFAULT_CONTEXT = 1024  # the default pretraining --seq-len: positions beyond it were never trained
 
@@ -46,10 +49,11 @@ def score_windows(n: int, context: int, stride: int) -> list[tuple[int, int, int
     return windows
 
 
-@torch.no_grad()
+@no_grad
 def sequences_nll(model, sequences: Iterable[Sequence[int]], *, pad_id: int, context: int = DEFAULT_CONTEXT,
                   stride: int | None = None, batch_size: int = 8, device=None) -> tuple[float, int]:
     """Summed NLL (nats) and number of scored tokens over complete sequences (BOS/EOS already added)."""
+    import torch
     device = device or next(model.parameters()).device
     context = min(context, int(model.config.max_position_embeddings))
     stride = stride or max(1, context // 2)
@@ -210,6 +214,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import torch
     if args.context < 2:
         raise UserError("--context must be at least 2")
     if args.threads:
