@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["JackServer", "JackUnavailable", "jack_server", "jackd_installed", "jackd_missing_reason",
+__all__ = ["JackServer", "JackTestDaw", "JackUnavailable", "jack_server", "jackd_installed", "jackd_missing_reason",
            "portaudio_missing_reason"]
 
 _START_TIMEOUT_SECONDS = 10.0
@@ -85,8 +85,12 @@ def _server_running(name: str, process: subprocess.Popen) -> bool:
 
 @contextmanager
 def jack_server(sample_rate: int = 48000, period: int = 256, timeout: float = _START_TIMEOUT_SECONDS,
-                portaudio: bool = True) -> Iterator[JackServer]:
-    """Run `jackd --no-realtime -d dummy` under a unique name for the duration of the block."""
+                portaudio: bool = True, synchronous: bool = False) -> Iterator[JackServer]:
+    """Run `jackd --no-realtime -d dummy` under a unique name for the duration of the block.
+
+    `synchronous` (jackd -S): every cycle waits for every client, so a client late on a loaded machine
+    delays the cycle instead of having its events land a period late — what tests of frame-exact
+    timing need (jackd2's default asynchronous mode does not wait)."""
     jackd = shutil.which("jackd")
     if jackd is None:
         raise JackUnavailable("jackd is not installed (Debian/Ubuntu: apt-get install jackd2)")
@@ -95,7 +99,8 @@ def jack_server(sample_rate: int = 48000, period: int = 256, timeout: float = _S
     log_path = Path(log_file.name)
     saved = {key: os.environ.get(key) for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     process = subprocess.Popen(
-        [jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(sample_rate), "-p", str(period)],
+        [jackd, "-n", name, "--no-realtime", *(["-S"] if synchronous else []), "-d", "dummy", "-r", str(sample_rate),
+         "-p", str(period)],
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log_file.close()
     try:
@@ -160,3 +165,50 @@ def _portaudio_terminate(sd) -> None:
     # Pa_Terminate also closes any stream still open (a test that failed before close()).
     while sd._initialized > 0:
         sd._terminate()
+
+
+class JackTestDaw:
+    """JACK clients playing a DAW for live-MIDI tests and benchmarks: `daw:out` sends a list of
+    (frame, bytes) at their exact frames; `daw-monitor:in` — a second client, so that the graph has no
+    loop (which JACK would break with a period of delay) — records what arrives, with its frame."""
+
+    def __init__(self):
+        import jack
+
+        self.client = jack.Client("daw", no_start_server=True)
+        self.monitor = jack.Client("daw-monitor", no_start_server=True)
+        self.out = self.client.midi_outports.register("out")
+        self.inp = self.monitor.midi_inports.register("in")
+        self.rate = self.client.samplerate
+        self.to_send: list[tuple[int, bytes]] = []
+        self._next = 0
+        self.received: list[tuple[int, bytes]] = []
+        self.client.set_process_callback(self._send)
+        self.monitor.set_process_callback(self._record)
+        self.client.activate()
+        self.monitor.activate()
+
+    def _send(self, frames: int) -> None:
+        f0 = self.client.last_frame_time
+        self.out.clear_buffer()
+        events = self.to_send
+        while self._next < len(events) and events[self._next][0] < f0 + frames:
+            frame, data = events[self._next]
+            self.out.write_midi_event(max(0, frame - f0), data)
+            self._next += 1
+
+    def _record(self, frames: int) -> None:
+        f0 = self.monitor.last_frame_time
+        for offset, data in self.inp.incoming_midi_events():
+            self.received.append((f0 + offset, bytes(data)))
+
+    def play(self, events: list[tuple[int, bytes]]) -> None:
+        """Send these (frame, bytes) from now on, in frame order (replaces what was left to send)."""
+        self.to_send = []
+        self._next = 0
+        self.to_send = sorted(events, key=lambda e: e[0])
+
+    def close(self) -> None:
+        for c in (self.client, self.monitor):
+            c.deactivate()
+            c.close()

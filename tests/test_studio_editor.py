@@ -1,5 +1,6 @@
 """Piano-roll editing through the real widgets: mouse, keys, actions, undo/redo."""
 
+import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
@@ -325,3 +326,30 @@ def test_process_exits_cleanly_with_copied_notes_on_the_clipboard(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "clipboard text: kept" in proc.stdout
+
+
+def test_dragged_midi_keeps_its_place_on_the_bar_grid(qapp):
+    """Song 307's case: a phrase whose first note is on beat 2¼ of its bar (1.25 beats in) must not start
+    1.25 beats early in the DAW; the file carries the tempo and metre, and another program reads it."""
+    import mido
+
+    from engine.music import TempoChange, TimeSignature
+    from studio.editor.clipboard import MIME_MIDI, drag_mime
+
+    source = Clip([Note(3 * 3 * PPQ + 600, 64, 240, 90), Note(3 * 3 * PPQ + 1440, 67, 480, 80),
+                   Note(4 * 3 * PPQ + 120, 60, 2000, 70)], PPQ, [TempoChange(0, 96.0)], [TimeSignature(0, 3, 4)])
+    mime = drag_mime(source.notes, source, "candidate 2")
+    path = mime.urls()[0].toLocalFile()
+    assert path.endswith("candidate 2.mid")
+    mid = mido.MidiFile(path)  # "another program's view"
+    events, now = [], 0
+    for msg in mido.merge_tracks(mid.tracks):
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            events.append((now * PPQ // mid.ticks_per_beat, msg.note))
+        elif msg.type == "set_tempo":
+            assert mido.tempo2bpm(msg.tempo) == pytest.approx(96.0)
+        elif msg.type == "time_signature":
+            assert (msg.numerator, msg.denominator) == (3, 4)
+    assert events == [(600, 64), (1440, 67), (3 * PPQ + 120, 60)]  # from bar 4's line: leading rest kept
+    assert bytes(mime.data(MIME_MIDI)) == open(path, "rb").read()

@@ -95,8 +95,18 @@ def notes_from_mime(mime: QMimeData, ppq: int) -> list[Note] | None:
 _drag_dir: tempfile.TemporaryDirectory | None = None
 
 
+def bar_aligned_clip(notes: list[Note], source: Clip) -> Clip:
+    """The notes from the bar line at or before the first of them, with the tempo map and metre in force
+    from there: dropped at a bar line in a DAW, a phrase that starts on beat 2¼ still starts on beat 2¼
+    (the leading rest is part of the file)."""
+    first_bar = source.bar_index_at(min(n.start for n in notes))
+    after_last = source.bar_index_at(max(n.end for n in notes)) + 1
+    return source.with_notes(list(notes)).slice_bars(first_bar, after_last + 1)
+
+
 def drag_mime(notes: list[Note], source: Clip, name: str = "sketch") -> QMimeData:
-    """Mime data for dragging notes out: a temp .mid file URL (for file managers/DAWs) + MIDI bytes."""
+    """Mime data for dragging notes out: a temp .mid file URL (for file managers/DAWs) and MIDI bytes that
+    keep the notes' place on the bar grid (`bar_aligned_clip`), plus the studio's own notes format."""
     global _drag_dir
     if _drag_dir is None:
         # Lives until the process exits: the drop target may read the file after the drag returns.
@@ -104,6 +114,10 @@ def drag_mime(notes: list[Note], source: Clip, name: str = "sketch") -> QMimeDat
     mime = notes_to_mime(notes, source)
     safe = "".join(c for c in name if c.isalnum() or c in "-_ ") or "sketch"
     path = Path(_drag_dir.name) / f"{safe}.mid"
-    notes_clip(notes, source).save_midi(path)
+    aligned = bar_aligned_clip(notes, source)
+    aligned.save_midi(path)
+    midi = aligned.to_midi_bytes()
+    mime.setData(MIME_MIDI, midi)
+    mime.setData(MIME_MIDI_ALT, midi)
     mime.setUrls([QUrl.fromLocalFile(str(path))])
     return mime
