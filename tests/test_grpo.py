@@ -107,6 +107,26 @@ def test_paper_defaults():
         GRPORunConfig(model="m", out_dir="o", group=1).validate()
 
 
+def test_trl_methods_we_override_keep_their_signatures():
+    """SmartGRPOTrainer overrides TRL's private `_generate_single_turn` and `_calculate_rewards`: a TRL
+    release that renames or re-signs them must fail here, not silently bypass our rollouts and timing."""
+    import inspect
+
+    import trl
+    from trl import GRPOTrainer
+
+    from training.grpo import _make_trainer_class
+
+    assert trl.__version__.startswith("1.16."), f"tested with TRL 1.16; found {trl.__version__} (pyproject pins it)"
+    ours = _make_trainer_class()
+    for name in ("_generate_single_turn", "_calculate_rewards"):
+        theirs = getattr(GRPOTrainer, name, None)
+        assert theirs is not None, f"TRL no longer has GRPOTrainer.{name}"
+        assert list(inspect.signature(getattr(ours, name)).parameters) == list(inspect.signature(theirs).parameters), name
+    source = inspect.getsource(GRPOTrainer)
+    assert "self._generate_single_turn(" in source and "self._calculate_rewards(" in source
+
+
 def test_trainer_settings_follow_the_paper(note_model, tmp_path):
     """GRPOConfig: bf16 only where the CPU has bf16 instructions, no checkpointing on CPU, one optimizer step
     per iteration, the linear schedule."""
@@ -222,6 +242,9 @@ def test_maa_reward_with_random_maa(note_model, tmp_path, monkeypatch):
         assert r["maa_random"] is True  # never presented as real ratings
         assert r["reward_mean"] == pytest.approx(r["reward_maa_ce"] + 0.5 * r["reward_maa_pq"], rel=1e-4)
         assert r["time_render_s"] > 0 and r["time_score_s"] > 0
+        assert r["generated_by"] == "fast"  # our rollout path ran, not TRL's generate
+        assert isinstance(r["drift"], float) and r["drift_threshold"] == 1.0 and "notes_per_onset" in r["drift_shifts"]
+    assert recs[0]["drift"] == 0.0  # step 1 is the base model's own samples: the baseline
     # One render per completion per step although two MAA rewards read the audio.
     assert len(calls) == 2 * 2 * 4
     assert any((tmp_path / "run" / "tensorboard").iterdir())

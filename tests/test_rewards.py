@@ -188,3 +188,73 @@ def test_eval_duplicate_rate_counts_what_the_model_wrote(tok):
     stats = duplicate_stats([(4, 0), (12, 8)])
     assert stats["rate"] == pytest.approx(8 / 16) and stats["outputs_with_duplicates"] == 0.5
     assert duplicate_stats([])["rate"] == 0.0
+
+
+def test_a_reward_cannot_be_raised_by_running_out_of_tokens(tok):
+    """Issue 23's exploit: packing notes into fewer bars until the token budget runs out raised
+    "notes in 10 s". A truncated completion now gets the floor, and big stacked chords earn no more."""
+    prompt_ids = tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120)
+    prompt = _text(tok, prompt_ids)
+
+    def bar(pitch_sets):  # one 4/4 bar of quarter-note onsets, each onset a chord of `pitch_sets[k]`
+        ids = []
+        for k, chord in enumerate(pitch_sets):
+            ids.append(tok.vocab[f"Position_{k * 8}"])
+            for p in chord:
+                ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
+        return ids
+
+    melody = [[60], [62], [64], [65]]
+    complete = []
+    for _ in range(5):  # 5 bars at 120 bpm: 10 s of music, then the piece ends
+        complete += bar(melody) + [tok.bar_id, tok.vocab["TimeSig_4/4"]]
+    complete += [tok.eos_id]
+    budget = len(complete)
+    dense = bar([[48, 52, 55, 60, 64, 67, 72]] * 4) + [tok.bar_id, tok.vocab["TimeSig_4/4"]]
+    packed = (dense * 10)[:budget]  # chords of 7 until the budget runs out, ~2 bars of music
+    analyzer = RolloutAnalyzer(tok, max_completion_tokens=budget)
+    notes, scale = build_rewards(parse_reward_spec("notes,scale-consistency"), analyzer)[0]
+    batch = analyzer.batch([prompt] * 2, [_text(tok, complete), _text(tok, packed)])
+    assert batch.truncated() == [False, True]
+    assert len(batch.clips[1].notes) > len(batch.clips[0].notes)  # more notes, in less music
+    r_notes, r_scale = notes([prompt] * 2, [_text(tok, complete), _text(tok, packed)]), scale(
+        [prompt] * 2, [_text(tok, complete), _text(tok, packed)])
+    assert r_notes[1] == 0.0 < r_notes[0] and r_scale[1] == 0.0 < r_scale[0]
+    # Without a budget nothing is truncated, and a chord of 7 counts as 4 notes.
+    free = RolloutAnalyzer(tok)
+    chord_bar = _text(tok, bar([[48, 52, 55, 60, 64, 67, 72]] * 4))
+    assert build_rewards(parse_reward_spec("notes"), free)[0][0]([prompt], [chord_bar]) == [16 / NOTES_TARGET]
+
+
+def test_drift_monitor_sees_the_packed_chords_the_reward_paid_for(tok):
+    """The drift guard's measure: the base model's batch is the baseline; a batch that packs chords into
+    fewer bars until its tokens run out is far from it, though each of its notes is a fine note."""
+    from training.grpo import DriftGuard
+    from training.rewards import DriftMonitor, drift_features
+
+    prompt = _text(tok, tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120))
+
+    def bars(chords, n, end=True):
+        ids = []
+        for _ in range(n):
+            for k, chord in enumerate(chords):
+                ids.append(tok.vocab[f"Position_{k * 8}"])
+                for p in chord:
+                    ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
+            ids += [tok.bar_id, tok.vocab["TimeSig_4/4"]]
+        return ids + ([tok.eos_id] if end else [])
+
+    base = [bars([[60 + i], [64], [67], [72 - i]], 5) for i in range(4)]
+    budget = max(len(b) for b in base)
+    packed = [(bars([[48, 52, 55, 60 + i, 64, 67]] * 8, 6, end=False))[:budget] for i in range(4)]
+    analyzer = RolloutAnalyzer(tok, max_completion_tokens=budget)
+    monitor = DriftMonitor()
+    first = monitor.observe(drift_features(analyzer.batch([prompt] * 4, [_text(tok, b) for b in base])))
+    again = monitor.observe(drift_features(analyzer.batch([prompt] * 4, [_text(tok, b) for b in reversed(base)])))
+    drifted = monitor.observe(drift_features(analyzer.batch([prompt] * 4, [_text(tok, p) for p in packed])))
+    assert first["distance"] == 0.0 and again["distance"] == pytest.approx(0.0)
+    assert drifted["distance"] > 1.0
+    assert drifted["shift/notes_per_onset"] > 3 and drifted["shift/truncated"] > 3
+    guard = DriftGuard(threshold=1.0, window=2)
+    fired = [guard.observe(step, d) for step, d in enumerate([0.0, 0.1, 0.2, 1.8, 2.5], start=1)]
+    assert fired[:4] == [None] * 4 and fired[4]["step"] == 5 and fired[4]["drift_recent"] > 1.0

@@ -47,6 +47,9 @@ FLAGS = [
                                                 "default: no guard)"),
     ("--guard-action", "guard_action", str, "on a diversity collapse: rollback (final = best state above the "
                                             "floor) | stop; default rollback"),
+    ("--max-drift", "max_drift", float, "drift guard: warn when the samples' musical features move more than F "
+                                        "base-model standard deviations from the first step's (0 = off); default 1"),
+    ("--drift-action", "drift_action", str, "on drift beyond --max-drift: warn | stop; default warn"),
     ("--maa", "maa", str, "MAA checkpoint (checkpoint.pt or HF directory); default: cached weights"),
     ("--seconds", "seconds", float, "seconds of audio the reward hears; paper 10"),
     ("--micro-batch", "micro_batch", int, "completions per forward/backward pass (default: the whole step)"),

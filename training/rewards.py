@@ -14,11 +14,20 @@ Built-in rewards (`REWARDS`, extend with `register_reward` or `--reward module:f
 
 * `maa-ce`, `maa-cu`, `maa-pc`, `maa-pq` — Meta Audiobox Aesthetics axes of the first 10 s
   (paper §3.3/§3.5 uses `maa-ce`). Scale 1–10.
-* `notes` — min(n / 100, 1), n = number of distinct notes starting in the first 10 s (a note
-  repeated at the same onset and pitch is one note: the decoder drops the copies, and
-  `midi_features` counts distinct notes, so stacking duplicates cannot raise it). 100 notes in 10 s
-  is denser than the paper's SMART outputs (~70), so the reward does not saturate early. Needs
-  no weights: the offline reward for tests and quick runs.
+* `notes` — min(n / 100, 1), n = number of distinct notes starting in the first 10 s, at most
+  `MAX_NOTES_PER_ONSET` (4) counted per onset (a note repeated at the same onset and pitch is one
+  note: the decoder drops the copies, so stacking duplicates cannot raise it; stacking ever bigger
+  chords cannot either). 100 notes in 10 s is denser than the paper's SMART outputs (~70), so the
+  reward does not saturate early. Needs no weights: the offline reward for tests and quick runs.
+
+Every reward is over a fixed stretch of *music* (the first `seconds` of the piece), never over the
+token budget. A completion that hits the budget before its music reaches the end of that stretch
+is **truncated** (`RolloutBatch.truncated`): it gets the reward's floor (`notes` and
+`scale-consistency` 0, an MAA axis 1, the bottom of its scale), and the share of truncated
+completions is logged (`music/truncated_share`). Without this, a run with `notes` learned to pack
+notes into fewer bars — 87–100 % of completions ran out of tokens, bars per 256 tokens fell 4.56 →
+1.77 and notes per onset rose 1.97 → 2.84 — a higher "notes in 10 s" that was really notes per
+token (issue 23). Custom rewards see `rollouts.truncated()` and decide for themselves.
 * `scale-consistency` (old name `scale`, still accepted) — MusPy scale consistency of the notes in
   the first 10 s (0 without notes). Note that a single note is perfectly "in scale": on its own this
   reward favours sparse outputs.
@@ -49,6 +58,9 @@ from engine.tokenizer import RemiTokenizer
 DEFAULT_SECONDS = 10.0
 DEFAULT_SAMPLE_RATE = 16000
 NOTES_TARGET = 100
+# `notes` credits at most this many notes per onset: a chord of four covers a piano voicing; more
+# stacked at one onset (the cheapest way to add notes per token) earns nothing more.
+MAX_NOTES_PER_ONSET = 4
 DIVERSITY_BEATS = 16  # paper Fig. 6 compares the first 16 beats
 
 
@@ -106,6 +118,21 @@ class RolloutBatch:
             self._maa = self.analyzer.score(self.audio(), self.timings)
         return self._maa
 
+    def truncated(self) -> list[bool]:
+        """Per completion: it used the whole token budget, did not end the piece (EOS), and its music
+        stops before the reward window ends — a reward for it would measure the budget, not music."""
+        cap = self.analyzer.max_completion_tokens
+        if cap is None:
+            return [False] * len(self.clips)
+        eos = self.analyzer.tokenizer.eos_id
+        window = self.analyzer.seconds
+        out = []
+        for ids, clip in zip(self.completion_ids, self.clips):
+            used_all = len(ids) >= cap and (not ids or ids[-1] != eos)
+            covered = clip.seconds_at(clip.end_tick) if clip.notes else 0.0
+            out.append(used_all and covered < window)
+        return out
+
     def features(self) -> list[dict]:
         if self._features is None:
             self._features = [midi_features(c, window_seconds=self.analyzer.seconds) for c in self.clips]
@@ -137,9 +164,11 @@ class RolloutAnalyzer:
     def __init__(self, tokenizer: RemiTokenizer, *, seconds: float = DEFAULT_SECONDS,
                  sample_rate: int = DEFAULT_SAMPLE_RATE, soundfont: str | None = None,
                  scorer=None, scorer_factory: Callable[[], object] | None = None, processes: int | None = None,
-                 ppq: int = 480):
+                 ppq: int = 480, max_completion_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.seconds = seconds
+        self.max_completion_tokens = max_completion_tokens  # the rollouts' token budget (truncation)
+        self.drift = DriftMonitor()
         self.sample_rate = sample_rate
         self.soundfont = soundfont
         self._scorer = scorer
@@ -221,6 +250,9 @@ class RolloutAnalyzer:
         log_metric("music/notes_10s", float(np.mean([f["n_notes"] for f in feats])))
         log_metric("music/empty_beat_rate", float(np.mean([f["empty_beat_rate"] for f in feats])))
         log_metric("music/silent_fraction", float(np.mean([f["n_notes"] == 0 for f in feats])))
+        log_metric("music/truncated_share", float(np.mean(batch.truncated())))
+        for k, v in self.drift.observe(drift_features(batch)).items():
+            log_metric(f"drift/{k}", v)
         for k, v in batch.diversity().items():
             log_metric(f"diversity/{k}", v)
 
@@ -233,9 +265,73 @@ class RolloutAnalyzer:
             log_metric(f"maa/{axis}", float(np.mean([s[axis] for s in scores])))
 
 
+# ---------------------------------------------------------------------------- drift from the base model
+DRIFT_FEATURES = ("log_notes", "polyphony_rate", "pitch_range", "notes_per_onset", "bars_per_100_tokens",
+                  "mean_log2_length", "in_key", "duplicates_emitted", "truncated")
+
+
+def drift_features(batch: RolloutBatch) -> dict[str, list[float]]:
+    """Per completion, what its music is like — the features a reward can be gamed through: density,
+    the paper's polyphony and pitch range, notes per onset, bars per token, note length, in-key share
+    (against the key Krumhansl–Schmuckler finds in the completion itself), duplicate notes the model
+    wrote (then dropped by the decoder), and truncation."""
+    from training.continuation_bench import estimate_key, in_key_share
+
+    tok = batch.analyzer.tokenizer
+    pitch_ids = set(int(i) for i in tok.kind_ids["Pitch"])
+    out: dict[str, list[float]] = {k: [] for k in DRIFT_FEATURES}
+    for f, clip, ids, cut in zip(batch.features(), batch.clips, batch.completion_ids, batch.truncated()):
+        notes = clip.notes
+        onsets = len({n.start for n in notes})
+        written = sum(1 for t in ids if t in pitch_ids)
+        bars = sum(1 for t in ids if t == tok.bar_id)
+        out["log_notes"].append(float(np.log2(1 + f["n_notes"])))
+        out["polyphony_rate"].append(float(f["polyphony_rate"]))
+        out["pitch_range"].append(float(f["pitch_range"]))
+        out["notes_per_onset"].append(len(notes) / onsets if onsets else 0.0)
+        out["bars_per_100_tokens"].append(100.0 * bars / max(1, len(ids)))
+        out["mean_log2_length"].append(float(np.mean([np.log2(max(n.duration, 1) / clip.ppq) for n in notes]))
+                                       if notes else 0.0)
+        out["in_key"].append(in_key_share(notes, estimate_key(notes)) if notes else 0.0)
+        out["duplicates_emitted"].append(max(0, written - len(notes)) / max(1, written))
+        out["truncated"].append(float(cut))
+    return out
+
+
+class DriftMonitor:
+    """How far a run's samples have moved from the base model's, step by step (issue 23's guard).
+
+    The first batch it sees is the base model's (step 1 is generated before any update): its per-feature
+    means and standard deviations are the baseline. Each later batch's distance is the mean over
+    features of |mean − base mean| / base std (a std floor keeps a feature the base never varies from
+    dominating). One number a run can be stopped on, plus every feature's mean to show why.
+    """
+
+    STD_FLOOR = {"log_notes": 0.25, "polyphony_rate": 0.05, "pitch_range": 2.0, "notes_per_onset": 0.1,
+                 "bars_per_100_tokens": 0.1, "mean_log2_length": 0.25, "in_key": 0.03, "duplicates_emitted": 0.02,
+                 "truncated": 0.1}
+
+    def __init__(self):
+        self.base_mean: dict[str, float] | None = None
+        self.base_std: dict[str, float] | None = None
+
+    def observe(self, values: dict[str, list[float]]) -> dict[str, float]:
+        means = {k: float(np.mean(v)) if v else 0.0 for k, v in values.items()}
+        if self.base_mean is None:
+            self.base_mean = means
+            self.base_std = {k: max(float(np.std(values[k])) if values[k] else 0.0, self.STD_FLOOR[k])
+                             for k in values}
+        shifts = {k: abs(means[k] - self.base_mean[k]) / self.base_std[k] for k in means}
+        return {"distance": float(np.mean(list(shifts.values()))), **{f"mean/{k}": v for k, v in means.items()},
+                **{f"shift/{k}": v for k, v in shifts.items()}}
+
+
 # ---------------------------------------------------------------------------- reward callables
 class _AnalyzedReward:
-    """Base: a TRL reward callable that reads the step's shared `RolloutBatch`."""
+    """Base: a TRL reward callable that reads the step's shared `RolloutBatch`; truncated completions
+    get `floor`, the bottom of the reward's scale."""
+
+    floor = 0.0
 
     def __init__(self, analyzer: RolloutAnalyzer, name: str):
         self.analyzer = analyzer
@@ -243,13 +339,18 @@ class _AnalyzedReward:
 
     def __call__(self, prompts, completions, completion_ids=None, log_metric=None, **kwargs) -> list[float]:
         batch = self.analyzer.batch(prompts, completions, completion_ids, log_metric)
-        return self.compute(batch)
+        return self.floored(batch, self.compute(batch))
+
+    def floored(self, batch: RolloutBatch, values: list[float]) -> list[float]:
+        return [self.floor if cut else v for v, cut in zip(values, batch.truncated())]
 
     def compute(self, batch: RolloutBatch) -> list[float]:
         raise NotImplementedError
 
 
 class MAAReward(_AnalyzedReward):
+    floor = 1.0  # MAA axes run from 1 to 10
+
     def __init__(self, analyzer: RolloutAnalyzer, axis: str):
         if axis not in MAA_AXES:
             raise ValueError(f"unknown MAA axis {axis}")
@@ -261,7 +362,7 @@ class MAAReward(_AnalyzedReward):
         batch = self.analyzer.batch(prompts, completions, completion_ids, log_metric)
         values = [float(s[self.axis]) for s in batch.maa()]
         self.analyzer.log_maa(batch, log_metric)
-        return values
+        return self.floored(batch, values)
 
 
 class NotesReward(_AnalyzedReward):
@@ -270,7 +371,7 @@ class NotesReward(_AnalyzedReward):
         self.target = target
 
     def compute(self, batch: RolloutBatch) -> list[float]:
-        return [min(f["n_notes"] / self.target, 1.0) for f in batch.features()]
+        return [min(capped_note_count(c, self.analyzer.seconds) / self.target, 1.0) for c in batch.clips]
 
 
 class ScaleReward(_AnalyzedReward):
@@ -400,6 +501,14 @@ def combined_reward(specs: Sequence[RewardSpec], analyzer: RolloutAnalyzer) -> C
 
     reward.__name__ = "+".join(s.name for s in specs)
     return reward
+
+
+def capped_note_count(clip: Clip, seconds: float = DEFAULT_SECONDS, per_onset: int = MAX_NOTES_PER_ONSET) -> int:
+    """Distinct notes starting in the first `seconds`, at most `per_onset` of them per onset."""
+    per: dict[int, set[int]] = defaultdict(set)
+    for n in window_notes(clip, seconds):
+        per[n.start].add(n.pitch)
+    return sum(min(len(p), per_onset) for p in per.values())
 
 
 def notes_in_window(clip: Clip, seconds: float = DEFAULT_SECONDS) -> int:
