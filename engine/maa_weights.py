@@ -7,7 +7,10 @@ Face cache. Nothing is downloaded unless asked (`download_weights`, with a progr
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+import zipfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -70,6 +73,75 @@ def find_checkpoint(explicit: str | os.PathLike | None = None) -> Path | None:
             return path / CHECKPOINT_FILENAME
         return path if path.exists() else None
     return _hf_cache_location()
+
+
+# torch.save's legacy (pre-1.6, non-zip) format starts with its magic number pickled at protocol 2.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+_MAX_SAFETENSORS_HEADER = 100_000_000  # the format's own limit on its JSON header
+_MAX_CONFIG_BYTES = 1_000_000
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """The MAA weights at `path`, checked without torch; raise `MAACheckpointError` (one line naming
+    the file) when they cannot be weights.
+
+    `path` is a ``checkpoint.pt`` (torch's zip format or its legacy pickle format), a folder holding
+    one, or a Hugging Face folder (``config.json`` + ``model.safetensors``). Returns the file or the
+    HF folder to load (what `find_checkpoint` would). Only the files' framing is read (zip directory,
+    magic bytes, safetensors header), so a junk or huge file, a device (``/dev/zero``) or a text file
+    such as ``/etc/passwd`` is refused at once; `engine.scorer` still checks the contents as it loads.
+    """
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise MAACheckpointError(f"no MAA checkpoint at {given}")
+    if given.is_dir():
+        if (given / HF_WEIGHTS_FILENAME).exists() or (given / HF_CONFIG_FILENAME).exists():
+            _check_hf_directory(given)
+            return given
+        if (given / CHECKPOINT_FILENAME).exists():
+            return check_checkpoint(given / CHECKPOINT_FILENAME)
+        raise MAACheckpointError(f"{given} holds no MAA weights (need {CHECKPOINT_FILENAME}, or "
+                                 f"{HF_CONFIG_FILENAME} + {HF_WEIGHTS_FILENAME})")
+    if not given.is_file():
+        raise MAACheckpointError(f"{given} is not a readable checkpoint (not a regular file)")
+    try:
+        with open(given, "rb") as f:
+            head = f.read(len(_LEGACY_TORCH_MAGIC))
+        if head == _LEGACY_TORCH_MAGIC:
+            return given
+        if head[:4] == b"PK\x03\x04" and zipfile.is_zipfile(given):
+            with zipfile.ZipFile(given) as z:
+                names = z.namelist()
+            if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return given
+            raise MAACheckpointError(f"{given} is not a readable checkpoint (a zip file but not one torch.save wrote)")
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise MAACheckpointError(f"{given} is not a readable checkpoint ({first_line(exc)})") from None
+    raise MAACheckpointError(f"{given} is not a readable checkpoint (not a file torch.save wrote)")
+
+
+def _check_hf_directory(directory: Path) -> None:
+    for name in (HF_CONFIG_FILENAME, HF_WEIGHTS_FILENAME):
+        if not (directory / name).is_file():
+            raise MAACheckpointError(f"{directory} lacks {name} (expected a Hugging Face model directory)")
+    config = directory / HF_CONFIG_FILENAME
+    weights = directory / HF_WEIGHTS_FILENAME
+    try:
+        if config.stat().st_size > _MAX_CONFIG_BYTES:
+            raise MAACheckpointError(f"{config} is not an MAA config (over {_MAX_CONFIG_BYTES // 1000} kB)")
+        if not isinstance(json.loads(config.read_bytes()), dict):
+            raise MAACheckpointError(f"{config} is not an MAA config (not a JSON object)")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise MAACheckpointError(f"{config} is not an MAA config ({first_line(exc)})") from None
+    try:
+        size = weights.stat().st_size
+        with open(weights, "rb") as f:
+            head = f.read(9)
+    except OSError as exc:
+        raise MAACheckpointError(f"{weights} is not a readable safetensors file ({first_line(exc)})") from None
+    header_len = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else 0
+    if not (2 <= header_len <= _MAX_SAFETENSORS_HEADER and 8 + header_len <= size and head[8:9] == b"{"):
+        raise MAACheckpointError(f"{weights} is not a readable safetensors file (bad header)")
 
 
 class _SilentTqdm(tqdm):

@@ -602,7 +602,10 @@ def _read_source(source: str | os.PathLike | bytes) -> bytes:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise MidiFileError(f"{path.name} is {size / 1e6:.0f} MB; MIDI files over {MAX_FILE_BYTES // 2**20} MB are refused")
-        data = path.read_bytes()
+        with open(path, "rb") as f:  # at most the limit: a device (/dev/zero) reports size 0 and never ends
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise MidiFileError(f"{path.name} is over {MAX_FILE_BYTES // 2**20} MB (or never ends); not a MIDI file")
     if len(data) > MAX_FILE_BYTES:
         raise MidiFileError("MIDI data too large")
     return data
@@ -639,6 +642,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = None
     if path.exists():
+        if not path.is_file():  # a device (/dev/full), a FIFO, a socket: never replaced by a file
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         if not os.access(path, os.W_OK):
             raise PermissionError(errno.EACCES, "the file is read-only", str(path))
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from engine.music import atomic_write_bytes, atomic_write_text
+from engine.music import atomic_write_text
 
 FILE = "preferences.jsonl"
 TALLY = "tally.json"
@@ -99,19 +99,34 @@ class PreferenceSet:
         return len(self.records())
 
     def records(self) -> list[dict]:
+        """Every readable judgement, in order. A damaged line (a torn write, bytes that are not UTF-8,
+        JSON nested too deeply, not an object) is skipped, never fatal: the file itself is left as it is,
+        so nothing in it is lost (`damaged_lines` counts them)."""
+        return self._read()[0]
+
+    def damaged_lines(self) -> int:
+        """How many non-empty lines of preferences.jsonl could not be read as a judgement."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[list[dict], int]:
         try:
-            lines = self.path.read_text().splitlines()
+            raw = self.path.read_bytes()
         except OSError:
-            return []
-        out = []
-        for line in lines:
+            return [], 0
+        out, damaged = [], 0
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
+                rec = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+                damaged += 1
+                continue
             if isinstance(rec, dict):
                 out.append(rec)
-        return out
+            else:
+                damaged += 1
+        return out, damaged
 
     def record(self, *, a_midi: bytes, b_midi: bytes, prompt_midi: bytes | None, choice: str,
                a_model: dict | None = None, b_model: dict | None = None, source: str | None = None,
@@ -120,30 +135,54 @@ class PreferenceSet:
         prompt), `choice` ("A", "B" or "tie"), what A and B were (`a_model`/`b_model`, e.g.
         {"role": "base"|"tuned", "path": ...}), where the judgement came from (`source`: "blind-ab",
         "accept", "ab", ...) and any `extra` fields. Returns the stored record."""
-        choice = normalize_choice(choice)
-        a_model, b_model = dict(a_model or {}), dict(b_model or {})
+        return self.record_many([dict(a_midi=a_midi, b_midi=b_midi, prompt_midi=prompt_midi, choice=choice,
+                                      a_model=a_model, b_model=b_model, source=source, extra=extra)])[0]
+
+    def record_many(self, judgements: Iterable[dict]) -> list[dict]:
+        """Save several judgements (each a dict of `record`'s keyword arguments) at once: the set is read
+        once, their lines are appended in one write and synced once, the tally written once — so the
+        cost grows with the number of pairs, not its square. Returns the stored records."""
+        items = [dict(j) for j in judgements]
+        for j in items:
+            j["choice"] = normalize_choice(j["choice"])
+        if not items:
+            return []
         self.dir.mkdir(parents=True, exist_ok=True)
         pairs = self.dir / PAIRS
-        index = len(self.records()) + 1
-        stem = f"{index:06d}"
-        while (pairs / f"{stem}-a.mid").exists():
+        existing = self.records()
+        index = len(existing)
+        recs = []
+        for j in items:
             index += 1
             stem = f"{index:06d}"
-        atomic_write_bytes(pairs / f"{stem}-a.mid", a_midi)
-        atomic_write_bytes(pairs / f"{stem}-b.mid", b_midi)
-        if prompt_midi is not None:
-            atomic_write_bytes(pairs / f"{stem}-prompt.mid", prompt_midi)
-        preferred = None if choice == "tie" else (a_model if choice == "A" else b_model).get("role")
-        rec = {"id": stem, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "choice": choice, "preferred": preferred,
-               "a": {**a_model, "midi": f"{PAIRS}/{stem}-a.mid"}, "b": {**b_model, "midi": f"{PAIRS}/{stem}-b.mid"},
-               "prompt": f"{PAIRS}/{stem}-prompt.mid" if prompt_midi is not None else None,
-               **({"source": source} if source else {}), **(extra or {})}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+            while (pairs / f"{stem}-a.mid").exists():
+                index += 1
+                stem = f"{index:06d}"
+            a_model, b_model = dict(j.get("a_model") or {}), dict(j.get("b_model") or {})
+            prompt_midi = j.get("prompt_midi")
+            pairs.mkdir(exist_ok=True)
+            _write_new(pairs / f"{stem}-a.mid", j["a_midi"])
+            _write_new(pairs / f"{stem}-b.mid", j["b_midi"])
+            if prompt_midi is not None:
+                _write_new(pairs / f"{stem}-prompt.mid", prompt_midi)
+            choice = j["choice"]
+            preferred = None if choice == "tie" else (a_model if choice == "A" else b_model).get("role")
+            source = j.get("source")
+            recs.append({"id": stem, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "choice": choice,
+                         "preferred": preferred,
+                         "a": {**a_model, "midi": f"{PAIRS}/{stem}-a.mid"},
+                         "b": {**b_model, "midi": f"{PAIRS}/{stem}-b.mid"},
+                         "prompt": f"{PAIRS}/{stem}-prompt.mid" if prompt_midi is not None else None,
+                         **({"source": source} if source else {}), **(j.get("extra") or {})})
+        _sync_dir(pairs)  # the pair files are on disk before the lines that name them
+        with open(self.path, "ab") as f:
+            if f.tell() > 0 and not _ends_with_newline(self.path):
+                f.write(b"\n")  # a torn last line stays a line of its own
+            f.write("".join(json.dumps(rec) + "\n" for rec in recs).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        atomic_write_text(self.dir / TALLY, json.dumps(self.tally(), indent=2))
-        return rec
+        atomic_write_text(self.dir / TALLY, json.dumps(self._tally(existing + recs), indent=2))
+        return recs
 
     def pairs(self) -> list[Pair]:
         """Every judged pair whose continuation files are present (a pair with a missing file is skipped)."""
@@ -152,25 +191,34 @@ class PreferenceSet:
             try:
                 choice = normalize_choice(rec.get("choice", ""))
                 a, b = self.dir / rec["a"]["midi"], self.dir / rec["b"]["midi"]
-            except (ValueError, KeyError, TypeError):
+                prompt = self.dir / rec["prompt"] if rec.get("prompt") else None
+                if not (a.is_file() and b.is_file()):
+                    continue
+                if prompt is not None and not prompt.is_file():
+                    prompt = None
+            except (ValueError, KeyError, TypeError, OSError):  # a field of the wrong type, a NUL in a name
                 continue
-            if not (a.is_file() and b.is_file()):
-                continue
-            prompt = self.dir / rec["prompt"] if rec.get("prompt") else None
-            if prompt is not None and not prompt.is_file():
-                prompt = None
             out.append(Pair(str(rec.get("id", a.stem)), choice, a, b, prompt, rec))
         return out
 
     def tally(self) -> dict:
         """Counts per (base, tuned) pair: {"base_path → tuned_path": {"tuned": n, "base": n, "tie": n}}.
         Only judgements between a base and a tuned model count (blind A/B of a checkpoint)."""
+        return self._tally(self.records())
+
+    @staticmethod
+    def _tally(records: list[dict]) -> dict:
         out: dict[str, dict] = {}
-        for rec in self.records():
-            a, b = rec.get("a") or {}, rec.get("b") or {}
-            models = {a.get("role"): a.get("path"), b.get("role"): b.get("path")}
-            if set(models) != {"base", "tuned"}:
+        for rec in records:
+            a, b = rec.get("a"), rec.get("b")
+            if not (isinstance(a, dict) and isinstance(b, dict)):
                 continue
+            roles = (a.get("role"), b.get("role"))
+            if not all(isinstance(r, str) for r in roles) or set(roles) != {"base", "tuned"}:
+                continue
+            if rec.get("preferred") not in ("base", "tuned", None):
+                continue
+            models = {a.get("role"): a.get("path"), b.get("role"): b.get("path")}
             key = f"{models.get('base')} → {models.get('tuned')}"
             counts = out.setdefault(key, {"tuned": 0, "base": 0, "tie": 0})
             counts[rec.get("preferred") or "tie"] += 1
@@ -182,7 +230,8 @@ class PreferenceSet:
         by_choice = {c: sum(1 for r in recs if r.get("choice") == c) for c in CHOICES}
         by_source: dict[str, int] = {}
         for r in recs:
-            by_source[r.get("source") or "unknown"] = by_source.get(r.get("source") or "unknown", 0) + 1
+            source = r.get("source") if isinstance(r.get("source"), str) and r.get("source") else "unknown"
+            by_source[source] = by_source.get(source, 0) + 1
         return {"dir": str(self.dir), "pairs": len(recs), "decisive": by_choice["A"] + by_choice["B"],
                 "ties": by_choice["tie"], "by_source": by_source}
 
@@ -212,6 +261,35 @@ class PreferenceSet:
                 pass
         shutil.rmtree(self.dir / PAIRS, ignore_errors=True)
         return n
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """A new pair file (its name is not taken: `record_many` checks), written before the line that names
+    it is appended; a stale file of an earlier crashed write (no line names it) is replaced. Not synced
+    one by one (thousands of fsyncs cost minutes): `record_many` syncs the batch once."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _sync_dir(directory: Path) -> None:
+    """fsync a folder (its new entries are on disk); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_pairs(directories: Iterable[str | os.PathLike]) -> list[Pair]:

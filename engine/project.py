@@ -146,7 +146,11 @@ def load_project(path: str | os.PathLike) -> Project:
             raise ProjectError(f"{path} is a folder, not a project")
         if size > MAX_PROJECT_BYTES:
             raise ProjectError(f"{path.name} is {size / 1e6:.0f} MB; not a SMART Studio project")
-        raw = path.read_bytes()
+        with open(path, "rb") as f:  # at most the limit: a device (/dev/zero) reports size 0 and never ends
+            raw = f.read(MAX_PROJECT_BYTES + 1)
+        if len(raw) > MAX_PROJECT_BYTES:
+            raise ProjectError(f"{path.name} is over {MAX_PROJECT_BYTES // 2**20} MB (or never ends); "
+                               "not a SMART Studio project")
     except FileNotFoundError:
         raise ProjectError(f"no such file: {path}") from None
     except OSError as exc:

@@ -49,6 +49,7 @@ from engine.maa_weights import (
     WINDOW_SAMPLES,
     MAACheckpointError,
     MAAUnavailable,
+    check_checkpoint,
     download_weights,
     find_checkpoint,
     missing_weights_message,
@@ -71,6 +72,7 @@ __all__ = [
     "MAAScores",
     "MAAUnavailable",
     "build_maa_model",
+    "check_checkpoint",
     "default_fast_cpu_precision",
     "download_weights",
     "fast_cpu_unsupported",
@@ -272,13 +274,15 @@ def _load_checkpoint_pt(path: Path) -> ConfigurableAesMultiOutput:
                 f"{path} holds objects other than tensors/dicts/numbers/strings; refusing to unpickle it ({detail})"
             ) from None
         raise MAACheckpointError(f"{path} is not a readable checkpoint ({detail})") from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise MAACheckpointError(f"{path} is not a readable checkpoint ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 -- torch's readers raise KeyError, IndexError, ... on junk
+        raise MAACheckpointError(f"{path} is not a readable checkpoint ({first_line(exc) or type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "model_cfg", "target_transform"} <= set(ckpt):
         raise MAACheckpointError(
             f"{path} is not an audiobox-aesthetics checkpoint (needs state_dict, model_cfg, target_transform)"
         )
     model_cfg = ckpt["model_cfg"]
+    if not isinstance(model_cfg, dict) or not isinstance(ckpt["state_dict"], dict):
+        raise MAACheckpointError(f"{path} is not an audiobox-aesthetics checkpoint (model_cfg and state_dict must be dicts)")
     missing = [k for k in _MODEL_CFG_KEYS if k not in model_cfg]
     if missing:
         raise MAACheckpointError(f"{path}: model_cfg lacks {', '.join(missing)}")
@@ -290,9 +294,9 @@ def _load_checkpoint_pt(path: Path) -> ConfigurableAesMultiOutput:
             wavlm_config=model_cfg.get("wavlm_config"),
             random_weights=bool(model_cfg.get("smart_random_weights", False)),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RuntimeError) as exc:
         raise MAACheckpointError(f"{path}: unsupported model configuration ({first_line(exc)})") from None
-    state_dict = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    state_dict = {str(k).removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     _load_state_dict(model, state_dict, path)
     return model
 
@@ -321,7 +325,10 @@ def _load_hf_directory(directory: Path) -> ConfigurableAesMultiOutput:
 
 
 def _load_state_dict(model: nn.Module, state_dict: dict, source: Path) -> None:
-    result = model.load_state_dict(state_dict, strict=False)
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # shapes or non-tensor values
+        raise MAACheckpointError(f"{source}: weights do not match the model ({first_line(exc)})") from None
     problems = []
     if result.missing_keys:
         problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
@@ -705,6 +712,7 @@ class MAAScorer:
             if not allow_download or location_given:
                 raise MAAUnavailable(missing_weights_message(checkpoint))
             path = download_weights(progress=progress)
+        path = check_checkpoint(path)  # junk, text files, devices: one line naming the file
         model = _load_hf_directory(path) if path.is_dir() else _load_checkpoint_pt(path)
         return cls(
             model,

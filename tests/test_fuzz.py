@@ -31,6 +31,8 @@ from engine.music import (
     check_notes,
     max_clip_tick,
 )
+from engine.host.jobs import Job, JobManager, tail_events
+from engine.preferences import PreferenceSet
 from engine.project import Project, ProjectError
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=2), database=None,
@@ -299,3 +301,184 @@ def test_far_note_prompt_is_refused_with_the_reason(host_client):
     response = host_client.post("/v1/generate", json={"prompt_midi": FAR_NOTE_PROMPT, "candidates": 1, "bars": 1})
     assert response.status_code == 400
     assert "outside the longest clip" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------------------- job files (issue 25)
+# The host lists every job folder it finds; whatever its job.json, events.jsonl and run_config.json
+# hold, GET /v1/jobs, GET /v1/jobs/ID and the event stream answer with strict JSON (never a 500, never
+# a bare NaN), and no folder vanishes from the list.
+JOB_FIELDS = ["state", "created", "started", "finished", "queued_at", "attempts", "restarts", "pid", "error",
+              "result", "name", "note", "config", "prompts", "files"]
+CONFIG_FIELDS = ["steps", "kind", "model", "reward", "method"]
+EVENT_FIELDS = ["step", "steps_total", "elapsed_s", "loss", "reward_mean", "kl", "diversity"]
+
+
+def json_text(value) -> str:
+    return json.dumps(value)  # NaN/Infinity literals included, as Python's json writes and reads them
+
+
+@st.composite
+def job_files(draw) -> dict:
+    config = {"steps": 2, "reward": "notes"}
+    config.update({k: draw(json_values) for k in draw(st.lists(st.sampled_from(CONFIG_FIELDS), unique=True))})
+    job = {"state": "completed", "created": 1.0, "config": config}
+    job.update({k: draw(json_values) for k in draw(st.lists(st.sampled_from(JOB_FIELDS), unique=True, max_size=4))})
+    raw_job = draw(st.one_of(st.just(json_text(job)), st.just(json_text(job)), st.text(max_size=40),
+                             st.integers(1, 3000).map(lambda n: "[" * n + "]" * n)))
+    event = st.one_of(
+        st.dictionaries(st.sampled_from(EVENT_FIELDS), json_values, max_size=4).map(json_text),
+        st.builds(lambda n: json_text({"step": n}), hostile_numbers),
+        st.text(max_size=30), st.integers(1, 3000).map(lambda n: "[" * n))
+    return {"job": raw_job, "events": draw(st.lists(event, max_size=6)),
+            "run_config": draw(st.one_of(st.none(), st.just(json_text(config)), st.text(max_size=20)))}
+
+
+def strict_json(value) -> None:
+    json.loads(json.dumps(value, allow_nan=False))
+
+
+@FUZZ
+@given(files=job_files())
+def test_fuzzed_job_files_are_listed_in_strict_json(files):
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "20260101-000000-aaaaaa"
+        d.mkdir()
+        (d / "job.json").write_text(files["job"])
+        (d / "events.jsonl").write_text("".join(line + "\n" for line in files["events"]))
+        if files["run_config"] is not None:
+            (d / "run_config.json").write_text(files["run_config"])
+        manager = JobManager(tmp)
+        with manager.lock:  # what JobManager.start does, without its watcher thread
+            job = Job.load(d)
+            manager.jobs[job.id] = job
+        listed = manager.list()
+        assert [j["id"] for j in listed] == [d.name]
+        strict_json(listed)
+        strict_json(manager.describe(job))
+        if job.state in ("queued", "running"):
+            return  # a stream would wait for the job to end
+
+        async def stream() -> list[bytes]:
+            return [line async for line in tail_events(manager, job, poll_s=0)]
+
+        for line in asyncio.run(stream()):
+            json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in the event stream"))
+
+
+# ---------------------------------------------------------------------------- preference files (issue 25)
+@st.composite
+def preference_lines(draw) -> bytes:
+    record = st.fixed_dictionaries({}, optional={
+        "id": json_values, "choice": st.one_of(st.sampled_from(["A", "B", "tie", "a"]), json_values),
+        "a": st.one_of(st.fixed_dictionaries({"midi": st.one_of(st.just("pairs/000001-a.mid"), json_values),
+                                              "role": st.one_of(st.sampled_from(["base", "tuned"]), json_values)}),
+                       json_values),
+        "b": st.one_of(st.fixed_dictionaries({"midi": st.one_of(st.just("pairs/000001-b.mid"), json_values),
+                                              "role": st.one_of(st.sampled_from(["base", "tuned"]), json_values)}),
+                       json_values),
+        "prompt": st.one_of(st.none(), st.just("pairs/000001-prompt.mid"), json_values),
+        "preferred": json_values, "source": json_values})
+    line = st.one_of(record.map(lambda r: json_text(r).encode()), st.binary(max_size=20),
+                     st.integers(1, 3000).map(lambda n: b"[" * n))
+    return b"\n".join(draw(st.lists(line, max_size=6)))
+
+
+@FUZZ
+@given(content=preference_lines())
+def test_fuzzed_preference_files_are_read_and_kept(content):
+    import tempfile
+    from pathlib import Path
+
+    midi = Clip([Note(0, 60, 480, 80)]).to_midi_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        prefs = PreferenceSet(Path(tmp))
+        (prefs.dir / "pairs").mkdir()
+        for name in ("000001-a.mid", "000001-b.mid", "000001-prompt.mid"):
+            (prefs.dir / "pairs" / name).write_bytes(midi)
+        prefs.path.write_bytes(content)
+        prefs.pairs(), prefs.summary(), prefs.tally(), prefs.damaged_lines()
+        prefs.record(a_midi=midi, b_midi=midi, prompt_midi=None, choice="A")
+        assert prefs.path.read_bytes().startswith(content)  # nothing of the file is lost
+        assert prefs.pairs()[-1].choice == "A"
+
+
+# ---------------------------------------------------------------------------- project views and history (issue 25)
+VIEW_KEYS = ["px_per_quarter", "row_height", "left_quarter", "top_row"]
+HISTORY_FIELDS = ["id", "time", "mode", "settings", "allowed_pitches", "model", "host", "maa", "status",
+                  "candidates", "scores", "accepted", "at_tick", "span_bars", "span_ticks", "placement",
+                  "elapsed_s", "error", "meter_note", "reward", "beams", "budget_s", "steps", "rewards"]
+SETTING_KEYS = ["candidates", "temperature", "top_p", "bars", "seed", "key_lock", "key_root", "key_scale", "low",
+                "high", "placement", "search_reward"]
+
+
+@pytest.fixture(scope="module")
+def editor():
+    from PySide6.QtWidgets import QApplication
+
+    from studio.editor.document import SketchDocument
+    from studio.editor.editor import PianoRollEditor
+
+    app = QApplication.instance() or QApplication([])  # noqa: F841 - kept alive with the editor
+    widget = PianoRollEditor(SketchDocument(Clip([Note(0, 60, 480, 80)])))
+    widget.resize(800, 600)
+    yield widget
+    widget.deleteLater()
+
+
+@settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+@given(view=st.one_of(json_values, st.dictionaries(st.sampled_from(VIEW_KEYS), st.one_of(hostile_numbers, json_values),
+                                                   max_size=4)))
+def test_fuzzed_project_views_open(editor, view):
+    text = json.dumps(valid_project() | {"view": view})
+    try:
+        project = Project.from_json(text)
+    except ProjectError as exc:
+        assert "\n" not in str(exc)
+        return
+    editor.restore_view(project.view)
+    assert editor.grid.horizontalScrollBar().value() >= 0 and editor.grid.verticalScrollBar().value() >= 0
+
+
+@st.composite
+def history_entries(draw) -> dict:
+    entry = {k: draw(json_values) for k in draw(st.lists(st.sampled_from(HISTORY_FIELDS), unique=True, max_size=5))}
+    if draw(st.booleans()):
+        entry["settings"] = {k: draw(st.one_of(hostile_numbers, json_values))
+                             for k in draw(st.lists(st.sampled_from(SETTING_KEYS), unique=True, max_size=4))}
+    if draw(st.booleans()):
+        entry["scores"] = draw(st.lists(st.one_of(json_values, st.dictionaries(st.sampled_from(["CE", "PQ"]),
+                                                                                 hostile_numbers)), max_size=3))
+    return entry
+
+
+@pytest.fixture(scope="module")
+def studio_history():
+    from studio.generate.history import GenerationHistory
+    from studio.generate.session import describe_request
+
+    return GenerationHistory, describe_request
+
+
+@FUZZ
+@given(history=st.lists(st.one_of(history_entries(), json_values), max_size=4))
+def test_fuzzed_history_entries_show(studio_history, history):
+    GenerationHistory, describe_request = studio_history
+    project = Project.from_json(json.dumps(valid_project() | {"history": history}))
+    typed = GenerationHistory(project)
+    assert len(typed.requests) == sum(isinstance(h, dict) for h in history)
+    for req in typed.requests:  # what the history list shows of each (GeneratePanel._refresh_history)
+        describe_request(req)
+        scores = [s for s in req.scores or [] if s]
+        if scores:
+            f"{max(s.get('CE', 0) for s in scores):.2f}"
+        if req.accepted is not None:
+            int(req.accepted) + 1
+        if (req.model or {}).get("path"):
+            str(req.model["path"]).replace("T", " ")
+        req.time.replace("T", " ")
+    assert project.to_dict()["history"] == json.loads(json.dumps(history))  # the file keeps what it had

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from engine.errors import UserError
+from engine.meter import model_meter
 from engine.music import Clip, atomic_write_text
 from engine.taste import (REPRESENTATIONS, Comparisons, TasteModel, comparisons_from_pairs, continuation_span,
                           feature_dict, fit_comparisons, load_midi, midi_vector, top_voice)
@@ -93,7 +94,10 @@ LISTENERS: dict[str, SimulatedListener] = {
 # ---------------------------------------------------------------------------- hidden-state features
 def _rollout_ids(tokenizer, continuation: Clip, prompt: Clip | None) -> tuple[list[int], list[int]]:
     """(prompt ids, continuation ids): the prompt as the policy saw it (BOS + its tokens up to the
-    bar the continuation starts in), the continuation as the tokens that follow it."""
+    bar the continuation starts in), the continuation as the tokens that follow it. Both are read in the
+    meter the model reads (`engine.meter.model_meter`: a 1/4 file is re-barred as 4/4)."""
+    continuation = model_meter(continuation)[0]
+    prompt = model_meter(prompt)[0] if prompt is not None else None
     if prompt is not None and prompt.notes:
         at = prompt.end_tick
         merged = prompt.with_notes(list(prompt.notes) + [n for n in continuation.notes if n.start >= 0])
@@ -267,7 +271,7 @@ def _prompt_clips(pairs: Sequence) -> list[Clip | None]:
     for p in pairs:
         key = str(p.prompt)
         if key not in seen:
-            seen[key] = load_midi(p.prompt) if p.prompt is not None else None
+            seen[key] = model_meter(load_midi(p.prompt))[0] if p.prompt is not None else None
     return list(seen.values())
 
 
@@ -387,6 +391,10 @@ class _Progress:
             self.stopped = True
         return self.stopped
 
+    def phase(self, text: str) -> None:
+        """What the tune is doing now, in the musician's words (shown until the next step)."""
+        self.emit({"event": "phase", "phase": text})
+
     def emit(self, event: dict) -> None:
         if isinstance(event.get("step"), int) and "event" not in event:
             self.steps_done = max(self.steps_done, event["step"])
@@ -437,6 +445,7 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progres
 
     from engine.policy import Policy
 
+    progress.phase("reading your picks")
     policy = Policy.load(config.model)
     tok = policy.tokenizer
     triples = []
@@ -448,6 +457,7 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progres
     n_musician = len(triples)
     t0 = time.perf_counter()
     if config.taste and config.synthetic_prompts:
+        progress.phase(f"sampling {config.synthetic_prompts} fresh continuations for your taste model to rank")
         triples += synthetic_pairs(policy.model, tok, TasteScorer(config.taste), _prompt_clips(pairs), config)
     gen_s = time.perf_counter() - t0
     dataset = _dpo_dataset(tok, triples)
@@ -481,6 +491,7 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progres
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t1 = time.perf_counter()
+    progress.phase("the original model's reference pass, then the first training step")
     trainer.train()
     train_s = time.perf_counter() - t1
     Policy(trainer.accelerator.unwrap_model(trainer.model), tok).save(out)
@@ -511,6 +522,7 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progre
     from training.grpo import GRPORunConfig, run_grpo
     from training.rewards import REWARDS, register_reward
 
+    progress.phase("loading the model and sampling the first group of continuations")
     scorer = TasteScorer(config.taste)
     register_reward("taste", taste_reward(scorer))
     prompt_dir = out / "prompts"

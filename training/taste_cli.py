@@ -16,6 +16,18 @@ from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     from engine.taste import MIN_PAIRS
 
@@ -35,7 +47,7 @@ def register(subparsers) -> None:
                      help="midi (default: the paper's features + register, lengths, density, prompt relation) | "
                           "paper | hidden | midi+hidden (pooled policy states: needs --model)")
     fit.add_argument("--model", help="policy directory whose hidden states a hidden representation pools")
-    fit.add_argument("--min-pairs", type=int, default=None,
+    fit.add_argument("--min-pairs", type=_positive_int, default=None,
                      help=f"decisive pairs needed to claim a taste (default: {MIN_PAIRS})")
     fit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     fit.set_defaults(func=run_fit)

@@ -170,6 +170,8 @@ class HostState:
 
         A restricted host answers the same for a folder that does not exist as for one it may not
         use, so clients cannot probe its file system."""
+        if "\0" in path:
+            raise UserError(f"{what} path contains a NUL byte")
         resolved = Path(path).expanduser().resolve()
         if self.allowed_dirs is None:
             return resolved
@@ -245,16 +247,20 @@ def _b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _parse_midi(value: str, what: str) -> Clip:
-    """A client's MIDI file as a clip (call it in a worker thread: parsing is heavy, never on the event loop)."""
+def _parse_midi(value: str, what: str, notes: list[str] | None = None) -> Clip:
+    """A client's MIDI file as a clip (call it in a worker thread: parsing is heavy, never on the event loop).
+    What the import ignored (meters a bar of which is shorter than a tick, events past the last bar) is
+    appended to `notes`, for the musician."""
     data = _b64decode(value, what)
     try:
-        clip, _report = Clip.from_midi(data, mode="user")
+        clip, report = Clip.from_midi(data, mode="user")
     except MidiFileError as exc:
         raise BadRequest(f"{what}: {exc}") from None
     except (ValueError, OverflowError, MemoryError, RecursionError) as exc:  # hostile values the parser rejects late
         log.warning("%s could not be read: %r", what, exc)
         raise BadRequest(f"{what} cannot be read: {first_line(exc)}") from None
+    if notes is not None:
+        notes.extend(m for m in report.messages if m.startswith("ignored "))
     return clip
 
 
@@ -401,11 +407,20 @@ def models_router():
             except UserError as exc:
                 raise PolicyLoadError(str(exc)) from None
             with state.activation_lock:  # one load at a time (each may hold a model's worth of memory)
-                policy = Policy.load(body.path, device=state.policy.device)
+                try:
+                    policy = Policy.load(body.path, device=state.policy.device)
+                except PolicyLoadError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 -- a junk tokenizer file raises KeyError, TypeError, …
+                    raise PolicyLoadError(f"model in {body.path} does not load: "
+                                          f"{first_line(exc) or type(exc).__name__}") from None
             try:  # refuse models the decoder cannot run before they replace a working one
                 Phi3Decoder(policy.model, batch_size=1, max_len=8)
-            except (NotImplementedError, ValueError) as exc:
-                raise PolicyLoadError(f"model in {body.path} cannot be decoded: {exc}") from None
+                if int(policy.model.config.num_hidden_layers) < 1:
+                    raise ValueError("it has no layers (num_hidden_layers < 1)")
+            except Exception as exc:  # noqa: BLE001 -- e.g. 0 layers: IndexError deep in the decoder
+                raise PolicyLoadError(f"model in {body.path} cannot be decoded: "
+                                      f"{first_line(exc) or type(exc).__name__}") from None
             return policy
 
         try:
@@ -506,15 +521,17 @@ def generate_router():
 def _prepare_prompt(state: HostState, body: GenerateRequest) -> tuple[Clip, str | None]:
     """The prompt clip in the meter the model reads, with at_tick / infill checked against it. Runs in a
     worker thread: MIDI parsing and bar arithmetic on a hostile file must never stall the event loop."""
-    clip = _parse_midi(body.prompt_midi, "prompt_midi")
+    ignored: list[str] = []
+    clip = _parse_midi(body.prompt_midi, "prompt_midi", ignored)
     try:
-        # Bars (infill spans, candidates) are those the model reads; meter_note says what changed.
+        # Bars (infill spans, candidates) are those the model reads; meter_note says what changed,
+        # including the meters the import itself ignored (e.g. a 1/8 bar shorter than one tick).
         clip, meter_note = state.policy.tokenizer.model_meter(clip)
         _check_positions(body, clip)
     except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
         log.warning("prompt_midi could not be used: %r", exc)
         raise BadRequest(f"prompt_midi cannot be used: {first_line(exc)}") from None
-    return clip, meter_note
+    return clip, "; ".join([*ignored, *([meter_note] if meter_note else [])]) or None
 
 
 def _check_positions(body, clip: Clip) -> None:
@@ -624,6 +641,11 @@ def create_app(policy: Policy, *, scorer=None, maa_reason: str | None = None, to
         return JSONResponse({"detail": "; ".join(problems) or "invalid request",
                              "errors": [{"loc": list(map(str, e.get("loc", ()))), "msg": str(e.get("msg"))}
                                         for e in exc.errors()]}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def nested_too_deeply(request: Request, exc: RecursionError):
+        # A body nested thousands deep makes the JSON parser (or pydantic) recurse: the request is bad.
+        return JSONResponse({"detail": "the request body is nested too deeply"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):

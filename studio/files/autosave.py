@@ -92,9 +92,10 @@ def read_recovery(path: Path) -> RecoveryFile:
     return RecoveryFile(path, origin if isinstance(origin, str) else None, float(saved_at), project)
 
 
-def find_orphans(directory: Path) -> list[RecoveryFile]:
-    """Recovery files whose writer is gone, newest first. Unreadable ones are skipped (logged),
-    and temp files of autosaves that crashed mid-write are removed."""
+def find_orphans(directory: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[RecoveryFile]:
+    """Recovery files whose writer is gone, newest first. Unreadable ones are skipped (logged, kept on
+    disk, and added to `unreadable` as (path, reason) so the musician can be told they exist), and temp
+    files of autosaves that crashed mid-write are removed."""
     if not directory.is_dir():
         return []
     remove_stale_temps(directory, f".autosave-*{RECOVERY_SUFFIX}.*.tmp")
@@ -114,6 +115,8 @@ def find_orphans(directory: Path) -> list[RecoveryFile]:
             found.append(read_recovery(path))
         except (ProjectError, OSError) as exc:
             log.warning("skipping recovery file %s: %s", path, exc)
+            if unreadable is not None:
+                unreadable.append((path, str(exc)))
     return sorted(found, key=lambda r: r.saved_at, reverse=True)
 
 

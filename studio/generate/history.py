@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -116,17 +117,90 @@ class Request:
     @classmethod
     def from_dict(cls, d: dict) -> "Request":
         names = {f.name for f in fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
+        # A field of the wrong shape (a damaged or hand-edited file) is read as absent; the project's
+        # dict keeps it as it was until this request is changed.
+        known = {k: v for k, v in d.items() if k in names and _REQUEST_FIELD_OK.get(k, _any)(v)}
         known.setdefault("id", "")
         known.setdefault("time", "")
         known.setdefault("mode", "?")
-        known["settings"] = dict(known.get("settings") or {})
+        known["settings"] = _settings(known.get("settings") or {})
         # Search rewards renamed since (studio.generate.search.OLD_REWARD_NAMES) are read by today's name.
         if isinstance(known.get("reward"), str):
             known["reward"] = reward_name(known["reward"])
         if isinstance(known["settings"].get("search_reward"), str):
             known["settings"]["search_reward"] = reward_name(known["settings"]["search_reward"])
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**62
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 10**15  # an int too large for a float is no number of ours either
+    return math.isfinite(value) and abs(value) < 1e15
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _ints(n: int | None = None):
+    return lambda value: (isinstance(value, list) and (n is None or len(value) == n)
+                          and all(_is_int(v) for v in value))
+
+
+def _scores(value: Any) -> bool:
+    """[{axis: number | null, ...} | null, ...]: what a request's candidates scored."""
+    return isinstance(value, list) and all(
+        s is None or (isinstance(s, dict) and all(v is None or _is_number(v) for v in s.values())) for s in value)
+
+
+_str = _optional(lambda v: isinstance(v, str))
+_REQUEST_FIELD_OK = {
+    "id": lambda v: isinstance(v, str), "time": lambda v: isinstance(v, str), "mode": lambda v: isinstance(v, str),
+    "settings": lambda v: isinstance(v, dict), "allowed_pitches": _optional(_ints()),
+    "model": lambda v: isinstance(v, dict) and _str(v.get("path")), "host": lambda v: isinstance(v, dict),
+    "maa": lambda v: isinstance(v, str), "status": lambda v: isinstance(v, str),
+    "candidates": lambda v: _is_int(v) and v >= 0, "scores": _scores, "accepted": _optional(lambda v: _is_int(v) and v >= 0),
+    "at_tick": _optional(lambda v: _is_int(v) and v >= 0), "span_bars": _optional(_ints(2)),
+    "span_ticks": _optional(_ints(2)), "placement": _str, "elapsed_s": _optional(_is_number), "error": _str,
+    "meter_note": _str, "reward": _str, "beams": _optional(_is_int), "budget_s": _optional(_is_number),
+    "steps": _optional(_is_int), "stopped_by": _str, "requests": _optional(_is_int),
+    "rewards": _optional(lambda v: isinstance(v, list) and all(x is None or _is_number(x) for x in v)),
+}
+
+
+def _settings(settings: dict) -> dict:
+    """A request's generation settings, each of the type of its `GenerateOptions` field (others dropped:
+    a damaged value must not stop the history from showing)."""
+    from studio.generate.options import GenerateOptions
+
+    defaults = {f.name: f.default for f in fields(GenerateOptions)}
+    out = {}
+    for key, value in settings.items():
+        default = defaults.get(key)
+        if key not in defaults:
+            out[key] = value  # a setting of another version: kept
+        elif isinstance(default, bool):
+            if isinstance(value, bool):
+                out[key] = value
+        elif isinstance(default, int):
+            if _is_int(value):
+                out[key] = value
+        elif isinstance(default, float):
+            if _is_number(value):
+                out[key] = value
+        elif isinstance(value, type(default)):
+            out[key] = value
+    return out
 
 
 class GenerationHistory:
@@ -139,7 +213,10 @@ class GenerationHistory:
         self.requests: list[Request] = []
         for d in project.history:
             if isinstance(d, dict):
-                req = Request.from_dict(d)
+                try:
+                    req = Request.from_dict(d)
+                except (TypeError, ValueError, KeyError, AttributeError):  # unreadable: skipped, left in the file
+                    continue
                 self.requests.append(req)
                 self._request_dicts[req.id] = d
 

@@ -276,7 +276,10 @@ def describe_request(req: Request) -> str:
     for k, v in req.settings.items():
         if hasattr(opts, k):
             setattr(opts, k, v)
-    text = opts.describe()
+    try:
+        text = opts.describe()
+    except (IndexError, KeyError, TypeError, ValueError):  # settings of a damaged file, e.g. key_root 99
+        text = "?"
     if req.mode == CONTINUE and req.placement:
         from studio.generate.placement import MODES
 
