@@ -158,7 +158,10 @@ def parse_temperature_factors(text: str) -> dict[str, float]:
 
 # ============================================================================ request models
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion — "4", true or 4.0 are not the integer 4,
+    "yes" or 1 not a bool, a string not a number (a float field takes integers, as JSON writes 1.0 as 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InfillSpan(_Strict):
@@ -223,7 +226,8 @@ class ScoreRequest(_Strict):
 
 
 class ActivateRequest(_Strict):
-    path: str = Field(min_length=1, max_length=4096, description="a SMART model directory (safetensors)")
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
+                      description="a SMART model directory (safetensors)")
 
 
 # ============================================================================ training: run directory
@@ -232,6 +236,7 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_MARKER = "smart_checkpoint.json"  # written last: the checkpoint is complete
 RUN_CONFIG_FILE = "run_config.json"
 EVENTS_FILE = "events.jsonl"
+PHASE_FILE = "phase.json"  # {"phase": text, "since": unix time}: what a job does before/between its steps
 FINAL_DIR = "final"
 PREPARED_DATA_MARKER = "manifest.json"  # `smart prepare-data` output (data:DIR prompts)
 
@@ -246,7 +251,7 @@ def complete_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
             try:
                 step = int(d.name.rsplit("-", 1)[1])
                 info = json.loads(marker.read_text())
-            except (ValueError, IndexError, OSError, json.JSONDecodeError):
+            except (ValueError, IndexError, OSError, RecursionError):  # JSONDecodeError is a ValueError
                 continue
             if isinstance(info, dict) and info.get("step") == step:
                 found.append((step, d))
@@ -404,6 +409,12 @@ class GRPOOptions:
                                              "floor) | stop")] = "rollback"
     guard_window: Annotated[int, _opt("steps averaged for the guard's baseline and check", ge=1,
                                       le=1000)] = 3
+    max_drift: Annotated[float | None, _opt("drift guard: warn when the samples' musical features move more "
+                                            "than F of the base model's standard deviations from its samples "
+                                            "(mean over features; 0 = off)", ge=0.0, le=100.0,
+                                            allow_inf_nan=False)] = 1.0
+    drift_action: Annotated[Literal["warn", "stop"],
+                            _choice("on drift beyond --max-drift: warn (keep training) | stop")] = "warn"
     micro_batch: Annotated[int | None, _opt("completions per forward/backward (default: the whole step)",
                                             ge=1, le=MAX_PROMPTS_PER_STEP * MAX_GROUP)] = None
     generation: Annotated[Literal["auto", "fast", "hf"],

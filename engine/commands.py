@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.api import DEFAULT_TEMPERATURE_FACTORS, parse_temperature_factors
+from engine.api import DEFAULT_TEMPERATURE_FACTORS, GenerationSettings, parse_temperature_factors
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, os_error_line
 from engine.music import Clip, MidiFileError, atomic_write_text
@@ -21,13 +21,18 @@ AUDIO_SUFFIXES = {".wav", ".wave"}
 def user_errors():
     """Turn the engine's known failure types, and files that cannot be read or written, into
     one-line UserErrors."""
-    from engine.policy import PolicyLoadError
+    from engine.maa_weights import MAAUnavailable
     from engine.render import AudioFileError, RenderError, SoundFontError
-    from engine.scorer import MAAUnavailable
 
+    known = [MidiFileError, SoundFontError, MAAUnavailable, RenderError, AudioFileError]
+    # The model's own error only where the model stack is loaded: importing it (torch) for an except clause
+    # would cost `smart render` seconds.
+    policy = sys.modules.get("engine.policy")
+    if policy is not None:
+        known.append(policy.PolicyLoadError)
     try:
         yield
-    except (MidiFileError, SoundFontError, PolicyLoadError, MAAUnavailable, RenderError, AudioFileError) as exc:
+    except tuple(known) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(os_error_line(exc)) from None
@@ -43,11 +48,24 @@ def output_file(path: str) -> Path:
     return out
 
 
-def output_folder(path: str) -> Path:
-    """`path` as a folder to write into, created if missing; not an existing file."""
+# Suffixes of the files a command writes: an --out folder named like one is a slip (`--out song.mid`).
+FILE_LIKE_SUFFIXES = {".mid", ".midi", ".wav", ".wave", ".flac", ".ogg", ".mp3", ".json", ".jsonl"}
+
+
+def check_output_folder(path: str) -> None:
+    """Refuse an --out that cannot be the folder a command writes into, before any slow work."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; --out takes a folder")
+    if not out.exists() and out.suffix.lower() in FILE_LIKE_SUFFIXES:
+        raise UserError(f"--out takes a folder (the candidates are written into it as candidate_01.mid, …); "
+                        f"{out} looks like a file name")
+
+
+def output_folder(path: str) -> Path:
+    """`path` as a folder to write into, created if missing; not an existing file."""
+    check_output_folder(path)
+    out = Path(path)
     with user_errors():
         out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK | os.X_OK):
@@ -65,17 +83,21 @@ def load_clip(path: str, mode: str = "user") -> Clip:
 
 # ---------------------------------------------------------------------------- render
 def run_render(args) -> int:
-    from engine.render import render, save_wav
+    from engine.render import check_audio_suffix, render, save_audio
 
     if args.sample_rate <= 0 or args.sample_rate > 192000:
         raise UserError(f"invalid sample rate {args.sample_rate}")
     if args.seconds is not None and not 0 < args.seconds <= 3600:
         raise UserError(f"invalid --seconds {args.seconds} (0 < S ≤ 3600)")
+    if Path(args.output).is_dir():
+        raise UserError(f"{args.output} is a folder; give a file name")
+    with user_errors():
+        check_audio_suffix(args.output)
     clip = load_clip(args.input)
     output_file(args.output)
     with user_errors():
         audio = render(clip, sample_rate=args.sample_rate, seconds=args.seconds, soundfont=args.soundfont)
-        save_wav(args.output, audio, args.sample_rate)
+        save_audio(args.output, audio, args.sample_rate)
     print(json.dumps({"file": str(args.output), "seconds": round(len(audio) / args.sample_rate, 3),
                       "sample_rate": args.sample_rate}))
     return 0
@@ -102,8 +124,15 @@ def run_score(args) -> int:
     from engine.render import load_wav, render
     from engine.scorer import MAAScorer
 
-    with user_errors():
-        scorer = MAAScorer.load(args.maa, allow_download=args.download, exact=args.exact or None)
+    try:
+        with user_errors():
+            scorer = MAAScorer.load(args.maa, allow_download=args.download, exact=args.exact or None)
+    except UserError as exc:
+        if args.download or args.maa is not None or "not installed" not in str(exc):
+            raise
+        # The generic message names `hf download`; this command can fetch the weights itself.
+        raise UserError(f"{exc}; or add --download to this command "
+                        f"(`smart score {' '.join(args.files[:1])} --download`)") from None
     failed = 0
     for path in args.files:
         try:
@@ -126,12 +155,9 @@ def run_score(args) -> int:
 
 # ---------------------------------------------------------------------------- generate
 def run_generate(args) -> int:
-    from engine.features import midi_features
-    from engine.policy import GenerationSettings, Policy
-    from engine.render import render, save_wav
-
     if args.prompt is None and not args.procedural:
         raise UserError("give --prompt FILE.mid or --procedural")
+    check_output_folder(args.out)
     if args.prompt_bars is not None and args.prompt_bars < 1:
         raise UserError(f"invalid --prompt-bars {args.prompt_bars} (N ≥ 1)")
     prompt_clip = load_prompt(args.prompt) if args.prompt else None
@@ -143,6 +169,11 @@ def run_generate(args) -> int:
         settings.validate()
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    # The model stack (torch, seconds to import) loads only once the arguments are known to be good.
+    from engine.features import midi_features
+    from engine.policy import Policy
+    from engine.render import render, save_wav
+
     with user_errors():
         policy = Policy.load(args.model)
     out = output_folder(args.out)  # after the cheap checks (no folder for a refused command), before the long job
@@ -225,11 +256,13 @@ def candidate_file_clip(prompt: Clip | None, generated: Clip) -> Clip:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="render a MIDI file to WAV through the SoundFont",
-                       description="Render a MIDI file to a 16-bit WAV through a SoundFont piano.",
+    p = sub.add_parser("render", help="render a MIDI file to audio (WAV, FLAC, OGG, MP3) through the SoundFont",
+                       description="Render a MIDI file through a SoundFont piano to a 16-bit WAV, or FLAC, "
+                                   "OGG Vorbis or MP3 as the output's suffix says; other suffixes are refused.",
                        formatter_class=HelpFormatter, epilog=examples("smart render sketch.mid sketch.wav --seconds 30"))
     p.add_argument("input", metavar="IN.mid", help="the MIDI file to render")
-    p.add_argument("output", metavar="OUT.wav", help="the WAV file to write (replaced if it exists)")
+    p.add_argument("output", metavar="OUT.wav", help="the audio file to write, .wav, .flac, .ogg or .mp3 "
+                                                     "(replaced if it exists)")
     p.add_argument("--soundfont", default=None, help="an .sf2/.sf3 file (default: the shipped piano)")
     p.add_argument("--sample-rate", type=int, default=44100, help="samples per second of the WAV, up to 192000")
     p.add_argument("--seconds", type=float, default=None, help="crop to the first S seconds (default: the whole file)")

@@ -315,8 +315,11 @@ class LocalHost:
     def start(self) -> "LocalHost":
         self._dir = tempfile.mkdtemp(prefix="smart-host-")
         ready = Path(self._dir) / "ready.json"
+        # --parent-pid: the host ends when this process does, however it ends (a crash, kill -9);
+        # --interrupted-jobs pause: a job that ended with the studio never restarts by itself.
         cmd = [self.python, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--device", self.device, "--ready-file", str(ready), "--log-level", "warning", *self.extra_args]
+               "--device", self.device, "--ready-file", str(ready), "--log-level", "warning",
+               "--parent-pid", str(os.getpid()), "--interrupted-jobs", "pause", *self.extra_args]
         if self.model is not None:
             cmd += ["--model", str(self.model)]
         if self.maa is not None:

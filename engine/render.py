@@ -404,6 +404,42 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> No
         raise AudioFileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+# What `save_audio` writes, by file suffix: (libsndfile format, subtype).
+AUDIO_FILE_FORMATS = {".wav": ("WAV", "PCM_16"), ".wave": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
+                      ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+
+def check_audio_suffix(path: str | os.PathLike) -> None:
+    """Refuse a file name whose suffix names a format `save_audio` does not write (checked before a render,
+    so that `out.m4a` is not left holding WAV bytes under a misleading name)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in AUDIO_FILE_FORMATS:
+        raise AudioFileError(f"{path}: cannot write {suffix or 'a file without a suffix'}; "
+                             "give a .wav, .flac, .ogg or .mp3 file name")
+
+
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono `audio` in the format its suffix names (WAV, FLAC, OGG Vorbis or MP3), atomically."""
+    check_audio_suffix(path)
+    file_format, subtype = AUDIO_FILE_FORMATS[Path(path).suffix.lower()]
+    if file_format == "WAV":
+        save_wav(path, audio, sample_rate)
+        return
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(samples)):
+        raise AudioFileError("audio contains NaN or infinite samples")
+    data = io.BytesIO()
+    try:
+        soundfile.write(data, np.clip(samples, -1.0, 1.0), int(sample_rate), format=file_format, subtype=subtype)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioFileError(f"cannot write {path} as {file_format} at {sample_rate} Hz: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        atomic_write_bytes(path, data.getvalue())
+    except OSError as exc:
+        raise AudioFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def load_wav(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file (WAV, FLAC, OGG...) as mono float32; resample to `sample_rate` if given.
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import deque
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -58,6 +60,7 @@ from studio.files.documents import (
 from studio.files.recent import RecentFiles
 from studio.files.wavexport import WavExportJob
 from studio.gcguard import install_main_thread_gc
+from studio.widgets import install_wheel_guard
 from studio.midi.menu import MidiController, MidiMenu
 from studio.transport.controller import LATENCY_CHOICES, Transport
 from studio.transport.toolbar import TransportToolBar
@@ -65,6 +68,11 @@ from studio.transport.toolbar import TransportToolBar
 log = logging.getLogger(__name__)
 APP_NAME = "SMART Studio"
 AUTOSAVE_KEY = "files/autosaveSeconds"
+WINDOW_GEOMETRY_KEY = "window/geometry"
+# The size a first start asks for; a smaller screen (a 1366×768 laptop) gets its available area instead.
+PREFERRED_SIZE = (1400, 860)
+# A notice interrupted sooner than this after it appeared comes back once the newer one has been shown.
+NOTICE_READ_S = 4.0
 
 
 class MainWindow(QMainWindow):
@@ -80,6 +88,7 @@ class MainWindow(QMainWindow):
         never to a modal dialog, and no recovery offer is made."""
         super().__init__(parent)
         install_main_thread_gc()  # Qt objects must never be collected on a worker thread
+        install_wheel_guard()  # the wheel changes only a focused control, in every window and dialog
         self.settings = settings if settings is not None else QSettings()
         self.interactive = interactive
         self.document = SketchDocument(parent=self)
@@ -92,6 +101,18 @@ class MainWindow(QMainWindow):
         self._wav_job: WavExportJob | None = None
         self._wav_progress: QProgressDialog | None = None
         self._panels: list[QDockWidget] = []
+        self._fitted_once = False
+        self._fit_timer = QTimer(self)  # owned: it dies with the window, never firing into a deleted one
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(0)
+        self._fit_timer.timeout.connect(self._fit_to_screen)
+        self._jobs_settled = False  # closing: the question about the local host's jobs has been answered
+        # Status-bar notices: the one shown (text, until, since; monotonic s) and those waiting their turn.
+        self._notice: tuple[str, float, float] | None = None
+        self._notices: deque[tuple[str, int]] = deque()
+        self._notice_timer = QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(self._next_notice)
         self.last_error: str | None = None
 
         self.editor = PianoRollEditor(self.document, self)
@@ -129,7 +150,7 @@ class MainWindow(QMainWindow):
         self.add_panel(self.train_panel)
         self.tabifyDockWidget(self.generate_panel, self.train_panel)  # tabs: each panel gets the full height
         self.generate_panel.raise_()
-        self.resize(1400, 860)
+        self.restore_window_size()
         self._update_title()
         self.editor.grid.center_on_notes()
         self.editor.setFocus()
@@ -355,14 +376,44 @@ class MainWindow(QMainWindow):
         self.editor.set_tool(tool)
         self.tool_actions[tool].setChecked(True)
 
-    def show_message(self, text: str, ms: int = 6000) -> None:
+    def show_message(self, text: str, ms: int = 6000, wait: bool = False) -> None:
+        """A notice in the status bar for `ms` (0: until the next one). Every notice stays readable: one
+        that a newer notice interrupts within its reading time comes back after it, and `wait=True` (news
+        nobody asked for just now, e.g. the audio device's state) waits behind the notice being read."""
+        now = time.monotonic()
+        current = self._notice
+        reading = (current is not None and current[1] > now
+                   and self.statusBar().currentMessage() == current[0] and current[0] != text)
+        if reading and wait:
+            self._notices.append((text, ms))
+            return
+        if reading and now - current[2] < min(NOTICE_READ_S, current[1] - current[2]):
+            self._notices.appendleft((current[0], int((current[1] - now) * 1000)))
+        self._display_notice(text, ms)
+
+    def pending_notices(self) -> list[str]:
+        """The notices waiting for the status bar, next first."""
+        return [text for text, _ms in self._notices]
+
+    def _display_notice(self, text: str, ms: int) -> None:
+        now = time.monotonic()
         self.statusBar().showMessage(text, ms)
+        self._notice = (text, now + ms / 1000, now) if ms > 0 else None
+        if ms > 0:
+            self._notice_timer.start(ms)
+        elif self._notices:
+            self._notice_timer.start(int(NOTICE_READ_S * 1000))  # a lasting one still lets the queue go on
+
+    def _next_notice(self) -> None:
+        if self._notices:
+            text, ms = self._notices.popleft()
+            self._display_notice(text, ms)
 
     def _set_audio_status(self, text: str) -> None:
         self.audio_label.setText(text)
         self.audio_label.setStyleSheet("color: #ffb060;" if text.startswith("No sound") else "color: #9fe0a0;")
         if text.startswith("No sound"):
-            self.show_message(text, 15000)
+            self.show_message(text, 15000, wait=True)
 
     def show_error(self, title: str, text: str) -> None:
         """A clear message box (stderr + status bar when not interactive)."""
@@ -490,25 +541,24 @@ class MainWindow(QMainWindow):
             self.load_project(opened.project, path)
             self.show_message(f"Opened {path.name} ({len(opened.project.clip.notes)} notes)")
         else:
+            rebarred = self._read_in_model_meter(opened.project)
             self.load_project(opened.project, None, midi_source=path)
-            rebarred = self._read_in_model_meter()
             done = "; ".join(opened.report.messages + ([rebarred] if rebarred else [])) or opened.report.summary()
             self.show_message(f"Imported {path.name}: {len(opened.project.clip.notes)} notes; {done}", 15000)
         self.recent.add(path)
         self.autosaver.discard()
         return True
 
-    def _read_in_model_meter(self) -> str | None:
-        """Give the just-imported sketch the bar lines the model reads (engine.meter), as one undo step
-        that leaves the document clean: the ruler, bar numbers and Regenerate then count the bars the
-        model counts. Returns what was done, for the import message (None: the file's meter is the model's).
-        The file on disk is never touched."""
-        clip, note = model_meter(self.document.clip)
+    def _read_in_model_meter(self, project: Project) -> str | None:
+        """Give a just-imported sketch the bar lines the model reads (engine.meter) before it is opened: the
+        ruler, bar numbers and Regenerate then count the bars the model counts. Part of opening, so not an
+        undo step (a first Ctrl+Z after opening must not re-bar the song). Returns what was done, for the
+        import message (None: the file's meter is the model's). The file on disk is never touched."""
+        clip, note = model_meter(project.clip)
         if note is None:
             return None
-        self.document.push_clip(f"Model's bars: {note}", clip)
-        self.undo_stack.setClean()
-        return f"{note} as the model reads it (Undo restores the file's bars; the file itself is unchanged)"
+        project.clip = clip
+        return f"{note} as the model reads it (the file itself is unchanged)"
 
     def import_dialog(self) -> None:
         if not self.maybe_save():
@@ -706,7 +756,19 @@ class MainWindow(QMainWindow):
 
     # ================================================================== recovery
     def recoverable(self) -> list[RecoveryFile]:
-        return find_orphans(self.autosaver.directory)
+        self.unreadable_recovery: list[tuple[Path, str]] = []  # damaged autosaves, kept on disk
+        return find_orphans(self.autosaver.directory, self.unreadable_recovery)
+
+    def unreadable_recovery_text(self) -> str | None:
+        """What to tell the musician about autosaves that could not be read (None: there are none)."""
+        bad = getattr(self, "unreadable_recovery", [])
+        if not bad:
+            return None
+        lines = "\n".join(f"{path}: {reason}" for path, reason in bad[:5])
+        more = f"\n… and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return (f"{len(bad)} autosave file{'s' if len(bad) != 1 else ''} could not be read and "
+                f"{'were' if len(bad) != 1 else 'was'} left where {'they are' if len(bad) != 1 else 'it is'}:\n"
+                f"{lines}{more}")
 
     def recover(self, rec: RecoveryFile) -> None:
         """Load an orphaned autosave as unsaved work, then adopt it into this window's autosave."""
@@ -721,9 +783,15 @@ class MainWindow(QMainWindow):
 
     def offer_recovery(self) -> bool:
         """Ask about each orphaned autosave (newest first). True if one was recovered."""
+        found = self.recoverable()
+        unreadable = self.unreadable_recovery_text()
+        if unreadable:
+            self.show_message(unreadable.splitlines()[0])
         if not self.interactive:
             return False
-        for rec in self.recoverable():
+        if unreadable:
+            QMessageBox.warning(self, "Unreadable Autosave", unreadable)
+        for rec in found:
             answer = QMessageBox.question(
                 self,
                 "Recover Unsaved Work",
@@ -751,14 +819,85 @@ class MainWindow(QMainWindow):
 
     # ================================================================== closing
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._jobs_settled and self._ask_about_local_jobs():
+            event.ignore()  # kept open, or closing once the host has stopped the job (stop_local_jobs)
+            return
         if not self.maybe_save():
+            self._jobs_settled = False
             event.ignore()
             return
         self.shutdown()
         event.accept()
 
+    def _ask_about_local_jobs(self) -> bool:
+        """Closing ends the local host and with it its training jobs: say so and ask. True when the window
+        stays open for now (the musician keeps working, or the job is being stopped and the window closes
+        when the host has answered)."""
+        job = self.train_panel.running_local_job()
+        if job is None or not self.interactive:
+            return False
+        box = QMessageBox(QMessageBox.Question, APP_NAME,
+                          f"A training job is running on this computer's host: {job}.", parent=self)
+        box.setInformativeText("It runs inside the studio's local host, which ends when the studio closes. "
+                               "Keep the studio open to let it finish, or stop the job and quit (its "
+                               "checkpoints so far stay on disk; it will not start again by itself).")
+        keep = box.addButton("Keep running", QMessageBox.RejectRole)
+        stop = box.addButton("Stop the job and quit", QMessageBox.DestructiveRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        if box.clickedButton() is not stop:
+            return True
+        self._jobs_settled = True
+        self.show_message("Stopping the training job…", 0)
+        self.train_panel.stop_local_jobs(self.close)
+        return True
+
+    def restore_window_size(self) -> None:
+        """The size (and place) the musician left the window at; on a first start the preferred size cut to
+        the screen's available area (without task bars), so the status bar and dock tabs are on screen."""
+        saved = self.settings.value(WINDOW_GEOMETRY_KEY)
+        if isinstance(saved, (bytes, bytearray, QByteArray)) and self.restoreGeometry(QByteArray(saved)):
+            self._fit_to_screen()
+            return
+        self.resize(*PREFERRED_SIZE)
+        self._fit_to_screen()
+
+    def _fit_to_screen(self) -> None:
+        if not self.interactive and QGuiApplication.platformName() == "offscreen":
+            return  # a screenshot without a screen: the designed size, not that of a virtual screen
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        # The frame (title bar, borders) is outside the widget's size: leave room for it.
+        frame_w = max(0, self.frameGeometry().width() - self.geometry().width())
+        frame_h = max(0, self.frameGeometry().height() - self.geometry().height())
+        width = min(self.width(), area.width() - frame_w)
+        height = min(self.height(), area.height() - frame_h)
+        if (width, height) != (self.width(), self.height()):
+            self.resize(width, height)
+        frame = self.frameGeometry()
+        if not area.contains(frame):
+            left = min(max(frame.left(), area.left()), area.right() - frame.width() + 1)
+            top = min(max(frame.top(), area.top()), area.bottom() - frame.height() + 1)
+            self.move(left, top)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._fitted_once and QGuiApplication.platformName() != "offscreen":
+            # The window frame's size is known only once the window is shown (and with a window manager a
+            # moment later). Offscreen (tests, screenshots) has no frame to allow for: the fit done when the
+            # window was made stands, and a size set before showing is kept.
+            self._fitted_once = True
+            self._fit_to_screen()
+            self._fit_timer.start()
+
+    def save_window_size(self) -> None:
+        self.settings.setValue(WINDOW_GEOMETRY_KEY, self.saveGeometry())
+
     def shutdown(self) -> None:
         """Clean exit: stop audio/MIDI, finish exports, remove the recovery file."""
+        self.save_window_size()
         if self._wav_job is not None:
             self._wav_job.cancel()
             self._wav_job.wait()

@@ -110,7 +110,7 @@ def test_offline_rewards_are_labelled_and_maa_missing_offers_download(window, qt
     panel.reward_combo.setCurrentIndex(panel.reward_combo.findData("notes"))
     assert "offline, no MAA" in panel.reward_combo.currentText()
     assert "Offline reward, no MAA" in panel.maa_label.text()
-    assert "offline, no MAA" in panel.plots.widgets["reward"].getPlotItem().titleLabel.text
+    assert "offline, no MAA" in panel.plots.caption.text()
     panel.host.health = {"maa": {"status": "missing", "reason": "not installed"}}  # as a host without MAA says
     panel.reward_combo.setCurrentIndex(panel.reward_combo.findData("maa-ce"))
     assert panel.btn_download.isVisibleTo(panel) and "not installed" in panel.maa_label.text()

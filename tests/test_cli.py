@@ -159,3 +159,38 @@ def test_generate_help_says_what_temperature_0_does(capsys):
         main(["generate", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "0 is greedy" in out
+
+
+def test_render_writes_the_format_its_suffix_names_and_refuses_others(capsys, midi, tmp_path):
+    """`smart render song.mid out.mp3` used to write WAV bytes into the .mp3 and exit 0 (issue 24)."""
+    import soundfile
+
+    for suffix, container in ((".flac", "FLAC"), (".ogg", "OGG"), (".mp3", "MP3")):
+        out_file = tmp_path / f"o{suffix}"
+        code, _out, err = run(capsys, "render", midi, out_file, "--sample-rate", 44100, "--seconds", 1)
+        assert code == 0, err
+        assert soundfile.info(str(out_file)).format == container
+    code, out, err = run(capsys, "render", midi, tmp_path / "o.m4a")
+    assert code == 2 and out == "" and not (tmp_path / "o.m4a").exists()
+    assert ".m4a" in err and ".mp3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_refuses_a_file_name_as_out_before_loading_the_model(capsys, tmp_path, monkeypatch):
+    """`--out song.mid` is refused at once, not after the model's 38 s load (issue 24)."""
+    import engine.policy
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(engine.policy.Policy, "load", no_load)
+    code, out, err = run(capsys, "generate", "--procedural", "--out", tmp_path / "song.mid")
+    assert code == 2 and out == ""
+    assert "--out takes a folder" in err and "song.mid" in err
+    assert not (tmp_path / "song.mid").exists()
+
+
+def test_score_without_weights_points_at_its_own_download(capsys, midi, monkeypatch, tmp_path):
+    monkeypatch.setenv("SMART_MAA_CHECKPOINT", str(tmp_path / "none.pt"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, _out, err = run(capsys, "score", midi)
+    assert code == 2 and "--download" in err and len(err.strip().splitlines()) == 1

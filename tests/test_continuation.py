@@ -281,11 +281,11 @@ def test_generate_refuses_an_empty_or_drums_only_prompt(capsys, tmp_path, tiny_m
     score.dump_midi(str(tmp_path / "drums.mid"))
     for name, words in (("empty.mid", "no notes to continue"), ("drums.mid", "drum tracks are not read")):
         code, rows, err = generate(capsys, "--model", tiny_model, "--prompt", tmp_path / name,
-                                   "--out", tmp_path / f"out_{name}")
+                                   "--out", tmp_path / f"out_{name[:-4]}")
         lines = err.strip().splitlines()
         assert code != 0 and rows == [] and len(lines) == 1, err
         assert words in lines[0] and "--procedural" in lines[0] and "Traceback" not in err
-        assert not (tmp_path / f"out_{name}").exists()
+        assert not (tmp_path / f"out_{name[:-4]}").exists()
 
 
 # ---------------------------------------------------------------------------- the host

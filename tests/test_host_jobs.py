@@ -28,8 +28,8 @@ def model_dir(tmp_path_factory) -> Path:
     return d
 
 
-def start_host(model_dir: Path, jobs_dir: Path) -> LocalHost:
-    return LocalHost(model_dir, extra_args=["--jobs-dir", str(jobs_dir), "--threads", "1"]).start()
+def start_host(model_dir: Path, jobs_dir: Path, *extra: str) -> LocalHost:
+    return LocalHost(model_dir, extra_args=["--jobs-dir", str(jobs_dir), "--threads", "1", *extra]).start()
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +177,9 @@ def test_jobs_queue_in_order(host):
 
 @pytest.mark.slow
 def test_host_restart_resumes_the_running_job(model_dir, tmp_path):
+    """A served host (`smart serve`'s default) resumes what it was running; the studio's own host pauses it."""
     jobs = tmp_path / "jobs"
-    h = start_host(model_dir, jobs)
+    h = start_host(model_dir, jobs, "--interrupted-jobs", "resume")
     try:
         c = h.client()
         job = c.start_training(QUICK, steps=60, keep_checkpoints=3, max_completion_tokens=64, group=4)
@@ -191,7 +192,7 @@ def test_host_restart_resumes_the_running_job(model_dir, tmp_path):
         h.stop()  # the host goes away mid-job (its job process goes with it)
     on_disk = json.loads((jobs / job / "job.json").read_text())
     assert on_disk["state"] == "running"
-    h = start_host(model_dir, jobs)
+    h = start_host(model_dir, jobs, "--interrupted-jobs", "resume")
     try:
         c = h.client()
         with c.job_events(job) as stream:
@@ -383,6 +384,25 @@ def test_damaged_job_files_never_make_a_job_vanish(policy, tmp_path):
     assert json.loads((rebuildable / "job.json").read_text())["state"] == "cancelled"
 
 
+def test_the_studios_host_pauses_a_job_its_last_run_was_running(policy, tmp_path):
+    """Closing the studio stops its host and the job; the next launch must not start it again by itself."""
+    from engine.host.jobs import JobManager
+
+    jobs = tmp_path / "jobs"
+    job_dir = jobs / "20260101-000000-dddddd"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "state": "running", "pid": None,
+                                                  "config": {**QUICK, "model": str(policy.path), "steps": 2}}))
+    manager = JobManager(jobs, python=fake_python(tmp_path, "exec sleep 120"), poll_s=0.05,
+                         resume_interrupted=False).start()
+    try:
+        job = manager.jobs[job_dir.name]
+        assert job.state == "paused" and "resume" in job.data["note"]
+        assert manager.running is None
+    finally:
+        manager.close()
+
+
 def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path):
     import os
     import subprocess
@@ -415,3 +435,24 @@ def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path)
             if p.poll() is None:
                 os.killpg(p.pid, 9)
                 p.wait()
+
+
+def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
+    """A taste tune spends minutes fitting and sampling before its first step: the job says so."""
+    from engine.host.jobs import Job
+    from studio.train.panel import job_phase
+
+    job_dir = tmp_path / "20260101-000000-eeeeee"
+    job_dir.mkdir()
+    (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "state": "running", "pid": None,
+                                                  "config": {"kind": "taste-tune", "method": "dpo", "steps": 4}}))
+    job = Job.load(job_dir)
+    assert "phase" not in job.describe()
+    (job_dir / "phase.json").write_text(json.dumps({"phase": "sampling 16 fresh continuations", "since": 5.0}))
+    info = job.describe()
+    assert info["phase"] == {"phase": "sampling 16 fresh continuations", "since": 5.0}
+    assert job_phase(info) == "sampling 16 fresh continuations"
+    for junk in (b"[1, 2]", b'{"phase": 7}', b"\xff", b"[" * 100_000):
+        (job_dir / "phase.json").write_bytes(junk)
+        assert "phase" not in job.describe(), junk[:10]
+    assert job_phase({"kind": "taste-tune", "config": {"kind": "taste-tune", "method": "dpo"}}).startswith("preparing")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QScrollArea, QWidget
 from test_studio_support import boxes, make_window, sketch, wheel, window  # noqa: F401 - fixtures
 
@@ -164,3 +164,256 @@ def test_host_dialog_shows_its_placeholders_in_full(window, qtbot):
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert dlg.grab().save(str(path))
     dlg.reject()
+
+
+def test_window_opens_within_the_screen_and_remembers_its_size(qtbot, tmp_path, boxes, monkeypatch):
+    """It always opened at 1400×860: on a 1366×768 laptop the status bar, dock tabs and right edge were off
+    screen (issue 24). A first start fits the available area; later starts get the musician's size back."""
+    from PySide6.QtCore import QSettings
+
+    from studio.mainwindow import MainWindow
+
+    monkeypatch.setenv("SMART_PREFERENCES_DIR", str(tmp_path / "profile-preferences"))
+    ini = str(tmp_path / "settings.ini")
+
+    def start():
+        w = MainWindow(settings=QSettings(ini, QSettings.IniFormat), recovery_dir=tmp_path / "recovery",
+                       audio=False)
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitExposed(w)
+        return w
+
+    first = start()
+    area = first.screen().availableGeometry()
+    assert area.width() < 1400 or area.height() < 860, "the test screen should be smaller than the preferred size"
+    assert first.width() <= area.width() and first.height() <= area.height(), (first.geometry(), area)
+    first.resize(area.width() - 100, area.height() - 80)
+    qtbot.wait(10)
+    first.shutdown()
+    again = start()
+    assert (again.width(), again.height()) == (area.width() - 100, area.height() - 80)
+    again.shutdown()
+
+
+def test_wheel_over_the_toolbar_changes_nothing_without_focus(window, qtbot):
+    """A stray wheel over the toolbar changed Snap, the tempo and the time signature (4/4 → 1/4 re-bars
+    the song) (issue 24): only a control the musician focused (click or Tab) follows the wheel."""
+    bar = window.transport_bar
+    window.editor.setFocus()
+    edits = window.undo_stack.count()
+    before = (bar.tempo.value(), bar.numerator.value(), bar.denominator.currentIndex(),
+              window.snap_combo.currentIndex())
+    for widget in (bar.tempo, bar.numerator, bar.denominator, window.snap_combo):
+        wheel(widget, QPointF(8, 5), -120)
+        wheel(widget, QPointF(8, 5), 120)
+        wheel(widget, QPointF(8, 5), 120)
+        assert widget.focusPolicy() == Qt.StrongFocus, "the wheel must not give a control the focus"
+    assert (bar.tempo.value(), bar.numerator.value(), bar.denominator.currentIndex(),
+            window.snap_combo.currentIndex()) == before
+    assert window.undo_stack.count() == edits
+    bar.tempo.setFocus()
+    qtbot.waitUntil(bar.tempo.hasFocus, timeout=2000)
+    wheel(bar.tempo, QPointF(8, 5), 120)
+    assert bar.tempo.value() == before[0] + 1  # focused: the wheel edits it
+
+
+def test_wheel_rule_holds_in_dialogs_made_later(window, qtbot):
+    from PySide6.QtWidgets import QDialog, QSpinBox, QVBoxLayout
+
+    dialog = QDialog(window)
+    qtbot.addWidget(dialog)
+    spin = QSpinBox(dialog)
+    QVBoxLayout(dialog).addWidget(spin)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    wheel(spin, QPointF(8, 5), 120)
+    assert spin.value() == 0
+
+
+def test_after_continue_the_candidate_actions_are_in_sight_at_1366x768(window, qtbot):
+    """After Continue only the candidate table was visible: Solo, In context, A/B, Compare and Accept needed
+    scrolling (issue 24). The settings fold away and the actions sit by the list."""
+    from engine.music import Note
+    from studio.generate.history import CONTINUE, Candidate
+
+    window.resize(1366, 768)
+    window.load_project(Project(clip=sketch(16)), None)
+    panel = window.generate_panel
+    panel.raise_()
+    panel._adopt_project()
+    assert panel.settings_section.expanded()
+    start = 16 * 480
+    items = [Candidate(index=k, request="r", mode=CONTINUE, status="ready", span=(start, start + 8 * 480),
+                       notes=[Note(start + j * 240, 60 + k + j % 5, 200, 80) for j in range(8)]) for k in range(4)]
+    panel.settings_section.set_expanded(False)  # what Continue does when it starts (panel._start)
+    panel.session.show(items)
+    panel.model.set_items(items)
+    panel._on_finished("4 candidates", False)
+    qtbot.waitUntil(lambda: panel.settings_section.height() < 2 * panel.settings_section.header.height() + 8,
+                    timeout=3000)
+    assert "4 × " in panel.settings_section.header.text()  # folded: its values in one line
+    scroll = panel.findChild(QScrollArea)
+    assert scroll.verticalScrollBar().value() == 0
+    for button in (panel.btn_solo, panel.btn_context, panel.btn_ab, panel.btn_accept, panel.btn_prefer_a,
+                   panel.btn_prefer_b, panel.btn_prefer_tie, panel.btn_discard):
+        seen = button.visibleRegion().boundingRect()
+        assert seen.size() == button.size(), f"{button.text()!r}: {seen} of {button.size()} in sight"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert window.grab().save(str(SHOTS / "generate-after-continue-1366x768.png"))
+    rows = panel.table.visibleRegion().boundingRect()
+    assert rows.height() >= 4 * 22, "the list shows its candidates"
+    assert panel.compare_hint.isVisible() and "better" in panel.compare_hint.text()
+    panel.settings_section.set_expanded(True)
+    assert panel.spin_candidates.isVisible()
+
+
+def test_train_plot_titles_fit_and_a_new_job_gets_fresh_axes(window, qtbot):
+    """The Train panel's reward title was cut ("…offline, no MA") and a taste tune's plots kept the previous
+    job's axes (issue 24)."""
+    window.resize(1366, 768)
+    panel = window.train_panel
+    panel.raise_()
+    panel.reward_combo.setCurrentIndex(panel.reward_combo.findData("notes"))
+    qtbot.wait(30)
+    plots = panel.plots
+    assert plots.caption.isVisible() and plots.caption.text().endswith("(offline, no MAA)")
+    for key, w in plots.widgets.items():
+        label = w.getPlotItem().titleLabel
+        assert label.item.boundingRect().width() <= w.width(), (key, plots.title_of(key))
+    for step in (1, 2, 3):  # a long GRPO job with large rewards
+        plots.add({"step": step * 100, "reward_mean": 50.0 * step, "kl": 3.0, "diversity": 0.5,
+                   "completion_tokens": 900})
+    plots.clear()
+    plots.set_layout("dpo")
+    plots.add({"step": 1, "loss": 0.69, "rewards_accuracies": 0.5, "rewards_margins": 0.01,
+               "rewards_chosen": 0.02, "rewards_rejected": -0.01})
+    plots.add({"step": 2, "loss": 0.6, "rewards_accuracies": 0.75, "rewards_margins": 0.02,
+               "rewards_chosen": 0.03, "rewards_rejected": -0.02})
+    qtbot.wait(30)
+    x_range, y_range = plots.widgets["loss"].getPlotItem().viewRange()
+    assert x_range[1] < 50 and y_range[1] < 5, "the DPO curves are drawn on the previous job's axes"
+
+
+def test_cancel_before_the_first_checkpoint_disables_resume(window):
+    """Cancel on a GRPO job left Resume enabled when no checkpoint existed (issue 24)."""
+    panel = window.train_panel
+    panel.host.state, panel.host.client = "connected", object()  # connected, as far as the buttons go
+    try:
+        panel.job_id, panel.job_state = "job-1", "cancelled"
+        panel.job_info = {"id": "job-1", "state": "cancelled", "kind": "grpo", "checkpoints": []}
+        panel._sync_buttons()
+        assert not panel.btn_resume.isEnabled() and "nothing to resume" in panel.btn_resume.toolTip()
+        panel.job_info["checkpoints"] = [{"step": 10, "path": "/jobs/job-1/checkpoints/step-10"}]
+        panel._sync_buttons()
+        assert panel.btn_resume.isEnabled()
+        panel.job_info = {"id": "job-1", "state": "cancelled", "kind": "taste-tune", "checkpoints": [],
+                          "config": {"kind": "taste-tune", "method": "dpo"}}
+        panel._sync_buttons()
+        assert panel.btn_resume.isEnabled()  # a taste tune starts over, and says so
+    finally:
+        panel.host.state, panel.host.client = "disconnected", None
+
+
+def test_closing_with_a_local_job_asks_and_stops_it_only_when_told(window, qtbot, monkeypatch):
+    """Closing silently killed a running local training job, which then restarted by itself on the next
+    launch (issue 24): the studio says what closing does, keeps running when asked, and cancels the job
+    on the host (so it does not come back) when told to stop."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from studio.generate.hostconn import LOCAL
+
+    class Host:
+        cancelled: list[str] = []
+
+        def cancel_job(self, job_id):
+            self.cancelled.append(job_id)
+            return {"id": job_id, "state": "cancelled"}
+
+        def close(self):
+            pass
+
+    host = Host()
+    panel = window.train_panel
+    panel.host.mode, panel.host.state, panel.host.client = LOCAL, "connected", host
+    panel._listed_jobs = [{"id": "j1", "state": "running", "name": "song · my taste (dpo)",
+                           "progress": {"step": 3, "steps": 40}},
+                          {"id": "j2", "state": "queued", "name": "paper", "progress": {"step": 0, "steps": 200}}]
+    asked = []
+
+    def answer(text):
+        def exec_(box):
+            asked.append(box.text() + " " + box.informativeText())
+            next(b for b in box.buttons() if b.text() == text).click()
+            return 0
+        return exec_
+
+    monkeypatch.setattr(QMessageBox, "exec", answer("Keep running"))
+    assert not window.close()
+    assert window.isVisible() and host.cancelled == []
+    assert "j1" in asked[0] and "ends when the studio closes" in asked[0]
+    monkeypatch.setattr(QMessageBox, "exec", answer("Stop the job and quit"))
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
+    assert host.cancelled == ["j1", "j2"]
+
+
+def test_a_queued_job_says_what_it_waits_for(window):
+    panel = window.train_panel
+    panel._listed_jobs = [{"id": "j1", "state": "running", "name": "my taste (dpo)", "progress": {"step": 3, "steps": 40}}]
+    panel.job_id, panel.job_state = "j2", "queued"
+    panel.job_info = {"id": "j2", "state": "queued", "queue_position": 1}
+    panel._show_progress()
+    text = panel.job_label.text()
+    assert "one job at a time" in text and "j1" in text and "my taste (dpo)" in text
+
+
+def test_a_wav_is_never_kept_as_the_maa_file(make_window, qtbot, tmp_path):
+    """"Use a file I have…" accepted a WAV: saved as maaPath, it crashed every later host start and no screen
+    could undo it (issue 24). The file is checked before it is kept, a bad saved one is dropped at start
+    (the host starts without it), and the Host dialog shows the MAA file with a way to clear it."""
+    from PySide6.QtCore import QSettings
+
+    from studio.generate.hostdialog import HostDialog
+
+    wav = tmp_path / "take.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    settings.setValue("generate/maaPath", str(wav))
+    settings.sync()
+    window = make_window()
+    panel = window.generate_panel
+    assert panel.host.maa_path is None and not window.settings.value("generate/maaPath")
+    assert "take.wav" in panel.maa.label.text() and "starts without it" in panel.maa.label.text()
+
+    chosen = []
+    panel.maa.weights_chosen.connect(chosen.append)
+    assert not panel.maa.use_weights(str(wav))
+    assert chosen == [] and "take.wav" in panel.maa.label.text() and "Nothing was changed" in panel.maa.label.text()
+
+    dlg = HostDialog("local", "", "", "", window, maa_path=str(wav))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    assert dlg.maa_path.text() == str(wav) and dlg.maa_note.isVisible() and "take.wav" in dlg.maa_note.text()
+    assert not dlg.choose_maa(str(tmp_path / "notes.txt"))
+    assert dlg.maa_file() == str(wav)
+    qtbot.mouseClick(dlg.maa_clear, Qt.LeftButton)
+    assert dlg.maa_file() == "" and not dlg.maa_clear.isEnabled()
+    dlg.reject()
+
+
+def test_the_default_train_preset_fits_the_host_and_says_how_long(window):
+    """The default preset was the paper's (200 steps × 8 × 8: hours on a CPU) even on a CPU host (issue 24)."""
+    panel = window.train_panel
+    assert panel.host.mode == "local" and not panel.host_has_gpu()
+    assert panel.preset_combo.currentData() == "quick"
+    assert "min on this host (CPU, estimated)" in panel.preset_note.text()
+    paper = panel.preset_combo.itemData(panel.preset_combo.findData("paper"), Qt.ToolTipRole)
+    assert " h on this host" in paper or "days on this host" in paper
+    panel._on_catalogue({**panel.catalogue, "cuda": True})  # a GPU host says so: the paper's run
+    assert panel.preset_combo.currentData() == "paper" and "GPU" in panel.preset_note.text()
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("smoke"))
+    panel._on_preset_picked(panel.preset_combo.currentIndex())
+    panel._on_catalogue({**panel.catalogue, "cuda": False})
+    assert panel.preset_combo.currentData() == "smoke"  # the musician's pick stays

@@ -188,3 +188,44 @@ def test_the_section_without_a_window(qtbot, tmp_path, decisive, enabled):
     qtbot.addWidget(section)
     assert section.btn_tune.isEnabled() is enabled
     store.shutdown()
+
+
+def test_a_taste_tune_says_what_it_does_before_its_first_step_and_times_its_steps(window):
+    """"Tune toward my taste" showed "running · ETA —" with an empty bar for 331 s before its first step
+    (issue 24): it says its phase while preparing, then step k of N with an ETA timed from the steps."""
+    import time
+
+    from studio.train.panel import step_eta
+
+    panel = window.train_panel
+    panel.job_id, panel.job_state = "j1", "running"
+    panel.job_info = {"id": "j1", "state": "running", "kind": api.TASTE_JOB_KIND, "steps": 40,
+                      "started": time.time() - 150, "config": {"kind": api.TASTE_JOB_KIND, "method": "dpo"}}
+    panel.records.clear()
+    panel._show_progress()
+    text = panel.job_label.text()
+    assert "fitting your taste model" in text and "sampling" in text and "2 min" in text
+    assert panel.progress.maximum() == 0  # busy, not an empty bar
+    # The setup (331 s before step 1) is not a step's time: the ETA comes from the steps after it.
+    records = [{"step": 1, "elapsed_s": 331.0}, {"step": 2, "elapsed_s": 343.0}, {"step": 3, "elapsed_s": 355.0}]
+    assert step_eta(records, 40) == 12.0 * 37
+    assert step_eta(records[:1], 40) == 331.0 * 39  # one step: an upper bound
+    assert step_eta([], 40) is None
+    panel.records.extend(records)
+    panel._steps_total = 40
+    panel._show_progress()
+    assert "step 3 of 40" in panel.job_label.text() and "ETA 7 min 24 s" in panel.job_label.text()
+    assert panel.progress.maximum() == 1000 and panel.progress.format() == "step 3 / 40"
+    panel.job_state = "completed"
+
+
+def test_fit_waits_for_enough_decisive_picks(window):
+    """Fit was clickable with one pick (issue 24): it is enabled from MIN_PAIRS decisive picks on."""
+    section = window.generate_panel.taste_section
+    profile = window.taste_store.profile_dir
+    add_picks(profile, 1)
+    section.refresh()
+    assert not section.btn_fit.isEnabled() and f"Needs {MIN_PAIRS - 1} more decisive" in section.btn_fit.toolTip()
+    add_picks(profile, MIN_PAIRS - 1)
+    section.refresh()
+    assert section.btn_fit.isEnabled()

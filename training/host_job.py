@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from engine.api import (CHECKPOINT_DIR, CHECKPOINT_MARKER, ERROR_FILE, EVENTS_FILE, FINAL_DIR, JOB_FILE,
-                        JOB_PROCESS_COMMAND, RESULT_FILE, RUN_CONFIG_FILE, STOP_FILE, TASTE_JOB_KIND)
+                        JOB_PROCESS_COMMAND, PHASE_FILE, RESULT_FILE, RUN_CONFIG_FILE, STOP_FILE, TASTE_JOB_KIND)
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError, first_line
 from engine.music import atomic_write_text
@@ -121,10 +121,15 @@ def run_taste_job(directory: Path, data: dict, *, resume: bool) -> dict:
     # Whatever an earlier attempt left is stale: a tune restarts from the base model.
     shutil.rmtree(directory / TUNE_DIR, ignore_errors=True)
     (directory / EVENTS_FILE).unlink(missing_ok=True)
+    (directory / PHASE_FILE).unlink(missing_ok=True)
     atomic_write_text(directory / RUN_CONFIG_FILE, json.dumps(cfg, indent=2))  # the host rebuilds a lost job.json
     how = "restarting from the base model (a taste tune cannot continue mid-run)" if resume else "starting"
     print(f"job {data['id']}: {how} — taste tuning, method {cfg['method']}, {cfg.get('steps') or 'default'} steps",
           flush=True)
+    def phase(text: str) -> None:  # the host shows it until the first step (GET /v1/jobs/ID "phase")
+        atomic_write_text(directory / PHASE_FILE, json.dumps({"phase": text, "since": time.time()}))
+
+    phase("fitting your taste model on your picks")
     try:
         pairs = read_pairs([cfg["pairs"]])
     except FileNotFoundError as exc:
@@ -151,6 +156,8 @@ def run_taste_job(directory: Path, data: dict, *, resume: bool) -> dict:
             with open(events, "a") as f:  # the host streams this file (GET /v1/jobs/ID/events)
                 f.write(json.dumps(event) + "\n")
                 f.flush()
+        elif event.get("event") == "phase":
+            phase(str(event.get("phase")))
         elif event.get("event") not in (None, "done"):
             print(json.dumps(event), flush=True)
 

@@ -48,11 +48,19 @@ Jobs directory (`smart serve --jobs-dir`, default `$SMART_JOBS_DIR` or the user'
     JOBS/ID/pairs/         a taste job's pairs (preferences.jsonl + pairs/*.mid, `engine.preferences`);
                            taste/ the taste fit on them, tune/ the tune running, events.jsonl, final/
     JOBS/ID/job.log        the job process's output
+    JOBS/ID/phase.json     what the job process is doing between steps (taste tunes: fitting, sampling);
+                           GET /v1/jobs/ID shows it as "phase" while the job runs
+    JOBS/.ID.partial/      a submission being written (renamed to JOBS/ID when complete; a host killed
+                           meanwhile leaves only this hidden folder, removed by the next host)
 
 Jobs outlive client connections and host restarts: a host starting on a jobs directory resumes the
-jobs that were running from their last checkpoint (first in the queue), and queued ones stay queued.
+jobs that were running from their last checkpoint (first in the queue) — or, started with
+`--interrupted-jobs pause` as the studio starts its own host, pauses them for the musician to resume —
+and queued ones stay queued.
 A job folder whose job.json is damaged is rebuilt from its run configuration, or listed as damaged
-with its files; no job disappears. This module must never import Qt.
+with its files; no job disappears. Job files are read, never trusted: a value of the wrong type is read
+as absent, and every answer and stream line is strict JSON (NaN/inf as null). This module must never
+import Qt.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -88,6 +97,7 @@ from engine.api import (
     JOB_PROCESS_COMMAND,
     MAX_TASTE_MIDI_BYTES,
     MAX_TASTE_PAIRS,
+    PHASE_FILE,
     PRESETS,
     PROCEDURAL_PROMPTS,
     RESULT_FILE,
@@ -121,10 +131,12 @@ ACTIVE_STATES = (QUEUED, RUNNING)
 FINAL_STATES = (PAUSED, CANCELLED, COMPLETED, FAILED, DAMAGED)
 RESUMABLE_STATES = (PAUSED, CANCELLED, FAILED)
 
+PARTIAL_SUFFIX = ".partial"  # a submission's folder while it is written (renamed to ID when complete)
 MAX_PROMPTS_MIDI = 256
 MAX_PROCEDURAL_PROMPTS = 256
 MAX_NAME_CHARS = 200
 MAX_LISTED_FILES = 200
+MAX_REPORTED_DEPTH = 64  # job-file values nested deeper are reported as null (the encoder recurses too)
 # Options a client may not set: the host decides where a run lives, when it resumes, and which of its
 # files (MAA weights, SoundFont) a run uses.
 HOST_OWNED = frozenset({"out_dir", "resume"}) | HOST_OWNED_OPTIONS
@@ -145,15 +157,21 @@ def _now() -> float:
 
 
 # ============================================================================ checking a submission
+def _no_nul(path: str, what: str) -> str:
+    if "\0" in path:
+        raise UserError(f"{what} path contains a NUL byte")
+    return path
+
+
 def _any_model_dir(path: str) -> Path:
-    p = Path(path).expanduser().resolve()
+    p = Path(_no_nul(path, "model")).expanduser().resolve()
     if not p.is_dir():
         raise UserError(f"model directory not found on the host: {p}")
     return p
 
 
 def _any_data_dir(path: str) -> Path:
-    return Path(path).expanduser().resolve()
+    return Path(_no_nul(path, "data folder")).expanduser().resolve()
 
 
 @dataclass
@@ -425,7 +443,7 @@ class Job:
             problem = _job_data_problem(data)
         except FileNotFoundError:
             problem = f"{JOB_FILE} is missing"
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested too deeply
             problem = f"{JOB_FILE} is unreadable ({type(exc).__name__})"
         if problem is None:
             data["id"] = directory.name  # the folder names the job
@@ -442,9 +460,13 @@ class Job:
             created = None
         if run_config is None:
             files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+            why = (f"its {RUN_CONFIG_FILE} is damaged too" if (directory / RUN_CONFIG_FILE).exists()
+                   else f"the folder has no {RUN_CONFIG_FILE} to rebuild the job from")
+            # A taste job's folder holds its pairs (pairs/): say which kind of job it was.
+            config = {"kind": TASTE_JOB_KIND} if (directory / TASTE_PAIRS_DIR).is_dir() else {}
             return cls(directory, {
-                "id": directory.name, "state": DAMAGED, "created": created, "config": {}, "prompts": None,
-                "error": f"{problem}, and the folder has no {RUN_CONFIG_FILE} to rebuild the job from",
+                "id": directory.name, "state": DAMAGED, "created": created, "config": config, "prompts": None,
+                "error": f"{problem}, and {why}",
                 "files": files[:MAX_LISTED_FILES], "files_total": len(files)})
         result = _read_json(directory / RESULT_FILE)
         config = {k: v for k, v in run_config.items() if k != "resume"}
@@ -478,10 +500,10 @@ class Job:
         for line in reversed(tail.splitlines()):
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # a torn or damaged line
                 continue
-            if isinstance(rec, dict) and "step" in rec:
-                return rec
+            if isinstance(rec, dict) and _count(rec.get("step")) is not None:
+                return _json_safe(rec)
         return None
 
     def checkpoints(self) -> list[dict]:
@@ -489,8 +511,9 @@ class Job:
         for step, path in complete_checkpoints(self.dir):
             try:
                 info = json.loads((path / CHECKPOINT_MARKER).read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError, RecursionError):
                 info = {}
+            info = _json_safe(info) if isinstance(info, dict) else {}
             out.append({"step": step, "path": str(path.resolve()), "reward_mean": info.get("reward_mean"),
                         "diversity": info.get("diversity"), "elapsed_s": info.get("elapsed_s")})
         return out
@@ -502,40 +525,55 @@ class Job:
     @property
     def kind(self) -> str:
         """"grpo" or "taste-tune" (`engine.api.TASTE_JOB_KIND`)."""
-        return self.data["config"].get("kind") or "grpo"
+        return TASTE_JOB_KIND if self.data["config"].get("kind") == TASTE_JOB_KIND else "grpo"
+
+    def phase(self) -> dict | None:
+        """{"phase": text, "since": time} the job process reported (taste tunes: fitting, sampling, …), or
+        None; read, never trusted: a damaged file is no phase."""
+        try:
+            data = json.loads((self.dir / PHASE_FILE).read_text(encoding="utf-8")[:4096])
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("phase"), str):
+            return None
+        return {"phase": data["phase"][:200], "since": _time(data.get("since"))}
 
     def steps_total(self, last: dict | None = None) -> int:
         """The steps this job runs: its configuration's, else (a taste tune left to the tuner's default)
         what its step records or its result say."""
         cfg = self.data["config"]
-        if cfg.get("steps"):
-            return int(cfg["steps"])
+        if _count(cfg.get("steps")):
+            return _count(cfg["steps"])
         last = last if last is not None else self.last_event()
-        result = self.data.get("result") or {}
-        return int((last or {}).get("steps_total") or result.get("steps_total") or 0)
+        result = self.data.get("result") if isinstance(self.data.get("result"), dict) else {}
+        return _count((last or {}).get("steps_total")) or _count(result.get("steps_total")) or 0
 
     def describe(self, *, queue_position: int | None = None, details: bool = True) -> dict:
         cfg = self.data["config"]
         last = self.last_event()
         steps = self.steps_total(last)
-        step = int(last["step"]) if last else 0
-        elapsed = float(last.get("elapsed_s") or 0.0) if last else 0.0
+        step = (_count(last.get("step")) or 0) if last else 0
+        elapsed = _seconds(last.get("elapsed_s")) if last else 0.0
         eta = None
         if self.state == RUNNING and last and step > 0 and steps > step:
             eta = round(elapsed / step * (steps - step), 1)
-        out = {"id": self.id, "state": self.state, "created": self.data.get("created"),
-               "started": self.data.get("started"), "finished": self.data.get("finished"),
+        out = {"id": self.id, "state": self.state, "created": _time(self.data.get("created")),
+               "started": _time(self.data.get("started")), "finished": _time(self.data.get("finished")),
                "kind": self.kind, "model": cfg.get("model"),
                "reward": cfg.get("reward") or (f"taste ({cfg.get('method')})" if self.kind == TASTE_JOB_KIND else None),
                "steps": steps,
                "progress": {"step": step, "steps": steps, "fraction": round(step / steps, 4) if steps else None},
                "elapsed_s": round(elapsed, 2), "eta_s": eta, "queue_position": queue_position,
-               "error": self.data.get("error"), "attempts": self.data.get("attempts", 0),
+               "error": self.data.get("error"), "attempts": _count(self.data.get("attempts")) or 0,
                "name": self.data.get("name")}
         if self.state == DAMAGED:
             out["files"] = self.data.get("files", [])
         if self.data.get("note"):
             out["note"] = self.data["note"]
+        if self.state == RUNNING:
+            phase = self.phase()
+            if phase is not None:
+                out["phase"] = phase
         if self.stop_requested:
             out["stop_requested"] = self.stop_requested
         if details:
@@ -545,7 +583,7 @@ class Job:
             out["checkpoints"] = self.checkpoints()
             out["final_model"] = self.final_model()
             out["result"] = self.data.get("result")
-        return out
+        return _json_safe(out)  # a NaN or inf in a job's files is null here, never a 500
 
 
 # ============================================================================ the manager
@@ -553,8 +591,12 @@ class JobManager:
     """Jobs on disk + one worker process at a time + a FIFO queue; a thread watches the process."""
 
     def __init__(self, jobs_dir: str | os.PathLike | None = None, *, python: str = sys.executable,
-                 env: dict | None = None, poll_s: float = POLL_S):
+                 env: dict | None = None, poll_s: float = POLL_S, resume_interrupted: bool = True):
         self.jobs_dir = Path(jobs_dir) if jobs_dir is not None else default_jobs_dir()
+        # A job that was running when the host stopped: resumed first thing (a served host that crashed
+        # or was restarted), or paused for the musician to resume (the studio's own host, which stops
+        # with the studio: a job the musician chose to stop by closing must not start by itself).
+        self.resume_interrupted = resume_interrupted
         self.python = python
         self.env = env
         self.poll_s = poll_s
@@ -572,15 +614,21 @@ class JobManager:
     def start(self) -> "JobManager":
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            for d in sorted(p for p in self.jobs_dir.iterdir() if p.is_dir()):
+            _remove_partial_submissions(self.jobs_dir)
+            for d in sorted(p for p in self.jobs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 job = Job.load(d)
                 if job.state == RUNNING:
                     # The host stopped while this job ran: make sure its old process is gone, then
-                    # resume it from its last complete checkpoint, ahead of the queued jobs.
+                    # resume it from its last complete checkpoint, ahead of the queued jobs — or pause it.
                     _kill_stale(job)
-                    job.set_state(QUEUED, resume=True, restarts=job.data.get("restarts", 0) + 1,
-                                  queued_at=job.data.get("queued_at") or 0.0)
-                    log.info("job %s was running when the host stopped: resuming it", job.id)
+                    if self.resume_interrupted:
+                        job.set_state(QUEUED, resume=True, restarts=(_count(job.data.get("restarts")) or 0) + 1,
+                                      queued_at=_time(job.data.get("queued_at")) or 0.0)
+                        log.info("job %s was running when the host stopped: resuming it", job.id)
+                    else:
+                        job.set_state(PAUSED, finished=_now(),
+                                      note="paused: it was running when the host stopped; resume continues it")
+                        log.info("job %s was running when the host stopped: paused", job.id)
                 self.jobs[job.id] = job
                 if self.on_new_job_dir is not None:
                     self.on_new_job_dir(d)
@@ -605,29 +653,33 @@ class JobManager:
 
     # ------------------------------------------------------------------ API
     def submit(self, options: dict, midi_files: list[bytes], procedural: int = 0, name: str | None = None) -> Job:
-        """Create and queue a job from checked options (`check_submission`)."""
-        job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-        directory = self.jobs_dir / job_id
-        directory.mkdir(parents=True)
-        config = {**options, "out_dir": str(directory.resolve()), "resume": False}
-        prompts_info: dict = {"kind": config["prompts"] if not midi_files else "midi", "midi": len(midi_files),
-                              "procedural": procedural}
-        if midi_files:
-            pdir = directory / PROMPTS_DIR
-            pdir.mkdir()
-            for i, data in enumerate(midi_files):
-                atomic_write_bytes(pdir / f"prompt-{i:03d}.mid", data)
-            if procedural:
-                write_procedural_prompts(pdir, config["model"], procedural, config["seed"])
-            config["prompts"] = str(pdir.resolve())
-        for key, value in self.defaults.items():
-            if config.get(key) is None and not (key == "maa" and config.get("maa_random")):
-                config[key] = value
-        data = {"id": job_id, "name": name, "state": QUEUED, "created": _now(), "queued_at": _now(),
-                "config": config, "prompts": prompts_info, "resume": False, "attempts": 0}
+        """Create and queue a job from checked options (`check_submission`). The folder is made under a
+        hidden name and renamed when complete: a host killed meanwhile leaves no half-made job."""
+        job_id, directory, staging = self._new_job_dir()
+        try:
+            config = {**options, "out_dir": str(directory), "resume": False}
+            prompts_info: dict = {"kind": config["prompts"] if not midi_files else "midi", "midi": len(midi_files),
+                                  "procedural": procedural}
+            if midi_files:
+                pdir = staging / PROMPTS_DIR
+                pdir.mkdir()
+                for i, data in enumerate(midi_files):
+                    atomic_write_bytes(pdir / f"prompt-{i:03d}.mid", data)
+                if procedural:
+                    write_procedural_prompts(pdir, config["model"], procedural, config["seed"])
+                config["prompts"] = str(directory / PROMPTS_DIR)
+            for key, value in self.defaults.items():
+                if config.get(key) is None and not (key == "maa" and config.get("maa_random")):
+                    config[key] = value
+            data = {"id": job_id, "name": name, "state": QUEUED, "created": _now(), "queued_at": _now(),
+                    "config": config, "prompts": prompts_info, "resume": False, "attempts": 0}
+            Job(staging, data).save()
+            os.rename(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # never a half-made job
+            raise
         job = Job(directory, data)
         with self.lock:
-            job.save()
             self.jobs[job_id] = job
         if self.on_new_job_dir is not None:
             self.on_new_job_dir(directory)
@@ -639,16 +691,13 @@ class JobManager:
         The pairs are written in the preference-set layout (JOBDIR/pairs); if that fails, nothing is left."""
         from engine.preferences import PreferenceSet
 
-        job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-        directory = self.jobs_dir / job_id
-        directory.mkdir(parents=True)
+        job_id, directory, staging = self._new_job_dir()
         try:
-            prefs = PreferenceSet(directory / TASTE_PAIRS_DIR)
-            for pair in pairs:
-                prefs.record(a_midi=pair.a, b_midi=pair.b, prompt_midi=pair.prompt, choice=pair.choice,
-                             source=pair.source)
-            config = {"kind": TASTE_JOB_KIND, **options, "pairs": str(prefs.dir.resolve()),
-                      "out_dir": str(directory.resolve())}
+            prefs = PreferenceSet(staging / TASTE_PAIRS_DIR)
+            prefs.record_many(dict(a_midi=pair.a, b_midi=pair.b, prompt_midi=pair.prompt, choice=pair.choice,
+                                   source=pair.source) for pair in pairs)  # one write, one sync
+            config = {"kind": TASTE_JOB_KIND, **options, "pairs": str(directory / TASTE_PAIRS_DIR),
+                      "out_dir": str(directory)}
             decisive = sum(p.choice != "tie" for p in pairs)
             data = {"id": job_id, "name": name, "state": QUEUED, "created": _now(), "queued_at": _now(),
                     "config": config, "prompts": {"kind": "taste-pairs", "pairs": len(pairs), "decisive": decisive,
@@ -656,18 +705,32 @@ class JobManager:
                     "resume": False, "attempts": 0,
                     "note": "a taste tune cannot continue mid-run: pause keeps the model trained so far as a "
                             "checkpoint, and resume starts over from the base model"}
-            job = Job(directory, data)
-            with self.lock:
-                job.save()
+            Job(staging, data).save()
+            os.rename(staging, directory)  # complete: job.json and every pair appear at once
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)  # never a half-made job
+            shutil.rmtree(staging, ignore_errors=True)  # never a half-made job
             raise
+        job = Job(directory, data)
         with self.lock:
             self.jobs[job_id] = job
         if self.on_new_job_dir is not None:
             self.on_new_job_dir(directory)
         self.wake.set()
         return job
+
+    def _new_job_dir(self) -> tuple[str, Path, Path]:
+        """(id, the job's folder, the hidden folder it is made in: `.ID.partial`)."""
+        root = self.jobs_dir.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+            directory, staging = root / job_id, root / f".{job_id}{PARTIAL_SUFFIX}"
+            if not directory.exists():
+                try:
+                    staging.mkdir()
+                except FileExistsError:
+                    continue
+                return job_id, directory, staging
 
     def get(self, job_id: str) -> Job:
         with self.lock:
@@ -679,7 +742,7 @@ class JobManager:
     def queue(self) -> list[Job]:
         with self.lock:
             return sorted((j for j in self.jobs.values() if j.state == QUEUED),
-                          key=lambda j: (j.data.get("queued_at") or 0.0, j.data.get("created") or 0.0))
+                          key=lambda j: (_time(j.data.get("queued_at")) or 0.0, _time(j.data.get("created")) or 0.0))
 
     def describe(self, job: Job, details: bool = True) -> dict:
         with self.lock:
@@ -689,7 +752,7 @@ class JobManager:
 
     def list(self) -> list[dict]:
         with self.lock:
-            jobs = sorted(self.jobs.values(), key=lambda j: j.data.get("created") or 0.0)
+            jobs = sorted(self.jobs.values(), key=lambda j: (_time(j.data.get("created")) or 0.0, j.id))
             return [self.describe(j, details=False) for j in jobs]
 
     def cancel(self, job_id: str) -> Job:
@@ -803,8 +866,8 @@ class JobManager:
             job.set_state(FAILED, error=f"cannot start the training process: {exc}", finished=_now())
             return
         job.stop_requested = None
-        job.set_state(RUNNING, started=job.data.get("started") or _now(), pid=job.process.pid,
-                      attempts=job.data.get("attempts", 0) + 1, finished=None, error=None)
+        job.set_state(RUNNING, started=_time(job.data.get("started")) or _now(), pid=job.process.pid,
+                      attempts=(_count(job.data.get("attempts")) or 0) + 1, finished=None, error=None)
         self.running = job
         log.info("job %s started (pid %d)", job.id, job.process.pid)
 
@@ -821,8 +884,8 @@ class JobManager:
         elif code == 0 and result is not None:
             extra["result"] = result
             stopped = result.get("stopped_by")
-            steps = int(job.data["config"].get("steps") or result.get("steps_total") or 0)
-            if stopped == "stopped" and int(result.get("steps_done") or 0) < steps:
+            steps = _count(job.data["config"].get("steps")) or _count(result.get("steps_total")) or 0
+            if stopped == "stopped" and (_count(result.get("steps_done")) or 0) < steps:
                 job.set_state(PAUSED, **extra)
             else:
                 job.set_state(COMPLETED, **extra)
@@ -844,9 +907,58 @@ class JobManager:
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, nested too deeply
         return None
     return data if isinstance(data, dict) else None
+
+
+def _count(value: Any) -> int | None:
+    """A step count or number from a job's files, if it is one (a whole, finite, non-negative number;
+    not a bool or a string); None otherwise. Job files are read, never trusted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if 0 <= value <= 2**62 else None
+
+
+def _seconds(value: Any) -> float:
+    """A duration from a job's files; 0.0 when it is not a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+        return 0.0
+    return float(value)
+
+
+def _time(value: Any) -> float | None:
+    """A timestamp from a job's files; None when it is not a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+        return None
+    return float(value)
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` with every NaN/inf as null (they are not JSON: strict encoders refuse them, and a
+    stream must stay parseable). Values nested deeper than MAX_REPORTED_DEPTH are reported as null."""
+    if depth > MAX_REPORTED_DEPTH:
+        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v, depth + 1) for v in value]
+    return value
+
+
+def _remove_partial_submissions(jobs_dir: Path, older_than_s: float = 600.0) -> None:
+    """Folders of submissions a killed host never finished (`.ID.partial`): never jobs, removed."""
+    now = time.time()
+    for d in jobs_dir.glob(f".*{PARTIAL_SUFFIX}"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > older_than_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _job_data_problem(data: Any) -> str | None:
@@ -936,6 +1048,8 @@ async def submit_job(request: Request, make: Callable[[Any, str | None], Job]) -
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):  # includes ints longer than Python parses
         raise HTTPException(status_code=400, detail="the body must be JSON") from None
+    except RecursionError:
+        raise HTTPException(status_code=400, detail="the body is nested too deeply") from None
     name = body.pop("name", None) if isinstance(body, dict) else None
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
         raise HTTPException(status_code=400, detail=f"name must be a string of at most {MAX_NAME_CHARS} characters")
@@ -1087,13 +1201,13 @@ async def tail_events(manager: JobManager, job: Job, poll_s: float = 0.25):
                 for raw in lines:
                     try:
                         rec = json.loads(raw)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # torn, not UTF-8, nested too deeply
                         continue
-                    step = rec.get("step") if isinstance(rec, dict) else None
-                    if not isinstance(step, int) or step <= sent_step:
+                    step = _count(rec.get("step")) if isinstance(rec, dict) else None
+                    if step is None or step <= sent_step:
                         continue
                     sent_step = step
-                    yield (json.dumps(rec) + "\n").encode()
+                    yield (json.dumps(_json_safe(rec), allow_nan=False) + "\n").encode()
         if state != last_state:
             last_state = state
             yield (json.dumps({"event": "state", "state": state, "job": job.id}) + "\n").encode()
@@ -1101,6 +1215,6 @@ async def tail_events(manager: JobManager, job: Job, poll_s: float = 0.25):
             info = manager.describe(job, details=True)
             yield (json.dumps({"done": True, "state": state, "job": job.id, "result": info.get("result"),
                                "error": info.get("error"), "final_model": info.get("final_model"),
-                               "checkpoints": info.get("checkpoints")}) + "\n").encode()
+                               "checkpoints": info.get("checkpoints")}, allow_nan=False) + "\n").encode()
             return
         await asyncio.sleep(poll_s)

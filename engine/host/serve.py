@@ -10,17 +10,14 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
-
-import torch
 
 from engine.api import DEFAULT_PORT, TOKEN_ENV_VAR
 from engine.cliutil import HelpFormatter, examples
 from engine.errors import UserError
 from engine.host.middleware import HostRules
-from engine.host.server import create_app
 from engine.music import atomic_write_text
-from engine.policy import DEFAULT_MODEL_DIR, Policy, PolicyLoadError
 
 log = logging.getLogger("smart.host")
 
@@ -35,6 +32,8 @@ def is_loopback(host: str) -> bool:
 
 
 def pick_device(requested: str | None) -> str:
+    import torch
+
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -112,7 +111,52 @@ def say(stage: str) -> None:
     print(f"smart serve: {stage}", file=sys.stderr, flush=True)
 
 
+# Exit status of a host whose parent (the studio that started it) is gone.
+PARENT_GONE_STATUS = 75
+PARENT_POLL_S = 1.0
+PARENT_GONE_GRACE_S = 15.0  # a graceful shutdown (its job process stopped) gets this long
+
+
+def watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S, grace_s: float = PARENT_GONE_GRACE_S) -> None:
+    """End this host when the process that started it is gone, however it ended (a crash, kill -9): as a
+    host job does (`smart host-job --parent-pid`). The host is asked to stop as on Ctrl-C (SIGTERM: its
+    running job is stopped and resumed by the next host); if it has not stopped after `grace_s`, it exits."""
+    import signal
+    import threading
+
+    direct = os.getppid() == parent_pid  # else a wrapper (a shell, `uv run`) stands between us
+
+    def gone() -> bool:
+        if direct:
+            return os.getppid() != parent_pid  # reparented: immune to the pid being reused
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def loop() -> None:
+        while not gone():
+            time.sleep(poll_s)
+        print(f"smart serve: the process that started this host ({parent_pid}) is gone: stopping",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(PARENT_GONE_STATUS)
+
+    if gone():  # already orphaned before the watch began
+        print(f"smart serve: the process that started this host ({parent_pid}) is gone", file=sys.stderr, flush=True)
+        os._exit(PARENT_GONE_STATUS)
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
 def run(args) -> int:
+    if args.parent_pid is not None:
+        if args.parent_pid <= 0:
+            raise UserError(f"invalid --parent-pid {args.parent_pid}")
+        watch_parent(args.parent_pid)  # first: a host orphaned while it loads its model ends too
     token = args.token or os.environ.get(TOKEN_ENV_VAR) or None
     if not is_loopback(args.host) and not token:
         raise UserError(f"refusing to listen on {args.host} without a token: anyone who can reach it could use "
@@ -123,6 +167,12 @@ def run(args) -> int:
         raise UserError("the token must be at least 8 characters")
     if args.soundfont is not None and not Path(args.soundfont).is_file():
         raise UserError(f"--soundfont {args.soundfont}: no such file")
+    # The model stack loads only now: `smart --help` and argument errors never wait for torch.
+    import torch
+
+    from engine.host.server import create_app
+    from engine.policy import DEFAULT_MODEL_DIR, Policy, PolicyLoadError
+
     device = pick_device(args.device)
     threads = cpu_threads(args.threads, device)
     if threads is not None:
@@ -155,7 +205,7 @@ def run(args) -> int:
         jobs_router,
     )
 
-    jobs = JobManager(args.jobs_dir)
+    jobs = JobManager(args.jobs_dir, resume_interrupted=args.interrupted_jobs == "resume")
     hosts, allowed_dirs = browser_rules(args)
     if decode_weights != "model":
         say(f"packing {decode_weights} weights for fast CPU decoding …")
@@ -218,9 +268,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on a host that serves a network")
     p.add_argument("--soundfont", default=None, help="SoundFont for rendering (default: the shipped piano)")
     p.add_argument("--max-batch-rows", type=int, default=64, help="rows (candidates) decoded together at most (at least 16, the most one request asks for)")
+    p.add_argument("--interrupted-jobs", choices=["resume", "pause"], default="resume",
+                   help="a job that was running when the host last stopped: resume it at start, or pause it "
+                        "until a client resumes it (the studio's own host pauses)")
     p.add_argument("--jobs-dir", default=None, help="training jobs directory (default: $SMART_JOBS_DIR or "
                                                     "~/.local/share/smart-studio/jobs)")
     p.add_argument("--ready-file", default=None, help="write {\"port\", \"pid\"} here once listening")
+    p.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                   help="stop when the process PID that started this host is gone (the studio passes its own, so "
+                        "its host never outlives it)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="least severe server log messages printed on stderr (start-up stages are always printed)")
     p.add_argument("--access-log", action="store_true", help="log every request")

@@ -258,18 +258,19 @@ class PianoRollEditor(QWidget):
             return False
         try:
             ppq_px = float(state["px_per_quarter"])
-            rows = int(state["row_height"])
+            rows = float(state["row_height"])
             left, top = float(state["left_quarter"]), float(state["top_row"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return False
-        if not all(math.isfinite(v) for v in (ppq_px, left, top)):
+        if not all(math.isfinite(v) for v in (ppq_px, rows, left, top)):  # e.g. 1e400 read as inf
             return False
         geo = self.geo
         geo.px_per_quarter = min(MAX_PX_PER_QUARTER, max(MIN_PX_PER_QUARTER, ppq_px))
-        geo.row_height = min(MAX_ROW_HEIGHT, max(MIN_ROW_HEIGHT, rows))
+        geo.row_height = int(min(MAX_ROW_HEIGHT, max(MIN_ROW_HEIGHT, rows)))
         geo.changed.emit()  # the scroll bars take the new content size first
-        self.grid.horizontalScrollBar().setValue(round(max(0.0, left) * geo.px_per_quarter))
-        self.grid.verticalScrollBar().setValue(round(max(0.0, top) * geo.row_height))
+        for bar, value in ((self.grid.horizontalScrollBar(), left * geo.px_per_quarter),
+                           (self.grid.verticalScrollBar(), top * geo.row_height)):
+            bar.setValue(round(min(max(0.0, value), float(bar.maximum()))))  # 1e300: the far end, no overflow
         return True
 
     def zoom_to_fit(self) -> None:

@@ -43,6 +43,7 @@ from studio.generate.options import MAX_BARS, NOTE_NAMES, SCALES, pitch_name
 from studio.generate.placement import MODES
 from studio.generate.taste import TasteSection
 from studio.theme import STYLE_DIM, STYLE_WARN
+from studio.widgets import Collapsible
 
 
 class PitchSpin(QSpinBox):
@@ -91,7 +92,9 @@ def setup_ui(panel) -> None:
     col.addWidget(panel.host_progress)
     panel.maa = MaaNotice()  # where the eye is: right under the host line
     col.addWidget(panel.maa)
-    col.addWidget(_build_settings_box(panel))
+    # Folded once candidates arrive (panel._start): the candidates and their actions then fit 1366×768.
+    panel.settings_section = Collapsible("Settings", _build_settings_box(panel))
+    col.addWidget(panel.settings_section)
     col.addLayout(_build_generate_row(panel))
     panel.progress = QProgressBar()
     panel.progress.setTextVisible(True)
@@ -135,7 +138,7 @@ def _build_host_row(panel) -> QHBoxLayout:
 
 
 def _build_settings_box(panel) -> QGroupBox:
-    box = QGroupBox("Settings")
+    box = QGroupBox()  # its title is the Collapsible's header
     form = QFormLayout(box)
     form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
     panel.spin_candidates = QSpinBox()
@@ -189,8 +192,8 @@ def _build_settings_box(panel) -> QGroupBox:
 
 def _build_generate_row(panel) -> QGridLayout:
     panel.btn_continue = QPushButton("▶ Continue")
-    panel.btn_continue.setToolTip("Continue the music before the end of the selection, or before the playhead "
-                                  "(Ctrl+G)")
+    panel.btn_continue.setToolTip("Continue the music from the bar line after the selection, or from the "
+                                  "playhead (Ctrl+G)")
     panel.btn_regen = QPushButton("⟳ Regenerate selection")
     panel.btn_regen.setToolTip("Rewrite the bars of the selected notes, keeping what comes before and after "
                                "(Ctrl+Shift+G)")
@@ -237,12 +240,14 @@ def _build_candidates_box(panel) -> QGroupBox:
     header.setSectionResizeMode(TASTE_COLUMN, QHeaderView.Fixed)
     header.resizeSection(0, 46)
     header.resizeSection(TASTE_COLUMN, 92)  # "+1.2±0.8" and its bar
-    panel.table.setMinimumHeight(150)
-    inner.addWidget(panel.table)
+    panel.table.setMinimumHeight(110)
+    # The actions for the selected candidate sit right above the list, so that they are on screen whenever
+    # the list is (1366×768 with the settings folded), not below a table that pushes them off the panel.
     panel.btn_solo = QPushButton("▶ Solo")
     panel.btn_solo.setToolTip("Hear the candidate alone")
     panel.btn_context = QPushButton("▶ In context")
-    panel.btn_context.setToolTip("Hear the sketch with the candidate placed as Accept would, from a bar before it")
+    panel.btn_context.setToolTip("Hear the sketch with the candidate placed as Accept would, from a bar before it "
+                                 "(double-click a row)")
     panel.btn_ab = QPushButton("A/B")
     panel.btn_ab.setToolTip("Switch between the last two candidates you picked, keeping the position "
                             "(Ctrl+Shift+B)")
@@ -250,10 +255,12 @@ def _build_candidates_box(panel) -> QGroupBox:
     panel.btn_accept.setToolTip("Put the candidate into the sketch as 'Music after' says (one undo step; "
                                 "Ctrl+Return)")
     panel.btn_discard = QPushButton("✗ Discard")
+    panel.btn_discard.setToolTip("Remove this candidate from the list and the roll")
     panel.btn_clear = QPushButton("Clear")
     panel.btn_clear.setToolTip("Remove all candidates from the roll")
     inner.addLayout(_row(panel.btn_solo, panel.btn_context, panel.btn_ab))
-    panel.compare_label = QLabel("Compare: pick two candidates")
+    inner.addLayout(_row(panel.btn_accept, panel.btn_discard, panel.btn_clear))
+    panel.compare_label = QLabel("Compare: pick two")
     panel.compare_label.setStyleSheet(STYLE_DIM)
     panel.btn_prefer_a = QPushButton("A better")
     panel.btn_prefer_b = QPushButton("B better")
@@ -262,7 +269,13 @@ def _build_candidates_box(panel) -> QGroupBox:
         b.setToolTip("Compare A/B: A is the earlier of the last two candidates you picked, B the later. "
                      "Your choice is saved as a pick for your taste")
     inner.addLayout(_row(panel.compare_label, panel.btn_prefer_a, panel.btn_prefer_b, panel.btn_prefer_tie))
-    inner.addLayout(_row(panel.btn_accept, panel.btn_discard, panel.btn_clear))
+    # What Compare does, said where it is (it was in a tooltip only): shown until a pair is picked.
+    panel.compare_hint = QLabel("Compare: click two candidates (A, then B), hear them, say which is better; "
+                                "each answer teaches the studio your taste.")
+    panel.compare_hint.setWordWrap(True)
+    panel.compare_hint.setStyleSheet(STYLE_DIM)
+    inner.addWidget(panel.compare_hint)
+    inner.addWidget(panel.table, 1)
     return box
 
 

@@ -20,12 +20,24 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.maa_weights import MAA_DOWNLOAD_BYTES, find_checkpoint
+from engine.maa_weights import MAA_DOWNLOAD_BYTES, MAACheckpointError, check_checkpoint
 from studio.generate.jobs import MaaDownloadJob
 from studio.theme import STYLE_DIM, STYLE_OK, STYLE_WARN
 
 AVAILABLE, RANDOM, MISSING, UNKNOWN = "available", "random-weights", "missing", "unknown"
 SIZE_MB = f"{MAA_DOWNLOAD_BYTES / 1e6:.0f} MB"
+
+
+def maa_file_problem(path: str) -> str | None:
+    """Why `path` cannot be MAA weights, in one line naming the file; None when it can (only the file's
+    framing is read: quick, no torch)."""
+    try:
+        check_checkpoint(path)
+    except MAACheckpointError as exc:
+        return str(exc).splitlines()[0] if str(exc) else f"{path} is not an MAA checkpoint"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def usable(status: str) -> bool:
@@ -173,14 +185,15 @@ class MaaNotice(QFrame):
             self.use_weights(path)
 
     def use_weights(self, path: str) -> bool:
-        """Check `path` holds MAA weights; `weights_chosen` fires with the checkpoint found."""
-        found = find_checkpoint(path)
-        if found is None:
-            self.label.setText(f"No MAA checkpoint at {path} (need checkpoint.pt or a folder with "
-                               "config.json + model.safetensors)")
+        """Check `path` holds MAA weights before anything keeps it (a WAV picked by mistake used to be saved
+        and then crash every host start); `weights_chosen` fires with the checkpoint found."""
+        problem = maa_file_problem(path)
+        if problem is not None:
+            self.label.setText(f"{problem}. Nothing was changed: pick checkpoint.pt, or a folder with "
+                               "config.json + model.safetensors.")
             self.label.setStyleSheet(STYLE_WARN)
             return False
-        self.weights_chosen.emit(str(found))
+        self.weights_chosen.emit(str(check_checkpoint(path)))
         return True
 
     def say(self, text: str, warn: bool = False) -> None:

@@ -41,10 +41,11 @@ from studio.generate.history import (
 )
 from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
 from studio.generate.layout import setup_ui
-from studio.generate.maa import usable
+from studio.generate.maa import maa_file_problem, usable
 from studio.generate.options import GenerateOptions
 from studio.generate.placement import (
     EMPTY,
+    MODES,
     PlacementConflict,
     continuation_span,
     notes_in,
@@ -70,6 +71,8 @@ class GeneratePanel(QDockWidget):
         self.settings = window.settings
         self.options = GenerateOptions.load(self.settings)
         self.host = HostConnection(self)
+        self._maa_setting_note: str | None = None  # why the saved MAA file is not used (said once the UI is up)
+        self._without_maa_retried = False  # the local host failed with an MAA file and was started without it
         self._load_host_settings()
         self.ghosts = GhostOverlay(window.editor.grid)
         self.audition = Audition(window.transport, window.document, self)
@@ -118,13 +121,22 @@ class GeneratePanel(QDockWidget):
         self.status.connect(window.show_message)
         self._on_host_changed()
         self._adopt_project()
+        if self._maa_setting_note:
+            self.maa.say(self._maa_setting_note, warn=True)
+            self.status.emit(self._maa_setting_note)
 
     # ================================================================== settings
     def _load_host_settings(self) -> None:
         s = self.settings
+        maa_path = str(s.value("generate/maaPath", "") or "") or None
+        if maa_path and (problem := maa_file_problem(maa_path)) is not None:
+            # Saved before files were checked (or since changed): the host would fail on every start.
+            maa_path = None
+            s.setValue("generate/maaPath", "")
+            self._maa_setting_note = f"{problem}: the local host starts without it (Host… to choose another)"
         self.host.configure(str(s.value("generate/hostMode", LOCAL)),
                             model_dir=str(s.value("generate/modelDir", "") or "") or None,
-                            maa_path=str(s.value("generate/maaPath", "") or "") or None,
+                            maa_path=maa_path,
                             url=str(s.value("generate/remoteUrl", "") or ""),
                             token=str(s.value("generate/remoteToken", "") or ""))
 
@@ -182,7 +194,7 @@ class GeneratePanel(QDockWidget):
             return a
 
         self.act_continue = act("&Continue", "Ctrl+G", self.continue_,
-                                "Continue from the end of the selection or the playhead")
+                                "Continue from the bar line after the selection, or from the playhead")
         self.act_regenerate = act("&Regenerate Selection", "Ctrl+Shift+G", self.regenerate_selection,
                                   "Rewrite the selected bars")
         self.act_search = act("Reward-Guided &Search", None, self.search)
@@ -238,6 +250,7 @@ class GeneratePanel(QDockWidget):
             w.blockSignals(False)
         self.combo_root.setEnabled(o.key_lock)
         self.combo_scale.setEnabled(o.key_lock)
+        self.settings_section.set_summary(self.settings_summary())
 
     def _fill_rewards(self) -> None:
         """MAA rewards only when the host can score; taste ones once the taste model is ready; the offline
@@ -277,7 +290,15 @@ class GeneratePanel(QDockWidget):
             o.search_reward = self.combo_reward.currentData()
         self.combo_root.setEnabled(o.key_lock)
         self.combo_scale.setEnabled(o.key_lock)
+        self.settings_section.set_summary(self.settings_summary())
         o.save(self.settings)
+
+    def settings_summary(self) -> str:
+        """The settings in one line, for the folded Settings header."""
+        o = self.options
+        placement = (MODES.get(o.placement) or "").split(" —")[0]
+        return (f"{o.candidates} × {o.bars} bar{'s' if o.bars != 1 else ''} · T {o.temperature:.2f} · "
+                f"top-p {o.top_p:.2f} · {placement}")
 
     def set_placement(self, mode: str) -> None:
         """Insert, replace or empty space only (placement.MODES)."""
@@ -290,10 +311,11 @@ class GeneratePanel(QDockWidget):
     def host_dialog(self) -> None:
         from studio.generate.hostdialog import HostDialog
 
-        dlg = HostDialog(self.host.mode, self.host.model_dir or "", self.host.url, self.host.token, self)
+        dlg = HostDialog(self.host.mode, self.host.model_dir or "", self.host.url, self.host.token, self,
+                         maa_path=self.host.maa_path or "")
         if dlg.exec():
             mode, model_dir, url, token = dlg.values()
-            self.set_host(mode, model_dir=model_dir or None, url=url, token=token)
+            self.set_host(mode, model_dir=model_dir or None, url=url, token=token, maa_path=dlg.maa_file())
 
     def set_host(self, mode: str, *, model_dir: str | None = None, url: str = "", token: str = "",
                  maa_path: str | None = None, connect: bool = True) -> None:
@@ -306,6 +328,9 @@ class GeneratePanel(QDockWidget):
 
     def _on_host_changed(self) -> None:
         h = self.host
+        if h.state == "failed" and h.mode == LOCAL and h.maa_path and not self._without_maa_retried:
+            self._start_without_maa(h.maa_path, h.error or "")
+            return
         self.host_label.setText(h.describe())
         self.host_label.setStyleSheet(STYLE_OK if h.connected else (STYLE_WARN if h.state == "failed" else STYLE_DIM))
         self.host_label.setToolTip(h.error or (f"{h.url or 'local'} — device {h.device()}" if h.connected else ""))
@@ -365,6 +390,17 @@ class GeneratePanel(QDockWidget):
         if not usable(status):
             self.scorer.clear()
 
+    def _start_without_maa(self, path: str, error: str) -> None:
+        """The local host did not start with its MAA file: start it without (this session; the Host dialog
+        shows the file, to clear or replace it) rather than leave the studio without a model."""
+        self._without_maa_retried = True
+        note = (f"The local host did not start with the MAA file {path} ({error.splitlines()[0][:200] if error else 'failed'}): "
+                "started without MAA scores. Host… shows the file, to clear or replace it.")
+        self.host.maa_path = None
+        self.host.connect_host()
+        self.maa.say(note, warn=True)
+        self.status.emit(note)
+
     def _use_weights(self, path: str) -> None:
         """New MAA weights: the local host restarts with them; a remote host needs its own."""
         self.host.maa_path = path
@@ -382,11 +418,14 @@ class GeneratePanel(QDockWidget):
 
     # ================================================================== where a request goes
     def continue_tick(self) -> int:
-        """The continuation point: the end of the selection; else the playhead — unless there is no music
-        before the playhead, then the end of the song (Continue never ignores the song)."""
+        """The continuation point: the bar line after the selection (after the bar of its last onset: a note
+        held by the pedal past that bar line does not push the start a bar later, nor off the grid); else
+        the playhead — unless there is no music before the playhead, then the end of the song (Continue
+        never ignores the song)."""
         sel = self.doc.selection
         if sel:
-            return max(n.end for n in sel)
+            clip = self.model_clip()  # the bar lines the model reads (those of the ruler for 4/4, 3/4, …)
+            return clip.bar_tick(clip.bar_index_at(max(n.start for n in sel)) + 1)
         at = max(0, int(self.win.playhead_tick))
         if self.doc.notes and not prompt_notes(self.doc.clip, at):
             return self.doc.clip.end_tick
@@ -506,6 +545,7 @@ class GeneratePanel(QDockWidget):
         self.request_note = None
         self.audition.stop()
         self.clear_candidates()
+        self.settings_section.set_expanded(False)  # the candidates and their actions need the room now
         self.ghosts.set_region(span)  # shades what the candidates are written for; ghosts stay bright on top
         self.ghosts.reset_paint_clock()
         self.session.start_generation(self.host.client, request, payload, span)
@@ -954,6 +994,7 @@ class GeneratePanel(QDockWidget):
         for b in (self.btn_prefer_a, self.btn_prefer_b, self.btn_prefer_tie):
             b.setEnabled(pair is not None)
         self.compare_label.setText(f"A = {pair[0].label}, B = {pair[1].label}:" if pair else "Compare: pick two")
+        self.compare_hint.setVisible(pair is None and len(self.model.items) >= 2)
 
     def shutdown(self) -> None:
         """Stop every job and the local host (window closing)."""

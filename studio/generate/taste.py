@@ -275,8 +275,14 @@ class TasteSection(QGroupBox):
             text = "Fitting your taste… " + text
         self.label.setText(text)
         self.label.setStyleSheet(style)
-        n = self.store.summary()["pairs"]
-        self.btn_fit.setEnabled(n > 0 and not self.store.fitting)
+        summary = self.store.summary()
+        n, need = summary["pairs"], max(0, MIN_PAIRS - summary["decisive"])
+        # A fit on fewer decisive picks than the model needs scores nothing: Fit waits for them.
+        self.btn_fit.setEnabled(need == 0 and not self.store.fitting)
+        self.btn_fit.setToolTip("Learn your taste from your picks (a few seconds, in the background)" if need == 0
+                                else f"Needs {need} more decisive pick{'s' if need != 1 else ''} (at least "
+                                     f"{MIN_PAIRS}; ties do not count): Accept with several candidates shown, "
+                                     "or Compare A/B")
         self.btn_export.setEnabled(n > 0)
         self.btn_reset.setEnabled(n > 0 or self.store.model is not None)
 

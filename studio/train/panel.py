@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 from engine import api
 from engine.maa_weights import AXES
 from studio.generate.audition import Audition
+from studio.generate.hostconn import LOCAL
 from studio.theme import STYLE_DIM as DIM
 from studio.theme import STYLE_OK as OK
 from studio.theme import STYLE_WARN as WARN
@@ -77,6 +78,65 @@ def local_catalogue() -> dict:
     """What a host of this version offers, shown until the connected host has said (same contract)."""
     return api.train_options(maa_weights=False)
 _ORPHANS: list = []  # worker jobs still blocked in a request when the window closed
+
+
+def step_eta(records: list[dict], steps: int) -> float | None:
+    """Seconds left, timed from the steps themselves: from the second step on, the time per step between the
+    first and the last step (the setup before step 1 — fitting the taste, sampling, reference passes —
+    is not a step's time); after one step, its elapsed time (an upper bound)."""
+    timed = [r for r in records if isinstance(r.get("elapsed_s"), (int, float)) and isinstance(r.get("step"), int)]
+    if not timed or not steps:
+        return None
+    first, last = timed[0], timed[-1]
+    if last["step"] >= steps:
+        return 0.0
+    if last["step"] > first["step"]:
+        per_step = (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
+    elif last["step"] > 0:
+        per_step = last["elapsed_s"] / last["step"]
+    else:
+        return None
+    return max(0.0, per_step * (steps - last["step"]))
+
+
+def job_phase(info: dict | None) -> str:
+    """What a running job does before its first step, in words: the phase its process reports (taste tunes:
+    fitting, sampling, the reference pass), else what such a job does first."""
+    reported = (info or {}).get("phase")
+    if isinstance(reported, dict) and isinstance(reported.get("phase"), str):
+        return reported["phase"]
+    kind, method = job_kind(info)
+    if kind == api.TASTE_JOB_KIND and method == "dpo":
+        return ("preparing: fitting your taste model on your picks, sampling fresh continuations for it to "
+                "rank, then the original model's reference pass")
+    if kind == api.TASTE_JOB_KIND:
+        return "preparing: fitting your taste model on your picks, loading the model"
+    return "preparing: loading the model and sampling the first group of completions"
+
+
+# Seconds per completion token of one GRPO step (rollouts + update), from BENCHMARKS.md ("GRPO iteration"):
+# the paper policy on a 2-vCPU host took 32–85 s per 64 × 256-token step (≈ 2–5 ms a token); the paper
+# reports 15 s per step on an RTX 3090 (≈ 1 ms). Full-size MAA on a CPU adds ≈ 4 s per completion.
+CPU_S_PER_TOKEN, GPU_S_PER_TOKEN, MAA_CPU_S_PER_COMPLETION = 0.003, 0.001, 4.0
+JOB_SETUP_S = 60.0  # starting the job process and loading the model
+
+
+def preset_seconds(values: dict, gpu: bool, needs_maa: bool) -> float:
+    """A rough duration of a GRPO run with these option values (to choose a preset, not a promise: the
+    job's own ETA, timed from its steps, replaces it once it runs)."""
+    completions = int(values["prompts_per_step"]) * int(values["group"])
+    step = completions * int(values["max_completion_tokens"]) * (GPU_S_PER_TOKEN if gpu else CPU_S_PER_TOKEN)
+    if needs_maa and not gpu:
+        step += completions * MAA_CPU_S_PER_COMPLETION
+    return JOB_SETUP_S + int(values["steps"]) * step
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{max(1, round(seconds / 60))} min"
 
 
 def fmt_eta(seconds) -> str:
@@ -120,6 +180,8 @@ class TrainPanel(QDockWidget):
         self._status_busy = False
         self._steps_total = 0
         self._taste_sending = False  # a taste tune's picks are on their way to the host
+        self._taste_method: str | None = None  # the method of the taste tune sent last
+        self._listed_jobs: list[dict] = []  # the host's jobs as last listed (what a queued job waits for)
         self.records: list[dict] = []
         self.catalogue = local_catalogue()  # presets, rewards and options the host offers
         self._catalogue_from: str | None = None  # the host URL the catalogue came from
@@ -132,7 +194,8 @@ class TrainPanel(QDockWidget):
         self.doc.selection_changed.connect(self._sync_buttons)
         self.status.connect(window.show_message)
         self._fill_catalogue()
-        self.apply_preset("paper")
+        self._preset_picked = False  # the musician chose a preset: a host's catalogue no longer replaces it
+        self.apply_preset(self.default_preset())
         guard_wheel(self)
         compact_combos(self)
         self._on_host_changed()
@@ -155,8 +218,9 @@ class TrainPanel(QDockWidget):
         v.addWidget(self.host_label)
         row = QHBoxLayout()
         self.jobs_combo = QComboBox()
-        self.jobs_combo.setToolTip("Training jobs on the host. They keep running when the studio closes; pick one "
-                                   "to follow it again.")
+        self.jobs_combo.setToolTip("Training jobs on the host; pick one to follow it again. A remote host's jobs "
+                                   "keep running when the studio closes; the local host's end with the studio "
+                                   "(closing asks first).")
         self.jobs_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.jobs_combo.setMinimumContentsLength(12)
         self.jobs_combo.activated.connect(self._on_job_picked)
@@ -201,7 +265,7 @@ class TrainPanel(QDockWidget):
         self.preset_combo = QComboBox()
         self.preset_combo.setToolTip("Presets the host offers (paper: the SMART paper's settings, §3.5). "
                                      "Changing a value below keeps it.")
-        self.preset_combo.activated.connect(lambda _i: self.apply_preset(self.preset_combo.currentData()))
+        self.preset_combo.activated.connect(self._on_preset_picked)
         form.addRow("Preset", self.preset_combo)
         self.preset_note = QLabel("")
         self.preset_note.setWordWrap(True)
@@ -384,7 +448,8 @@ class TrainPanel(QDockWidget):
         self.preset_combo.clear()
         for name, p in cat["presets"].items():
             self.preset_combo.addItem(name, name)
-            self.preset_combo.setItemData(self.preset_combo.count() - 1, p["description"], Qt.ToolTipRole)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1,
+                                          f"{p['description']} · {self.preset_time(name)}", Qt.ToolTipRole)
         i = self.preset_combo.findData(current_preset)
         self.preset_combo.setCurrentIndex(max(0, i))
         self.preset_combo.blockSignals(False)
@@ -418,11 +483,37 @@ class TrainPanel(QDockWidget):
         return next((self.reward_combo.itemData(i) for i in range(self.reward_combo.count())
                      if not self._needs_maa.get(self.reward_combo.itemData(i), False)), None)
 
+    def host_has_gpu(self) -> bool:
+        """Whether the host trains on a GPU: as its catalogue says; before it has, the local host is CPU."""
+        cuda = self.catalogue.get("cuda")
+        return bool(cuda) if cuda is not None else self.host.mode != LOCAL
+
+    def default_preset(self) -> str:
+        """The paper's run on a GPU host; on a CPU host one that finishes in minutes (the paper's takes hours
+        there, days with MAA)."""
+        presets = self.catalogue["presets"]
+        if self.host_has_gpu() and "paper" in presets:
+            return "paper"
+        cpu_fit = min(presets, key=lambda n: abs(preset_seconds(preset_values(self.catalogue, n), False, False) - 300))
+        return "quick" if "quick" in presets else cpu_fit
+
+    def _on_preset_picked(self, _index: int) -> None:
+        self._preset_picked = True
+        self.apply_preset(self.preset_combo.currentData())
+
+    def preset_time(self, name: str) -> str:
+        """How long preset `name` takes on this host, estimated (see preset_seconds), in words."""
+        values = preset_values(self.catalogue, name)
+        reward = api.canonical_reward(values["reward"])
+        needs_maa = any(r["name"] == reward and r["needs_maa"] for r in self.catalogue["rewards"])
+        seconds = preset_seconds(values, self.host_has_gpu(), needs_maa)
+        return f"≈ {fmt_duration(seconds)} on this host ({'GPU' if self.host_has_gpu() else 'CPU'}, estimated)"
+
     def apply_preset(self, name: str) -> None:
         """Fill the settings with the host's preset `name` (the defaults plus the preset's changes)."""
         p = preset_values(self.catalogue, name)
         self.preset_combo.setCurrentIndex(self.preset_combo.findData(name))
-        self.preset_note.setText(self.catalogue["presets"][name]["description"])
+        self.preset_note.setText(f"{self.catalogue['presets'][name]['description']} · {self.preset_time(name)}")
         self.spin_steps.setValue(p["steps"])
         self.spin_prompts.setValue(p["prompts_per_step"])
         self.spin_group.setValue(p["group"])
@@ -498,8 +589,10 @@ class TrainPanel(QDockWidget):
 
     def _set_reward_title(self) -> None:
         cfg = (self.job_info or {}).get("config") or {}
-        if job_kind(self.job_info)[0] == api.TASTE_JOB_KIND:
-            self.plots.set_reward_title("Reward — your taste model's score")
+        kind, method = job_kind(self.job_info)
+        if kind == api.TASTE_JOB_KIND:
+            self.plots.set_reward_title("Tune toward my taste — DPO on your picks and taste-ranked samples"
+                                        if method == "dpo" else "Reward — your taste model's score")
             return
         spec = cfg.get("reward") or self.reward_spec() or ""
         note = ""
@@ -588,6 +681,8 @@ class TrainPanel(QDockWidget):
         """The connected host's presets and rewards replace the ones shown so far."""
         self.catalogue = catalogue
         self._fill_catalogue()
+        if not self._preset_picked and self.default_preset() != self.preset_combo.currentData():
+            self.apply_preset(self.default_preset())  # what this host can do (a GPU host: the paper's run)
 
     def _on_catalogue_failed(self, reason: str) -> None:
         self._log(f"The host did not list its training options ({reason}); showing this studio's own.")
@@ -658,6 +753,7 @@ class TrainPanel(QDockWidget):
         self._run("Listing jobs", client.list_jobs, self._fill_jobs)
 
     def _fill_jobs(self, jobs: list[dict]) -> None:
+        self._listed_jobs = list(jobs)
         self.jobs_combo.clear()
         for j in reversed(jobs):  # newest first
             p = j.get("progress") or {}
@@ -725,6 +821,7 @@ class TrainPanel(QDockWidget):
             return client.start_taste_tune(pairs, options, name=name), len(pairs), dropped
 
         self._taste_sending = True
+        self._taste_method = options.get("method")
         self._sync_buttons()
         self._log(f"Tune toward my taste: {options['method']}, "
                   f"{options.get('steps', 'default')} steps, picks from {profile}")
@@ -736,6 +833,8 @@ class TrainPanel(QDockWidget):
                   + (f" ({dropped} oldest left out: the host's request size limit)" if dropped else ""))
         self._taste_sending = False
         self.attach(job_id)
+        if self._taste_method == "dpo":
+            self.plots.set_layout("dpo")  # its own curves from the start, not a GRPO job's empty axes
         self.refresh_jobs()
 
     def _on_taste_failed(self, reason: str) -> None:
@@ -868,27 +967,80 @@ class TrainPanel(QDockWidget):
         steps = self._steps_total or int(info.get("steps") or 0)
         step = self.records[-1]["step"] if self.records else (info.get("progress") or {}).get("step", 0)
         state = self.job_state or info.get("state") or "?"
-        if steps:
+        preparing = state == "running" and not self.records
+        if preparing:
+            self.progress.setRange(0, 0)  # busy: the job works before its first step (see job_phase)
+        else:
+            self.progress.setRange(0, 1000)
+        if steps and not preparing:
             self.progress.setValue(int(1000 * min(1.0, step / steps)))
             self.progress.setFormat(f"step {step} / {steps}")
-        eta = None
-        if state == "running" and self.records and step and steps > step:
-            elapsed = self.records[-1].get("elapsed_s")
-            if isinstance(elapsed, (int, float)) and elapsed > 0:
-                eta = elapsed / step * (steps - step)
-        if eta is None:
-            eta = info.get("eta_s") if state == "running" else None
+        eta = step_eta(self.records, steps) if state == "running" else None
+        if eta is None and state == "running" and not preparing:
+            eta = info.get("eta_s")
         text = f"Job {self.job_id}: {state}"
-        if state == "queued" and info.get("queue_position"):
-            text += f" (position {info['queue_position']} in the queue)"
-        if state == "running":
-            text += f" · ETA {fmt_eta(eta)}"
+        if state == "queued":
+            text += self._queue_reason(info)
+        if preparing:
+            started = info.get("started")
+            so_far = (f", {fmt_eta(time.time() - started)} so far"
+                      if isinstance(started, (int, float)) and time.time() >= started else "")
+            text += f" · {job_phase(info)}{so_far} · ETA once the first step is timed"
+        elif state == "running":
+            text += f" · step {step} of {steps or '?'} · ETA {fmt_eta(eta)}"
         if job_kind(info)[0] == api.TASTE_JOB_KIND and state in ("paused", "cancelled", "failed"):
             text += " · a taste tune cannot continue mid-run: Resume starts over from the original model"
         if info.get("error"):
             text += f" — {info['error']}"
         self.job_label.setText(text)
         self.job_label.setStyleSheet(WARN if state == "failed" else "")
+
+    def _queue_reason(self, info: dict) -> str:
+        """Why a queued job waits: the host runs one training job at a time; name the one ahead of it."""
+        ahead = [j for j in self._listed_jobs if j.get("state") == "running" and j.get("id") != self.job_id]
+        where = f"position {info['queue_position']} in the queue" if info.get("queue_position") else "in the queue"
+        if not ahead:
+            return f" ({where})"
+        job = ahead[0]
+        p = job.get("progress") or {}
+        name = job.get("name") or job.get("reward") or "a job"
+        return (f" ({where}: the host trains one job at a time, and job {job['id']} ({name}, step "
+                f"{p.get('step', 0)}/{p.get('steps', '?')}) is running — pause or cancel it to start this one)")
+
+    def running_local_job(self) -> str | None:
+        """A job running or queued on the studio's own local host, as a line for the close question; None
+        when there is none (a remote host's jobs go on without the studio)."""
+        if self.host.mode != LOCAL or not self.host.connected:
+            return None
+        active = [j for j in self._listed_jobs if j.get("state") in ACTIVE]
+        if self.job_id is not None and self.job_state in ACTIVE and not any(j.get("id") == self.job_id
+                                                                             for j in active):
+            active.insert(0, {"id": self.job_id, "state": self.job_state, **(self.job_info or {})})
+        if not active:
+            return None
+        job = active[0]
+        p = job.get("progress") or {}
+        more = f" and {len(active) - 1} more" if len(active) > 1 else ""
+        return (f"job {job['id']} ({job.get('name') or job.get('reward') or 'training'}, {job.get('state')}, "
+                f"step {p.get('step', 0)}/{p.get('steps', '?')}){more}")
+
+    def stop_local_jobs(self, then) -> None:
+        """Cancel the local host's active jobs (so that the next start does not run them again), then call
+        `then()` — on the UI thread, once the host has answered or failed to."""
+        ids = [j["id"] for j in self._listed_jobs if j.get("state") in ACTIVE]
+        if self.job_id is not None and self.job_state in ACTIVE and self.job_id not in ids:
+            ids.append(self.job_id)
+        if not ids or not self.host.connected:
+            then()
+            return
+        client = self.host.client
+
+        def cancel_all():
+            for job_id in ids:
+                client.cancel_job(job_id)
+
+        self._log(f"Stopping {', '.join(ids)}: the studio is closing")
+        self._run("Stopping the job", cancel_all, lambda _r: then(), lambda _reason: then())
 
     def _show_checkpoints(self, ckpts: list[dict]) -> None:
         current = self.selected_checkpoint()
@@ -998,7 +1150,15 @@ class TrainPanel(QDockWidget):
                                   if blocked else "Start a GRPO job on the host with these settings")
         self.btn_pause.setEnabled(connected and running)
         self.btn_cancel.setEnabled(connected and self.job_state in ("queued", "running", "paused"))
-        self.btn_resume.setEnabled(connected and self.job_state in ("paused", "cancelled", "failed"))
+        stopped = self.job_state in ("paused", "cancelled", "failed")
+        # A GRPO job resumes from its last checkpoint: with none there is nothing to resume (a taste tune
+        # starts over anyway, and says so).
+        no_checkpoint = (stopped and job_kind(self.job_info)[0] != api.TASTE_JOB_KIND
+                         and not (self.job_info or {}).get("checkpoints") and self.ckpt_table.rowCount() == 0)
+        self.btn_resume.setEnabled(connected and stopped and not no_checkpoint)
+        self.btn_resume.setToolTip("This job stopped before its first checkpoint: nothing to resume from. "
+                                   "Start a new job instead." if no_checkpoint
+                                   else "Continue the job from its last checkpoint")
         self.btn_add_selection.setEnabled(bool(self.doc.selection))
         self.btn_remove_prompt.setEnabled(bool(self.prompts))
         has_ckpt = self.selected_checkpoint() is not None

@@ -6,7 +6,8 @@ implicit rewards of the chosen and rejected continuations."""
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtGui import QFont, QFontMetrics
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 AXIS_COLOURS = {"reward_mean": "#ffd040", "CE": "#5aa9ff", "CU": "#9fe0a0", "PC": "#e58fff", "PQ": "#ff8a65",
                 "kl": "#ff6b6b", "diversity": "#4dd0e1", "diversity_floor": "#808080",
@@ -43,6 +44,14 @@ class TrainingPlots(QWidget):
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
+        # What the reward plot shows (e.g. "Reward: notes (offline, no MAA)"), in full: a plot's own title
+        # has half the panel's width and would be cut.
+        self.caption = QLabel("")
+        self.caption.setWordWrap(True)
+        self.caption.setStyleSheet("color: #c8ccd4;")
+        self.caption.hide()
+        layout.addWidget(self.caption, 0, 0, 1, 2)
+        self.titles: dict[int, str] = {}  # id(plot widget) -> its full title (shown elided to its width)
         self.widgets: dict[str, pg.PlotWidget] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.data: dict[str, tuple[list[float], list[float]]] = {}
@@ -57,7 +66,7 @@ class TrainingPlots(QWidget):
             w.getPlotItem().setLabel("bottom", "step")
             self.legends.append(w.addLegend(offset=(4, 4), labelTextSize="8pt"))
             self.frames.append(w)
-            layout.addWidget(w, i // 2, i % 2)
+            layout.addWidget(w, 1 + i // 2, i % 2)
         self._apply_layout()
         self.reward_note = ""
 
@@ -72,8 +81,28 @@ class TrainingPlots(QWidget):
     def _apply_layout(self) -> None:
         self.widgets = {}
         for w, (key, title, _series) in zip(self.frames, self.plots):
-            w.setTitle(title, color="#c8ccd4", size="9pt")
+            self._set_title(w, title)
             self.widgets[key] = w
+
+    def _set_title(self, w: pg.PlotWidget, title: str) -> None:
+        """`title` over plot `w`, elided to the plot's width (never cut mid-letter); the full text in its tooltip."""
+        self.titles[id(w)] = title
+        font = QFont(self.font())
+        font.setPointSizeF(9)
+        room = max(40, w.width() - 24)
+        shown = QFontMetrics(font).elidedText(title, pg.QtCore.Qt.ElideRight, room)
+        w.setTitle(shown, color="#c8ccd4", size="9pt")
+        w.setToolTip(title if shown != title else "")
+
+    def title_of(self, key: str) -> str:
+        """The title shown over plot `key` (elided to its width)."""
+        return self.widgets[key].getPlotItem().titleLabel.text
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        for w in self.frames:
+            if id(w) in self.titles:
+                self._set_title(w, self.titles[id(w)])
 
     def set_layout(self, name: str) -> None:
         """Show the curves of a "grpo" job (GRPO and taste GRPO) or a "dpo" taste tune."""
@@ -87,13 +116,16 @@ class TrainingPlots(QWidget):
             self.add(rec)
 
     def set_reward_title(self, text: str) -> None:
-        """e.g. "Reward — notes (offline, no MAA)" or "… (random-weight MAA: not real scores)"."""
-        if "reward" in self.widgets:
-            self.widgets["reward"].setTitle(text, color="#c8ccd4", size="9pt")
+        """e.g. "Reward — notes (offline, no MAA)" or "… (random-weight MAA: not real scores)": said in full
+        in the caption over the plots; the reward plot itself is titled "Reward"."""
+        self.caption.setText(text.replace(" — ", ": ", 1))
+        self.caption.setVisible(bool(text))
 
     def clear(self) -> None:
         for w in self.frames:
             w.clear()
+            # A new job's curves get axes of their own, not the ranges the previous job's curves left.
+            w.getPlotItem().enableAutoRange()
         for legend in self.legends:
             legend.clear()
         self.curves.clear()
