@@ -191,39 +191,47 @@ def test_eval_duplicate_rate_counts_what_the_model_wrote(tok):
 
 
 def test_a_reward_cannot_be_raised_by_running_out_of_tokens(tok):
-    """Issue 23's exploit: packing notes into fewer bars until the token budget runs out raised
-    "notes in 10 s". A truncated completion now gets the floor, and big stacked chords earn no more."""
-    prompt_ids = tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120)
-    prompt = _text(tok, prompt_ids)
+    """Issue 23's exploit: music cut short by the token budget was scored as if it were the whole 10 s.
+    Now only complete bars are heard: the same bars score the same whether the budget cut them or not,
+    a completion cut inside its first bar gets the floor, and big stacked chords earn no more."""
+    prompt = _text(tok, tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120))
 
-    def bar(pitch_sets):  # one 4/4 bar of quarter-note onsets, each onset a chord of `pitch_sets[k]`
+    def bars(chords, n):  # n 4/4 bars of quarter-note onsets, each onset a chord
         ids = []
-        for k, chord in enumerate(pitch_sets):
-            ids.append(tok.vocab[f"Position_{k * 8}"])
-            for p in chord:
-                ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
+        for _ in range(n):
+            for k, chord in enumerate(chords):
+                ids.append(tok.vocab[f"Position_{k * 8}"])
+                for p in chord:
+                    ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
+            ids += [tok.bar_id, tok.vocab["TimeSig_4/4"]]
         return ids
 
-    melody = [[60], [62], [64], [65]]
-    complete = []
-    for _ in range(5):  # 5 bars at 120 bpm: 10 s of music, then the piece ends
-        complete += bar(melody) + [tok.bar_id, tok.vocab["TimeSig_4/4"]]
-    complete += [tok.eos_id]
-    budget = len(complete)
-    dense = bar([[48, 52, 55, 60, 64, 67, 72]] * 4) + [tok.bar_id, tok.vocab["TimeSig_4/4"]]
-    packed = (dense * 10)[:budget]  # chords of 7 until the budget runs out, ~2 bars of music
-    analyzer = RolloutAnalyzer(tok, max_completion_tokens=budget)
-    notes, scale = build_rewards(parse_reward_spec("notes,scale-consistency"), analyzer)[0]
-    batch = analyzer.batch([prompt] * 2, [_text(tok, complete), _text(tok, packed)])
-    assert batch.truncated() == [False, True]
-    assert len(batch.clips[1].notes) > len(batch.clips[0].notes)  # more notes, in less music
-    r_notes, r_scale = notes([prompt] * 2, [_text(tok, complete), _text(tok, packed)]), scale(
-        [prompt] * 2, [_text(tok, complete), _text(tok, packed)])
-    assert r_notes[1] == 0.0 < r_notes[0] and r_scale[1] == 0.0 < r_scale[0]
-    # Without a budget nothing is truncated, and a chord of 7 counts as 4 notes.
-    free = RolloutAnalyzer(tok)
-    chord_bar = _text(tok, bar([[48, 52, 55, 60, 64, 67, 72]] * 4))
-    assert build_rewards(parse_reward_spec("notes"), free)[0][0]([prompt], [chord_bar]) == [16 / NOTES_TARGET]
+    triads = [[60, 64, 67], [62, 65, 69], [64, 67, 71], [65, 69, 72]]
+    complete = bars(triads, 6) + [tok.eos_id]  # 6 bars at 120 bpm: 12 s, fills the 10 s window
+    budget = len(bars(triads, 2)) + 20  # runs out 20 tokens into the third bar
+    cut = complete[:budget]
+    seven = bars([[48, 52, 55, 60, 64, 67, 72]] * 4, 6) + [tok.eos_id]
+    lone_note = bars([[60]], 1)[:3]  # cut before its first bar ends
+
+    analyzer = RolloutAnalyzer(tok, max_completion_tokens=len(complete))
+    funcs, _ = build_rewards(parse_reward_spec("notes,scale-consistency"), analyzer)
+    texts = [_text(tok, ids) for ids in (complete, seven)]
+    full_notes, seven_notes = funcs[0]([prompt] * 2, texts)
+    assert full_notes == pytest.approx(12 * 10 / 2 / NOTES_TARGET)  # 12 notes a bar, 5 bars in 10 s
+    assert seven_notes == pytest.approx(full_notes * 4 / 3)  # chords of 7 count as 4
+
+    short = RolloutAnalyzer(tok, max_completion_tokens=budget)
+    notes, scale = build_rewards(parse_reward_spec("notes,scale-consistency"), short)[0]
+    batch = short.batch([prompt], [_text(tok, cut)])
+    assert batch.truncated() == [True] and batch.heard_seconds == pytest.approx([4.0])  # two complete bars
+    assert len(batch.clips[0].notes) == 24  # the third bar's notes, cut by the budget, are not heard
+    assert notes([prompt], [_text(tok, cut)]) == pytest.approx([full_notes])  # same bars, same reward
+    tiny = RolloutAnalyzer(tok, max_completion_tokens=len(lone_note))
+    notes, scale = build_rewards(parse_reward_spec("notes,scale-consistency"), tiny)[0]
+    assert tiny.batch([prompt], [_text(tok, lone_note)]).heard_seconds == [0.0]
+    assert notes([prompt], [_text(tok, lone_note)]) == [0.0] and scale([prompt], [_text(tok, lone_note)]) == [0.0]
+    # Without a budget nothing is truncated.
+    assert RolloutAnalyzer(tok).batch([prompt], [_text(tok, cut)]).truncated() == [False]
 
 
 def test_drift_monitor_sees_the_packed_chords_the_reward_paid_for(tok):

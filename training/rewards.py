@@ -14,20 +14,24 @@ Built-in rewards (`REWARDS`, extend with `register_reward` or `--reward module:f
 
 * `maa-ce`, `maa-cu`, `maa-pc`, `maa-pq` — Meta Audiobox Aesthetics axes of the first 10 s
   (paper §3.3/§3.5 uses `maa-ce`). Scale 1–10.
-* `notes` — min(n / 100, 1), n = number of distinct notes starting in the first 10 s, at most
+* `notes` — min(d × 10 s / 100, 1), d = notes per second of the heard music (below), at most
   `MAX_NOTES_PER_ONSET` (4) counted per onset (a note repeated at the same onset and pitch is one
   note: the decoder drops the copies, so stacking duplicates cannot raise it; stacking ever bigger
   chords cannot either). 100 notes in 10 s is denser than the paper's SMART outputs (~70), so the
   reward does not saturate early. Needs no weights: the offline reward for tests and quick runs.
 
-Every reward is over a fixed stretch of *music* (the first `seconds` of the piece), never over the
-token budget. A completion that hits the budget before its music reaches the end of that stretch
-is **truncated** (`RolloutBatch.truncated`): it gets the reward's floor (`notes` and
-`scale-consistency` 0, an MAA axis 1, the bottom of its scale), and the share of truncated
-completions is logged (`music/truncated_share`). Without this, a run with `notes` learned to pack
-notes into fewer bars — 87–100 % of completions ran out of tokens, bars per 256 tokens fell 4.56 →
-1.77 and notes per onset rose 1.97 → 2.84 — a higher "notes in 10 s" that was really notes per
-token (issue 23). Custom rewards see `rollouts.truncated()` and decide for themselves.
+Every reward is over a stretch of *music* — the first `seconds` of the piece — never over the token
+budget. A completion that uses its whole budget without ending the piece (EOS) before its music
+fills that stretch is **truncated** (`RolloutBatch.truncated`): only its complete bars are heard —
+the bar the budget cut is dropped — so every reward, MAA's too, measures those bars as music (the
+`notes` density over their duration), never a bar cut short as if it were the whole piece; with no
+complete bar it gets the reward's floor (`notes` and `scale-consistency` 0, an MAA axis 1). The
+share of truncated completions is logged (`music/truncated_share`). Before this, a run with `notes`
+learned to pack notes into fewer bars — 87–100 % of completions ran out of tokens, bars per 256
+tokens fell 4.56 → 1.77 and notes per onset rose 1.97 → 2.84: "notes in 10 s" of music that stopped
+after two bars was really notes per token (issue 23). Running out of tokens now earns nothing: the
+same bars score the same whether the budget cut them or not. Custom rewards see
+`rollouts.truncated()` and `rollouts.heard_seconds`.
 * `scale-consistency` (old name `scale`, still accepted) — MusPy scale consistency of the notes in
   the first 10 s (0 without notes). Note that a single note is perfectly "in scale": on its own this
   reward favours sparse outputs.
@@ -97,7 +101,9 @@ class RolloutBatch:
     prompts: list[str]
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
-    clips: list[Clip]
+    clips: list[Clip]  # the heard music: a truncated completion's complete bars only
+    cut: list[bool] = field(default_factory=list)  # truncated by the token budget
+    heard_seconds: list[float] = field(default_factory=list)  # music the rewards measure (≤ the window)
     _audio: list[np.ndarray] | None = None
     _maa: list[dict] | None = None
     _features: list[dict] | None = None
@@ -119,19 +125,9 @@ class RolloutBatch:
         return self._maa
 
     def truncated(self) -> list[bool]:
-        """Per completion: it used the whole token budget, did not end the piece (EOS), and its music
-        stops before the reward window ends — a reward for it would measure the budget, not music."""
-        cap = self.analyzer.max_completion_tokens
-        if cap is None:
-            return [False] * len(self.clips)
-        eos = self.analyzer.tokenizer.eos_id
-        window = self.analyzer.seconds
-        out = []
-        for ids, clip in zip(self.completion_ids, self.clips):
-            used_all = len(ids) >= cap and (not ids or ids[-1] != eos)
-            covered = clip.seconds_at(clip.end_tick) if clip.notes else 0.0
-            out.append(used_all and covered < window)
-        return out
+        """Per completion: it used the whole token budget without ending the piece, before its music filled
+        the reward window (only its complete bars are in `clips`)."""
+        return list(self.cut) or [False] * len(self.clips)
 
     def features(self) -> list[dict]:
         if self._features is None:
@@ -226,6 +222,23 @@ class RolloutAnalyzer:
             timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t0
         return out
 
+    def heard_music(self, completion_ids: Sequence[int], clip: Clip) -> tuple[Clip, bool, float]:
+        """(the music the rewards hear, truncated?, its seconds within the window) of one completion.
+
+        Truncated: the budget ran out (no EOS) before the music filled the window; the bar holding its
+        last note is the one the budget cut, so the music heard ends on that bar's line."""
+        cap = self.max_completion_tokens
+        used_all = cap is not None and len(completion_ids) >= cap and (
+            not completion_ids or completion_ids[-1] != self.tokenizer.eos_id)
+        end_s = clip.seconds_at(clip.end_tick) if clip.notes else 0.0
+        if not used_all or end_s >= self.seconds:
+            return clip, False, self.seconds
+        if not clip.notes:
+            return clip, True, 0.0
+        cut_tick = clip.bar_tick(clip.bar_index_at(max(n.start for n in clip.notes)))
+        heard = clip.slice_ticks(0, cut_tick) if cut_tick > 0 else clip.with_notes([])
+        return heard, True, min(self.seconds, clip.seconds_at(cut_tick))
+
     # -- per-step batch, shared by all reward functions of the step
     def batch(self, prompts: Sequence[str], completions: Sequence, completion_ids: Sequence[Sequence[int]] | None = None,
               log_metric: Callable[[str, float], None] | None = None) -> RolloutBatch:
@@ -239,7 +252,9 @@ class RolloutAnalyzer:
         # Drop trailing EOS/PAD: they end the piece, they are not music.
         comp = [[int(t) for t in ids if int(t) not in (tok.pad_id,)] for ids in completion_ids]
         clips = [decode_rollout(tok, p, c, self.ppq) for p, c in zip(prompt_ids, comp)]
-        batch = RolloutBatch(self, list(prompts), prompt_ids, comp, clips)
+        heard = [self.heard_music(ids, clip) for ids, clip in zip(comp, clips)]
+        batch = RolloutBatch(self, list(prompts), prompt_ids, comp, [h[0] for h in heard],
+                             cut=[h[1] for h in heard], heard_seconds=[h[2] for h in heard])
         self._last_key, self._last = key, batch
         if log_metric is not None:
             self._log_symbolic(batch, log_metric)
@@ -328,8 +343,8 @@ class DriftMonitor:
 
 # ---------------------------------------------------------------------------- reward callables
 class _AnalyzedReward:
-    """Base: a TRL reward callable that reads the step's shared `RolloutBatch`; truncated completions
-    get `floor`, the bottom of the reward's scale."""
+    """Base: a TRL reward callable that reads the step's shared `RolloutBatch`; a truncated completion
+    without one complete bar gets `floor`, the bottom of the reward's scale."""
 
     floor = 0.0
 
@@ -342,7 +357,7 @@ class _AnalyzedReward:
         return self.floored(batch, self.compute(batch))
 
     def floored(self, batch: RolloutBatch, values: list[float]) -> list[float]:
-        return [self.floor if cut else v for v, cut in zip(values, batch.truncated())]
+        return [self.floor if heard <= 0 else v for v, heard in zip(values, batch.heard_seconds)]
 
     def compute(self, batch: RolloutBatch) -> list[float]:
         raise NotImplementedError
@@ -371,7 +386,9 @@ class NotesReward(_AnalyzedReward):
         self.target = target
 
     def compute(self, batch: RolloutBatch) -> list[float]:
-        return [min(capped_note_count(c, self.analyzer.seconds) / self.target, 1.0) for c in batch.clips]
+        window = self.analyzer.seconds
+        return [min(capped_note_count(c, heard) / heard * window / self.target, 1.0) if heard > 0 else 0.0
+                for c, heard in zip(batch.clips, batch.heard_seconds)]
 
 
 class ScaleReward(_AnalyzedReward):
