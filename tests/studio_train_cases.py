@@ -149,6 +149,7 @@ def test_train_flow(window, qtbot, host, tmp_path):
     job_id = panel.job_id
     qtbot.waitUntil(lambda: panel.plots.points("reward_mean") >= 3, timeout=180000)
     assert panel.plots.points("kl") >= 3 and panel.plots.points("diversity") >= 3
+    assert panel.plots.points("drift") >= 3 and panel.plots.points("drift_threshold") >= 3  # the drift guard
     assert panel.plots.points("completion_tokens") >= 3
     assert panel.job_state == "running"
     qtbot.waitUntil(lambda: "ETA" in panel.job_label.text() and panel.progress.value() > 0, timeout=10000)

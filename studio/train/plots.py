@@ -1,5 +1,6 @@
-"""Live training curves (pyqtgraph): reward (and each MAA axis when the run logs them), KL to the
-original model, diversity of the outputs, completion length — or, for a DPO taste tune (`DPO_PLOTS`),
+"""Live training curves (pyqtgraph): reward (and each MAA axis when the run logs them), how far the model
+moved from the original (KL, and the drift of its music's features with the drift guard's limit),
+diversity of the outputs, completion length — or, for a DPO taste tune (`DPO_PLOTS`),
 the preference loss, how many pairs the model ranks the musician's way, the reward margin and the
 implicit rewards of the chosen and rejected continuations."""
 
@@ -10,12 +11,13 @@ from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 AXIS_COLOURS = {"reward_mean": "#ffd040", "CE": "#5aa9ff", "CU": "#9fe0a0", "PC": "#e58fff", "PQ": "#ff8a65",
-                "kl": "#ff6b6b", "diversity": "#4dd0e1", "diversity_floor": "#808080",
+                "kl": "#ff6b6b", "drift": "#ffa94d", "drift_threshold": "#808080",
+                "diversity": "#4dd0e1", "diversity_floor": "#808080",
                 "completion_tokens": "#c5c9d4", "loss": "#ffd040", "rewards_accuracies": "#9fe0a0",
                 "rewards_margins": "#5aa9ff", "rewards_chosen": "#9fe0a0", "rewards_rejected": "#ff6b6b"}
 PLOTS = (
     ("reward", "Reward", ("reward_mean", "CE", "CU", "PC", "PQ")),
-    ("kl", "KL to the original model", ("kl",)),
+    ("kl", "Distance from the original model", ("kl", "drift", "drift_threshold")),
     ("diversity", "Diversity of the outputs", ("diversity", "diversity_floor")),
     ("length", "Completion length (tokens)", ("completion_tokens",)),
 )
@@ -28,8 +30,10 @@ DPO_PLOTS = (
     ("rewards", "Implicit reward vs the original", ("rewards_chosen", "rewards_rejected")),
 )
 LAYOUTS = {"grpo": PLOTS, "dpo": DPO_PLOTS}
+DASHED = {"diversity_floor", "drift_threshold"}  # limits, drawn as dashed lines without markers
 LABELS = {"reward_mean": "reward", "CE": "CE (enjoyment)", "CU": "CU (usefulness)", "PC": "PC (complexity)",
-          "PQ": "PQ (quality)", "kl": "KL", "diversity": "diversity", "diversity_floor": "floor",
+          "PQ": "PQ (quality)", "kl": "KL", "drift": "drift (music)", "drift_threshold": "drift limit",
+          "diversity": "diversity", "diversity_floor": "floor",
           "completion_tokens": "tokens", "loss": "loss", "rewards_accuracies": "accuracy",
           "rewards_margins": "margin", "rewards_chosen": "chosen", "rewards_rejected": "rejected"}
 
@@ -136,10 +140,10 @@ class TrainingPlots(QWidget):
         curve = self.curves.get(series)
         if curve is None:
             pen = pg.mkPen(AXIS_COLOURS.get(series, "#ffffff"), width=2 if series == "reward_mean" else 1.4,
-                           style=pg.QtCore.Qt.DashLine if series == "diversity_floor" else pg.QtCore.Qt.SolidLine)
+                           style=pg.QtCore.Qt.DashLine if series in DASHED else pg.QtCore.Qt.SolidLine)
             named = len(next(s for k, _t, s in self.plots if k == plot)) > 1  # a legend only where it tells apart
             curve = self.widgets[plot].plot([], [], pen=pen, name=LABELS.get(series, series) if named else None,
-                                            symbol="o" if series != "diversity_floor" else None, symbolSize=4,
+                                            symbol="o" if series not in DASHED else None, symbolSize=4,
                                             symbolBrush=AXIS_COLOURS.get(series, "#ffffff"), symbolPen=None)
             self.curves[series] = curve
         return curve
