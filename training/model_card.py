@@ -415,7 +415,7 @@ def refresh_card(out: Path, data_dir: Path | None, *, prompts: int, bars: int, s
 def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int, bars: int, seed: int,
                nll_max_tokens: int | None, skip_generation: bool = False, nll_reports=None, compare_nll=None,
                continuation_report: Path | None = None, continuation_model: str | None = None,
-               notes: list[str] | None = None) -> dict:
+               notes: list[str] | None = None, sampling_notes: list[str] | None = None) -> dict:
     from engine.policy import Policy
     from training.nll import evaluate
     from training.pretrain import LOG_FILE, latest_checkpoint, load_training_state
@@ -489,7 +489,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
         info["evaluation"]["previous_model"] = previous
     if continuation:
         info["continuation"] = continuation
-    info["sampling"] = shipped_sampling()
+    info["sampling"] = shipped_sampling(sampling_notes)
     have_generation = all((Path(__file__).resolve().parent.parent / "engine" / f).exists()
                           for f in ("fastdecode.py", "features.py"))
     if skip_generation or not have_generation:
@@ -508,7 +508,7 @@ def main(argv=None) -> int:
     p.add_argument("--refresh-card", action="store_true",
                    help="re-measure the card of the model folder --out in place (no --run; weights untouched)")
     p.add_argument("--sampling-note", action="append", default=None, metavar="TEXT",
-                   help="with --refresh-card: a line for the card's sampling-defaults section (how they were chosen)")
+                   help="a line for the card's sampling-defaults section (how they were chosen)")
     p.add_argument("--out", type=Path, default=None, help="model folder to write (default: resources/models/default)")
     p.add_argument("--data", type=Path, default=None, help="prepared DATA_DIR (default: the run's --data)")
     p.add_argument("--prompts", type=int, default=100, help="procedural prompts for the generation check")
@@ -552,7 +552,8 @@ def main(argv=None) -> int:
                           seed=args.seed, nll_max_tokens=args.nll_max_tokens or None,
                           skip_generation=args.skip_generation, nll_reports=args.nll_report,
                           compare_nll=args.compare_nll, continuation_report=args.continuation_report,
-                          continuation_model=args.continuation_model, notes=args.note)
+                          continuation_model=args.continuation_model, notes=args.note,
+                          sampling_notes=args.sampling_note)
     except UserError as exc:
         print(f"model_card: {exc}", file=sys.stderr)
         return 2
