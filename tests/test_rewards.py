@@ -190,21 +190,26 @@ def test_eval_duplicate_rate_counts_what_the_model_wrote(tok):
     assert duplicate_stats([])["rate"] == 0.0
 
 
+def _chord_bars(tok, chords, n):
+    """Tokens of n 4/4 bars of quarter-note onsets, onset k a chord of the pitches chords[k]."""
+    ids = []
+    for _ in range(n):
+        for k, chord in enumerate(chords):
+            ids.append(tok.vocab[f"Position_{k * 8}"])
+            for p in chord:
+                ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
+        ids += [tok.bar_id, tok.vocab["TimeSig_4/4"]]
+    return ids
+
+
 def test_a_reward_cannot_be_raised_by_running_out_of_tokens(tok):
     """Issue 23's exploit: music cut short by the token budget was scored as if it were the whole 10 s.
     Now only complete bars are heard: the same bars score the same whether the budget cut them or not,
     a completion cut inside its first bar gets the floor, and big stacked chords earn no more."""
     prompt = _text(tok, tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120))
 
-    def bars(chords, n):  # n 4/4 bars of quarter-note onsets, each onset a chord
-        ids = []
-        for _ in range(n):
-            for k, chord in enumerate(chords):
-                ids.append(tok.vocab[f"Position_{k * 8}"])
-                for p in chord:
-                    ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
-            ids += [tok.bar_id, tok.vocab["TimeSig_4/4"]]
-        return ids
+    def bars(chords, n):
+        return _chord_bars(tok, chords, n)
 
     triads = [[60, 64, 67], [62, 65, 69], [64, 67, 71], [65, 69, 72]]
     complete = bars(triads, 6) + [tok.eos_id]  # 6 bars at 120 bpm: 12 s, fills the 10 s window
@@ -243,14 +248,7 @@ def test_drift_monitor_sees_the_packed_chords_the_reward_paid_for(tok):
     prompt = _text(tok, tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120))
 
     def bars(chords, n, end=True):
-        ids = []
-        for _ in range(n):
-            for k, chord in enumerate(chords):
-                ids.append(tok.vocab[f"Position_{k * 8}"])
-                for p in chord:
-                    ids += [tok.vocab[f"Pitch_{p}"], tok.vocab["Velocity_76"], tok.vocab["Duration_1.0.8"]]
-            ids += [tok.bar_id, tok.vocab["TimeSig_4/4"]]
-        return ids + ([tok.eos_id] if end else [])
+        return _chord_bars(tok, chords, n) + ([tok.eos_id] if end else [])
 
     base = [bars([[60 + i], [64], [67], [72 - i]], 5) for i in range(4)]
     budget = max(len(b) for b in base)
