@@ -213,8 +213,9 @@ def render_card(info: dict) -> str:
         "",
         "Piano handling as in the paper: GM programs 1–8 merged into one track, duplicated notes removed,",
         "sustain pedal applied; leading empty bars trimmed; files with > 300 notes in a bar or > 20 % empty",
-        "bars dropped. Train / validation / test are split **by piece** (all performances and the score of",
-        "an ASAP piece, each POP909 song, stay in one split).",
+        "bars dropped. Train / validation / test are split **by canonical piece**: all performances and the",
+        "score of an ASAP piece — its `_repeat` / `_no_repeat` folders included — and each POP909 song, with any",
+        "other song sharing its melody, stay in one split (`training.data.canonical_pieces`).",
         "",
     ]
     data = info.get("data")
