@@ -443,6 +443,7 @@ def test_score_without_maa_is_503_with_the_reason(bare_host):
 
 
 # ------------------------------------------------------------------------------------------ smart serve
+@pytest.mark.slow  # a real `smart serve` subprocess: ~15 s on a quiet 2-core machine
 def test_local_host_subprocess_with_token(model_dirs):
     with LocalHost(model_dirs / "tiny", device="cpu") as local:
         with local.client() as client:

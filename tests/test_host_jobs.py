@@ -59,6 +59,7 @@ def prompt_midi(seed: int) -> bytes:
     return Clip(notes, 480).to_midi_bytes()
 
 
+@pytest.mark.slow  # a real GRPO job behind a real host: ~20 s on a quiet 2-core machine
 def test_job_streams_steps_then_done_and_lists_checkpoints(host):
     c = host.client()
     job = c.start_training(QUICK, steps=3, prompts_midi=[prompt_midi(1), prompt_midi(5)], procedural_prompts=2)
