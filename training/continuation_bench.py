@@ -112,6 +112,7 @@ def compare(output: Clip, truth: Clip, key: tuple[int, str], window_bars: Sequen
     bars = bar_contents(output.notes, window_bars)
     filled = [b for b in bars if b]
     prompt_set = set(prompt_bars)
+    onsets, true_onsets = len({n.start for n in output.notes}), len({n.start for n in truth.notes})
     return {
         "in_key": in_key_share(output.notes, key),
         "abs_log2_density": abs(float(np.log2((f["n_notes"] + 1) / (t["n_notes"] + 1)))),
@@ -123,9 +124,8 @@ def compare(output: Clip, truth: Clip, key: tuple[int, str], window_bars: Sequen
         "silent": float(f["n_notes"] == 0),
         "copy_rate": sum(1 for b in filled if b in prompt_set) / len(filled) if filled else 0.0,
         "n_notes": f["n_notes"],
-        "onsets": len({n.start for n in output.notes}),
-        "abs_log2_onsets": abs(float(np.log2((len({n.start for n in output.notes}) + 1)
-                                             / (len({n.start for n in truth.notes}) + 1)))),
+        "onsets": onsets,
+        "abs_log2_onsets": abs(float(np.log2((onsets + 1) / (true_onsets + 1)))),
         "polyphony_rate": f["polyphony_rate"],
         "pitch_range": f["pitch_range"],
         "velocity_range": f["velocity_range"],

@@ -22,7 +22,6 @@ tempo jitter shifts Tempo ids; both are lookups, no re-tokenization.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -113,14 +112,16 @@ def piece_family(piece: str) -> str:
     return f"{head}/{last}" if head else last
 
 
-def melody_ngrams(ids: np.ndarray, tokenizer: RemiTokenizer, n: int = MELODY_NGRAM) -> set[int]:
+def melody_ngrams(ids: np.ndarray, tokenizer: RemiTokenizer, n: int = MELODY_NGRAM,
+                  pitch_of: np.ndarray | None = None) -> set[int]:
     """Hashes of the top voice's pitch-interval n-grams (transposition-free) of one token sequence.
 
     The top voice is the highest Pitch at each onset (a Bar or Position token opens an onset), so two
     arrangements of one song — POP909's 017 and 018 share a 224-note melody — share most n-grams.
+    `pitch_of` (`pitch_table(tokenizer)`) saves rebuilding the table for every sequence.
     """
     ids = np.asarray(ids, dtype=np.int64)
-    pitch_of = _pitch_table(tokenizer)
+    pitch_of = pitch_table(tokenizer) if pitch_of is None else pitch_of
     opens = np.isin(ids, tokenizer.kind_ids["Position"]) | (ids == tokenizer.bar_id)
     onset = np.cumsum(opens)
     is_pitch = pitch_of[ids] >= 0
@@ -136,17 +137,12 @@ def melody_ngrams(ids: np.ndarray, tokenizer: RemiTokenizer, n: int = MELODY_NGR
     return {hash(w.tobytes()) for w in windows.astype(np.uint8)}
 
 
-@functools.cache
-def _pitch_table_cached(vocab_size: int, pitch_items: tuple[tuple[int, int], ...]) -> np.ndarray:
-    table = np.full(vocab_size, -1, dtype=np.int64)
-    for i, v in pitch_items:
-        table[i] = v
+def pitch_table(tokenizer: RemiTokenizer) -> np.ndarray:
+    """MIDI pitch of every token id (−1 for tokens that are not a Pitch)."""
+    table = np.full(tokenizer.vocab_size, -1, dtype=np.int64)
+    for i in tokenizer.kind_ids["Pitch"]:
+        table[i] = tokenizer.token_value(int(i))
     return table
-
-
-def _pitch_table(tokenizer: RemiTokenizer) -> np.ndarray:
-    items = tuple((int(i), int(tokenizer.token_value(int(i)))) for i in tokenizer.kind_ids["Pitch"])
-    return _pitch_table_cached(tokenizer.vocab_size, items)
 
 
 def canonical_pieces(melodies: dict[str, set[int]], threshold: float = SAME_MELODY_JACCARD) -> dict[str, str]:
@@ -358,8 +354,9 @@ def prepare(
             continue
         results.append((src, result))
     melodies: dict[str, set[int]] = defaultdict(set)
+    pitch_of = pitch_table(tokenizer)
     for src, result in results:
-        melodies[src.piece] |= melody_ngrams(result.ids, tokenizer)
+        melodies[src.piece] |= melody_ngrams(result.ids, tokenizer, pitch_of=pitch_of)
     canonical = canonical_pieces(melodies)
     groups: dict[str, list[str]] = defaultdict(list)
     for piece in sorted(canonical):
@@ -473,9 +470,7 @@ class TokenAugmenter:
         self.max_transpose = max_transpose
         self.tempo_jitter = tempo_jitter
         vocab = tokenizer.vocab_size
-        self.pitch_of = np.full(vocab, -1, dtype=np.int64)
-        for i in tokenizer.kind_ids["Pitch"]:
-            self.pitch_of[i] = tokenizer.token_value(int(i))
+        self.pitch_of = pitch_table(tokenizer)
         self.id_of_pitch = np.full(128, -1, dtype=np.int64)
         self.id_of_pitch[self.pitch_of[self.pitch_of >= 0]] = np.flatnonzero(self.pitch_of >= 0)
         self.tempo_ids = np.asarray(tokenizer.kind_ids.get("Tempo", []), dtype=np.int64)
