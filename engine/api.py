@@ -418,6 +418,10 @@ class GRPOOptions:
                             _choice("on drift beyond --max-drift: warn (keep training) | stop")] = "warn"
     micro_batch: Annotated[int | None, _opt("completions per forward/backward (default: the whole step)",
                                             ge=1, le=MAX_PROMPTS_PER_STEP * MAX_GROUP)] = None
+    rollouts: Annotated[Literal["studio", "model"],
+                        _choice("studio: rollouts sampled as the studio plays them (grammar, family factors) and "
+                                "scored with those log-probabilities | model: the model's own distribution "
+                                "(TRL's)")] = "studio"
     generation: Annotated[Literal["auto", "fast", "hf"],
                           _choice("fast (engine.fastdecode) | hf (transformers generate) | auto")] = "auto"
     device: Annotated[Literal["auto", "cpu", "cuda"], _choice("auto | cpu | cuda")] = "auto"

@@ -267,6 +267,7 @@ def test_rerun_resumes_from_the_per_file_cache(tmp_path, monkeypatch):
     assert {k: v for k, v in second.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
 
 
+@pytest.mark.slow  # ~15 s on a quiet core: two worker processes each import the model stack
 def test_parallel_workers_give_the_same_data(tmp_path):
     root = tmp_path / "c"
     make_corpus(root, pieces=4)

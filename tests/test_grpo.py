@@ -9,6 +9,7 @@ and GRPO no signal). Runs use one torch thread: per-token decoding on a busy 2-c
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -115,16 +116,17 @@ def test_trl_methods_we_override_keep_their_signatures():
     import trl
     from trl import GRPOTrainer
 
-    from training.grpo import _make_trainer_class
+    from training.rollouts import make_trainer_class
 
     assert trl.__version__.startswith("1.16."), f"tested with TRL 1.16; found {trl.__version__} (pyproject pins it)"
-    ours = _make_trainer_class()
-    for name in ("_generate_single_turn", "_calculate_rewards"):
+    ours = make_trainer_class()
+    for name in ("_generate_single_turn", "_calculate_rewards", "_get_per_token_logps_and_entropies"):
         theirs = getattr(GRPOTrainer, name, None)
         assert theirs is not None, f"TRL no longer has GRPOTrainer.{name}"
         assert list(inspect.signature(getattr(ours, name)).parameters) == list(inspect.signature(theirs).parameters), name
     source = inspect.getsource(GRPOTrainer)
     assert "self._generate_single_turn(" in source and "self._calculate_rewards(" in source
+    assert "self._get_per_token_logps_and_entropies(" in source
 
 
 def test_trainer_settings_follow_the_paper(note_model, tmp_path):
@@ -166,7 +168,7 @@ def test_bf16_auto_follows_the_cpu(note_model, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- generation
 def test_fast_generation_stops_at_eos_and_matches_hf_greedy(note_model):
-    from training.grpo import fast_generate
+    from training.rollouts import fast_generate
 
     policy = Policy.load(note_model)
     tok = policy.tokenizer
@@ -191,6 +193,67 @@ def test_fast_generation_stops_at_eos_and_matches_hf_greedy(note_model):
     assert any(c and c[-1] == tok.eos_id for c in out)
     for c in out:
         assert tok.eos_id not in c[:-1] and (c[-1] == tok.eos_id or len(c) == 200)
+
+
+def test_studio_rollouts_are_scored_with_the_distribution_they_were_drawn_from(note_model):
+    """Rollouts drawn as the studio samples (grammar, Pitch × 0.8) are legal REMI, and `studio_log_probs`
+    (what the GRPO loss sees, laid out as TRL lays out a batch: prompts left-padded, completions
+    right-padded) is log q of the drawn tokens, q being exactly the sampler's distribution
+    (`engine.fastdecode.sampling_distribution`) at each step — so the rollouts are on-policy."""
+    import numpy as np
+
+    from engine.fastdecode import SampleGroup, sampling_distribution
+    from training.rollouts import StudioSampler, fast_generate, studio_log_probs
+
+    policy = Policy.load(note_model)
+    tok, model = policy.tokenizer, policy.model.eval()
+    sampler = StudioSampler.for_tokenizer(tok, {"Pitch": 0.8})
+    assert sampler.family_factors and sampler.family_factors[0][1] == 0.8
+    rng = random.Random(5)
+    prompts = [tok.procedural_prompt(rng), tok.procedural_prompt(rng, first_note=True)] * 3
+    comps = fast_generate(model, prompts, max_new_tokens=48, temperature=1.0, top_p=1.0, top_k=0,
+                          eos_ids=[tok.eos_id], pad_id=tok.pad_id, generator=torch.Generator().manual_seed(1),
+                          sampler=sampler)
+    pw, cw = max(map(len, prompts)), max(map(len, comps))
+    ids = torch.tensor([[tok.pad_id] * (pw - len(p)) + p + c + [tok.pad_id] * (cw - len(c))
+                        for p, c in zip(prompts, comps)])
+    att = torch.tensor([[0] * (pw - len(p)) + [1] * (len(p) + len(c)) + [0] * (cw - len(c))
+                        for p, c in zip(prompts, comps)])
+    with torch.no_grad():
+        logps, entropy = studio_log_probs(model, sampler, ids, att, cw, 1.0, compute_entropy=True)
+    assert logps.shape == (len(prompts), cw) and entropy.shape == logps.shape
+    for b, (p, c) in enumerate(zip(prompts, comps)):
+        g = tok.grammar()
+        g.observe_many(p)
+        history = list(p)
+        for j, t in enumerate(c):
+            allowed = g.allowed().copy()
+            assert allowed[t], f"the studio's sampler drew a token its grammar forbids: {tok.id_to_token[t]}"
+            with torch.no_grad():
+                logits = model(torch.tensor([history])).logits[:, -1].float()
+            _, q = sampling_distribution(logits, [SampleGroup(0, 1, 1.0, 1.0, None, allowed[None], 0,
+                                                              sampler.family_factors)])
+            q = q[0] / q[0].sum()
+            assert float(logps[b, j]) == pytest.approx(math.log(float(q[t])), abs=2e-4)
+            history.append(t)
+            g.observe(t)
+        assert float(logps[b, len(c):].abs().sum()) == 0.0  # padding scores nothing
+    # The model's own distribution differs: the grammar and the Pitch factor move probability.
+    with torch.no_grad():
+        plain = torch.log_softmax(model(ids, attention_mask=att).logits[:, pw - 1:-1].float(), -1)
+    plain = plain.gather(-1, ids[:, pw:].unsqueeze(-1)).squeeze(-1)
+    assert not torch.allclose(plain.masked_fill(att[:, pw:] == 0, 0.0), logps, atol=1e-3)
+    assert np.isfinite(entropy.numpy()).all()
+
+
+def test_model_rollouts_keep_trls_log_probabilities(note_model, tmp_path):
+    """`rollouts="model"`: no studio sampler, TRL's own log-probabilities (its fused LM head)."""
+    from training.grpo import build_trainer
+
+    trainer, _ = build_trainer(small_config(note_model, tmp_path / "m", rollouts="model"))
+    assert trainer.sampler is None and trainer.rollouts == "model"
+    studio, _ = build_trainer(small_config(note_model, tmp_path / "s"))
+    assert studio.rollouts == "studio" and studio.sampler.family_factors
 
 
 # ---------------------------------------------------------------------------- learning
@@ -243,6 +306,7 @@ def test_maa_reward_with_random_maa(note_model, tmp_path, monkeypatch):
         assert r["reward_mean"] == pytest.approx(r["reward_maa_ce"] + 0.5 * r["reward_maa_pq"], rel=1e-4)
         assert r["time_render_s"] > 0 and r["time_score_s"] > 0
         assert r["generated_by"] == "fast"  # our rollout path ran, not TRL's generate
+        assert r["scored_by"] == "studio"  # and the loss scored the studio sampler's log-probabilities
         assert isinstance(r["drift"], float) and r["drift_threshold"] == 1.0 and "notes_per_onset" in r["drift_shifts"]
     assert recs[0]["drift"] == 0.0  # step 1 is the base model's own samples: the baseline
     # One render per completion per step although two MAA rewards read the audio.
@@ -362,14 +426,16 @@ def test_guard_fires_on_forced_collapse_and_rolls_back(note_model, tmp_path):
     assert result.rolled_back_to is not None and result.rolled_back_to < fired[0]["step"]
     final = Policy.load(result.final_model)
     assert json.loads((tmp_path / "run" / "run_card.json").read_text())["guard"]["step"] == fired[0]["step"]
-    # The rolled-back model still writes notes; the collapsed one would end at once.
+    # The rolled-back model, sampled as the run sampled it (the studio's way), still writes varied answers
+    # to one prompt; the collapsed one repeats itself (diversity below the floor).
     tok = final.tokenizer
-    from training.grpo import fast_generate
+    from training.rollouts import StudioSampler, fast_generate
 
-    prompts = [tok.procedural_prompt(random.Random(i)) for i in range(16)]
+    prompts = [tok.procedural_prompt(random.Random(0))] * 16
     outs = fast_generate(final.model, prompts, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0,
-                         eos_ids=[tok.eos_id], pad_id=tok.pad_id, generator=torch.Generator().manual_seed(0))
-    assert sum(len(o) for o in outs) / len(outs) > 8
+                         eos_ids=[tok.eos_id], pad_id=tok.pad_id, generator=torch.Generator().manual_seed(0),
+                         sampler=StudioSampler.for_tokenizer(tok, {"Pitch": 0.8}))
+    assert len({tuple(o) for o in outs}) / len(outs) > g["floor"]
 
 
 def test_stop_flag(note_model, tmp_path):

@@ -153,9 +153,11 @@ def test_forty_pairs_learn_a_rising_line_only_with_the_direction_features():
 
 # ---------------------------------------------------------------------------- learning
 FEATURE_LISTENERS = ("high-register", "long-notes", "sparse")  # those whose quality is one of the features
+# One listener in the default suite, all three in the slow one (each fit takes ~10 s on a quiet core).
+FEATURE_LISTENER_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n != "sparse" else n for n in FEATURE_LISTENERS]
 
 
-@pytest.mark.parametrize("name", FEATURE_LISTENERS)
+@pytest.mark.parametrize("name", FEATURE_LISTENER_PARAMS)
 def test_forty_pairs_agree_with_the_listener_on_unseen_pairs(name):
     listener = LISTENERS[name]
     train, test = judged(listener, 40, seed=10), judged(listener, 150, seed=11)
@@ -179,7 +181,7 @@ def test_forty_pairs_agree_with_the_listener_on_unseen_pairs(name):
 QUALITY_SIGN = {"high-register": 1, "sparse": -1, "long-notes": 1}
 
 
-@pytest.mark.parametrize("name", FEATURE_LISTENERS)
+@pytest.mark.parametrize("name", FEATURE_LISTENER_PARAMS)
 def test_the_laplace_prior_keeps_few_features_and_finds_the_listeners(name):
     """With 40 pairs most of the features must get no weight: the Laplace prior gives them exactly
     zero (a Gaussian prior spread weight over all of them), and what the listener hears is among the rest."""
@@ -220,6 +222,7 @@ def test_the_gaussian_prior_stays_available_for_hidden_states():
         fit_comparisons(comparisons(judged(LISTENERS["sparse"], 3, seed=42)), names, "midi", prior="cauchy")
 
 
+@pytest.mark.slow  # ~23 s on a quiet core
 def test_the_papers_features_alone_miss_register():
     """Why the default representation adds register: the paper's features do not say it (pitch range
     and pitch classes are the same an octave up)."""

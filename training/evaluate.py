@@ -71,7 +71,7 @@ def generate_outputs(model_dir: str, prompts: Sequence[Sequence[int]], config: E
     and how many duplicated notes the model wrote (`duplicate_stats`)."""
     import torch
     from engine.policy import Policy, PolicyLoadError
-    from training.grpo import fast_generate
+    from training.rollouts import fast_generate
     from training.rewards import decode_rollout
 
     try:

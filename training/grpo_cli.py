@@ -53,6 +53,8 @@ FLAGS = [
     ("--maa", "maa", str, "MAA checkpoint (checkpoint.pt or HF directory); default: cached weights"),
     ("--seconds", "seconds", float, "seconds of audio the reward hears; paper 10"),
     ("--micro-batch", "micro_batch", int, "completions per forward/backward pass (default: the whole step)"),
+    ("--rollouts", "rollouts", str, "studio (sampled as the studio plays: grammar, family factors; scored with "
+                                    "those log-probabilities) | model (the model's own distribution); default studio"),
     ("--generation", "generation", str, "fast (engine.fastdecode) | hf (transformers generate) | auto; "
                                         "default auto"),
     ("--device", "device", str, "auto | cpu | cuda; default auto (cuda when available)"),
@@ -116,7 +118,7 @@ def _progress_line(event: dict, total: int) -> str | None:
     kind = event.get("event")
     if kind == "start":
         return f"smart grpo: {'resuming at step ' + str(event['step']) if event.get('resumed_from') else 'starting'} " \
-               f"({event.get('generation')} generation on {event.get('device')})"
+               f"({event.get('generation')} generation, {event.get('rollouts')} rollouts, on {event.get('device')})"
     if kind == "checkpoint":
         return f"  checkpoint {event['path']}"
     if kind == "guard":

@@ -288,11 +288,11 @@ def sample_continuations(model, tokenizer, prompts: Sequence[Clip | None], n: in
                          temperature: float = 1.0, top_p: float = 0.95, seed: int = 0, batch: int = 32,
                          ppq: int = 480) -> list[list[Sample]]:
     """n continuations of `bars` bars for every prompt (None: a procedural prompt), sampled in batches
-    with the fast decoder (`training.grpo.fast_generate`); the same seed gives the same random
+    with the fast decoder (`training.rollouts.fast_generate`); the same seed gives the same random
     stream, so two models compared at one seed see the same draws."""
     import torch
 
-    from training.grpo import fast_generate
+    from training.rollouts import fast_generate
 
     rng = random.Random(seed)
     rows: list[tuple[int, list[int]]] = []
