@@ -24,8 +24,15 @@ import torch
 from engine.errors import UserError
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.policy import Policy
-from training.grpo import (CHECKPOINT_MARKER, DiversityGuard, GRPORunConfig, complete_checkpoints, read_events,
-                           run_grpo, truncate_events)
+from training.grpo import (
+    CHECKPOINT_MARKER,
+    GRPORunConfig,
+    complete_checkpoints,
+    read_events,
+    run_grpo,
+    truncate_events,
+)
+from training.guards import DiversityGuard
 
 ROOT = Path(__file__).resolve().parent.parent
 _MODEL_CACHE: dict[str, Path] = {}
@@ -476,7 +483,12 @@ def test_accelerate_two_processes(note_model, tmp_path):
 def test_prompt_sources(tmp_path):
     from engine.tokenizer import RemiTokenizer
     from training.data import prepare
-    from training.prompts import DataPrompts, MidiPrompts, ProceduralPrompts, build_prompt_source
+    from training.prompts import (
+        DataPrompts,
+        MidiPrompts,
+        ProceduralPrompts,
+        build_prompt_source,
+    )
 
     tok = RemiTokenizer()
     rng = random.Random(0)

@@ -10,10 +10,12 @@ import torch
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.tokenizer import RemiTokenizer
 from test_data import arpeggio_piece, make_corpus
+from training import examples as examples_mod
 from training import nll as nll_mod
 from training import pretrain as pretrain_mod
 from training.data import TokenSplit, prepare
-from training.pretrain import ExampleBuilder, collate, learning_rate
+from training.examples import ExampleBuilder, collate
+from training.pretrain import learning_rate
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead on the shared 2-core machines
 
@@ -340,11 +342,11 @@ def test_equal_length_groups_give_the_padded_batch_loss(tok):
     torch.manual_seed(0)
     model = Policy.create("tiny", tok).model.eval()
     rng = np.random.default_rng(0)
-    examples = [pretrain_mod.Example(rng.integers(3, tok.vocab_size, size=n)) for n in (40, 25, 40, 17)]
-    groups = pretrain_mod.same_length_groups(examples, seq_len=64, batch_size=4)
+    examples = [examples_mod.Example(rng.integers(3, tok.vocab_size, size=n)) for n in (40, 25, 40, 17)]
+    groups = examples_mod.same_length_groups(examples, seq_len=64, batch_size=4)
     assert [len(g) for g in groups] == [2, 1, 1] and [len(g[0].ids) for g in groups] == [40, 25, 17]
     with torch.no_grad():
-        summed = sum(float(pretrain_mod.summed_loss(model, g, tok, 64, "cpu")[0]) for g in groups)
+        summed = sum(float(examples_mod.summed_loss(model, g, tok, 64, "cpu")[0]) for g in groups)
         ids, mask, labels = collate(examples, tok.pad_id, 40)
         padded = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
     assert summed / sum(len(e.ids) - 1 for e in examples) == pytest.approx(padded, rel=1e-5)

@@ -242,7 +242,7 @@ def test_a_reward_cannot_be_raised_by_running_out_of_tokens(tok):
 def test_drift_monitor_sees_the_packed_chords_the_reward_paid_for(tok):
     """The drift guard's measure: the base model's batch is the baseline; a batch that packs chords into
     fewer bars until its tokens run out is far from it, though each of its notes is a fine note."""
-    from training.grpo import DriftGuard
+    from training.guards import DriftGuard
     from training.rewards import DriftMonitor, drift_features
 
     prompt = _text(tok, tok.procedural_prompt(random.Random(5), time_signature=(4, 4), bpm=120))
