@@ -242,8 +242,8 @@ class JamController(QObject):
         if a is None:
             return "listening…"
         early = a.ready_ms_before
-        return f"#{a.index} bar {int(a.start_beat // self.jam.options.bar_beats) + 1} · " + (
-            f"{early:.0f} ms early" if early == early and early >= 0 else "late")
+        return f"#{a.index} bar {int(a.start_beat // self.jam.options.bar_beats) + 1} " + (
+            f"+{early:.0f} ms" if early == early and early >= 0 else "late")
 
 
 class JamControl(QToolBar):
@@ -253,7 +253,6 @@ class JamControl(QToolBar):
         super().__init__("Jam", parent)
         self.setObjectName("jamToolBar")
         self.c = controller
-        self.addWidget(QLabel(" Jam ", self))
         self.listen = self._spin(1, 16, controller.listen_bars, "Bars you play before each answer")
         self.listen.setPrefix("listen ")
         self.answer = self._spin(1, 16, controller.answer_bars, "Bars of each answer")
@@ -269,7 +268,7 @@ class JamControl(QToolBar):
         self.addWidget(self.button)
         self.status = QLabel("", self)
         self.status.setObjectName("jamStatus")
-        self.status.setMinimumWidth(self.fontMetrics().horizontalAdvance("#88 bar 888 · 8888 ms early"))
+        self.status.setMinimumWidth(self.fontMetrics().horizontalAdvance("#88 bar 888 +8888 ms"))
         self.addWidget(self.status)
         for w in (self.listen, self.answer):
             w.valueChanged.connect(self._bars_changed)
@@ -314,10 +313,10 @@ class JamControl(QToolBar):
     def refresh(self) -> None:
         on = self.c.running or self.c.waiting_for_host
         self.button.setChecked(on)
-        self.button.setText("■ Stop Jam" if on else "● Jam")
+        self.button.setText("■ Stop" if on else "● Jam")
         for w in (self.listen, self.answer):
             w.setEnabled(not on)  # the phrase grid is fixed while jamming
         self.status.setText(self.c.short())
-        tip = f"Jam: {self.c.describe()}"
+        tip = f"Jam: {self.c.describe()} (+ms: how long before its bar line the answer was ready)"
         self.status.setToolTip(tip)
         self.button.setToolTip("Start / stop jamming: the model answers what you play, on the bar line\n" + tip)

@@ -39,6 +39,7 @@ DRIFT_SECONDS = 0.12
 DRIFT_POLLS = 8
 CORRECTION_COOLDOWN_S = 2.0
 TEMPO_MISMATCH_BPM = 0.5
+LOCK_SLACK_S = 0.15  # at least two polls without a tick before the light goes out
 LEAD_START_S = 0.02  # our clock starts this long after Play (the first tick must not fall in a past cycle)
 
 
@@ -65,7 +66,6 @@ class LiveSync(QObject):
         self.io = None
         self.error: str | None = None
         self.running = False  # the clock's transport (follow: the DAW's; send: ours)
-        self._seen_starts = 0
         self._leading = False  # our clock runs (send mode, or internal with a jam's LiveIO)
         self._last_tick = 0.0
         self._off_polls = 0
@@ -73,6 +73,7 @@ class LiveSync(QObject):
         self._correcting = False
         self._state = None
         self._jam_users = 0
+        self._ticks_count, self._ticks_wall = 0, None  # the follower's ticks as the poll last saw them
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self.poll)
@@ -131,9 +132,7 @@ class LiveSync(QObject):
         if save:
             self._save()
         if ok:
-            what = {INTERNAL: "Sync: internal clock", FOLLOW: f"Sync: following the MIDI clock on {self._io_in()}",
-                    SEND: f"Sync: sending MIDI clock to {self._io_out()}"}[self.mode]
-            self.message.emit(what)
+            self.message.emit(f"Sync: {self.describe()}")
         self.changed.emit()
         return ok
 
@@ -169,7 +168,7 @@ class LiveSync(QObject):
             return self._failed(str(exc))
         except Exception as exc:  # a backend's own error type: never fatal to the studio
             return self._failed(f"{type(exc).__name__}: {exc}")
-        self._seen_starts = self.io.transport_starts
+        self._ticks_count, self._ticks_wall = 0, None
         self.running = False
         self._timer.start()
         if self.leads and self.transport.playing:
@@ -221,11 +220,17 @@ class LiveSync(QObject):
         return self.io.tempo
 
     def locked(self) -> bool:
+        """Follow: a beat of ticks measured and ticks still arriving (seen by the poll within three tick
+        lengths of wall time: the light does not depend on how a backend's frame clock is read); send: our
+        clock runs."""
         io = self.io
         if io is None:
             return False
         if self.mode == FOLLOW:
-            return io.follower.locked(io.now())
+            f = io.follower
+            spt = f.seconds_per_tick
+            return (spt is not None and f.ticks_received > f.window and self._ticks_wall is not None
+                    and time.monotonic() - self._ticks_wall <= max(LOCK_SLACK_S, 3 * spt))
         return io.leader is not None
 
     def tempo_mismatch(self) -> float | None:
@@ -246,14 +251,21 @@ class LiveSync(QObject):
         return True
 
     def beat_now(self) -> float | None:
-        return None if self.io is None else self.io.beat_at(self.io.now())
+        """Follow: the beat of the DAW's last tick (within a tick of now); lead: our clock's beat now."""
+        io = self.io
+        if io is None:
+            return None
+        if self.mode == FOLLOW:
+            return io.follower.position_beats if io.follower.running else None
+        return io.beat_at(io.now())
 
     def describe(self) -> str:
         if self.mode == INTERNAL:
             return "internal clock" + (" (jam ports open)" if self.io is not None else "")
         if self.mode == FOLLOW:
-            return f"following the MIDI clock on {self._io_in()}"
-        return f"sending MIDI clock to {self._io_out()}"
+            return (f"following the MIDI clock from {self.port}" if self.port
+                    else f"following the MIDI clock sent to {self._io_in()}")
+        return f"sending MIDI clock to {self.port}" if self.port else f"sending MIDI clock from {self._io_out()}"
 
     def _bpm_at(self, tick: float) -> float:
         clip = self.doc.clip
@@ -274,6 +286,8 @@ class LiveSync(QObject):
             else:
                 self.running = event.kind == "start"
         if self.mode == FOLLOW:
+            if io.follower.ticks_received != self._ticks_count:
+                self._ticks_count, self._ticks_wall = io.follower.ticks_received, time.monotonic()
             self._follow_drift()
         elif self._leading:
             self._lead_drift()
