@@ -242,6 +242,44 @@ def test_jam_waits_for_the_host_then_starts(qapp):
     assert not jam.waiting_for_host and not jam.running
 
 
+@pytest.mark.jack
+@needs_jack
+def test_studio_jam_follows_the_daw_and_answers_in_its_bars(live_rig, qtbot):
+    """Follow over JACK + jam through a host over HTTP: the musician's bar 1 is the prompt, the answer is
+    played on our output on bar 2's beats (to a frame) and lands in the sketch; the transport followed."""
+    from studio.live.jam import JamController
+
+    _server, daw, transport, sync, _settings = live_rig
+    assert sync.set_mode(FOLLOW, "daw:out")
+    sync.io.client.connect(sync.io.outport, "daw-monitor:in")
+    wait_connected(sync)
+    host = FakeHost()
+    jam = JamController(sync, FakeConnection(HostClient("http://fake-host", transport=httpx.MockTransport(host.handler))),
+                        transport.doc)
+    jam.set_options(listen_bars=1, answer_bars=1)
+    landed = []
+    jam.answer_landed.connect(landed.append)
+    assert jam.start()
+    rate = daw.rate
+    start = daw.client.frame_time + rate // 2
+    frames = clock_frames(start, rate, [(240, 24 * 4 * 5)])  # a bar a second, 5 bars
+    musician = [(frames[24], bytes((0x90, 64, 90))), (frames[48], bytes((0x80, 64, 0))),
+                (frames[48], bytes((0x90, 67, 90))), (frames[72], bytes((0x80, 67, 0)))]
+    daw.play(sorted([(start - 5, bytes((START,)))] + [(f, bytes((CLOCK,))) for f in frames] + musician,
+                    key=lambda e: e[0]))
+    qtbot.waitUntil(lambda: transport.playing, timeout=10000)
+    qtbot.waitUntil(lambda: bool(landed), timeout=30000)
+    assert landed[0].start_beat == 4.0 and landed[0].ready_ms_before > 0
+    prompt, _ = Clip.from_midi(base64.b64decode(host.requests[-1]["prompt_midi"]), mode="user")
+    assert [(n.start * PPQ // prompt.ppq, n.pitch) for n in prompt.notes] == [(480, 64), (960, 67)]
+    assert sorted((n.start, n.pitch) for n in transport.doc.notes if n.start >= 4 * PPQ)[:4] == [
+        (4 * PPQ + k * PPQ, 79) for k in range(4)]
+    qtbot.waitUntil(lambda: daw.client.frame_time > frames[24 * 8] + rate // 10, timeout=20000)
+    jam.stop()
+    ons = [f for f, m in daw.received if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    assert [abs(f - frames[24 * beat]) <= 1 for f, beat in zip(ons, (4, 5, 6, 7))] == [True] * 4
+
+
 # ---------------------------------------------------------------------------- candidate drag handle
 def read_back(path: str) -> tuple[list[tuple[float, int]], float, tuple[int, int]]:
     """The file as another program sees it (mido): (beat, pitch) of each note-on, tempo, metre."""

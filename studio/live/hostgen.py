@@ -36,6 +36,8 @@ def host_generator(get_client: Callable[[], HostClient | None], get_sampling: Ca
     (the jam goes on listening) and is reported through `on_error`; once `stopped` is set an answer that
     arrives is dropped."""
 
+    current: list = []  # the stream being read, for cancel()
+
     def generate(clip: Clip, at_tick: int, bars: int) -> list[Note]:
         client = get_client()
         try:
@@ -45,16 +47,29 @@ def host_generator(get_client: Callable[[], HostClient | None], get_sampling: Ca
             stream = client.generate(prompt_midi=clip.to_midi_bytes(), candidates=1, bars=bars, at_tick=at_tick,
                                      temperature=s.temperature, top_p=s.top_p, seed=s.seed, score=False,
                                      max_new_tokens=min(4096, TOKENS_PER_BAR * bars))
-            with stream:
-                result = stream.wait()
+            current.append(stream)
+            try:
+                with stream:
+                    result = stream.wait()
+            finally:
+                current.remove(stream)
             candidates = result.get("candidates") or []
             notes = decode_midi(candidates[0]["midi"]).notes if candidates else []
         except (HostError, JamHostError, KeyError, ValueError) as exc:
-            if on_error is not None:
+            if on_error is not None and not (stopped is not None and stopped.is_set()):
                 on_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return []
         if stopped is not None and stopped.is_set():
             return []
         return notes
 
+    def cancel() -> None:
+        """Close the request in flight (the host stops decoding it; the jam thread returns at once)."""
+        for stream in list(current):
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+    generate.cancel = cancel
     return generate

@@ -46,6 +46,7 @@ class JamController(QObject):
         self.last_answer = None
         self.last_error: str | None = None
         self._stopped: threading.Event | None = None
+        self._cancel = lambda: None
         self._thread: threading.Thread | None = None
         self._answered.connect(self._on_answer, Qt.QueuedConnection)
         self._failed.connect(self._on_failed, Qt.QueuedConnection)
@@ -123,6 +124,7 @@ class JamController(QObject):
                   bpm_fallback=float(clip.tempo_at(0)))
         made["jam"] = jam
         self.jam, self._stopped, self.answers, self.last_answer, self.last_error = jam, stopped, 0, None, None
+        self._cancel = generate.cancel
         self._thread = threading.Thread(target=self._run, args=(jam,), name="studio-jam", daemon=True)
         self._thread.start()
         self.message.emit(self._start_text(options))
@@ -154,6 +156,7 @@ class JamController(QObject):
             return
         self._stopped.set()
         jam.stop()
+        self._cancel()  # a generation in flight ends now: the jam thread returns promptly
         if self.sync.io is not None:
             self.sync.io.all_notes_off()  # answers still queued on the grid are not played
         self.message.emit(f"Jam stopped after {self.answers} answer{'s' if self.answers != 1 else ''}")
