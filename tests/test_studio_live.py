@@ -280,6 +280,33 @@ def test_studio_jam_follows_the_daw_and_answers_in_its_bars(live_rig, qtbot):
     assert [abs(f - frames[24 * beat]) <= 1 for f, beat in zip(ons, (4, 5, 6, 7))] == [True] * 4
 
 
+def test_changing_the_sync_stops_a_jam_before_its_ports_close(qapp, tmp_path, monkeypatch):
+    from engine.live import scheduler
+    from studio.live.jam import JamController
+
+    class ClosableIO(SimulatedIO):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    opened = []
+    monkeypatch.setattr(scheduler, "open_live_io", lambda api, **kw: opened.append(ClosableIO()) or opened[-1])
+    doc = SketchDocument()
+    transport = Transport(doc)
+    sync = LiveSync(transport, doc, QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    assert sync.set_mode(SEND, "a synth")
+    jam = JamController(sync, FakeConnection(HostClient("http://fake-host",
+                                                        transport=httpx.MockTransport(FakeHost().handler))), doc)
+    said = []
+    jam.message.connect(said.append)
+    assert jam.start() and jam.running
+    assert sync.set_mode(INTERNAL)
+    assert not jam.running and opened[0].closed and "Sync ports changed" in said[-1]
+    assert jam._thread is not None and not jam._thread.is_alive()
+    transport.shutdown()
+
+
 # ---------------------------------------------------------------------------- candidate drag handle
 def read_back(path: str) -> tuple[list[tuple[float, int]], float, tuple[int, int]]:
     """The file as another program sees it (mido): (beat, pitch) of each note-on, tempo, metre."""

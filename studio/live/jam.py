@@ -52,6 +52,9 @@ class JamController(QObject):
         self._failed.connect(self._on_failed, Qt.QueuedConnection)
         self._ended.connect(self._on_ended, Qt.QueuedConnection)
         host.changed.connect(self._on_host_changed)
+        closing = getattr(sync, "closing", None)
+        if closing is not None:
+            closing.connect(self._on_ports_closing)
         if recorder is not None and hasattr(recorder, "listeners"):
             recorder.listeners.append(self._studio_midi_in)
         self._load()
@@ -199,6 +202,11 @@ class JamController(QObject):
         if self.jam is None:
             self.sync.release_io()
         self.changed.emit()
+
+    def _on_ports_closing(self) -> None:
+        if self.jam is not None:
+            self.shutdown()  # stopped and its thread ended before the ports it plays on close
+            self.message.emit("Jam stopped: the Sync ports changed")
 
     def _on_host_changed(self) -> None:
         if self.waiting_for_host and self.host.connected:

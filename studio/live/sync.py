@@ -56,6 +56,7 @@ class LiveSync(QObject):
 
     changed = Signal()  # mode, port, lock, tempo or running changed (the Sync control redraws)
     message = Signal(str)  # one line for the status bar
+    closing = Signal()  # the LiveIO is about to close (its users let go of it now)
 
     def __init__(self, transport, document, settings=None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -72,7 +73,6 @@ class LiveSync(QObject):
         self._corrected_at = 0.0
         self._correcting = False
         self._state = None
-        self._jam_users = 0
         self._ticks_count, self._ticks_wall = 0, None  # the follower's ticks as the poll last saw them
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -123,11 +123,10 @@ class LiveSync(QObject):
         a message) when the ports cannot be opened: the studio is then on its internal clock."""
         if mode not in MODES:
             raise ValueError(f"unknown sync mode {mode!r}")
-        jam_io_wanted = self.io is not None and self.mode == INTERNAL and self._jam_users
         self._close_io()
         self.mode, self.port, self.error = mode, (port if mode != INTERNAL else None), None
         ok = True
-        if mode != INTERNAL or jam_io_wanted:
+        if mode != INTERNAL:
             ok = self._open_io()
         if save:
             self._save()
@@ -139,7 +138,6 @@ class LiveSync(QObject):
     def ensure_io(self):
         """The LiveIO a jam plays on: the sync's own, or (internal mode) one opened now whose clock the
         transport leads. None when it cannot be opened (`error` says why)."""
-        self._jam_users = 1
         if self.io is None and not self._open_io():
             self.changed.emit()
             return None
@@ -148,7 +146,6 @@ class LiveSync(QObject):
 
     def release_io(self) -> None:
         """The jam is done with the LiveIO: internal mode closes it again."""
-        self._jam_users = 0
         if self.mode == INTERNAL and self.io is not None:
             self._close_io()
             self.changed.emit()
@@ -186,6 +183,8 @@ class LiveSync(QObject):
 
     def _close_io(self) -> None:
         self._timer.stop()
+        if self.io is not None:
+            self.closing.emit()  # a jam on these ports stops first
         io, self.io = self.io, None
         self.running = self._leading = False
         if io is None:
