@@ -7,8 +7,11 @@
    the rtmidi back end (a sender thread) through JACK's MIDI.
 3. Jam at 90/120/160 bpm with 2- and 4-bar phrases (listen = answer), the shipped model: share of answers
    ready before their bar line and `ready_ms_before`.
+4. (part `jam-host`) The same jam the studio runs: the model in a local host (`smart serve` subprocess on
+   127.0.0.1, CPU) asked over HTTP by `studio.live.hostgen.host_generator`, one request per answer.
 
     uv run python benchmarks/bench_live.py [--minutes 2] [--answers 3] [--model DIR] [--smoke]
+                                           [--parts tempo,onsets,jam,jam-host]
 
 The load seen before and after is printed; run it on a quiet machine (or say what ran beside it).
 """
@@ -100,13 +103,13 @@ def onset_errors(daw: JackTestDaw, backend: str, seconds: float, bpm: float = 12
         io.close()
 
 
-def jam_readiness(daw: JackTestDaw, policy, settings, bpm: float, bars: int, answers: int) -> list[float]:
-    from engine.live.jam import Jam, JamOptions, policy_generator
+def jam_readiness(daw: JackTestDaw, generate, bpm: float, bars: int, answers: int) -> list[float]:
+    from engine.live.jam import Jam, JamOptions
 
     io = connect(daw, "jack", clock="follow")
     try:
         rate = daw.rate
-        jam = Jam(io, policy_generator(policy, settings), JamOptions(bars, bars, max_answers=answers))
+        jam = Jam(io, generate, JamOptions(bars, bars, max_answers=answers))
         jam.warm_up()
         start = daw.client.frame_time + rate // 2
         total_beats = answers * 2 * bars * 4 + 4
@@ -150,24 +153,56 @@ def report_onsets(daw: JackTestDaw, minutes: float) -> None:
               flush=True)
 
 
+def jam_table(daw: JackTestDaw, generator_for_bars, answers: int) -> None:
+    print("| bpm | phrase bars | answers | ready before the bar line | ready_ms_before min / median |")
+    print("| --- | --- | --- | --- | --- |")
+    for bpm in (90, 120, 160):
+        for bars in (2, 4):
+            ready = jam_readiness(daw, generator_for_bars(bars), bpm, bars, answers)
+            ok = sum(r > 0 for r in ready)
+            print(f"| {bpm} | {bars} | {len(ready)} | {ok}/{len(ready)} | "
+                  f"{min(ready):.0f} / {statistics.median(ready):.0f} |", flush=True)
+
+
 def report_jam(daw: JackTestDaw, model: str | None, answers: int, smoke: bool) -> None:
     import torch
 
     from engine.api import GenerationSettings
+    from engine.live.jam import policy_generator
     from engine.policy import Policy
 
     print("\n## Jam: answers ready before their bar line")
     policy = Policy.create("tiny", seed=0) if smoke else Policy.load(model)
     print(f"model: {'tiny random (smoke)' if smoke else (model or 'shipped')}, torch threads {torch.get_num_threads()}")
-    print("| bpm | phrase bars | answers | ready before the bar line | ready_ms_before min / median |")
-    print("| --- | --- | --- | --- | --- |")
-    for bpm in (90, 120, 160):
-        for bars in (2, 4):
-            settings = GenerationSettings(candidates=1, bars=bars, max_new_tokens=256 * bars, seed=0)
-            ready = jam_readiness(daw, policy, settings, bpm, bars, answers)
-            ok = sum(r > 0 for r in ready)
-            print(f"| {bpm} | {bars} | {len(ready)} | {ok}/{len(ready)} | "
-                  f"{min(ready):.0f} / {statistics.median(ready):.0f} |", flush=True)
+    jam_table(daw, lambda bars: policy_generator(policy, GenerationSettings(candidates=1, bars=bars,
+                                                                            max_new_tokens=256 * bars, seed=0)),
+              answers)
+
+
+def report_jam_host(daw: JackTestDaw, model: str | None, answers: int, smoke: bool) -> None:
+    """The studio's jam: the policy in a local host process, asked over HTTP (no torch in this process)."""
+    import tempfile
+
+    from engine.host_client import LocalHost
+    from studio.live.hostgen import JamSampling, host_generator
+
+    print("\n## Jam through the host (the studio's path: HTTP to a local `smart serve`)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if smoke:
+            from engine.policy import Policy
+
+            model = os.path.join(tmp, "tiny")
+            Policy.create("tiny", seed=0).save(model)
+        with LocalHost(model, device="cpu", extra_args=["--threads", "1"] if not smoke else []) as host:
+            client = host.client()
+            print(f"model: {'tiny random (smoke)' if smoke else (model or 'shipped')} in the host "
+                  f"({client.health().get('device')}, {client.health().get('decode_weights')} weights)")
+            errors: list[str] = []
+            jam_table(daw, lambda bars: host_generator(lambda: client, lambda: JamSampling(seed=0),
+                                                       on_error=errors.append), answers)
+            if errors:
+                print(f"host errors: {len(errors)} (first: {errors[0]})")
+            client.close()
 
 
 def main(argv=None) -> int:
@@ -195,6 +230,8 @@ def main(argv=None) -> int:
                 report_onsets(daw, args.minutes)
             if "jam" in parts:
                 report_jam(daw, args.model, args.answers, args.smoke)
+            if "jam-host" in parts:
+                report_jam_host(daw, args.model, args.answers, args.smoke)
         finally:
             daw.close()
     print(f"\nload after: {os.getloadavg()[0]:.2f}")

@@ -150,6 +150,9 @@ class MainWindow(QMainWindow):
         self.add_panel(self.train_panel)
         self.tabifyDockWidget(self.generate_panel, self.train_panel)  # tabs: each panel gets the full height
         self.generate_panel.raise_()
+        from studio.live.install import install_live  # Sync, Jam, candidate drag handles (studio/live)
+
+        self.live = install_live(self)
         self.restore_window_size()
         self._update_title()
         self.editor.grid.center_on_notes()
@@ -902,6 +905,7 @@ class MainWindow(QMainWindow):
             self._wav_job.cancel()
             self._wav_job.wait()
         self.train_panel.shutdown()  # before the host connection it listens on goes away
+        self.live.shutdown()  # the jam and the live MIDI ports, before the host and the transport
         self.generate_panel.shutdown()
         self.taste_store.shutdown()  # the last picks land on disk
         self.transport.shutdown()

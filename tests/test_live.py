@@ -150,6 +150,39 @@ def test_internal_clock_leads_and_stops():
     assert [m[0] for _, m in run_cycles(io, 1.5, 1.6)] == [STOP, 0xB0]
 
 
+def drain(q) -> list:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+def test_transport_events_for_a_ui_that_follows():
+    """Start/Continue's first tick, Stop and a Song Position Pointer while stopped reach `transport_events`."""
+    io = LiveIO(clock="follow")
+    clock = [(t, bytes((CLOCK,))) for t in ticks(120, 0.0, 48)]
+    run_cycles(io, 0.0, 1.0, incoming=[(0.0, bytes((START,))), *clock[:24]])
+    run_cycles(io, 1.0, 1.5, incoming=[(1.1, bytes((STOP,))), (1.2, song_position_message(6.0))])
+    run_cycles(io, 1.5, 2.0, incoming=[(1.6, bytes((CONTINUE,))), (1.7, bytes((CLOCK,)))])
+    events = [(e.kind, e.beat) for e in drain(io.transport_events)]
+    assert events == [("start", 0.0), ("stop", None), ("locate", 6.0), ("start", 6.0)]
+    assert io.transport_starts == 2
+
+
+def test_leading_counts_as_a_transport_start_and_locates_while_stopped():
+    io = LiveIO(clock="internal", bpm=120)
+    io.locate(4.0)  # stopped: the position goes out as a Song Position Pointer
+    assert [m for _, m in run_cycles(io, 0.0, 0.1)] == [song_position_message(4.0)]
+    io.start_internal(0.2, start_beat=8.0)
+    run_cycles(io, 0.1, 0.5)
+    assert io.transport_starts == 1 and io.start_beat == 8.0
+    io.locate(2.0)  # running: a leader announces its own position, no SPP mid-run
+    assert SONG_POSITION not in [m[0] for _, m in run_cycles(io, 0.5, 0.6)]
+    io.stop_internal()
+    run_cycles(io, 0.6, 0.7)
+    assert [(e.kind, e.beat) for e in drain(io.transport_events)] == [("start", 8.0), ("stop", None)]
+
+
 # ---------------------------------------------------------------------------- jam logic
 class SimulatedIO(LiveIO):
     """A LiveIO whose clock is driven by the test: `advance` runs cycles up to a time."""

@@ -112,10 +112,12 @@ class ClockFollower:
         return None if spt is None else 60.0 / (PPQN * spt)
 
     def locked(self, now: float) -> bool:
-        """A full window measured and the last tick no later than three tick lengths ago."""
+        """A full window measured and the last tick no later than three tick lengths ago. A tick may carry
+        a time slightly after `now` (JACK stamps a cycle's events with their frames, up to a period ahead of
+        the frame clock another thread reads): up to a tick length and 50 ms ahead still counts."""
         spt = self.seconds_per_tick
-        return (spt is not None and len(self._ticks) > self.window and self._ticks[-1] <= now
-                and now - self._ticks[-1] <= 3 * spt)
+        return (spt is not None and len(self._ticks) > self.window
+                and -(spt + 0.05) <= now - self._ticks[-1] <= 3 * spt)
 
     # ------------------------------------------------------------------ position
     @property

@@ -11,7 +11,7 @@ tempo moves. Everything runs in `cycle(t0, t1, incoming)`, which both back ends 
   the next event and sends it through python-rtmidi; inputs are stamped on arrival.
 
 Other threads talk to a LiveIO only through thread-safe queues (`schedule_note`, `all_notes_off`,
-`input_events`), never by touching the cycle's state.
+`locate`, `input_events`, `transport_events`), never by touching the cycle's state.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from engine.live.clock import CLOCK, ClockFollower, ClockLeader
+from engine.live.clock import CLOCK, SONG_POSITION, ClockFollower, ClockLeader, song_position_message
 
 os.environ.setdefault("JACK_NO_START_SERVER", "1")
 log = logging.getLogger(__name__)
@@ -45,6 +45,16 @@ class InputEvent:
     time: float  # seconds on the LiveIO clock
     beat: float | None  # beat at that time (None while the clock is stopped)
     data: bytes
+
+
+@dataclass(frozen=True)
+class TransportEvent:
+    """What the clock's transport did, for a UI that follows it: "start" (Start/Continue's first tick, or
+    the internal clock starting) at `beat`, "stop", or "locate" (Song Position Pointer while stopped)."""
+
+    kind: str
+    beat: float | None
+    time: float
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,10 @@ class LiveIO:
         self._sounding: set[int] = set()
         self._silence = False
         self._pending_stop = False
+        self._pending_position: float | None = None
         self.input_events: queue.SimpleQueue[InputEvent] = queue.SimpleQueue()
+        self.transport_events: queue.SimpleQueue[TransportEvent] = queue.SimpleQueue()
+        self._cycle_t0 = 0.0
         self.sent: deque[SentEvent] = deque(maxlen=sent_log)
         self.late_events = 0
 
@@ -84,6 +97,10 @@ class LiveIO:
 
     def stop_internal(self) -> None:
         self._requests.put(("stop", None))
+
+    def locate(self, beat: float) -> None:
+        """Lead, while stopped: send a Song Position Pointer for `beat` (a DAW moves its cursor there)."""
+        self._requests.put(("position", beat))
 
     def schedule_note(self, beat: float, pitch: int, velocity: int, duration_beats: float) -> None:
         self._requests.put(("note", (beat, bytes((NOTE_ON | self.channel, pitch, velocity)))))
@@ -112,10 +129,12 @@ class LiveIO:
     # ------------------------------------------------------------------ the cycle
     def _on_clock_stop(self) -> None:
         self._silence = True
+        self.transport_events.put(TransportEvent("stop", None, self._cycle_t0))
 
     def _on_clock_start(self, beat: float) -> None:
         self.start_beat = beat
         self.transport_starts += 1
+        self.transport_events.put(TransportEvent("start", beat, self._cycle_t0))
 
     def _drain_requests(self) -> None:
         while True:
@@ -129,24 +148,40 @@ class LiveIO:
                 self._silence = True
             elif kind == "lead":
                 self.leader = value
+                # A (re)start of the transport, as a DAW's Start/Continue is when following.
+                self.start_beat = value.start_beat
+                self.transport_starts += 1
+                self.transport_events.put(TransportEvent("start", value.start_beat, value.start_time))
             elif kind == "stop":
+                if self.leader is not None:
+                    self.transport_events.put(TransportEvent("stop", None, self._cycle_t0))
                 self.leader = None
                 self._silence = True
                 self._pending_stop = True
+            elif kind == "position":
+                self._pending_position = value
 
     def cycle(self, t0: float, t1: float, incoming: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
         """Events (time, bytes) to send in [t0, t1), in time order; `incoming` arrived in it."""
+        self._cycle_t0 = t0
         self._drain_requests()
         for t, data in incoming:
             if data and data[0] >= 0xF0:
                 if self.mode == "follow":
+                    self._cycle_t0 = t
                     self.follower.on_message(data, t)
+                    if data[0] == SONG_POSITION and not self.follower.running:
+                        self.transport_events.put(TransportEvent("locate", self.follower.position_beats, t))
             else:
                 self.input_events.put(InputEvent(t, self.beat_at(t), bytes(data)))
         out: list[tuple[float, bytes]] = []
         if self._pending_stop:
             out.append((t0, bytes((0xFC,))))
             self._pending_stop = False
+        if self._pending_position is not None:
+            if self.leader is None:  # SPP is only for a stopped transport; a running leader announces its own
+                out.append((t0, song_position_message(self._pending_position)))
+            self._pending_position = None
         if self.leader is not None:
             out += self.leader.messages(t0, t1)
         if self._silence:
@@ -326,3 +361,36 @@ def open_live_io(api: str | None, **kwargs) -> LiveIO:
             if api == "jack":
                 raise
     return RtmidiLiveIO(api=api, **kwargs)
+
+
+def live_ports(api: str | None = None) -> dict:
+    """{"backend": "jack" | rtmidi's API name, "inputs": [...], "outputs": [...]}: the ports `open_live_io(api)`
+    could connect to — JACK's MIDI ports when it would use JACK, else rtmidi's. "inputs" send to us (a DAW's
+    clock, a keyboard), "outputs" take what we send. Raises LiveUnavailable when there is no backend."""
+    if api in (None, "jack"):
+        try:
+            import jack
+
+            client = jack.Client(f"{CLIENT_NAME} ports", no_start_server=True)
+        except (ImportError, OSError, Exception) as exc:  # jack.JackError: no server
+            if api == "jack":
+                raise LiveUnavailable(f"no JACK server to list ports of ({exc})") from None
+        else:
+            try:
+                own = (CLIENT_NAME + ":", CLIENT_NAME + "-")  # this studio's own live client(s)
+                inputs = [p.name for p in client.get_ports(is_midi=True, is_output=True) if not p.name.startswith(own)]
+                outputs = [p.name for p in client.get_ports(is_midi=True, is_input=True) if not p.name.startswith(own)]
+            finally:
+                client.close()
+            return {"backend": "jack", "inputs": inputs, "outputs": outputs}
+    from engine.midi_io import MidiUnavailable, _open_client, list_midi_ports
+
+    try:
+        client, name = _open_client("out", api)
+        client.delete()
+        ports = list_midi_ports(api)
+    except MidiUnavailable as exc:
+        raise LiveUnavailable(str(exc)) from None
+    own = ("SMART Studio",)
+    return {"backend": name, "inputs": [p for p in ports["inputs"] if not p.startswith(own)],
+            "outputs": [p for p in ports["outputs"] if not p.startswith(own)]}

@@ -105,8 +105,9 @@ def bar_aligned_clip(notes: list[Note], source: Clip) -> Clip:
 
 
 def drag_mime(notes: list[Note], source: Clip, name: str = "sketch") -> QMimeData:
-    """Mime data for dragging notes out: a temp .mid file URL (for file managers/DAWs) and MIDI bytes that
-    keep the notes' place on the bar grid (`bar_aligned_clip`), plus the studio's own notes format."""
+    """Mime data for dragging notes out: a temp .mid file URL and its plain path (for file managers/DAWs) and
+    MIDI bytes that keep the notes' place on the bar grid (`bar_aligned_clip`), plus the studio's own notes
+    format."""
     global _drag_dir
     if _drag_dir is None:
         # Lives until the process exits: the drop target may read the file after the drag returns.
@@ -120,4 +121,5 @@ def drag_mime(notes: list[Note], source: Clip, name: str = "sketch") -> QMimeDat
     mime.setData(MIME_MIDI, midi)
     mime.setData(MIME_MIDI_ALT, midi)
     mime.setUrls([QUrl.fromLocalFile(str(path))])
+    mime.setText(str(path))  # the plain path, for drop targets that read text only
     return mime

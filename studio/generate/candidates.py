@@ -42,7 +42,8 @@ def score_colour(value: float) -> QColor:
 
 
 def candidate_tooltip(item: Candidate, taste: tuple[float, float] | None = None) -> str:
-    lines = [f"<b>Candidate {item.label}</b> — {len(item.notes)} notes, {item.status}"]
+    lines = [f"<b>Candidate {item.label}</b> — {len(item.notes)} notes, {item.status}",
+             "<i>Drag the ⠿ grip out to a DAW or file manager: a .mid that keeps its place on the bar grid</i>"]
     if item.finished_by:
         lines.append(f"ended by: {item.finished_by}")
     if item.reward is not None:
@@ -260,7 +261,10 @@ class TasteBarDelegate(QStyledItemDelegate):
 
 
 class SwatchDelegate(QStyledItemDelegate):
-    """The candidate's ghost colour next to its label."""
+    """The candidate's ghost colour next to its label, and at the right its drag grip (dragout.GRIP_WIDTH px:
+    drag it out for a .mid of the candidate)."""
+
+    GRIP = 14
 
     def paint(self, p: QPainter, option, index) -> None:
         p.save()
@@ -271,6 +275,15 @@ class SwatchDelegate(QStyledItemDelegate):
         sw = QRectF(r.left() + 4, r.top() + 5, 12, r.height() - 10)
         p.fillRect(sw, colour)
         p.setPen(theme.TEXT)
-        p.drawText(QRectF(r.left() + 20, r.top(), r.width() - 20, r.height()), Qt.AlignVCenter | Qt.AlignLeft,
-                   index.data(Qt.DisplayRole) or "")
+        p.drawText(QRectF(r.left() + 20, r.top(), r.width() - 20 - self.GRIP, r.height()),
+                   Qt.AlignVCenter | Qt.AlignLeft, index.data(Qt.DisplayRole) or "")
+        # The grip: two columns of three dots, as on the sketch's "⠿ Drag MIDI" handle.
+        p.setRenderHint(QPainter.Antialiasing)
+        p.setPen(Qt.NoPen)
+        p.setBrush(QColor(0xB8, 0xBC, 0xC4))
+        x0 = r.right() - self.GRIP + 4
+        y0 = r.center().y() - 5
+        for col in range(2):
+            for row in range(3):
+                p.drawEllipse(QRectF(x0 + col * 5, y0 + row * 4.5, 2.6, 2.6))
         p.restore()

@@ -238,7 +238,7 @@ def _build_candidates_box(panel) -> QGroupBox:
     header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
     header.setSectionResizeMode(STATE_COLUMN, QHeaderView.ResizeToContents)
     header.setSectionResizeMode(TASTE_COLUMN, QHeaderView.Fixed)
-    header.resizeSection(0, 46)
+    header.resizeSection(0, 60)  # swatch, label and the drag grip (dragout)
     header.resizeSection(TASTE_COLUMN, 92)  # "+1.2±0.8" and its bar
     panel.table.setMinimumHeight(110)
     # The actions for the selected candidate sit right above the list, so that they are on screen whenever

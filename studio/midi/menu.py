@@ -9,6 +9,7 @@ with the reason, and nothing else in the studio depends on MIDI.
 from __future__ import annotations
 
 import logging
+import sys
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QActionGroup
@@ -22,6 +23,13 @@ from studio.transport.controller import Transport
 log = logging.getLogger(__name__)
 
 VIRTUAL = object()  # marker for "the virtual SMART Studio port"
+# rtmidi cannot make virtual ports on Windows (WinMM): a loopback driver provides the ports instead.
+WINDOWS_VIRTUAL_HINT = (" — Windows has no virtual MIDI ports: create a pair with loopMIDI or Windows MIDI "
+                        "Services and choose it here")
+
+
+def _virtual_hint(target) -> str:
+    return WINDOWS_VIRTUAL_HINT if target is VIRTUAL and sys.platform == "win32" else ""
 
 
 def _midi_io():
@@ -81,7 +89,7 @@ class MidiController(QObject):
         try:
             out = module.MidiOut(None if target is VIRTUAL else target, channel=self.channel)
         except module.MidiUnavailable as exc:
-            self.message.emit(f"MIDI out: {exc}")
+            self.message.emit(f"MIDI out: {exc}{_virtual_hint(target)}")
             return False
         self.midi_out, self.out_target = out, target
         self.transport.set_midi_out(out)
@@ -110,7 +118,7 @@ class MidiController(QObject):
         try:
             self.midi_in = module.MidiIn(None if port is VIRTUAL else port, self.recorder.midi_callback)
         except module.MidiUnavailable as exc:
-            self.message.emit(f"MIDI in: {exc}")
+            self.message.emit(f"MIDI in: {exc}{_virtual_hint(port)}")
             return False
         self.in_port = port
         self.message.emit(f"MIDI in ← {self.midi_in.port_name}")

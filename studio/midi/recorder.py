@@ -28,12 +28,15 @@ class MidiRecorder(QObject):
         self._held: dict[int, tuple[float, int]] = {}  # pitch -> (start tick, velocity)
         self._take_key: int | None = None
         self._take_count = 0
+        self.listeners: list = []  # called with each MidiNoteEvent on rtmidi's thread (e.g. the jam hears it)
         # Queued: the callback runs on rtmidi's thread; the slot runs on the UI thread.
         self.event_received.connect(self._on_event, Qt.QueuedConnection)
         transport.state_changed.connect(self._on_transport_state)
 
     def midi_callback(self, event) -> None:
         """For engine.midi_io.MidiIn: runs on rtmidi's thread, only forwards."""
+        for listener in self.listeners:
+            listener(event)
         self.event_received.emit(event.kind, int(event.pitch), int(event.velocity))
 
     def _on_transport_state(self) -> None:

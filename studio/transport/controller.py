@@ -70,6 +70,7 @@ class Transport(QObject):
     position_changed = Signal(float)  # ticks
     state_changed = Signal()  # playing / loop / metronome / audio availability
     audio_status = Signal(str)
+    located = Signal(float)  # the musician moved the playhead (seek / rewind), ticks
 
     def __init__(self, document: SketchDocument, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -209,6 +210,7 @@ class Transport(QObject):
         elif self._clock.playing:
             self._clock.start(self.doc.clip, tick)
         self.position_changed.emit(tick)
+        self.located.emit(tick)
 
     def rewind(self) -> None:
         self.seek(self.loop[0] if self.loop_enabled and self.loop else 0)

@@ -1,0 +1,1 @@
+"""Live play with a DAW in the studio: clock sync (`sync`, `synccontrol`), jam (`jam`), host generation (`hostgen`)."""
