@@ -22,7 +22,6 @@ This module must never import Qt.
 from __future__ import annotations
 
 import math
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,65 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.quantized import PackedLinear, fp16_weights_available, int8_weights_available
+
 __all__ = ["Phi3Decoder", "PackedWeights", "sample_next", "sample_rows", "sampling_distribution", "SampleGroup", "fp16_weights_available", "int8_weights_available",
            "WEIGHT_MODES"]
 
 WEIGHT_MODES = ("model", "fp16", "int8")
-
-
-def fp16_weights_available() -> bool:
-    """True when this torch build has the fbgemm fp16-weight linear kernels (x86 CPU builds)."""
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False
-    try:
-        packed = torch.ops.quantized.linear_prepack_fp16(torch.zeros(8, 8))
-        torch.ops.quantized.linear_dynamic_fp16(torch.zeros(1, 8), packed)
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-def _int8_pack(weight: torch.Tensor):
-    """fbgemm int8 panels of a float32 [out, in] weight, symmetric per output channel."""
-    w = weight.detach().float().contiguous()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated; fbgemm still serves it
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(q, None)
-
-
-def int8_weights_available() -> bool:
-    """True when this torch build has the fbgemm int8 dynamic linear kernels (x86 CPU builds)."""
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False
-    try:
-        torch.ops.quantized.linear_dynamic(torch.zeros(1, 8), _int8_pack(torch.ones(8, 8)), True)
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-class _Linear:
-    """A bias-free linear over the live weight (exact) or an fbgemm fp16 / int8 packed snapshot."""
-
-    __slots__ = ("weight", "packed", "mode")
-
-    def __init__(self, weight: torch.Tensor, mode: str):
-        self.weight, self.mode, self.packed = weight, mode, None
-        if mode == "fp16":
-            self.packed = torch.ops.quantized.linear_prepack_fp16(weight)
-        elif mode == "int8":
-            self.packed = _int8_pack(weight)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "fp16":
-            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
-        if self.mode == "int8":
-            # reduce_range: 7-bit activations, as torch's own dynamic quantization does on x86.
-            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
-        return F.linear(x, self.weight)
 
 
 class _Layer:
@@ -98,10 +44,10 @@ class _Layer:
     def __init__(self, hf_layer, mode: str):
         self.ln1 = hf_layer.input_layernorm.weight.detach()
         self.ln2 = hf_layer.post_attention_layernorm.weight.detach()
-        self.qkv = _Linear(hf_layer.self_attn.qkv_proj.weight.detach(), mode)
-        self.o = _Linear(hf_layer.self_attn.o_proj.weight.detach(), mode)
-        self.gate_up = _Linear(hf_layer.mlp.gate_up_proj.weight.detach(), mode)
-        self.down = _Linear(hf_layer.mlp.down_proj.weight.detach(), mode)
+        self.qkv = PackedLinear(hf_layer.self_attn.qkv_proj.weight.detach(), mode)
+        self.o = PackedLinear(hf_layer.self_attn.o_proj.weight.detach(), mode)
+        self.gate_up = PackedLinear(hf_layer.mlp.gate_up_proj.weight.detach(), mode)
+        self.down = PackedLinear(hf_layer.mlp.down_proj.weight.detach(), mode)
 
 
 def _check_weight_mode(weights: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -130,7 +76,7 @@ class PackedWeights:
         self.model_ref = weakref.ref(model)
         with torch.no_grad():
             self.layers = [_Layer(layer, weights) for layer in model.model.layers[: model.config.num_hidden_layers]]
-            self.lm_head = _Linear(model.lm_head.weight.detach(), weights)
+            self.lm_head = PackedLinear(model.lm_head.weight.detach(), weights)
 
 
 def _check_supported(model, max_len: int) -> None:
@@ -203,7 +149,7 @@ class Phi3Decoder:
             else:
                 self.layers = [_Layer(layer, weights) for layer in model.model.layers[: self.n_layers]]
             self.final_norm = model.model.norm.weight.detach()
-            self.lm_head = packed.lm_head if packed is not None else _Linear(model.lm_head.weight.detach(), weights)
+            self.lm_head = packed.lm_head if packed is not None else PackedLinear(model.lm_head.weight.detach(), weights)
 
             # RoPE tables computed exactly as Phi3RotaryEmbedding.forward (fp32 product, then cast).
             inv_freq = model.model.rotary_emb.inv_freq.detach().to(device=self.device, dtype=torch.float32)
