@@ -19,28 +19,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
     QDockWidget,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
 )
 
 from engine import api
@@ -50,10 +30,20 @@ from studio.generate.hostconn import LOCAL
 from studio.theme import STYLE_DIM as DIM
 from studio.theme import STYLE_OK as OK
 from studio.theme import STYLE_WARN as WARN
-from studio.train.blindab import BlindAB
-from studio.train.plots import TrainingPlots
+from studio.train.layout import setup_ui
+from studio.train.presets import (
+    WEIGHTED,
+    fmt_duration,
+    fmt_eta,
+    fmt_number,
+    job_phase,
+    local_catalogue,
+    preset_seconds,
+    preset_values,
+    step_eta,
+)
 from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
-from studio.train.taste_job import (TasteTuneSection, collect_pairs, describe_taste_record, is_dpo_record, job_kind,
+from studio.train.taste_job import (collect_pairs, describe_taste_record, is_dpo_record, job_kind,
                                     pair_prompts)
 from studio.train.workers import CallJob, CompareJob, EventsWatcher
 from studio.widgets import compact_combos, guard_wheel
@@ -62,96 +52,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 MAX_COMPARE_PROMPTS = 4
-WEIGHTED = "weighted"  # the panel's own entry: a weighted mix of MAA axes typed in the Weights field
-# The panel's fields, as /v1/train option names (their values come from the preset chosen).
-PRESET_FIELDS = ("steps", "prompts_per_step", "group", "max_completion_tokens", "beta", "lr", "reward", "save_every")
-
-
-def preset_values(catalogue: dict, name: str) -> dict:
-    """The panel's fields under preset `name` of a /v1/train/options body: the defaults, then the preset's."""
-    defaults = {o["name"]: o.get("default") for o in catalogue.get("options", [])}
-    values = {**defaults, **catalogue["presets"][name]["options"]}
-    return {k: values[k] for k in PRESET_FIELDS if k in values}
-
-
-def local_catalogue() -> dict:
-    """What a host of this version offers, shown until the connected host has said (same contract)."""
-    return api.train_options(maa_weights=False)
 _ORPHANS: list = []  # worker jobs still blocked in a request when the window closed
-
-
-def step_eta(records: list[dict], steps: int) -> float | None:
-    """Seconds left, timed from the steps themselves: from the second step on, the time per step between the
-    first and the last step (the setup before step 1 — fitting the taste, sampling, reference passes —
-    is not a step's time); after one step, its elapsed time (an upper bound)."""
-    timed = [r for r in records if isinstance(r.get("elapsed_s"), (int, float)) and isinstance(r.get("step"), int)]
-    if not timed or not steps:
-        return None
-    first, last = timed[0], timed[-1]
-    if last["step"] >= steps:
-        return 0.0
-    if last["step"] > first["step"]:
-        per_step = (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
-    elif last["step"] > 0:
-        per_step = last["elapsed_s"] / last["step"]
-    else:
-        return None
-    return max(0.0, per_step * (steps - last["step"]))
-
-
-def job_phase(info: dict | None) -> str:
-    """What a running job does before its first step, in words: the phase its process reports (taste tunes:
-    fitting, sampling, the reference pass), else what such a job does first."""
-    reported = (info or {}).get("phase")
-    if isinstance(reported, dict) and isinstance(reported.get("phase"), str):
-        return reported["phase"]
-    kind, method = job_kind(info)
-    if kind == api.TASTE_JOB_KIND and method == "dpo":
-        return ("preparing: fitting your taste model on your picks, sampling fresh continuations for it to "
-                "rank, then the original model's reference pass")
-    if kind == api.TASTE_JOB_KIND:
-        return "preparing: fitting your taste model on your picks, loading the model"
-    return "preparing: loading the model and sampling the first group of completions"
-
-
-# Seconds per completion token of one GRPO step (rollouts + update), from BENCHMARKS.md ("GRPO iteration"):
-# the paper policy on a 2-vCPU host took 32–85 s per 64 × 256-token step (≈ 2–5 ms a token); the paper
-# reports 15 s per step on an RTX 3090 (≈ 1 ms). Full-size MAA on a CPU adds ≈ 4 s per completion.
-CPU_S_PER_TOKEN, GPU_S_PER_TOKEN, MAA_CPU_S_PER_COMPLETION = 0.003, 0.001, 4.0
-JOB_SETUP_S = 60.0  # starting the job process and loading the model
-
-
-def preset_seconds(values: dict, gpu: bool, needs_maa: bool) -> float:
-    """A rough duration of a GRPO run with these option values (to choose a preset, not a promise: the
-    job's own ETA, timed from its steps, replaces it once it runs)."""
-    completions = int(values["prompts_per_step"]) * int(values["group"])
-    step = completions * int(values["max_completion_tokens"]) * (GPU_S_PER_TOKEN if gpu else CPU_S_PER_TOKEN)
-    if needs_maa and not gpu:
-        step += completions * MAA_CPU_S_PER_COMPLETION
-    return JOB_SETUP_S + int(values["steps"]) * step
-
-
-def fmt_duration(seconds: float) -> str:
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:.0f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{max(1, round(seconds / 60))} min"
-
-
-def fmt_eta(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-def _num(v, digits=3) -> str:
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
 
 
 class TrainPanel(QDockWidget):
@@ -186,7 +87,8 @@ class TrainPanel(QDockWidget):
         self.catalogue = local_catalogue()  # presets, rewards and options the host offers
         self._catalogue_from: str | None = None  # the host URL the catalogue came from
         self._maa_seen = "unknown"
-        self._build_ui()
+        setup_ui(self)
+        self._connect_ui()
         self._poll = QTimer(self)
         self._poll.setInterval(3000)
         self._poll.timeout.connect(self.refresh_status)
@@ -201,242 +103,29 @@ class TrainPanel(QDockWidget):
         self._on_host_changed()
 
     # ================================================================== UI
-    def _build_ui(self) -> None:
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # rows wrap to the dock's width
-        body = QWidget()
-        scroll.setWidget(body)
-        self.setWidget(scroll)
-        v = QVBoxLayout(body)
-        v.setContentsMargins(6, 6, 6, 6)
-
-        # -- host + jobs on it
-        self.host_label = QLabel("")
-        self.host_label.setWordWrap(True)
-        self.host_label.setStyleSheet(DIM)
-        v.addWidget(self.host_label)
-        row = QHBoxLayout()
-        self.jobs_combo = QComboBox()
-        self.jobs_combo.setToolTip("Training jobs on the host; pick one to follow it again. A remote host's jobs "
-                                   "keep running when the studio closes; the local host's end with the studio "
-                                   "(closing asks first).")
-        self.jobs_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.jobs_combo.setMinimumContentsLength(12)
+    def _connect_ui(self) -> None:
+        """What the widgets of `layout.setup_ui` do."""
         self.jobs_combo.activated.connect(self._on_job_picked)
-        self.btn_refresh = QPushButton("Refresh")
         self.btn_refresh.clicked.connect(self.refresh_jobs)
-        row.addWidget(QLabel("Job:"))
-        row.addWidget(self.jobs_combo, 1)
-        row.addWidget(self.btn_refresh)
-        v.addLayout(row)
-
-        # -- run controls first: they never move when a setting below changes size
-        grid = QGridLayout()
-        self.btn_start = QPushButton("Start training")
         self.btn_start.clicked.connect(self.start)
-        self.btn_pause = QPushButton("Pause")
-        self.btn_pause.setToolTip("Stop after the current step (a checkpoint is saved); Resume continues")
         self.btn_pause.clicked.connect(lambda: self._control("pause"))
-        self.btn_resume = QPushButton("Resume")
         self.btn_resume.clicked.connect(lambda: self._control("resume"))
-        self.btn_cancel = QPushButton("Cancel")
-        self.btn_cancel.setToolTip("Stop now; Resume continues from the last checkpoint")
         self.btn_cancel.clicked.connect(lambda: self._control("cancel"))
-        for i, b in enumerate((self.btn_start, self.btn_pause, self.btn_resume, self.btn_cancel)):
-            grid.addWidget(b, 0, i)
-        grid.setColumnStretch(0, 2)
-        for i in (1, 2, 3):
-            grid.setColumnStretch(i, 1)
-        v.addLayout(grid)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("")
-        v.addWidget(self.progress)
-        self.job_label = QLabel("No training job")
-        self.job_label.setWordWrap(True)
-        v.addWidget(self.job_label)
-
-        # -- what to train with: reward and the MAA notice (where the eye is), then the preset's numbers
-        box = QGroupBox("Settings")
-        form = QFormLayout(box)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
-        self.preset_combo = QComboBox()
-        self.preset_combo.setToolTip("Presets the host offers (paper: the SMART paper's settings, §3.5). "
-                                     "Changing a value below keeps it.")
         self.preset_combo.activated.connect(self._on_preset_picked)
-        form.addRow("Preset", self.preset_combo)
-        self.preset_note = QLabel("")
-        self.preset_note.setWordWrap(True)
-        self.preset_note.setStyleSheet(DIM)
-        form.addRow("", self.preset_note)
-        self.reward_combo = QComboBox()
-        self.reward_combo.setToolTip("What counts as better. MAA axes are Meta Audiobox Aesthetics ratings of the "
-                                     "rendered audio (1–10). Offline rewards count notes symbolically: no MAA, for "
-                                     "trying the loop only.")
         self.reward_combo.currentIndexChanged.connect(self._sync_reward)
-        form.addRow("Reward", self.reward_combo)
-        self.weights_edit = QLineEdit("maa-ce=1,maa-pq=0.5")
-        self.weights_edit.setToolTip("Weighted MAA axes, e.g. maa-ce=1,maa-pq=0.5 (used with 'MAA weighted mix')")
-        form.addRow("Weights", self.weights_edit)
-        self.settings_form = form
-        self.maa_label = QLabel("")
-        self.maa_label.setWordWrap(True)
-        self.btn_download = QPushButton(f"Download the MAA scoring model ({api.MAA_DOWNLOAD_BYTES / 1e6:.0f} MB)")
-        self.btn_download.setToolTip("Fetch the Audiobox Aesthetics weights (the Generate panel shows progress)")
         self.btn_download.clicked.connect(self.download_maa)
-        mrow = QVBoxLayout()
-        mrow.addWidget(self.maa_label)
-        mrow.addWidget(self.btn_download)
-        form.addRow("", self._wrap(mrow))
-        self.spin_steps = QSpinBox()
-        self.spin_steps.setRange(1, api.MAX_STEPS)
-        self.spin_steps.setToolTip("Training iterations. Each one generates, scores and learns from a batch.")
-        form.addRow("Steps", self.spin_steps)
-        self.spin_prompts = QSpinBox()
-        self.spin_prompts.setRange(1, api.MAX_PROMPTS_PER_STEP)
-        self.spin_prompts.setToolTip("Prompts drawn per step (with replacement from the list above)")
-        form.addRow("Prompts per step", self.spin_prompts)
-        self.spin_group = QSpinBox()
-        self.spin_group.setRange(2, api.MAX_GROUP)
-        self.spin_group.setToolTip("Continuations per prompt. They are compared with each other: the ones scoring "
-                                   "above their group's average are reinforced.")
-        form.addRow("Group size", self.spin_group)
-        self.spin_tokens = QSpinBox()
-        self.spin_tokens.setRange(8, 4096)
-        self.spin_tokens.setToolTip("Longest continuation in tokens (about 4 tokens per note)")
-        form.addRow("Max length (tokens)", self.spin_tokens)
-        self.spin_beta = QDoubleSpinBox()
-        self.spin_beta.setDecimals(3)
-        self.spin_beta.setRange(0.0, 10.0)
-        self.spin_beta.setSingleStep(0.01)
-        self.spin_beta.setToolTip("β: how far the tuned model may drift from the original; 0 = no limit")
-        form.addRow("β (stay close)", self.spin_beta)
-        self.spin_lr = QDoubleSpinBox()
-        self.spin_lr.setDecimals(6)
-        self.spin_lr.setRange(1e-6, 0.5)
-        self.spin_lr.setSingleStep(1e-5)
-        self.spin_lr.setToolTip("Learning rate: how big each update is (decays linearly to 0)")
-        form.addRow("Learning rate", self.spin_lr)
-        drow = QHBoxLayout()
-        self.chk_diversity = QCheckBox("on, at")
-        self.spin_diversity = QDoubleSpinBox()
-        self.spin_diversity.setRange(0.05, 0.95)
-        self.spin_diversity.setSingleStep(0.05)
-        self.spin_diversity.setValue(0.5)
-        self.spin_diversity.setToolTip("A fraction of the starting diversity")
-        self.chk_diversity.setToolTip("Stop when outputs get this much less varied than at the start "
-                                      "(the final model is the best one above the floor)")
-        drow.addWidget(self.chk_diversity)
-        drow.addWidget(self.spin_diversity)
-        drow.addWidget(QLabel("× start"))
-        drow.addStretch(1)
-        form.addRow("Diversity floor", self._wrap(drow))
-        self.spin_save = QSpinBox()
-        self.spin_save.setRange(1, 10000)
-        self.spin_save.setValue(50)
-        self.spin_save.setToolTip("A checkpoint (a model you can use or compare) every N steps; pause always "
-                                  "writes one, cancel and crashes resume from the last one")
-        form.addRow("Checkpoint every", self.spin_save)
         for w in (self.spin_prompts, self.spin_group):
             w.valueChanged.connect(self._sync_counts)
-        v.addWidget(box)
-
-        # -- prompts
-        box = QGroupBox("Prompts — what the model learns to continue")
-        pv = QVBoxLayout(box)
-        self.prompt_list = QListWidget()
-        self.prompt_list.setMaximumHeight(90)
-        self.prompt_list.setToolTip("Each prompt is a few bars of your sketch; the model continues it, the "
-                                    "continuations are rendered and scored, and the better ones are reinforced.")
-        pv.addWidget(self.prompt_list)
-        row = QHBoxLayout()
-        self.btn_add_selection = QPushButton("Add selection")
-        self.btn_add_selection.setToolTip("The bars of the selected notes become a prompt")
         self.btn_add_selection.clicked.connect(self.add_selection)
-        self.btn_add_loop = QPushButton("Add loop region")
-        self.btn_add_loop.setToolTip("The notes inside the loop region become a prompt")
         self.btn_add_loop.clicked.connect(self.add_loop_region)
-        self.btn_remove_prompt = QPushButton("Remove")
         self.btn_remove_prompt.clicked.connect(self.remove_prompt)
-        for b in (self.btn_add_selection, self.btn_add_loop, self.btn_remove_prompt):
-            row.addWidget(b)
-        pv.addLayout(row)
-        row = QHBoxLayout()
-        self.chk_procedural = QCheckBox("Mix in procedural prompts:")
-        self.chk_procedural.setToolTip("Random meter and tempo with a first note (the paper's prompts), alongside "
-                                       "yours: keeps the model general while it learns your material.")
-        self.spin_procedural = QSpinBox()
-        self.spin_procedural.setRange(1, 64)
-        self.spin_procedural.setValue(4)
         self.chk_procedural.toggled.connect(self._sync_counts)
         self.spin_procedural.valueChanged.connect(self._sync_counts)
-        row.addWidget(self.chk_procedural)
-        row.addWidget(self.spin_procedural)
-        row.addStretch(1)
-        pv.addLayout(row)
-        self.counts_label = QLabel("")
-        self.counts_label.setWordWrap(True)
-        self.counts_label.setStyleSheet(DIM)
-        pv.addWidget(self.counts_label)
-        v.addWidget(box)
-
-        # -- tune toward the musician's own picks (the Generate panel's taste profile)
-        self.taste_section = TasteTuneSection(getattr(self.win, "taste_store", None))
         self.taste_section.requested.connect(self.tune_taste)
-        v.addWidget(self.taste_section)
-
-        # -- plots
-        self.plots = TrainingPlots()
-        self.plots.setFixedHeight(380)
-        v.addWidget(self.plots)
-
-        # -- checkpoints
-        box = QGroupBox("Checkpoints")
-        cv = QVBoxLayout(box)
-        self.ckpt_table = QTableWidget(0, 3)
-        self.ckpt_table.setHorizontalHeaderLabels(["Step", "Reward", "Diversity"])
-        self.ckpt_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.ckpt_table.verticalHeader().hide()
-        self.ckpt_table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.ckpt_table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.ckpt_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.ckpt_table.setMaximumHeight(130)
         self.ckpt_table.itemSelectionChanged.connect(self._sync_buttons)
-        cv.addWidget(self.ckpt_table)
-        row = QHBoxLayout()
-        self.btn_use = QPushButton("Use this checkpoint")
-        self.btn_use.setToolTip("Generate with this checkpoint (the host switches its active model)")
         self.btn_use.clicked.connect(self.use_checkpoint)
-        self.btn_compare = QPushButton("Compare blind…")
-        self.btn_compare.setToolTip("The same prompts continued by the original and the tuned model, played in "
-                                    "random order without labels: you pick, your choices are saved.")
         self.btn_compare.clicked.connect(self.compare)
-        row.addWidget(self.btn_use)
-        row.addWidget(self.btn_compare)
-        cv.addLayout(row)
-        v.addWidget(box)
-
-        # -- blind A/B
-        self.ab = BlindAB(self.win, self.audition)
         self.ab.chosen.connect(self._log)
-        v.addWidget(self.ab)
-
-        # -- log
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setMaximumHeight(110)
-        v.addWidget(self.log_view)
-        v.addStretch(1)
-
-    @staticmethod
-    def _wrap(layout) -> QWidget:
-        w = QWidget()
-        layout.setContentsMargins(0, 0, 0, 0)
-        w.setLayout(layout)
-        return w
 
     # ================================================================== presets and rewards (the host's)
     def _fill_catalogue(self) -> None:
@@ -904,12 +593,12 @@ class TrainPanel(QDockWidget):
             return
         if ev.get("maa_random"):
             self._set_reward_title()
-        parts = [f"step {ev['step']}", f"reward {_num(ev.get('reward_mean'))}"]
+        parts = [f"step {ev['step']}", f"reward {fmt_number(ev.get('reward_mean'))}"]
         for axis in AXES:
             if axis in ev:
-                parts.append(f"{axis} {_num(ev[axis], 2)}")
-        parts += [f"KL {_num(ev.get('kl'), 4)}", f"diversity {_num(ev.get('diversity'))}",
-                  f"{_num(ev.get('completion_tokens'), 0)} tokens"]
+                parts.append(f"{axis} {fmt_number(ev[axis], 2)}")
+        parts += [f"KL {fmt_number(ev.get('kl'), 4)}", f"diversity {fmt_number(ev.get('diversity'))}",
+                  f"{fmt_number(ev.get('completion_tokens'), 0)} tokens"]
         if ev.get("guard"):
             parts.append("diversity floor reached")
         self._log(" · ".join(parts))
@@ -1053,7 +742,7 @@ class TrainPanel(QDockWidget):
             return
         self.ckpt_table.setRowCount(len(rows))
         for i, c in enumerate(rows):
-            for col, text in enumerate((str(c["step"]), _num(c.get("reward_mean")), _num(c.get("diversity")))):
+            for col, text in enumerate((str(c["step"]), fmt_number(c.get("reward_mean")), fmt_number(c.get("diversity")))):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, c["path"])
                 item.setToolTip(c["path"])
