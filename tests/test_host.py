@@ -17,12 +17,12 @@ import soundfile
 import torch
 import uvicorn
 
-from engine.fastdecode import SampleGroup, sample_rows
 from engine.host.serve import is_loopback
 from engine.host.server import create_app
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi
 from engine.music import Clip, Note
 from engine.policy import GenerationSettings, Policy
+from engine.sampling import SampleGroup, sample_rows
 
 TOKEN = "test-token-0123456789"
 
@@ -372,7 +372,7 @@ def test_int8_host_packs_once_and_serves_concurrent_requests(policy):
 
 
 def test_batched_sampling_matches_sample_next_per_job():
-    from engine.fastdecode import sample_next
+    from engine.sampling import sample_next
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(9, 50, generator=gen) * 3
