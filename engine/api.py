@@ -13,7 +13,6 @@ training.
 
 from __future__ import annotations
 
-import argparse as _argparse
 import json
 import math
 import numbers
@@ -141,8 +140,8 @@ class GenerationSettings:
 
 def parse_temperature_factors(text: str) -> dict[str, float]:
     """"Pitch=0.8,Velocity=1.1" → {"Pitch": 0.8, "Velocity": 1.1}; "" or "none" → {} (no factors).
-    A malformed pair raises _argparse.ArgumentTypeError (a usage error naming it); families and factors are
-    checked by `GenerationSettings.validate`."""
+    A malformed pair raises ValueError naming it (command lines take it through `engine.cliutil.option_type`, as
+    a usage error); families and factors are checked by `GenerationSettings.validate`."""
     out: dict[str, float] = {}
     if text.strip().lower() in ("", "none"):
         return out
@@ -153,7 +152,7 @@ def parse_temperature_factors(text: str) -> dict[str, float]:
                 raise ValueError
             out[family.strip()] = float(value)
         except ValueError:
-            raise _argparse.ArgumentTypeError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
+            raise ValueError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
     return out
 
 
