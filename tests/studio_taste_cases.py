@@ -14,7 +14,8 @@ import random
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
-from studio_generate_cases import model_dir, serve  # noqa: F401 - fixture
+from conftest import serve
+from studio_generate_cases import model_dir  # noqa: F401 - fixture
 from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
 
 from engine.music import Clip, Note

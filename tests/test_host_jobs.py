@@ -227,7 +227,7 @@ def jobs_host(policy, jobs_dir: Path, python: str = sys.executable, **app_option
     """A host without MAA weights, its job processes started with `python`; yields (client, manager)."""
     from engine.host.jobs import JobManager, jobs_router
     from engine.host.server import create_app
-    from test_host import serve
+    from conftest import serve
 
     manager = JobManager(jobs_dir, python=python, poll_s=0.05)
     app = create_app(policy, maa_reason="no MAA weights (test)", routers=[jobs_router(manager)], **app_options)

@@ -23,7 +23,7 @@ from engine.preferences import PreferenceSet
 from engine.taste import MIN_PAIRS
 
 PPQ = 480
-SHOT = Path(os.environ.get("SMART_TEST_SHOTS", "/tmp")) / "taste_panel.png"
+SHOTS_ENV = "SMART_TEST_SHOTS"  # where to keep the screenshot for a person to look at (else the test's tmp_path)
 
 
 def clip(pitch: int, start: int = 0, n: int = 4) -> bytes:
@@ -150,12 +150,13 @@ def test_tune_toward_my_taste_needs_enough_picks_then_sends_them(window, qtbot, 
     panel.job_state = "completed"
     panel._sync_buttons()
 
-    SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shot = (Path(os.environ[SHOTS_ENV]) if SHOTS_ENV in os.environ else tmp_path) / "taste_panel.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
     panel.resize(520, 1400)
     content = panel.widget().widget()
     content.grab()  # the plots' axes size themselves to their labels on a first paint
     qtbot.wait(300)
-    assert content.grab().save(str(SHOT))
+    assert content.grab().save(str(shot))
     panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"
     host.close()
 
