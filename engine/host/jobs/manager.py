@@ -124,10 +124,8 @@ class JobManager:
 
     # ------------------------------------------------------------------ API
     def submit(self, options: dict, midi_files: list[bytes], procedural: int = 0, name: str | None = None) -> Job:
-        """Create and queue a job from checked options (`check_submission`). The folder is made under a
-        hidden name and renamed when complete: a host killed meanwhile leaves no half-made job."""
-        job_id, directory, staging = self._new_job_dir()
-        try:
+        """Create and queue a job from checked options (`check_submission`)."""
+        def write(job_id: str, directory: Path, staging: Path) -> dict:
             config = {**options, "out_dir": str(directory), "resume": False}
             prompts_info: dict = {"kind": config["prompts"] if not midi_files else "midi", "midi": len(midi_files),
                                   "procedural": procedural}
@@ -142,42 +140,41 @@ class JobManager:
             for key, value in self.defaults.items():
                 if config.get(key) is None and not (key == "maa" and config.get("maa_random")):
                     config[key] = value
-            data = {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
+            return {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
                     "config": config, "prompts": prompts_info, "resume": False, "attempts": 0}
-            Job(staging, data).save()
-            os.rename(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # never a half-made job
-            raise
-        job = Job(directory, data)
-        with self.lock:
-            self.jobs[job_id] = job
-        if self.on_new_job_dir is not None:
-            self.on_new_job_dir(directory)
-        self.wake.set()
-        return job
+
+        return self._create(write)
 
     def submit_taste(self, options: dict, pairs: list[TastePair], name: str | None = None) -> Job:
         """Create and queue a taste-tuning job from checked options and pairs (`check_taste_submission`).
-        The pairs are written in the preference-set layout (JOBDIR/pairs); if that fails, nothing is left."""
+        The pairs are written in the preference-set layout (JOBDIR/pairs)."""
         from engine.preferences import PreferenceSet
 
-        job_id, directory, staging = self._new_job_dir()
-        try:
+        def write(job_id: str, directory: Path, staging: Path) -> dict:
             prefs = PreferenceSet(staging / TASTE_PAIRS_DIR)
             prefs.record_many(dict(a_midi=pair.a, b_midi=pair.b, prompt_midi=pair.prompt, choice=pair.choice,
                                    source=pair.source) for pair in pairs)  # one write, one sync
             config = {"kind": TASTE_JOB_KIND, **options, "pairs": str(directory / TASTE_PAIRS_DIR),
                       "out_dir": str(directory)}
             decisive = sum(p.choice != "tie" for p in pairs)
-            data = {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
+            return {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
                     "config": config, "prompts": {"kind": "taste-pairs", "pairs": len(pairs), "decisive": decisive,
                                                   "ties": len(pairs) - decisive},
                     "resume": False, "attempts": 0,
                     "note": "a taste tune cannot continue mid-run: pause keeps the model trained so far as a "
                             "checkpoint, and resume starts over from the base model"}
+
+        return self._create(write)
+
+    def _create(self, write) -> Job:
+        """A new job, whole or not at all: `write(id, folder, staging)` fills the hidden folder `.ID.partial`
+        and returns the job's data; the folder is renamed to ID once job.json is written (a host killed
+        meanwhile leaves no half-made job; on any failure nothing is left)."""
+        job_id, directory, staging = self._new_job_dir()
+        try:
+            data = write(job_id, directory, staging)
             Job(staging, data).save()
-            os.rename(staging, directory)  # complete: job.json and every pair appear at once
+            os.rename(staging, directory)  # complete: job.json and every file appear at once
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # never a half-made job
             raise
