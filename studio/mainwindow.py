@@ -108,22 +108,17 @@ class MainWindow(FileCommands, QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._connect()
-        from studio.generate.panel import (
-            GeneratePanel,  # the Generate panel (studio/generate)
-        )
+        from studio.generate.panel import GeneratePanel  # the Generate panel (studio/generate)
+        from studio.host import HostServices
+        from studio.train.panel import TrainPanel  # the Train panel (studio/train): GRPO jobs on the host
 
-        from studio.generate.taste import TasteStore
-
-        # The musician's picks and the taste learnt from them: the Generate panel and the blind A/B add picks.
-        self.taste_store = TasteStore(self.settings, lambda: self.project_path, self)
-        self.generate_panel = GeneratePanel(self)
+        # One host connection, one MAA download, the musician's picks and taste: the window's, lent to the panels.
+        self.services = HostServices.create(self.settings, lambda: self.project_path, self)
+        self.taste_store = self.services.taste
+        self.generate_panel = GeneratePanel(self, self.services)
         self.add_panel(self.generate_panel)
         self.generate_panel.install_menu(self.menuBar())
-        from studio.train.panel import (
-            TrainPanel,  # the Train panel (studio/train): GRPO jobs on the host
-        )
-
-        self.train_panel = TrainPanel(self)
+        self.train_panel = TrainPanel(self, self.services)
         self.add_panel(self.train_panel)
         self.tabifyDockWidget(self.generate_panel, self.train_panel)  # tabs: each panel gets the full height
         self.generate_panel.raise_()
@@ -210,7 +205,7 @@ class MainWindow(FileCommands, QMainWindow):
             button_act.triggered.connect(act.trigger)
             bar.addAction(button_act)
         bar.addSeparator()
-        self.drag_handle = MidiDragHandle(self.document, self._display_name, self)
+        self.drag_handle = MidiDragHandle(self.document, self.display_name, self)
         bar.addWidget(self.drag_handle)
         self.addToolBarBreak(Qt.TopToolBarArea)
         self.addToolBar(Qt.TopToolBarArea, bar)
@@ -401,7 +396,7 @@ class MainWindow(FileCommands, QMainWindow):
             print(f"{title}: {text}", file=sys.stderr)
             self.show_message(text, 30000)
 
-    def _display_name(self) -> str:
+    def display_name(self) -> str:
         if self.project_path is not None:
             return self.project_path.stem
         if self.midi_source is not None:
@@ -409,7 +404,7 @@ class MainWindow(FileCommands, QMainWindow):
         return "Untitled"
 
     def _update_title(self) -> None:
-        self.setWindowTitle(f"{self._display_name()}[*] — {APP_NAME}")
+        self.setWindowTitle(f"{self.display_name()}[*] — {APP_NAME}")
         self.setWindowModified(self.is_modified())
 
     def _bump_change(self) -> None:
@@ -625,7 +620,7 @@ class MainWindow(FileCommands, QMainWindow):
             self._wav_job.wait()
         self.train_panel.shutdown()  # before the host connection it listens on goes away
         self.generate_panel.shutdown()
-        self.taste_store.shutdown()  # the last picks land on disk
+        self.services.shutdown()  # the download, the local host; the last picks land on disk
         self.transport.shutdown()
         self.midi.shutdown()
         self.autosaver.clean_exit()

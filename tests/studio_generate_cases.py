@@ -19,7 +19,7 @@ from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtu
 from engine.music import Clip, Note
 from engine.project import Project, load_project
 from studio.generate.audition import SOLO
-from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
+from studio.host.connection import LOCAL, REMOTE, HostConnection
 from studio.generate.options import GenerateOptions, allowed_pitches
 
 PPQ = 480

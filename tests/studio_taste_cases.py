@@ -234,7 +234,7 @@ def run_search(qtbot, panel, reward: str, bars: int) -> dict:
 
 
 def test_search_by_taste_and_by_taste_mixed_with_maa(window, qtbot, tiny_host):
-    from studio.generate.hostconn import REMOTE
+    from studio.host.connection import REMOTE
 
     store = window.taste_store
     simulate_pairs(PreferenceSet(store.profile_dir), 30, seed=3)

@@ -15,6 +15,7 @@ import soundfile
 import torch
 from conftest import serve
 
+from engine.api import MaaStatus
 from engine.host.serve import is_loopback
 from engine.host.server import create_app
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi
@@ -84,11 +85,11 @@ def generate(client: HostClient, **kwargs) -> tuple[list[dict], dict]:
 def test_health_reports_device_model_and_maa(host, bare_host, model_dirs):
     h = host.health()
     assert h["status"] == "ok" and h["device"] == "cpu" and h["auth"] is True
-    assert h["model"]["path"] == str(model_dirs / "tiny")
-    assert h["maa"]["status"] == "random-weights"
+    assert h.model.path == str(model_dirs / "tiny")
+    assert h.maa.status == MaaStatus.RANDOM_WEIGHTS == "random-weights"  # the wire value
     bare = bare_host.health()
-    assert bare["auth"] is False
-    assert bare["maa"] == {"status": "missing", "reason": "no MAA weights found (test)", "source": None}
+    assert bare.auth is False
+    assert bare.maa.model_dump() == {"status": "missing", "reason": "no MAA weights found (test)", "source": None}
 
 
 def test_every_request_needs_the_right_token(host):
@@ -393,7 +394,7 @@ def test_activate_a_bad_dir_keeps_the_old_model(host, model_dirs, tmp_path):
 def test_score_with_random_weight_maa(host):
     clip = prompt_clip()
     s = host.score_midi(clip.to_midi_bytes())
-    assert set(s) >= {"CE", "CU", "PC", "PQ"} and s["random_weights"] is True
+    assert set(s.model_dump()) >= {"CE", "CU", "PC", "PQ"} and s.random_weights is True
     assert all(isinstance(s[k], float) and np.isfinite(s[k]) for k in ("CE", "CU", "PC", "PQ"))
     buf = io.BytesIO()
     t = np.arange(16000 * 2) / 16000

@@ -441,7 +441,7 @@ def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path)
 def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
     """A taste tune spends minutes fitting and sampling before its first step: the job says so."""
     from engine.host.jobs import Job
-    from studio.train.panel import job_phase
+    from studio.train.presets import job_phase
 
     job_dir = tmp_path / "20260101-000000-eeeeee"
     job_dir.mkdir()

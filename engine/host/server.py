@@ -54,6 +54,7 @@ from engine.api import (
     SCORE_SAMPLE_RATE,
     ActivateRequest,
     GenerateRequest,
+    MaaStatus,
     ScoreRequest,
 )
 from engine.errors import UserError, first_line
@@ -144,9 +145,9 @@ class HostState:
     # ------------------------------------------------------------------ descriptions
     def maa_status(self) -> dict:
         if self.scorer is None:
-            return {"status": "missing", "reason": self.maa_reason or "no MAA scorer loaded", "source": None}
+            return {"status": MaaStatus.MISSING, "reason": self.maa_reason or "no MAA scorer loaded", "source": None}
         random_weights = bool(getattr(self.scorer, "is_random", False))
-        return {"status": "random-weights" if random_weights else "available",
+        return {"status": MaaStatus.RANDOM_WEIGHTS if random_weights else MaaStatus.AVAILABLE,
                 "reason": "random weights: scores are for tests and timing only" if random_weights else None,
                 "source": getattr(self.scorer, "source", None)}
 

@@ -68,7 +68,7 @@ class FileCommands:
         answer = QMessageBox.question(
             self,
             APP_NAME,
-            f"Save the changes to {self._display_name()}?",
+            f"Save the changes to {self.display_name()}?",
             QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
             QMessageBox.Save,
         )
@@ -137,7 +137,7 @@ class FileCommands:
         return self.save_to(self.project_path)
 
     def save_as(self) -> bool:
-        suggested = str(Path(self._dialog_dir()) / (self._display_name() + PROJECT_SUFFIX))
+        suggested = str(Path(self._dialog_dir()) / (self.display_name() + PROJECT_SUFFIX))
         path, _ = QFileDialog.getSaveFileName(self, "Save Project", suggested, PROJECT_FILTER)
         if not path:
             return False
@@ -174,9 +174,9 @@ class FileCommands:
     def export_midi_suggestion(self) -> Path:
         """Where Export MIDI proposes to write: next to the song, never over the file it was imported from
         (one click from losing the original)."""
-        path = Path(self._dialog_dir()) / f"{self._display_name()}.mid"
+        path = Path(self._dialog_dir()) / f"{self.display_name()}.mid"
         if self.midi_source is not None and path.resolve() == self.midi_source.resolve():
-            path = path.with_name(f"{self._display_name()} (edited).mid")
+            path = path.with_name(f"{self.display_name()} (edited).mid")
         return path
 
     def export_midi(self, path: str | Path) -> bool:
@@ -192,7 +192,7 @@ class FileCommands:
         if not self.document.notes:
             self.show_message("Nothing to export: the sketch is empty")
             return
-        suggested = str(Path(self._dialog_dir()) / (self._display_name() + ".wav"))
+        suggested = str(Path(self._dialog_dir()) / (self.display_name() + ".wav"))
         path, _ = QFileDialog.getSaveFileName(self, "Export WAV", suggested, WAV_FILTER)
         if path:
             if not path.lower().endswith(".wav"):

@@ -209,7 +209,7 @@ def setup_ui(panel) -> None:
     v.addWidget(box)
 
     # -- tune toward the musician's own picks (the Generate panel's taste profile)
-    panel.taste_section = TasteTuneSection(getattr(panel.win, "taste_store", None))
+    panel.taste_section = TasteTuneSection(panel.taste_store)
     v.addWidget(panel.taste_section)
 
     # -- plots
@@ -241,7 +241,7 @@ def setup_ui(panel) -> None:
     v.addWidget(box)
 
     # -- blind A/B
-    panel.ab = BlindAB(panel.win, panel.audition)
+    panel.ab = BlindAB(panel.audition, panel.taste_store, lambda: panel.win.project_path)
     v.addWidget(panel.ab)
 
     # -- log

@@ -24,9 +24,11 @@ from PySide6.QtWidgets import (
 )
 
 from engine import api
+from engine.api import MaaStatus
 from engine.maa_weights import AXES
 from studio.generate.audition import Audition
-from studio.generate.hostconn import LOCAL
+from studio.host import HostServices
+from studio.host.connection import LOCAL, MAA_UNKNOWN
 from studio.theme import STYLE_DIM as DIM
 from studio.theme import STYLE_OK as OK
 from studio.theme import STYLE_WARN as WARN
@@ -34,50 +36,45 @@ from studio.train.layout import setup_ui
 from studio.train.presets import (
     WEIGHTED,
     fmt_duration,
-    fmt_eta,
     fmt_number,
-    job_phase,
+    job_status,
     local_catalogue,
     preset_seconds,
     preset_values,
-    step_eta,
 )
 from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
 from studio.train.taste_job import (collect_pairs, describe_taste_record, is_dpo_record, job_kind,
                                     pair_prompts)
-from studio.train.workers import CallJob, CompareJob, EventsWatcher
+from studio.host.workers import Calls
+from studio.train.workers import CompareJob, EventsWatcher
 from studio.widgets import compact_combos, guard_wheel
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 MAX_COMPARE_PROMPTS = 4
-_ORPHANS: list = []  # worker jobs still blocked in a request when the window closed
 
 
 class TrainPanel(QDockWidget):
     status = Signal(str)
 
-    def __init__(self, window) -> None:
+    def __init__(self, window, services: HostServices) -> None:
         super().__init__("Train", window)
         self.setObjectName("trainPanel")
         self.win = window
         self.doc = window.document
-        gen = getattr(window, "generate_panel", None)
-        if gen is not None:
-            self.host = gen.host  # one host per studio: the Generate panel's connection
-        else:  # pragma: no cover - the studio always has the Generate panel
-            from studio.generate.hostconn import HostConnection
-
-            self.host = HostConnection(self)
+        self.host = services.connection  # one host per studio, the window's
+        self.downloads = services.downloads
+        self.taste_store = services.taste
         self.audition = Audition(window.transport, window.document, self)
         self.prompts: list[PromptClip] = []
         self.job_id: str | None = None
         self.job_info: dict | None = None
         self.job_state: str | None = None
-        self._jobs: set = set()
+        self.calls = Calls(self)  # every host call and worker of this panel
+        self.calls.failed.connect(self._error)
+        self.calls.finished.connect(self._on_worker_finished)
         self._watcher: EventsWatcher | None = None
-        self._pending = None
         self._status_busy = False
         self._steps_total = 0
         self._taste_sending = False  # a taste tune's picks are on their way to the host
@@ -86,13 +83,15 @@ class TrainPanel(QDockWidget):
         self.records: list[dict] = []
         self.catalogue = local_catalogue()  # presets, rewards and options the host offers
         self._catalogue_from: str | None = None  # the host URL the catalogue came from
-        self._maa_seen = "unknown"
+        self._maa_seen = MAA_UNKNOWN
         setup_ui(self)
         self._connect_ui()
         self._poll = QTimer(self)
         self._poll.setInterval(3000)
         self._poll.timeout.connect(self.refresh_status)
         self.host.changed.connect(self._on_host_changed)
+        self.downloads.progress.connect(self._on_download_progress)
+        self.downloads.failed.connect(self._on_download_failed)
         self.doc.selection_changed.connect(self._sync_buttons)
         self.status.connect(window.show_message)
         self._fill_catalogue()
@@ -158,7 +157,7 @@ class TrainPanel(QDockWidget):
 
     def _grey_out_rewards(self) -> None:
         """Rewards the host cannot compute (MAA ones without MAA weights) are shown but not pickable."""
-        missing = self.host.maa_status() == "missing"
+        missing = self.host.maa_status() == MaaStatus.MISSING
         model = self.reward_combo.model()
         if not isinstance(model, QStandardItemModel):
             return
@@ -212,7 +211,7 @@ class TrainPanel(QDockWidget):
         if p.get("save_every"):
             self.spin_save.setValue(p["save_every"])
         reward = api.canonical_reward(p["reward"])
-        if self._needs_maa.get(reward) and self.host.maa_status() == "missing":
+        if self._needs_maa.get(reward) and self.host.maa_status() == MaaStatus.MISSING:
             reward = self._first_offline_reward() or reward  # default to what works on this host
         self.reward_combo.setCurrentIndex(self.reward_combo.findData(reward))
         self._sync_reward()
@@ -234,7 +233,7 @@ class TrainPanel(QDockWidget):
                 "save_every": self.spin_save.value()}
         if self.chk_diversity.isChecked():
             opts["min_diversity"] = round(self.spin_diversity.value(), 3)
-        if self.reward_needs_maa() and self.host.maa_status() == "random-weights":
+        if self.reward_needs_maa() and self.host.maa_status() == MaaStatus.RANDOM_WEIGHTS:
             opts["maa_random"] = True  # a host without real weights: the job's scores are flagged random
         if self.host.connected and self.host.device() == "cpu":
             opts["cpu_threads"] = 1  # shares the CPU with the host; one thread is fastest on a busy machine
@@ -247,34 +246,34 @@ class TrainPanel(QDockWidget):
         if not self.reward_needs_maa():
             text, style = ("Offline reward, no MAA: it counts notes symbolically and says nothing about how "
                            "the music sounds — for trying the training loop.", DIM)
-        elif status == "available":
+        elif status == MaaStatus.AVAILABLE:
             text, style = "MAA weights available on the host.", OK
-        elif status == "random-weights":
+        elif status == MaaStatus.RANDOM_WEIGHTS:
             text, style = ("The host has only random-weight MAA: the job runs, but its scores are NOT aesthetic "
                            "ratings (plumbing test only).", WARN)
-        elif status == "missing":
+        elif status == MaaStatus.MISSING:
             text, style = ("This reward listens with the MAA scoring model, which is not installed on the host: "
                            "download it, or pick an offline reward (no MAA).", WARN)
         else:
             text, style = "Whether MAA rewards are available is known once the host is running.", DIM
         self.maa_label.setText(text)
         self.maa_label.setStyleSheet(style)
-        self.btn_download.setVisible(self.reward_needs_maa() and status == "missing")
+        self.btn_download.setVisible(self.reward_needs_maa() and status == MaaStatus.MISSING)
         self._set_reward_title()
         self._sync_buttons()
 
     def download_maa(self) -> None:
-        """The Generate panel's MAA download (it shows the progress and restarts the local host with the
-        weights); the label here follows the host's MAA status."""
-        gen = getattr(self.win, "generate_panel", None)
-        if gen is None:
-            self.status.emit("MAA weights: pass --maa to `smart serve`")
-            return
-        gen.show()
-        gen.raise_()
-        gen.download_maa()
-        self.maa_label.setText("Downloading the MAA scoring model — progress in the Generate panel…")
+        """The studio's MAA download (the Generate panel's notice shows it too, and the local host restarts with
+        the weights); the label here says how it goes, then follows the host's MAA status."""
+        self.downloads.start()
+
+    def _on_download_progress(self, text: str, _fraction: float) -> None:
+        self.maa_label.setText(text)
         self.maa_label.setStyleSheet(DIM)
+
+    def _on_download_failed(self, reason: str) -> None:
+        self.maa_label.setText(f"Download failed: {reason}")
+        self.maa_label.setStyleSheet(WARN)
 
     def _set_reward_title(self) -> None:
         cfg = (self.job_info or {}).get("config") or {}
@@ -315,8 +314,7 @@ class TrainPanel(QDockWidget):
         self._add_prompt(prompt_from_notes(self.doc.clip, sel, f"Selection {len(self.prompts) + 1}"))
 
     def add_loop_region(self) -> None:
-        tr = self.win.transport
-        loop = getattr(tr, "loop", None)
+        loop = self.win.transport.loop
         if not loop or loop[1] <= loop[0]:
             self.status.emit("Set a loop region first")
             return
@@ -349,7 +347,7 @@ class TrainPanel(QDockWidget):
             self._run("Reading the host's training options", self.host.client.train_options, self._on_catalogue,
                       self._on_catalogue_failed)
         self._grey_out_rewards()
-        if status == "missing" and self._maa_seen != "missing" and self.reward_needs_maa():
+        if status == MaaStatus.MISSING and self._maa_seen != MaaStatus.MISSING and self.reward_needs_maa():
             offline = self._first_offline_reward()
             if offline is not None:  # default to what works here, and say so
                 self.reward_combo.setCurrentIndex(self.reward_combo.findData(offline))
@@ -358,12 +356,7 @@ class TrainPanel(QDockWidget):
         self._maa_seen = status
         self._sync_reward()
         if self.host.connected:
-            if self._pending is not None:
-                action, self._pending = self._pending, None
-                action()
             self.refresh_jobs()
-        elif self.host.state == "failed":
-            self._pending = None
         self._sync_buttons()
 
     def _on_catalogue(self, catalogue: dict) -> None:
@@ -376,52 +369,14 @@ class TrainPanel(QDockWidget):
     def _on_catalogue_failed(self, reason: str) -> None:
         self._log(f"The host did not list its training options ({reason}); showing this studio's own.")
 
-    def _ensure_host(self, action) -> bool:
-        if self.host.connected:
-            return True
-        self._pending = action
-        if not self.host.busy:
-            self.host.connect_host()
-        self._log("Connecting to the host…")
-        return False
+    def _run(self, name: str, fn, on_result=None, on_failed=None):
+        """Run `fn` on a worker thread; the callbacks run on the UI thread (`studio.host.workers.Calls`)."""
+        return self.calls.run(name, fn, on_result, on_failed)
 
-    def _run(self, name: str, fn, on_result=None, on_failed=None) -> CallJob:
-        """Run `fn` on a worker thread; the callbacks run on the UI thread (bound slots, queued)."""
-        job = CallJob(name, fn)
-        job.callbacks = (name, on_result, on_failed)
-        job.result.connect(self._on_call_result)
-        job.failed.connect(self._on_call_failed)
-        self._track(job)
-        job.start()
-        return job
-
-    def _track(self, job) -> None:
-        job.finished_job.connect(self._on_job_finished)
-        self._jobs.add(job)
-
-    def _on_call_result(self, value) -> None:
-        job = self.sender()
-        _name, on_result, _on_failed = getattr(job, "callbacks", (None, None, None))
-        if on_result is not None:
-            on_result(value)
-
-    def _on_call_failed(self, reason: str) -> None:
-        job = self.sender()
-        name, _on_result, on_failed = getattr(job, "callbacks", ("Request", None, None))
-        if on_failed is not None:
-            on_failed(reason)
-        else:
-            self._error(name, reason)
-
-    def _on_job_finished(self) -> None:
-        job = self.sender()
-        if job is None:
-            return
-        job.wait(2000)  # its thread is quitting: never drop a QThread that still runs
-        self._jobs.discard(job)
-        if job is self._watcher:
+    def _on_worker_finished(self, worker) -> None:
+        if worker is self._watcher:
             self._watcher = None
-        if isinstance(job, CompareJob):
+        if isinstance(worker, CompareJob):
             self._sync_buttons()
 
     def _error(self, what: str, reason: str) -> None:
@@ -467,18 +422,18 @@ class TrainPanel(QDockWidget):
         if self.job_state in ACTIVE:
             self.status.emit("A job is already running (pause or cancel it first)")
             return
-        if self.reward_needs_maa() and self.host.maa_status() == "missing":
+        if self.reward_needs_maa() and self.host.maa_status() == MaaStatus.MISSING:
             self._error("Start", "MAA weights are not installed on the host, so this reward cannot be computed: "
                                  "pick an offline reward, or download the MAA scoring model")
             return
-        if not self._ensure_host(self.start):
+        if not self.host.ensure(self.start, self):
+            self._log("Connecting to the host…")
             return
         options = self.options()
         midi = [p.midi() for p in self.prompts] or None
         if midi and self.chk_procedural.isChecked():
             options["procedural_prompts"] = self.spin_procedural.value()
-        options["name"] = f"{self.win._display_name()} · {options['reward']}" if hasattr(self.win, "_display_name") \
-            else options["reward"]
+        options["name"] = f"{self.win.display_name()} · {options['reward']}"
         client = self.host.client
         self.btn_start.setEnabled(False)
         self._log(f"Starting: reward {options['reward']}, {options['steps']} steps, {options['prompts_per_step']}×"
@@ -495,14 +450,14 @@ class TrainPanel(QDockWidget):
         if profile is None:
             return
         options = dict(options if options is not None else self.taste_section.options())
-        if not self._ensure_host(lambda: self.tune_taste(options)):
+        if not self.host.ensure(lambda: self.tune_taste(options), self):
+            self._log("Connecting to the host…")
             return
         if self.host.device() == "cpu":
             options["cpu_threads"] = 1  # shares the CPU with the host; one thread is fastest on a busy machine
-        limit = ((self.host.health or {}).get("limits") or {}).get("body_bytes") or api.DEFAULT_MAX_BODY_BYTES
+        limit = self.host.body_limit()
         client, store = self.host.client, self.taste_section.store
-        name = (f"{self.win._display_name()} · " if hasattr(self.win, "_display_name") else "") + \
-            f"my taste ({options['method']})"
+        name = f"{self.win.display_name()} · my taste ({options['method']})"
 
         def submit():  # a worker: waits for picks still being written, reads the MIDI files, sends them
             store.wait()
@@ -559,7 +514,7 @@ class TrainPanel(QDockWidget):
         watcher.event.connect(self._on_event)
         watcher.done.connect(self._on_done)
         watcher.failed.connect(self._on_watch_failed)
-        self._track(watcher)
+        self.calls.track(watcher)
         self._watcher = watcher
         watcher.start()
 
@@ -664,37 +619,8 @@ class TrainPanel(QDockWidget):
         if steps and not preparing:
             self.progress.setValue(int(1000 * min(1.0, step / steps)))
             self.progress.setFormat(f"step {step} / {steps}")
-        eta = step_eta(self.records, steps) if state == "running" else None
-        if eta is None and state == "running" and not preparing:
-            eta = info.get("eta_s")
-        text = f"Job {self.job_id}: {state}"
-        if state == "queued":
-            text += self._queue_reason(info)
-        if preparing:
-            started = info.get("started")
-            so_far = (f", {fmt_eta(time.time() - started)} so far"
-                      if isinstance(started, (int, float)) and time.time() >= started else "")
-            text += f" · {job_phase(info)}{so_far} · ETA once the first step is timed"
-        elif state == "running":
-            text += f" · step {step} of {steps or '?'} · ETA {fmt_eta(eta)}"
-        if job_kind(info)[0] == api.TASTE_JOB_KIND and state in ("paused", "cancelled", "failed"):
-            text += " · a taste tune cannot continue mid-run: Resume starts over from the original model"
-        if info.get("error"):
-            text += f" — {info['error']}"
-        self.job_label.setText(text)
+        self.job_label.setText(job_status(self.job_id, info, state, step, steps, self.records, self._listed_jobs))
         self.job_label.setStyleSheet(WARN if state == "failed" else "")
-
-    def _queue_reason(self, info: dict) -> str:
-        """Why a queued job waits: the host runs one training job at a time; name the one ahead of it."""
-        ahead = [j for j in self._listed_jobs if j.get("state") == "running" and j.get("id") != self.job_id]
-        where = f"position {info['queue_position']} in the queue" if info.get("queue_position") else "in the queue"
-        if not ahead:
-            return f" ({where})"
-        job = ahead[0]
-        p = job.get("progress") or {}
-        name = job.get("name") or job.get("reward") or "a job"
-        return (f" ({where}: the host trains one job at a time, and job {job['id']} ({name}, step "
-                f"{p.get('step', 0)}/{p.get('steps', '?')}) is running — pause or cancel it to start this one)")
 
     def running_local_job(self) -> str | None:
         """A job running or queued on the studio's own local host, as a line for the close question; None
@@ -808,7 +734,7 @@ class TrainPanel(QDockWidget):
         job.progress.connect(self._on_compare_progress)
         job.result.connect(self._on_pairs)
         job.failed.connect(self._on_compare_failed)
-        self._track(job)
+        self.calls.track(job)
         self.ab.say("Generating continuations with both models…")
         self.btn_compare.setEnabled(False)
         job.start()
@@ -833,7 +759,7 @@ class TrainPanel(QDockWidget):
     def _sync_buttons(self, *_args) -> None:
         running = self.job_state in ACTIVE
         connected = self.host.connected
-        blocked = self.reward_needs_maa() and self.host.maa_status() == "missing"
+        blocked = self.reward_needs_maa() and self.host.maa_status() == MaaStatus.MISSING
         self.btn_start.setEnabled(not running and not self.host.busy and not blocked)
         self.btn_start.setToolTip("This reward needs the MAA scoring model, which the host does not have"
                                   if blocked else "Start a GRPO job on the host with these settings")
@@ -852,7 +778,7 @@ class TrainPanel(QDockWidget):
         self.btn_remove_prompt.setEnabled(bool(self.prompts))
         has_ckpt = self.selected_checkpoint() is not None
         self.btn_use.setEnabled(connected and has_ckpt)
-        compare_running = any(isinstance(j, CompareJob) for j in self._jobs)
+        compare_running = any(isinstance(j, CompareJob) for j in self.calls.workers)
         self.btn_compare.setEnabled(connected and has_ckpt and not compare_running)
         self.taste_section.set_blocked("Sending your picks to the host…" if self._taste_sending
                                        else "A job is running on the host (pause or cancel it first)" if running
@@ -861,11 +787,6 @@ class TrainPanel(QDockWidget):
     def shutdown(self) -> None:
         """Window closing: stop listening (the jobs themselves go on on the host)."""
         self._poll.stop()
-        self._pending = None
-        for job in list(self._jobs):
-            job.cancel()
-        for job in list(self._jobs):
-            if not job.wait(5000):
-                _ORPHANS.append(job)  # a QThread destroyed while it runs aborts the process: keep it
-        self._jobs.clear()
+        self.host.forget_pending(self)
+        self.calls.shutdown()
         self.audition.stop()

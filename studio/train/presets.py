@@ -1,7 +1,10 @@
 """The Train panel's numbers in words: the host's presets as the panel's fields and how long each takes on
-this host (estimated), a running job's ETA timed from its own steps, and what it does before its first step."""
+this host (estimated), a running job's ETA timed from its own steps, what it does before its first step,
+and a job's status line (why a queued one waits)."""
 
 from __future__ import annotations
+
+import time
 
 from engine import api
 from studio.train.taste_job import job_kind
@@ -95,3 +98,40 @@ def fmt_eta(seconds) -> str:
 
 def fmt_number(v, digits=3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
+
+
+def queue_reason(info: dict, job_id: str | None, listed_jobs: list[dict]) -> str:
+    """Why a queued job waits: the host runs one training job at a time; name the one ahead of it."""
+    ahead = [j for j in listed_jobs if j.get("state") == "running" and j.get("id") != job_id]
+    where = f"position {info['queue_position']} in the queue" if info.get("queue_position") else "in the queue"
+    if not ahead:
+        return f" ({where})"
+    job = ahead[0]
+    p = job.get("progress") or {}
+    name = job.get("name") or job.get("reward") or "a job"
+    return (f" ({where}: the host trains one job at a time, and job {job['id']} ({name}, step "
+            f"{p.get('step', 0)}/{p.get('steps', '?')}) is running — pause or cancel it to start this one)")
+
+
+def job_status(job_id: str | None, info: dict, state: str, step: int, steps: int, records: list[dict],
+               listed_jobs: list[dict]) -> str:
+    """The followed job's status line: state, progress and ETA (or what it prepares), why it waits or failed."""
+    preparing = state == "running" and not records
+    eta = step_eta(records, steps) if state == "running" else None
+    if eta is None and state == "running" and not preparing:
+        eta = info.get("eta_s")
+    text = f"Job {job_id}: {state}"
+    if state == "queued":
+        text += queue_reason(info, job_id, listed_jobs)
+    if preparing:
+        started = info.get("started")
+        so_far = (f", {fmt_eta(time.time() - started)} so far"
+                  if isinstance(started, (int, float)) and time.time() >= started else "")
+        text += f" · {job_phase(info)}{so_far} · ETA once the first step is timed"
+    elif state == "running":
+        text += f" · step {step} of {steps or '?'} · ETA {fmt_eta(eta)}"
+    if job_kind(info)[0] == api.TASTE_JOB_KIND and state in ("paused", "cancelled", "failed"):
+        text += " · a taste tune cannot continue mid-run: Resume starts over from the original model"
+    if info.get("error"):
+        text += f" — {info['error']}"
+    return text

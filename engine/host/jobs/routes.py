@@ -11,7 +11,7 @@ from typing import Any, Callable
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from engine.api import train_options
+from engine.api import MaaStatus, train_options
 from engine.errors import UserError
 from engine.host.jobs.events import tail_events
 from engine.host.jobs.manager import JobManager
@@ -73,14 +73,14 @@ def jobs_router(manager: JobManager):
             manager.on_new_job_dir = register
             maa = state.maa_status()
             source = maa["source"]
-            if maa["status"] == "available" and source and Path(str(source)).exists():
+            if maa["status"] == MaaStatus.AVAILABLE and source and Path(str(source)).exists():
                 manager.defaults["maa"] = str(source)
             if state.soundfont:
                 manager.defaults["soundfont"] = str(state.soundfont)
             manager.rules = SubmissionRules(
                 default_model=lambda: str(state.policy.path) if state.policy.path is not None else None,
                 model_dir=state.client_model_dir, data_dir=state.client_data_dir,
-                maa_weights=maa["status"] == "available", maa_reason=maa["reason"], cores=os.cpu_count() or 1,
+                maa_weights=maa["status"] == MaaStatus.AVAILABLE, maa_reason=maa["reason"], cores=os.cpu_count() or 1,
                 cuda=_cuda_available())
         await run_in_threadpool(manager.start)
         try:
