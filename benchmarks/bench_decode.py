@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from transformers import Phi3Config, Phi3ForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from engine.fastdecode import Phi3Decoder, fp16_weights_available, int8_weights_available, sample_next  # noqa: E402
+from engine.fastdecode import Phi3Decoder, fp16_weights_available, int8_weights_available  # noqa: E402
+from engine.sampling import sample_next  # noqa: E402
 
 VOCAB = 600
 

@@ -57,7 +57,7 @@ def main() -> int:
         os.environ["SMART_DECODE_WEIGHTS"] = args.decode_weights  # the local host inherits the environment
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
+    from studio.host.connection import LOCAL, REMOTE, HostConnection
     from studio.mainwindow import MainWindow
     from studio.theme import apply_dark_theme
 

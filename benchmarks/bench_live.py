@@ -27,8 +27,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The private JACK server and test DAW are test support (tests/jack_support.py), not part of the product.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from engine.jack_testing import JackTestDaw, jack_server  # noqa: E402
+from jack_support import JackTestDaw, jack_server  # noqa: E402
 from engine.live.clock import CLOCK, START, STOP, ClockFollower  # noqa: E402
 from engine.live.scheduler import JackLiveIO, RtmidiLiveIO  # noqa: E402
 

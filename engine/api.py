@@ -2,8 +2,9 @@
 defaults shared by the policy host (`engine.host`), its client (`engine.host_client`), the studio and
 training.
 
-- generation: `GenerationSettings` and its one validator (`validate(limits)`), the request/response
-  models of /v1/generate, /v1/score and /v1/models/activate
+- generation: `GenerationSettings` and its one validator (`validate(limits)`), the request models of
+  /v1/generate, /v1/score and /v1/models/activate, and the replies and events a client reads back
+  (`HealthReply`, `ScoreReply`, the /v1/generate events) with the MAA status (`MaaStatus`)
 - training: the GRPO run options (`GRPOOptions`: types, bounds, defaults = the paper's), `PRESETS`,
   the reward catalogue (`REWARDS`) and the spec grammar (`parse_reward_spec`); `training.grpo`'s
   `GRPORunConfig` extends `GRPOOptions`, and the host checks /v1/train bodies with
@@ -13,11 +14,11 @@ training.
 
 from __future__ import annotations
 
-import argparse as _argparse
 import json
 import math
 import numbers
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Mapping, Sequence
 
@@ -141,8 +142,8 @@ class GenerationSettings:
 
 def parse_temperature_factors(text: str) -> dict[str, float]:
     """"Pitch=0.8,Velocity=1.1" → {"Pitch": 0.8, "Velocity": 1.1}; "" or "none" → {} (no factors).
-    A malformed pair raises _argparse.ArgumentTypeError (a usage error naming it); families and factors are
-    checked by `GenerationSettings.validate`."""
+    A malformed pair raises ValueError naming it (command lines take it through `engine.cliutil.option_type`, as
+    a usage error); families and factors are checked by `GenerationSettings.validate`."""
     out: dict[str, float] = {}
     if text.strip().lower() in ("", "none"):
         return out
@@ -153,7 +154,7 @@ def parse_temperature_factors(text: str) -> dict[str, float]:
                 raise ValueError
             out[family.strip()] = float(value)
         except ValueError:
-            raise _argparse.ArgumentTypeError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
+            raise ValueError(f"expected FAMILY=FACTOR[,...], got {part!r}") from None
     return out
 
 
@@ -183,8 +184,8 @@ class GenerateRequest(_Strict):
 
     prompt_midi: str | None = Field(None, max_length=DEFAULT_MAX_BODY_BYTES,
                                     description="base64 Standard MIDI File; omitted → procedural prompt")
-    candidates: int = Field(4, description=f"1..{MAX_CANDIDATES}")
-    bars: int = Field(4, description=f"new bars per candidate (infill: the span), 1..{MAX_BARS}")
+    candidates: int = Field(GenerationSettings.candidates, description=f"1..{MAX_CANDIDATES}")
+    bars: int = Field(GenerationSettings.bars, description=f"new bars per candidate (infill: the span), 1..{MAX_BARS}")
     temperature: float = Field(GenerationSettings.temperature, description=f"0 (greedy) .. {MAX_TEMPERATURE:g}")
     top_p: float = Field(GenerationSettings.top_p, description="(0, 1]")
     temperature_factors: dict[str, float] | None = Field(
@@ -192,12 +193,16 @@ class GenerateRequest(_Strict):
                           f"family, factor in (0, {MAX_TEMPERATURE_FACTOR:g}]; omitted → the shipped default, "
                           "{} → none")
     seed: int | None = Field(None, description="0..2^63-1; omitted → random")
-    max_new_tokens: int = Field(1024, description=f"1..{MAX_NEW_TOKENS}")
+    max_new_tokens: int = Field(GenerationSettings.max_new_tokens, description=f"1..{MAX_NEW_TOKENS}")
     at_tick: int | None = Field(None, ge=0, le=2**40, description="continue from here (default: the end)")
     infill: InfillSpan | None = None
     allowed_pitches: list[int] | None = Field(None, description="key lock / range: pitches the model may write")
     score: bool = True
     first_note: bool = Field(False, description="procedural prompts also get a first note")
+
+    def body(self) -> dict:
+        """The JSON body: the fields the sender set (a field left out takes the host's default)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     def settings(self) -> GenerationSettings:
         factors = {} if self.temperature_factors is None else {"temperature_factors": self.temperature_factors}
@@ -229,6 +234,159 @@ class ScoreRequest(_Strict):
 class ActivateRequest(_Strict):
     path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
                       description="a SMART model directory (safetensors)")
+
+
+# ============================================================================ replies and events
+class MaaStatus(StrEnum):
+    """The host's MAA scorer: real weights, random weights (plumbing and timing only, never real ratings),
+    or none (candidates are not scored; MAA rewards are refused)."""
+
+    AVAILABLE = "available"
+    RANDOM_WEIGHTS = "random-weights"
+    MISSING = "missing"
+
+    @property
+    def scores(self) -> bool:
+        """Candidates get scores (real ones, or random-weight ones for tests)."""
+        return self is not MaaStatus.MISSING
+
+
+class Reply(BaseModel):
+    """A host reply or event as a client reads it: typed fields, and the fields a newer host adds kept as
+    they came (extra). Read-only mapping access by wire name (`reply["maa"]`, `reply.get("x")`) is kept for
+    callers that treat replies as the JSON they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def __getitem__(self, name: str):
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default=None):
+        return getattr(self, name, default)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.model_fields_set or name in (self.model_extra or {})
+
+
+class MaaInfo(Reply):
+    status: MaaStatus = MaaStatus.MISSING
+    reason: str | None = None  # why it is missing or random
+    source: str | None = None  # the checkpoint the host scores with
+
+
+class ModelInfo(Reply):
+    path: str | None = None
+    parameters: int | None = None
+    layers: int | None = None
+    hidden_size: int | None = None
+    heads: int | None = None
+    context_length: int | None = None
+    vocab_size: int | None = None
+    device: str | None = None
+
+
+class HostLimitsInfo(Reply):
+    candidates: int = MAX_CANDIDATES
+    bars: int = MAX_BARS
+    max_new_tokens: int = MAX_NEW_TOKENS
+    body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    active_requests: int | None = None
+
+
+class HealthReply(Reply):
+    """GET /v1/health."""
+
+    status: str = "ok"
+    device: str = "?"
+    decode_weights: str | None = None  # "model" (exact), "int8" or "fp16"
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    maa: MaaInfo = Field(default_factory=MaaInfo)
+    auth: bool = False
+    uptime_s: float | None = None
+    limits: HostLimitsInfo = Field(default_factory=HostLimitsInfo)
+    stats: dict = Field(default_factory=dict)
+    decode: dict = Field(default_factory=dict)
+
+
+class ScoreReply(Reply):
+    """POST /v1/score: MAA's four axes on the 1–10 scale."""
+
+    CE: float
+    CU: float
+    PC: float
+    PQ: float
+    random_weights: bool = False
+    maa: str | None = None
+    seconds: float | None = None
+
+    def axes(self) -> dict[str, float]:
+        return {axis: float(getattr(self, axis)) for axis in MAA_AXES}
+
+
+class GenerationStarted(Reply):
+    event: Literal["started"] = "started"
+    request_id: int | None = None
+    candidates: int | None = None
+    ppq: int | None = None
+    meter_note: str | None = None  # the host read the prompt with other bar lines than the file's
+
+
+class StreamedNote(Reply):
+    start: int
+    pitch: int
+    duration: int
+    velocity: int = 80
+
+
+class GenerationNote(Reply):
+    event: Literal["note"] = "note"
+    candidate: int
+    note: StreamedNote
+
+
+class GenerationCandidate(Reply):
+    """A complete candidate: its MIDI (base64, `engine.host_client.decode_midi`), features and scores."""
+
+    event: Literal["candidate"] | None = None  # absent in the done event's list
+    candidate: int
+    midi: str
+    notes: int | None = None
+    bars: int | None = None
+    tokens: int | None = None
+    finished_by: str | None = None
+    end_tick: int | None = None
+    features: dict | None = None
+    scores: dict | None = None
+    random_weights: bool | None = None
+    scores_error: str | None = None
+
+
+class GenerationDone(Reply):
+    event: Literal["done"] = "done"
+    done: bool = True
+    request_id: int | None = None
+    ppq: int | None = None
+    candidates: list[GenerationCandidate] = Field(default_factory=list)
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    elapsed_s: float | None = None
+
+
+class GenerationError(Reply):
+    event: Literal["error"] = "error"
+    request_id: int | None = None
+    message: str = ""
+
+
+GENERATION_EVENTS = {"started": GenerationStarted, "note": GenerationNote, "candidate": GenerationCandidate,
+                     "done": GenerationDone, "error": GenerationError}
+
+
+def generation_event(data: dict) -> Reply:
+    """One /v1/generate NDJSON line as its event model (an unknown kind stays a plain `Reply`)."""
+    return GENERATION_EVENTS.get(data.get("event"), Reply).model_validate(data)
 
 
 # ============================================================================ training: run directory

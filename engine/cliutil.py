@@ -39,3 +39,16 @@ def examples(*command_lines: str) -> str:
     """An epilog of example command lines, each a full `smart …` invocation."""
     heading = "example:" if len(command_lines) == 1 else "examples:"
     return "\n".join([heading, *(f"  {line}" for line in command_lines)])
+
+
+def option_type(parse):
+    """`parse` (text → value, ValueError naming what is wrong) as an argparse `type=`: its message becomes the
+    usage error (argparse would otherwise say only "invalid value")."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert

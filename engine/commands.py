@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.api import DEFAULT_TEMPERATURE_FACTORS, GenerationSettings, parse_temperature_factors
-from engine.cliutil import HelpFormatter, examples
+from engine.cliutil import HelpFormatter, examples, option_type
 from engine.errors import UserError, os_error_line
 from engine.music import Clip, MidiFileError, atomic_write_text
 
@@ -318,7 +318,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sampling temperature, 0 to 5; 0 is greedy (always the most likely token, so every "
                         "candidate of a prompt is the same) (default 1.0)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1] (default 0.95)")
-    p.add_argument("--temperature-factors", type=parse_temperature_factors, default=None, metavar="FAMILY=F,...",
+    p.add_argument("--temperature-factors", type=option_type(parse_temperature_factors), default=None, metavar="FAMILY=F,...",
                    help="per token family (Bar, TimeSig, Position, Tempo, Pitch, Velocity, Duration): sample it at "
                         "temperature × F among its own tokens; 'none': no factors (default: the shipped "
                         f"{','.join(f'{k}={v:g}' for k, v in DEFAULT_TEMPERATURE_FACTORS.items())})")

@@ -21,75 +21,17 @@ This module must never import Qt.
 
 from __future__ import annotations
 
-import math
-import warnings
 import weakref
-from dataclasses import dataclass
-from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Phi3Decoder", "PackedWeights", "sample_next", "sample_rows", "sampling_distribution", "SampleGroup", "fp16_weights_available", "int8_weights_available",
+from engine.quantized import PackedLinear, fp16_weights_available, int8_weights_available
+
+__all__ = ["Phi3Decoder", "PackedWeights", "fp16_weights_available", "int8_weights_available",
            "WEIGHT_MODES"]
 
 WEIGHT_MODES = ("model", "fp16", "int8")
-
-
-def fp16_weights_available() -> bool:
-    """True when this torch build has the fbgemm fp16-weight linear kernels (x86 CPU builds)."""
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False
-    try:
-        packed = torch.ops.quantized.linear_prepack_fp16(torch.zeros(8, 8))
-        torch.ops.quantized.linear_dynamic_fp16(torch.zeros(1, 8), packed)
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-def _int8_pack(weight: torch.Tensor):
-    """fbgemm int8 panels of a float32 [out, in] weight, symmetric per output channel."""
-    w = weight.detach().float().contiguous()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated; fbgemm still serves it
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(q, None)
-
-
-def int8_weights_available() -> bool:
-    """True when this torch build has the fbgemm int8 dynamic linear kernels (x86 CPU builds)."""
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False
-    try:
-        torch.ops.quantized.linear_dynamic(torch.zeros(1, 8), _int8_pack(torch.ones(8, 8)), True)
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-class _Linear:
-    """A bias-free linear over the live weight (exact) or an fbgemm fp16 / int8 packed snapshot."""
-
-    __slots__ = ("weight", "packed", "mode")
-
-    def __init__(self, weight: torch.Tensor, mode: str):
-        self.weight, self.mode, self.packed = weight, mode, None
-        if mode == "fp16":
-            self.packed = torch.ops.quantized.linear_prepack_fp16(weight)
-        elif mode == "int8":
-            self.packed = _int8_pack(weight)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "fp16":
-            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
-        if self.mode == "int8":
-            # reduce_range: 7-bit activations, as torch's own dynamic quantization does on x86.
-            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
-        return F.linear(x, self.weight)
 
 
 class _Layer:
@@ -98,10 +40,10 @@ class _Layer:
     def __init__(self, hf_layer, mode: str):
         self.ln1 = hf_layer.input_layernorm.weight.detach()
         self.ln2 = hf_layer.post_attention_layernorm.weight.detach()
-        self.qkv = _Linear(hf_layer.self_attn.qkv_proj.weight.detach(), mode)
-        self.o = _Linear(hf_layer.self_attn.o_proj.weight.detach(), mode)
-        self.gate_up = _Linear(hf_layer.mlp.gate_up_proj.weight.detach(), mode)
-        self.down = _Linear(hf_layer.mlp.down_proj.weight.detach(), mode)
+        self.qkv = PackedLinear(hf_layer.self_attn.qkv_proj.weight.detach(), mode)
+        self.o = PackedLinear(hf_layer.self_attn.o_proj.weight.detach(), mode)
+        self.gate_up = PackedLinear(hf_layer.mlp.gate_up_proj.weight.detach(), mode)
+        self.down = PackedLinear(hf_layer.mlp.down_proj.weight.detach(), mode)
 
 
 def _check_weight_mode(weights: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -130,7 +72,7 @@ class PackedWeights:
         self.model_ref = weakref.ref(model)
         with torch.no_grad():
             self.layers = [_Layer(layer, weights) for layer in model.model.layers[: model.config.num_hidden_layers]]
-            self.lm_head = _Linear(model.lm_head.weight.detach(), weights)
+            self.lm_head = PackedLinear(model.lm_head.weight.detach(), weights)
 
 
 def _check_supported(model, max_len: int) -> None:
@@ -203,7 +145,7 @@ class Phi3Decoder:
             else:
                 self.layers = [_Layer(layer, weights) for layer in model.model.layers[: self.n_layers]]
             self.final_norm = model.model.norm.weight.detach()
-            self.lm_head = packed.lm_head if packed is not None else _Linear(model.lm_head.weight.detach(), weights)
+            self.lm_head = packed.lm_head if packed is not None else PackedLinear(model.lm_head.weight.detach(), weights)
 
             # RoPE tables computed exactly as Phi3RotaryEmbedding.forward (fp32 product, then cast).
             inv_freq = model.model.rotary_emb.inv_freq.detach().to(device=self.device, dtype=torch.float32)
@@ -461,137 +403,3 @@ class Phi3Decoder:
         self._next_pos += 1
         self.length = L + 1
         return self._logits(h)
-
-
-@dataclass
-class SampleGroup:
-    """Rows [start, start+n) of a batch sampled with one request's settings and random generator."""
-
-    start: int
-    n: int
-    temperature: float
-    top_p: float
-    generator: torch.Generator | None
-    masks: np.ndarray | None  # [n, V] bool, True = allowed, or None
-    top_k: int = 0  # 0: no top-k cut
-    # ((token ids of a family, factor), ...): that family's tokens are sampled at temperature × factor
-    # among themselves while the family keeps the probability it has at `temperature` (see sample_rows).
-    family_factors: tuple[tuple[tuple[int, ...], float], ...] = ()
-
-
-def sampling_distribution(logits: torch.Tensor, groups: Sequence[SampleGroup]) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `sample_rows` draws from: (the logits after masks and top-k [B, V] fp32, the probabilities [B, V]
-    after temperature, family factors and top-p, not renormalised; rows greedy or in no group: 0)."""
-    logits = logits.float()
-    if any(g.masks is not None for g in groups):
-        allowed = np.ones(tuple(logits.shape), dtype=bool)
-        for g in groups:
-            if g.masks is not None:
-                allowed[g.start:g.start + g.n] = g.masks
-        mask = torch.from_numpy(allowed).to(logits.device)
-        usable = mask.any(dim=-1, keepdim=True)  # a row that allows nothing keeps its unmasked distribution
-        logits = logits.masked_fill(~mask & usable, float("-inf"))
-    for g in groups:
-        if g.top_k and g.top_k < logits.shape[1]:
-            rows = slice(g.start, g.start + g.n)
-            kth = torch.topk(logits[rows], g.top_k, dim=-1).values[:, -1:]
-            logits[rows] = logits[rows].masked_fill(logits[rows] < kth, float("-inf"))
-    probs = torch.zeros_like(logits)  # rows in no group stay 0: never drawn from
-    for temperature in {g.temperature for g in groups if g.temperature > 0}:
-        rows = torch.tensor([g.start + k for g in groups if g.temperature == temperature for k in range(g.n)],
-                            device=logits.device)
-        # A Python scalar divisor for every group, so batched and alone are bit-identical.
-        probs[rows] = torch.softmax(logits[rows] / temperature, dim=-1)
-    for g in groups:
-        if g.temperature == 0:
-            continue
-        for ids, factor in g.family_factors:
-            if factor == 1.0 or not len(ids):
-                continue
-            rows = slice(g.start, g.start + g.n)
-            cols = torch.as_tensor(ids, dtype=torch.long, device=logits.device)
-            mass = probs[rows][:, cols].sum(dim=-1, keepdim=True)
-            # A row whose family is all masked has mass 0 and NaN shares: it keeps its zeros.
-            shares = torch.softmax(logits[rows][:, cols] / (g.temperature * factor), dim=-1).nan_to_num_(0.0)
-            probs[rows, cols] = mass * shares
-    if any(g.top_p < 1.0 and g.temperature > 0 for g in groups):
-        threshold = torch.full((logits.shape[0], 1), math.inf, device=logits.device)
-        for g in groups:
-            if g.top_p < 1.0:
-                threshold[g.start:g.start + g.n] = g.top_p
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= threshold, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return logits, probs
-
-
-def sample_rows(logits: torch.Tensor, groups: Sequence[SampleGroup]) -> torch.Tensor:
-    """Pick one token per row of logits [B, V] for many groups at once → LongTensor [B] (rows in no group: 0).
-
-    Per group: temperature 0 is greedy; top_k > 0 keeps the k most likely tokens; family_factors reshape
-    the distribution within token families: a family (e.g. the Pitch tokens) keeps the total probability
-    it has at `temperature`, and its tokens share it as at temperature × factor, so every other token's
-    probability is unchanged (dividing only some logits by another temperature would instead move mass
-    between families by the logits' arbitrary offset); top_p < 1 then keeps the
-    smallest set of most likely tokens whose probability reaches top_p (the top token always survives);
-    masks [n, V] (True = allowed) restrict the choice, and a row whose mask allows nothing falls back to
-    its unmasked distribution instead of producing NaNs.
-    The masking, softmax and top-p work runs once over all rows (once per distinct temperature); only the
-    draw is per group, from its own generator, on its own rows, so each group samples exactly what it
-    would alone.
-    """
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
-    for g in groups:
-        if g.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {g.temperature}")
-        if not 0.0 < g.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
-        if g.masks is not None and tuple(g.masks.shape) != (g.n, logits.shape[1]):
-            raise ValueError(f"mask shape {tuple(g.masks.shape)} != logits shape {(g.n, logits.shape[1])}")
-        for ids, factor in g.family_factors:
-            if not factor > 0 or not math.isfinite(factor):
-                raise ValueError(f"a family temperature factor must be > 0, got {factor}")
-            if len(ids) and not 0 <= min(ids) <= max(ids) < logits.shape[1]:
-                raise ValueError(f"family token ids must be in [0, {logits.shape[1]})")
-    out = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    if not groups:
-        return out
-    logits, probs = sampling_distribution(logits, groups)
-    # The draw: one uniform number per row from its group's generator, then the inverse CDF for all rows
-    # at once (one call per group to torch.multinomial cost more than the rest of the sampling together).
-    u = torch.zeros(logits.shape[0], 1, dtype=torch.float64, device=logits.device)
-    for g in groups:
-        if g.temperature > 0:
-            u[g.start:g.start + g.n, 0] = torch.rand(g.n, generator=g.generator, dtype=torch.float64,
-                                                     device=logits.device)
-    cdf = probs.double().cumsum(dim=-1)
-    total = cdf[:, -1:]
-    # Strictly below the total, so the first entry above it is a token of non-zero probability.
-    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=logits.shape[1] - 1)
-    for g in groups:
-        rows = slice(g.start, g.start + g.n)
-        out[rows] = logits[rows].argmax(dim=-1) if g.temperature == 0 else drawn[rows]
-    return out
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    mask: torch.Tensor | None = None,
-    top_k: int = 0,
-    family_factors: tuple[tuple[tuple[int, ...], float], ...] = (),
-) -> torch.Tensor:
-    """`sample_rows` for one group of rows: logits [B, V] → LongTensor [B]; mask [B, V] (True = allowed)."""
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
-    if mask is not None:
-        if mask.shape != logits.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != logits shape {tuple(logits.shape)}")
-        mask = mask.to(dtype=torch.bool).cpu().numpy()
-    return sample_rows(logits, [SampleGroup(0, logits.shape[0], temperature, top_p, generator, mask, top_k,
-                                            family_factors)])

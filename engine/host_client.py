@@ -5,7 +5,10 @@
         with client.generate(prompt_midi=clip.to_midi_bytes(), candidates=4, bars=4) as stream:
             for event in stream:                    # "started", "note"…, "candidate"…, "done"
                 ...
-        stream.result["candidates"]                 # the done event's candidates
+        stream.result.candidates                    # the done event's candidates (engine.api.GenerationDone)
+
+Replies and events are the contract's models (`engine.api`: `HealthReply`, `ScoreReply`, the generation
+events); requests are built from its `GenerateRequest`. Job replies are still the JSON as it came.
 
 Closing a stream early (leaving the `with`, `stream.close()`) closes the connection, and the host
 stops decoding that request. Errors the host reports (4xx/5xx, or an "error" event mid-stream)
@@ -28,7 +31,16 @@ from typing import Iterator, Sequence
 
 import httpx
 
-from engine.api import TOKEN_ENV_VAR
+from engine.api import (
+    TOKEN_ENV_VAR,
+    GenerateRequest,
+    GenerationDone,
+    HealthReply,
+    InfillSpan,
+    Reply,
+    ScoreReply,
+    generation_event,
+)
 from engine.errors import first_line
 from engine.music import DEFAULT_BPM, Clip, MidiFileError, Note, TempoChange, TimeSignature
 
@@ -74,17 +86,21 @@ class _EventStream:
 
     def __init__(self, response: httpx.Response):
         self._response = response
-        self.result: dict | None = None
+        self.result = None
 
-    def _observe(self, event: dict) -> None:
+    def _parse(self, data: dict):
+        """One line as the subclass reads it (the JSON object by default)."""
+        return data
+
+    def _observe(self, event) -> None:
         """Per-event hook of the subclasses (may raise HostError)."""
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator:
         try:
             for line in self._response.iter_lines():
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = self._parse(json.loads(line))
                 self._observe(event)
                 if event.get("done"):
                     self.result = event
@@ -106,20 +122,25 @@ class _EventStream:
 
 
 class GenerationStream(_EventStream):
-    """The events of one /v1/generate request. Closing it before the end cancels the request on the host."""
+    """The events of one /v1/generate request (`engine.api.GenerationStarted`, `GenerationNote`…,
+    `GenerationCandidate`…, `GenerationDone`). Closing it before the end cancels the request on the host."""
 
     def __init__(self, response: httpx.Response):
         super().__init__(response)
         self.request_id: int | None = None
+        self.result: GenerationDone | None = None
 
-    def _observe(self, event: dict) -> None:
+    def _parse(self, data: dict) -> Reply:
+        return generation_event(data)
+
+    def _observe(self, event: Reply) -> None:
         kind = event.get("event")
         if kind == "started":
             self.request_id = event.get("request_id")
         elif kind == "error":
             raise HostError(f"generation failed: {event.get('message')}", 500)
 
-    def wait(self) -> dict:
+    def wait(self) -> GenerationDone:
         """Consume the remaining events; the done event."""
         for _ in self:
             pass
@@ -163,8 +184,8 @@ class HostClient:
             raise HostError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
         return response.json()
 
-    def health(self) -> dict:
-        return self._request("GET", "/v1/health")
+    def health(self) -> HealthReply:
+        return HealthReply.model_validate(self._request("GET", "/v1/health"))
 
     def models(self) -> dict:
         return self._request("GET", "/v1/models")
@@ -172,12 +193,13 @@ class HostClient:
     def activate(self, path: str | os.PathLike) -> dict:
         return self._request("POST", "/v1/models/activate", json={"path": str(path)}, timeout=300.0)
 
-    def score_midi(self, midi: bytes) -> dict:
-        return self._request("POST", "/v1/score", json={"midi": base64.b64encode(midi).decode()}, timeout=300.0)
+    def score_midi(self, midi: bytes) -> ScoreReply:
+        return ScoreReply.model_validate(
+            self._request("POST", "/v1/score", json={"midi": base64.b64encode(midi).decode()}, timeout=300.0))
 
-    def score_wav(self, audio_file: bytes) -> dict:
-        return self._request("POST", "/v1/score", json={"wav": base64.b64encode(audio_file).decode()},
-                             timeout=300.0)
+    def score_wav(self, audio_file: bytes) -> ScoreReply:
+        return ScoreReply.model_validate(
+            self._request("POST", "/v1/score", json={"wav": base64.b64encode(audio_file).decode()}, timeout=300.0))
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt_midi: bytes | None = None, *, candidates: int = 4, bars: int = 4,
@@ -188,28 +210,30 @@ class HostClient:
                  temperature_factors: dict[str, float] | None = None) -> GenerationStream:
         """Start a generation; returns the open event stream (close it to cancel).
         temperature_factors None leaves the host's shipped per-family factors; {} asks for none."""
-        payload: dict = {"candidates": candidates, "bars": bars, "temperature": temperature, "top_p": top_p,
-                         "score": score}
+        fields: dict = {"candidates": candidates, "bars": bars, "temperature": temperature, "top_p": top_p,
+                        "score": score}
         if prompt_midi is not None:
-            payload["prompt_midi"] = base64.b64encode(prompt_midi).decode()
+            fields["prompt_midi"] = base64.b64encode(prompt_midi).decode()
         for key, value in (("seed", seed), ("max_new_tokens", max_new_tokens), ("at_tick", at_tick),
                            ("temperature_factors", temperature_factors)):
             if value is not None:
-                payload[key] = value
+                fields[key] = value
         if infill is not None:
-            payload["infill"] = {"start_bar": infill[0], "end_bar": infill[1]}
+            fields["infill"] = InfillSpan.model_construct(start_bar=infill[0], end_bar=infill[1])
         if allowed_pitches is not None:
-            payload["allowed_pitches"] = list(allowed_pitches)
+            fields["allowed_pitches"] = list(allowed_pitches)
         if first_note:
-            payload["first_note"] = True
-        return self.generate_raw(payload)
+            fields["first_note"] = True
+        # Not checked here: the host checks every request and names what it refuses (a 422).
+        return self.generate_request(GenerateRequest.model_construct(**fields))
 
-    def generate_raw(self, payload: dict) -> GenerationStream:
+    def generate_request(self, request: GenerateRequest) -> GenerationStream:
+        """Start the generation `request` (the fields it sets are sent); returns its open event stream."""
         # No read timeout: an infill or a long decode may send nothing for a while.
-        request = self._http.build_request("POST", "/v1/generate", json=payload,
-                                           timeout=httpx.Timeout(30.0, read=None))
+        http_request = self._http.build_request("POST", "/v1/generate", json=request.body(),
+                                                timeout=httpx.Timeout(30.0, read=None))
         try:
-            response = self._http.send(request, stream=True)
+            response = self._http.send(http_request, stream=True)
         except httpx.HTTPError as exc:
             raise HostError(f"cannot reach the host at {self.url}: {exc}") from None
         if response.status_code >= 400:

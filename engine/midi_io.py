@@ -203,18 +203,17 @@ def midi_backend_status() -> tuple[bool, str]:
     return False, "no MIDI API works: " + "; ".join(failing)
 
 
-# ---------------------------------------------------------------------------- MIDI out
-class MidiOut:
-    """A MIDI output: a virtual port named `virtual_name` (port_name None) or an existing port.
+# ---------------------------------------------------------------------------- a port
+class _Port:
+    """What a MIDI output and input share (as mido's BasePort): one rtmidi client with a virtual port named
+    `virtual_name` (port_name None) or an existing port opened, a worker thread (`_thread`, started by the
+    subclass), closing once, and `with`."""
 
-    Messages go out on a sender thread at their scheduled wall time; `send_note_on/off` send
-    as soon as possible. Raises MidiUnavailable when the port cannot be opened.
-    """
+    _DIRECTION = ""  # "out" | "in"
+    _NOUN = ""  # "MIDI port" | "MIDI input": how errors name it
 
-    def __init__(self, port_name: str | None = None, virtual_name: str = "SMART Studio",
-                 api: str | None = None, channel: int = 0):
-        self._channel = _check_channel(channel)
-        self._client, self.api_name = _open_client("out", api)
+    def _open(self, port_name: str | None, virtual_name: str, api: str | None, client_name: str) -> None:
+        self._client, self.api_name = _open_client(self._DIRECTION, api)
         rtmidi = _rtmidi()
         try:
             if port_name is None:
@@ -225,22 +224,60 @@ class MidiOut:
                 self.virtual = True
             else:
                 ports = self._client.get_ports()
-                index = _find_port(ports, port_name, "output", self.api_name)
-                self._client.open_port(index, name=CLIENT_NAME)
+                index = _find_port(ports, port_name, "output" if self._DIRECTION == "out" else "input",
+                                   self.api_name)
+                self._client.open_port(index, name=client_name)
                 self.port_name = ports[index]
                 self.virtual = False
         except (rtmidi.RtMidiError, NotImplementedError, RuntimeError, OSError) as exc:
             self._client.delete()
-            what = "virtual MIDI port" if port_name is None else f"MIDI port {port_name!r}"
+            what = f"virtual {self._NOUN}" if port_name is None else f"{self._NOUN} {port_name!r}"
             raise MidiUnavailable(f"cannot open {what} on {self.api_name}: {_reason(exc)}") from None
         except MidiUnavailable:
             self._client.delete()
             raise
+        self._closed = False
+
+    def _before_close(self) -> None:
+        """What the subclass does first when closing (its thread still runs)."""
+
+    def close(self) -> None:
+        """Stop the worker thread and close the port. Safe to call twice."""
+        if self._closed:
+            return
+        self._before_close()
+        self._closed = True
+        self._thread.join(timeout=2.0)
+        try:
+            self._client.close_port()
+        finally:
+            self._client.delete()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- MIDI out
+class MidiOut(_Port):
+    """A MIDI output: a virtual port named `virtual_name` (port_name None) or an existing port.
+
+    Messages go out on a sender thread at their scheduled wall time; `send_note_on/off` send
+    as soon as possible. Raises MidiUnavailable when the port cannot be opened.
+    """
+
+    _DIRECTION, _NOUN = "out", "MIDI port"
+
+    def __init__(self, port_name: str | None = None, virtual_name: str = "SMART Studio",
+                 api: str | None = None, channel: int = 0):
+        self._channel = _check_channel(channel)
+        self._open(port_name, virtual_name, api, CLIENT_NAME)
         # Inbox: (due, sequence, message) tuples or ("flush", event) markers, appended by any
         # thread (the audio callback included) and drained by the sender in order.
         self._inbox: deque = deque()
         self._sequence = 0
-        self._closed = False
         self._sounding: set[tuple[int, int]] = set()  # (channel, pitch) sent on, not yet off
         self.send_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"midi-out {self.port_name}", daemon=True)
@@ -346,23 +383,8 @@ class MidiOut:
         self._sounding.clear()
 
     # ---------------------------------------------------------------- lifetime
-    def close(self) -> None:
-        """All notes off, stop the sender, close the port. Safe to call twice."""
-        if self._closed:
-            return
-        self._inbox.append(("flush", None))
-        self._closed = True
-        self._thread.join(timeout=2.0)
-        try:
-            self._client.close_port()
-        finally:
-            self._client.delete()
-
-    def __enter__(self) -> "MidiOut":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def _before_close(self) -> None:
+        self._inbox.append(("flush", None))  # all notes off before the sender stops
 
     def __repr__(self) -> str:
         return f"MidiOut({self.port_name!r}, api={self.api_name!r}, channel={self._channel})"
@@ -382,7 +404,7 @@ class MidiNoteEvent:
     delta: float
 
 
-class MidiIn:
+class MidiIn(_Port):
     """A MIDI input calling `callback(MidiNoteEvent)` for every note on/off.
 
     port_name None opens a virtual input port named `virtual_name` that other programs (or a
@@ -393,35 +415,15 @@ class MidiIn:
     logged and do not stop input. Raises MidiUnavailable.
     """
 
+    _DIRECTION, _NOUN = "in", "MIDI input"
+
     def __init__(self, port_name: str | None, callback: Callable[[MidiNoteEvent], None],
                  api: str | None = None, virtual_name: str = "SMART Studio In"):
         if not callable(callback):
             raise TypeError(f"MidiIn callback must be callable, got {type(callback).__name__}")
         self._callback = callback
-        self._client, self.api_name = _open_client("in", api)
-        rtmidi = _rtmidi()
-        try:
-            if port_name is None:
-                if not isinstance(virtual_name, str) or not virtual_name.strip():
-                    raise MidiUnavailable(f"virtual port name must be a non-empty string, got {virtual_name!r}")
-                self._client.open_virtual_port(virtual_name)
-                self.port_name = virtual_name
-                self.virtual = True
-            else:
-                ports = self._client.get_ports()
-                index = _find_port(ports, port_name, "input", self.api_name)
-                self._client.open_port(index, name=f"{CLIENT_NAME} In")
-                self.port_name = ports[index]
-                self.virtual = False
-        except (rtmidi.RtMidiError, NotImplementedError, RuntimeError, OSError) as exc:
-            self._client.delete()
-            what = "virtual MIDI input" if port_name is None else f"MIDI input {port_name!r}"
-            raise MidiUnavailable(f"cannot open {what} on {self.api_name}: {_reason(exc)}") from None
-        except MidiUnavailable:
-            self._client.delete()
-            raise
+        self._open(port_name, virtual_name, api, f"{CLIENT_NAME} In")
         self.callback_error: str | None = None
-        self._closed = False
         self._last_stamp: float | None = None
         self._client.ignore_types(sysex=True, timing=True, active_sense=True)
         self._thread = threading.Thread(target=self._run, name=f"midi-in {self.port_name}", daemon=True)
@@ -479,22 +481,6 @@ class MidiIn:
             if self.callback_error is None:
                 self.callback_error = f"{type(exc).__name__}: {exc}"
                 log.exception("error in MIDI input callback")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._thread.join(timeout=2.0)
-        try:
-            self._client.close_port()
-        finally:
-            self._client.delete()
-
-    def __enter__(self) -> "MidiIn":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MidiIn({self.port_name!r}, api={self.api_name!r})"

@@ -79,6 +79,10 @@ class TimeSignature:
     numerator: int
     denominator: int
 
+    def ticks_per_beat(self, ppq: int) -> int:
+        """Ticks of one beat (one 1/denominator note; 0 when shorter than a tick)."""
+        return ppq * 4 // self.denominator
+
     def ticks_per_bar(self, ppq: int) -> int:
         return self.numerator * ppq * 4 // self.denominator
 
@@ -418,8 +422,6 @@ class Clip:
 
         if mode == "user" and report.tracks_used > 1:
             report.messages.append(f"merged {report.tracks_used} tracks into one piano part")
-        if mode == "user" and any("not piano" not in d for d in report.tracks_dropped):
-            pass
         if report.tracks_dropped:
             report.messages.append("dropped tracks: " + ", ".join(report.tracks_dropped))
         if mode == "user" and any(t.program not in PIANO_PROGRAMS for t in score.tracks if not t.is_drum and len(t.notes)):

@@ -167,7 +167,7 @@ class _Schedule:
             off_samples=[r[3] for r in rows],
             end_tick=clip.end_tick,
             meter_ticks=[ts.tick for ts in meter],
-            meter_beat=[max(clip.ppq * 4 // ts.denominator, 1) for ts in meter],
+            meter_beat=[max(ts.ticks_per_beat(clip.ppq), 1) for ts in meter],
             meter_bar=[max(ts.ticks_per_bar(clip.ppq), 1) for ts in meter],
             loop_start=loop_start,
             loop_end=loop_end,

@@ -128,11 +128,6 @@ class RemiTokenizer:
         n = len(self.id_to_token)
         return [self.id_to_token[i] if 0 <= i < n else f"<invalid {i}>" for i in ids]
 
-    def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-        try:
-            return [self.vocab[t] for t in tokens]
-        except KeyError as exc:
-            raise ValueError(f"unknown token {exc.args[0]!r}") from None
 
     def ticks_per_beat(self, denominator: int) -> int:
         return int(self.remi._tpb_per_ts[denominator])

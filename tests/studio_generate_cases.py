@@ -7,21 +7,19 @@ second, in-process host has no MAA weights.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from conftest import serve
 from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
 
 from engine.music import Clip, Note
 from engine.project import Project, load_project
 from studio.generate.audition import SOLO
-from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
+from studio.host.connection import LOCAL, REMOTE, HostConnection
 from studio.generate.options import GenerateOptions, allowed_pitches
 
 PPQ = 480
@@ -73,28 +71,6 @@ def local_host(qapp, model_dir, tmp_path_factory):
     local = conn.local
     conn.shutdown()
     assert local.process.poll() is not None  # the subprocess is gone
-
-
-@contextlib.contextmanager
-def serve(app):
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

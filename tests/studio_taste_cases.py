@@ -14,7 +14,8 @@ import random
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
-from studio_generate_cases import model_dir, serve  # noqa: F401 - fixture
+from conftest import serve
+from studio_generate_cases import model_dir  # noqa: F401 - fixture
 from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
 
 from engine.music import Clip, Note
@@ -233,7 +234,7 @@ def run_search(qtbot, panel, reward: str, bars: int) -> dict:
 
 
 def test_search_by_taste_and_by_taste_mixed_with_maa(window, qtbot, tiny_host):
-    from studio.generate.hostconn import REMOTE
+    from studio.host.connection import REMOTE
 
     store = window.taste_store
     simulate_pairs(PreferenceSet(store.profile_dir), 30, seed=3)

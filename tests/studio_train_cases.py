@@ -13,9 +13,10 @@ import pytest
 from PySide6.QtCore import Qt
 from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
 
+from engine.api import HealthReply
 from engine.host_client import LocalHost
 from engine.music import Clip, Note
-from studio.generate.hostconn import REMOTE
+from studio.host.connection import REMOTE
 
 PPQ = 480
 SHOTS = Path(os.environ.get("SMART_TEST_SHOTS", "/tmp/smart-train-shots"))
@@ -62,7 +63,7 @@ def shot(widget, name: str) -> Path:
 
 
 def test_panel_presets_are_the_papers(window):
-    from studio.train.panel import local_catalogue, preset_values
+    from studio.train.presets import local_catalogue, preset_values
     from training.grpo import GRPORunConfig
 
     defaults = {f.name: f.default for f in fields(GRPORunConfig)}
@@ -111,7 +112,7 @@ def test_offline_rewards_are_labelled_and_maa_missing_offers_download(window, qt
     assert "offline, no MAA" in panel.reward_combo.currentText()
     assert "Offline reward, no MAA" in panel.maa_label.text()
     assert "offline, no MAA" in panel.plots.caption.text()
-    panel.host.health = {"maa": {"status": "missing", "reason": "not installed"}}  # as a host without MAA says
+    panel.host.health = HealthReply(maa={"status": "missing", "reason": "not installed"})  # a host without MAA
     panel.reward_combo.setCurrentIndex(panel.reward_combo.findData("maa-ce"))
     assert panel.btn_download.isVisibleTo(panel) and "not installed" in panel.maa_label.text()
     panel.start()  # refused before anything reaches the host

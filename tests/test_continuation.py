@@ -294,7 +294,7 @@ def test_host_reads_the_prompt_in_the_model_meter_and_says_so(tiny_model):
     and an infill of bars 3–4 of a 1/4 song rewrites beats 8–16 (bars of 4 beats), not beats 2–4."""
     from engine.host.server import create_app
     from engine.host_client import HostClient, decode_midi
-    from test_host import serve
+    from conftest import serve
 
     clip = pop_clip(8)
     app = create_app(Policy.load(tiny_model), maa_reason="no MAA weights (test)")

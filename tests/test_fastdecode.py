@@ -7,7 +7,8 @@ import torch
 from transformers import Phi3Config, Phi3ForCausalLM
 from transformers.utils import logging as hf_logging
 
-from engine.fastdecode import PackedWeights, Phi3Decoder, fp16_weights_available, int8_weights_available, sample_next
+from engine.fastdecode import PackedWeights, Phi3Decoder, fp16_weights_available, int8_weights_available
+from engine.sampling import sample_next
 
 hf_logging.set_verbosity_error()
 VOCAB = 600

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import socket
 import threading
 import time
 
@@ -15,37 +13,17 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-import uvicorn
+from conftest import serve
 
-from engine.fastdecode import SampleGroup, sample_rows
+from engine.api import MaaStatus
 from engine.host.serve import is_loopback
 from engine.host.server import create_app
 from engine.host_client import HostClient, HostError, LocalHost, decode_midi
 from engine.music import Clip, Note
 from engine.policy import GenerationSettings, Policy
+from engine.sampling import SampleGroup, sample_rows
 
 TOKEN = "test-token-0123456789"
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run `app` with uvicorn in a thread on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def prompt_clip() -> Clip:
@@ -107,11 +85,11 @@ def generate(client: HostClient, **kwargs) -> tuple[list[dict], dict]:
 def test_health_reports_device_model_and_maa(host, bare_host, model_dirs):
     h = host.health()
     assert h["status"] == "ok" and h["device"] == "cpu" and h["auth"] is True
-    assert h["model"]["path"] == str(model_dirs / "tiny")
-    assert h["maa"]["status"] == "random-weights"
+    assert h.model.path == str(model_dirs / "tiny")
+    assert h.maa.status == MaaStatus.RANDOM_WEIGHTS == "random-weights"  # the wire value
     bare = bare_host.health()
-    assert bare["auth"] is False
-    assert bare["maa"] == {"status": "missing", "reason": "no MAA weights found (test)", "source": None}
+    assert bare.auth is False
+    assert bare.maa.model_dump() == {"status": "missing", "reason": "no MAA weights found (test)", "source": None}
 
 
 def test_every_request_needs_the_right_token(host):
@@ -351,7 +329,7 @@ def test_int8_host_packs_once_and_serves_concurrent_requests(policy):
         pytest.skip("fbgemm int8 kernels not in this torch build")
     app = create_app(policy, maa_reason="none (test)", decode_weights="int8")
     scheduler = app.state.host.scheduler
-    packed = scheduler._packed
+    packed = scheduler.packed
     assert packed is not None and packed.model_ref() is policy.model  # packed at start, not per request
     with serve(app) as url, HostClient(url) as client:
         assert client.health()["decode_weights"] == "int8"
@@ -368,11 +346,11 @@ def test_int8_host_packs_once_and_serves_concurrent_requests(policy):
             t.join(120)
     assert len(results) == 4 and all(len(r["candidates"]) == 2 for r in results)
     assert all(c["finished_by"] for r in results for c in r["candidates"])
-    assert scheduler._packed is packed  # every batch and splice reused the one pack
+    assert scheduler.packed is packed  # every batch and splice reused the one pack
 
 
 def test_batched_sampling_matches_sample_next_per_job():
-    from engine.fastdecode import sample_next
+    from engine.sampling import sample_next
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(9, 50, generator=gen) * 3
@@ -416,7 +394,7 @@ def test_activate_a_bad_dir_keeps_the_old_model(host, model_dirs, tmp_path):
 def test_score_with_random_weight_maa(host):
     clip = prompt_clip()
     s = host.score_midi(clip.to_midi_bytes())
-    assert set(s) >= {"CE", "CU", "PC", "PQ"} and s["random_weights"] is True
+    assert set(s.model_dump()) >= {"CE", "CU", "PC", "PQ"} and s.random_weights is True
     assert all(isinstance(s[k], float) and np.isfinite(s[k]) for k in ("CE", "CU", "PC", "PQ"))
     buf = io.BytesIO()
     t = np.arange(16000 * 2) / 16000
@@ -571,9 +549,11 @@ def test_midi_parsing_runs_off_the_event_loop(policy, monkeypatch):
     from engine.music import Clip
 
     parse = Clip.from_midi
+    parsing, release = threading.Event(), threading.Event()
 
-    def slow_parse(*args, **kwargs):
-        time.sleep(2.0)
+    def slow_parse(*args, **kwargs):  # holds its worker thread until the test has asked for /v1/health
+        parsing.set()
+        release.wait(60)
         return parse(*args, **kwargs)
 
     monkeypatch.setattr(Clip, "from_midi", staticmethod(slow_parse))
@@ -588,10 +568,12 @@ def test_midi_parsing_runs_off_the_event_loop(policy, monkeypatch):
 
         thread = threading.Thread(target=post)
         thread.start()
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        assert httpx.get(url + "/v1/health", timeout=5, trust_env=False).status_code == 200
-        assert time.monotonic() - t0 < 1.5  # answered while the parse sleeps
+        try:
+            assert parsing.wait(30)
+            # Answered while the parse is still held: a parse on the event loop would time this out.
+            assert httpx.get(url + "/v1/health", timeout=5, trust_env=False).status_code == 200
+        finally:
+            release.set()
         thread.join(60)
     assert results["r"].status_code == 200
 

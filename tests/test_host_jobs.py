@@ -1,4 +1,4 @@
-"""Training jobs on the policy host (engine/host/jobs.py): a real `smart serve` on 127.0.0.1 with a tiny
+"""Training jobs on the policy host (engine/host/jobs/): a real `smart serve` on 127.0.0.1 with a tiny
 random-weight policy, jobs with the offline `notes` reward, each in its own process."""
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def jobs_host(policy, jobs_dir: Path, python: str = sys.executable, **app_option
     """A host without MAA weights, its job processes started with `python`; yields (client, manager)."""
     from engine.host.jobs import JobManager, jobs_router
     from engine.host.server import create_app
-    from test_host import serve
+    from conftest import serve
 
     manager = JobManager(jobs_dir, python=python, poll_s=0.05)
     app = create_app(policy, maa_reason="no MAA weights (test)", routers=[jobs_router(manager)], **app_options)
@@ -441,7 +441,7 @@ def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path)
 def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
     """A taste tune spends minutes fitting and sampling before its first step: the job says so."""
     from engine.host.jobs import Job
-    from studio.train.panel import job_phase
+    from studio.train.presets import job_phase
 
     job_dir = tmp_path / "20260101-000000-eeeeee"
     job_dir.mkdir()
@@ -457,3 +457,45 @@ def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
         (job_dir / "phase.json").write_bytes(junk)
         assert "phase" not in job.describe(), junk[:10]
     assert job_phase({"kind": "taste-tune", "config": {"kind": "taste-tune", "method": "dpo"}}).startswith("preparing")
+
+
+def test_cancel_never_waits_holding_the_managers_lock(tmp_path, monkeypatch):
+    """A job process that ignores SIGTERM keeps a cancel waiting up to its grace period; meanwhile every
+    other request (status, the job list) and the watcher must still get the lock."""
+    import subprocess
+    import threading
+
+    import engine.host.jobs.manager as manager_module
+    from engine.host.jobs import JobManager
+
+    monkeypatch.setattr(manager_module, "CANCEL_GRACE_S", 3.0)
+    manager = JobManager(tmp_path / "jobs", python=fake_python(tmp_path, "exec sleep 120"), poll_s=0.05)
+    job_dir = manager.jobs_dir / "20260101-000000-ffffff"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text(json.dumps({"id": job_dir.name, "state": "paused", "config": {"steps": 2}}))
+    manager.start()
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print(flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        stubborn.stdout.readline()  # its SIGTERM handler is in place
+        with manager.lock:
+            job = manager.jobs[job_dir.name]
+            job.process = stubborn
+            job.set_state("running")
+            manager.running = job
+        cancelling = threading.Thread(target=manager.cancel, args=(job.id,))
+        started = time.monotonic()
+        cancelling.start()
+        time.sleep(0.3)
+        assert manager.lock.acquire(timeout=1.0), "cancel holds the lock while it waits for the process"
+        manager.lock.release()
+        assert manager.describe(job, details=False)["state"] == "running"
+        cancelling.join(10)
+        assert not cancelling.is_alive() and time.monotonic() - started >= 2.5  # SIGKILL after the grace
+        assert job.state == "cancelled" and manager.running is None
+    finally:
+        manager.close()
+        if stubborn.poll() is None:
+            stubborn.kill()
+        stubborn.wait()

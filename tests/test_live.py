@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.jack_testing import JackTestDaw, jack_server, jackd_missing_reason
+from jack_support import JackTestDaw, jack_server, jackd_missing_reason
 from engine.live.clock import (
     CLOCK,
     CONTINUE,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.jack_testing import jack_server, jackd_missing_reason
+from jack_support import jack_server, jackd_missing_reason
 from engine.midi_io import (
     MidiIn,
     MidiNoteEvent,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.jack_testing import jack_server, jackd_missing_reason, portaudio_missing_reason
+from jack_support import jack_server, jackd_missing_reason, portaudio_missing_reason
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from engine.playback import (
     AudioUnavailable,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.fastdecode import SampleGroup, sample_rows, sampling_distribution
+from engine.sampling import SampleGroup, sample_rows, sampling_distribution
 from engine.host.scheduler import DecodeScheduler
 from engine.music import Clip, Note, TimeSignature
 from engine.policy import GenerationSettings, Policy

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import maa_fast
 from engine import scorer as maa
 from engine.scorer import (
     AXES,
@@ -435,10 +436,10 @@ def test_fast_forward_low_precision_embeddings_stay_close_to_exact(small_model, 
 
 
 def test_default_fast_precision_is_bf16_only_with_amx(monkeypatch):
-    monkeypatch.setattr(maa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+    monkeypatch.setattr(maa_fast, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
     assert maa.default_fast_cpu_precision() == "bf16"
     # AVX512-BF16 without AMX (e.g. AMD Zen 4): bf16 matmuls were only ≈ 1.5× float32 there, int8 ≈ 2×
-    monkeypatch.setattr(maa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}))
+    monkeypatch.setattr(maa_fast, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}))
     assert maa.default_fast_cpu_precision() == "int8"
 
 
@@ -448,7 +449,7 @@ def test_int8_path_keeps_convolutions_float32_without_bf16_instructions(small_mo
     # AVX512-BF16/AMX the "fast" path must not contain any, or it is slower than the exact model.
     if not _int8_available():
         pytest.skip("this torch build lacks the fbgemm int8 kernels")
-    monkeypatch.setattr(maa, "native_bf16", lambda: has_bf16)
+    monkeypatch.setattr(maa_fast, "native_bf16", lambda: has_bf16)
     forward = maa.FastCPUForward(small_model, precision="int8")
     conv_dtypes = {w.dtype for conv in forward.convs for w in conv.weights} | {forward.pos_weight.dtype}
     assert conv_dtypes == {torch.bfloat16 if has_bf16 else torch.float32}

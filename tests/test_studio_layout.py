@@ -14,10 +14,11 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QScrollArea, QWidget
 from test_studio_support import boxes, make_window, sketch, wheel, window  # noqa: F401 - fixtures
 
+from engine.api import HealthReply
 from engine.project import Project
 
 SHOTS = Path(os.environ.get("SMART_TEST_SHOTS", "/tmp/smart-layout-shots"))
-MISSING = {"maa": {"status": "missing", "reason": "MAA weights not installed (test)"}}
+MISSING = HealthReply(maa={"status": "missing", "reason": "MAA weights not installed (test)"})
 
 
 def clipped(page: QWidget, viewport_width: int) -> list[str]:
@@ -321,7 +322,7 @@ def test_closing_with_a_local_job_asks_and_stops_it_only_when_told(window, qtbot
     on the host (so it does not come back) when told to stop."""
     from PySide6.QtWidgets import QMessageBox
 
-    from studio.generate.hostconn import LOCAL
+    from studio.host.connection import LOCAL
 
     class Host:
         cancelled: list[str] = []

@@ -23,7 +23,7 @@ from engine.preferences import PreferenceSet
 from engine.taste import MIN_PAIRS
 
 PPQ = 480
-SHOT = Path(os.environ.get("SMART_TEST_SHOTS", "/tmp")) / "taste_panel.png"
+SHOTS_ENV = "SMART_TEST_SHOTS"  # where to keep the screenshot for a person to look at (else the test's tmp_path)
 
 
 def clip(pitch: int, start: int = 0, n: int = 4) -> bytes:
@@ -122,10 +122,10 @@ def test_tune_toward_my_taste_needs_enough_picks_then_sends_them(window, qtbot, 
 
     # Connected to a host (in-process), the action sends the profile's picks and follows the job.
     host = InProcessHost(str(tmp_path / "model"))
-    panel.host.client, panel.host.health, panel.host.state = host, {
-        "device": "cpu", "model": {"path": host.model}, "maa": {"status": "missing", "reason": "none here"},
-        "limits": {"body_bytes": api.DEFAULT_MAX_BODY_BYTES}}, "connected"
-    panel._on_host_changed()
+    panel.host.client, panel.host.state = host, "connected"
+    panel.host.health = api.HealthReply(device="cpu", model={"path": host.model},
+                                        maa={"status": "missing", "reason": "none here"})  # what such a host says
+    panel.host.changed.emit()
     qtbot.mouseClick(section.btn_tune, Qt.LeftButton)
     qtbot.waitUntil(lambda: panel.job_id == InProcessHost.JOB, timeout=20000)
     sent = host.submitted[0]
@@ -150,12 +150,13 @@ def test_tune_toward_my_taste_needs_enough_picks_then_sends_them(window, qtbot, 
     panel.job_state = "completed"
     panel._sync_buttons()
 
-    SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shot = (Path(os.environ[SHOTS_ENV]) if SHOTS_ENV in os.environ else tmp_path) / "taste_panel.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
     panel.resize(520, 1400)
     content = panel.widget().widget()
     content.grab()  # the plots' axes size themselves to their labels on a first paint
     qtbot.wait(300)
-    assert content.grab().save(str(SHOT))
+    assert content.grab().save(str(shot))
     panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"
     host.close()
 
@@ -177,7 +178,7 @@ def test_picks_are_trimmed_to_the_host_body_limit_newest_first(tmp_path):
 
 @pytest.mark.parametrize("decisive, enabled", [(0, False), (MIN_PAIRS, True)])
 def test_the_section_without_a_window(qtbot, tmp_path, decisive, enabled):
-    from studio.generate.taste import TasteStore
+    from studio.host.taste import TasteStore
     from PySide6.QtCore import QSettings
 
     from studio.train.taste_job import TasteTuneSection
@@ -195,7 +196,7 @@ def test_a_taste_tune_says_what_it_does_before_its_first_step_and_times_its_step
     (issue 24): it says its phase while preparing, then step k of N with an ETA timed from the steps."""
     import time
 
-    from studio.train.panel import step_eta
+    from studio.train.presets import step_eta
 
     panel = window.train_panel
     panel.job_id, panel.job_state = "j1", "running"

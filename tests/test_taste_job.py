@@ -1,4 +1,4 @@
-"""Taste tuning as a host job (POST /v1/taste/tune, engine/host/jobs.py + training/host_job.py): a real
+"""Taste tuning as a host job (POST /v1/taste/tune, engine/host/jobs/ + training/host_job.py): a real
 `smart serve` with a tiny random-weight policy tunes toward synthetic pairs, and bad submissions are
 refused before any job exists.
 

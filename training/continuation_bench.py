@@ -45,7 +45,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from engine.api import parse_temperature_factors
-from engine.cliutil import HelpFormatter, examples
+from engine.cliutil import HelpFormatter, examples, option_type
 from engine.errors import UserError
 from engine.music import Clip, Note, atomic_write_text
 
@@ -525,7 +525,7 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature (0: greedy; default: the shipped GenerationSettings')")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1] (default: the shipped)")
-    p.add_argument("--temperature-factors", type=parse_temperature_factors, default=None, metavar="FAMILY=F,...",
+    p.add_argument("--temperature-factors", type=option_type(parse_temperature_factors), default=None, metavar="FAMILY=F,...",
                    help="per token family, temperature × F within the family (e.g. Pitch=0.8); "
                         "'none': no factors (default: the shipped)")
     p.add_argument("--seed", type=int, default=0, help="random seed (passage choice and sampling)")

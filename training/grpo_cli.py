@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.api import PRESETS, REWARDS
+from engine.api import MAA_AXES, PRESETS, REWARDS
 from engine.cliutil import HelpFormatter
 from engine.errors import UserError
 
@@ -131,7 +131,7 @@ def _progress_line(event: dict, total: int) -> str | None:
     parts = [f"step {event['step']}/{total}"]
     if event.get("reward_mean") is not None:
         parts.append(f"reward {event['reward_mean']:.4f}±{event.get('reward_std') or 0:.3f}")
-    for axis in ("CE", "CU", "PC", "PQ"):
+    for axis in MAA_AXES:
         if axis in event:
             parts.append(f"{axis} {event[axis]:.2f}")
     if event.get("kl") is not None:

@@ -142,13 +142,9 @@ def run_taste_job(directory: Path, data: dict, *, resume: bool) -> dict:
     print(f"taste fit on {report['pairs']} pairs ({report['decisive']} decisive): cross-validated accuracy "
           f"{report['accuracy']}", flush=True)
     taste.check_ready()
-    config = TuneConfig(model=cfg["model"], taste=str(directory / TASTE_DIR), pairs=[cfg["pairs"]],
-                        out_dir=str(directory / TUNE_DIR), method=cfg["method"], steps=cfg.get("steps"),
-                        beta=cfg.get("beta"), seed=int(cfg.get("seed") or 0), cpu_threads=cfg.get("cpu_threads"))
-    if cfg.get("lr") is not None:
-        config.lr = float(cfg["lr"])
-    if cfg.get("synthetic_prompts") is not None:
-        config.synthetic_prompts = int(cfg["synthetic_prompts"])
+    # The job's options were checked by the host (engine.api.validate_taste_tune_options); None: the tuner's.
+    config = TuneConfig.from_options(cfg, taste=str(directory / TASTE_DIR), pairs=[cfg["pairs"]],
+                                     out_dir=str(directory / TUNE_DIR))
     events = directory / EVENTS_FILE
 
     def on_event(event: dict) -> None:

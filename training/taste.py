@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.api import TASTE_OPTION_NAMES, TasteTuneOptions, validate_taste_tune_options
 from engine.errors import UserError
 from engine.meter import model_meter
 from engine.music import Clip, atomic_write_text
@@ -208,19 +209,18 @@ class TasteScorer:
 
 # ---------------------------------------------------------------------------- tuning
 @dataclass
-class TuneConfig:
-    """`smart taste tune`: fine-tune a policy toward a taste (see the module docstring)."""
+class TuneConfig(TasteTuneOptions):
+    """`smart taste tune`: fine-tune a policy toward a taste (see the module docstring). What a client chooses
+    (`engine.api.TasteTuneOptions`: its types, bounds and defaults, here with the tuner's own learning rate
+    and synthetic prompts) plus what only the tuner sets: where the taste, pairs and output are, and the
+    sampling and batch sizes."""
 
-    model: str = ""  # a Policy directory (DPO's frozen reference is reloaded from it)
+    lr: float = 5e-5
+    synthetic_prompts: int = 20  # dpo: prompts whose fresh samples the taste ranks (0 = the musician's pairs only)
     taste: str | None = None  # a taste directory (ranks synthetic DPO pairs; the GRPO reward)
     pairs: list[str] = field(default_factory=list)  # preference set directories
     out_dir: str = ""
-    method: str = "dpo"  # dpo | grpo
-    steps: int | None = None  # optimizer steps (default: dpo 2 epochs, grpo 20)
-    beta: float | None = None  # dpo: 0.1 (TRL's); grpo: 0.04 (the paper's)
-    lr: float = 5e-5
     batch: int = 8  # pairs per DPO step
-    synthetic_prompts: int = 20  # dpo: prompts whose fresh samples the taste ranks (0 = the musician's pairs only)
     synthetic_candidates: int = 6  # samples per synthetic prompt; the best and worst make a pair
     bars: int = 2  # length of generated continuations
     prompt_bars: int = 4  # bars of a prompt MIDI the model continues
@@ -230,24 +230,22 @@ class TuneConfig:
     prompts_per_step: int = 4  # grpo
     max_completion_tokens: int = 160  # grpo
     min_diversity: float | None = 0.6  # grpo: the diversity guard
-    seed: int = 0
-    cpu_threads: int | None = None
+
+    @classmethod
+    def from_options(cls, options: dict, **tuner) -> "TuneConfig":
+        """A config from a client's option values (None: the tuner's default) and the tuner's own fields."""
+        return cls(**{k: v for k, v in options.items() if k in TASTE_OPTION_NAMES and v is not None}, **tuner)
 
     def validate(self) -> None:
         if not self.model:
             raise UserError("no model directory given (--model DIR)")
         if not self.out_dir:
             raise UserError("no output directory given (--out DIR)")
-        if self.method not in ("dpo", "grpo"):
-            raise UserError("method must be dpo or grpo")
         if self.method == "grpo" and not self.taste:
             raise UserError("grpo tunes on the taste's scores: give --taste DIR")
-        if self.steps is not None and self.steps < 1:
-            raise UserError("steps must be at least 1")
+        validate_taste_tune_options({name: getattr(self, name) for name in TASTE_OPTION_NAMES})
         if self.batch < 1 or self.synthetic_candidates < 2 and self.synthetic_prompts:
             raise UserError("batch must be ≥ 1 and synthetic candidates ≥ 2")
-        if not 0 < self.lr < 1:
-            raise UserError("lr must be in (0, 1)")
 
 
 def _common_prefix(x: Sequence[int], y: Sequence[int]) -> int:

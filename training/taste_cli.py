@@ -162,13 +162,10 @@ def run_tune(args) -> int:
 
     warnings.filterwarnings("ignore", message=".*(gradient_checkpointing|is_gradient_checkpointing).*deprecated",
                             category=FutureWarning)
-    config = TuneConfig(model=args.model, taste=args.taste, pairs=list(args.pairs), out_dir=args.out,
-                        method=args.method, steps=args.steps, beta=args.beta, seed=args.seed,
-                        cpu_threads=args.cpu_threads)
-    if args.lr is not None:
-        config.lr = args.lr
-    if args.synthetic_prompts is not None:
-        config.synthetic_prompts = args.synthetic_prompts
+    config = TuneConfig.from_options(
+        {"model": args.model, "method": args.method, "steps": args.steps, "beta": args.beta, "lr": args.lr,
+         "synthetic_prompts": args.synthetic_prompts, "seed": args.seed, "cpu_threads": args.cpu_threads},
+        taste=args.taste, pairs=list(args.pairs), out_dir=args.out)
 
     def on_event(event: dict) -> None:
         if not args.quiet and event.get("event") not in (None, "done"):

@@ -146,6 +146,11 @@ class DecodeScheduler:
         self._thread = threading.Thread(target=self._loop, name="smart-decode-scheduler", daemon=True)
         self._thread.start()
 
+    @property
+    def packed(self):
+        """The packed weights of the last model decoded (None in exact mode, or before any was packed)."""
+        return self._packed
+
     def packed_for(self, model):
         """The packed weights for `model` in this scheduler's mode (None in exact mode); cached per model."""
         if self.decode_weights == "model" or next(model.parameters()).device.type != "cpu":

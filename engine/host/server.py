@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import itertools
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -56,6 +54,7 @@ from engine.api import (
     SCORE_SAMPLE_RATE,
     ActivateRequest,
     GenerateRequest,
+    MaaStatus,
     ScoreRequest,
 )
 from engine.errors import UserError, first_line
@@ -69,7 +68,8 @@ from engine.host.middleware import (
     event_stream_response,
 )
 from engine.host.scheduler import END_OF_STREAM, DecodeScheduler
-from engine.music import Clip, MidiFileError, Note
+from engine.host.wire import b64decode, decode_midi, json_safe
+from engine.music import Clip, Note
 from engine.policy import (
     DEFAULT_MODEL_DIR,
     GenerationSettings,
@@ -145,9 +145,9 @@ class HostState:
     # ------------------------------------------------------------------ descriptions
     def maa_status(self) -> dict:
         if self.scorer is None:
-            return {"status": "missing", "reason": self.maa_reason or "no MAA scorer loaded", "source": None}
+            return {"status": MaaStatus.MISSING, "reason": self.maa_reason or "no MAA scorer loaded", "source": None}
         random_weights = bool(getattr(self.scorer, "is_random", False))
-        return {"status": "random-weights" if random_weights else "available",
+        return {"status": MaaStatus.RANDOM_WEIGHTS if random_weights else MaaStatus.AVAILABLE,
                 "reason": "random weights: scores are for tests and timing only" if random_weights else None,
                 "source": getattr(self.scorer, "source", None)}
 
@@ -228,55 +228,20 @@ def _scan_model_dirs(root: Path, depth: int = 2) -> list[Path]:
 
 
 # ============================================================================ helpers
-class BadRequest(Exception):
-    """A payload that parsed but cannot be used: 400 (or `status`) with the message."""
+class BadRequest(UserError):
+    """A payload that parsed but cannot be used: 400 (or `status`) with the message (a plain UserError: 400)."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
 
 
-def _b64decode(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise BadRequest(f"{what} is not valid base64") from None
-
-
 def _b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _parse_midi(value: str, what: str, notes: list[str] | None = None) -> Clip:
-    """A client's MIDI file as a clip (call it in a worker thread: parsing is heavy, never on the event loop).
-    What the import ignored (meters a bar of which is shorter than a tick, events past the last bar) is
-    appended to `notes`, for the musician."""
-    data = _b64decode(value, what)
-    try:
-        clip, report = Clip.from_midi(data, mode="user")
-    except MidiFileError as exc:
-        raise BadRequest(f"{what}: {exc}") from None
-    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:  # hostile values the parser rejects late
-        log.warning("%s could not be read: %r", what, exc)
-        raise BadRequest(f"{what} cannot be read: {first_line(exc)}") from None
-    if notes is not None:
-        notes.extend(m for m in report.messages if m.startswith("ignored "))
-    return clip
-
-
 def _note_json(n: Note) -> dict:
     return {"start": n.start, "pitch": n.pitch, "duration": n.duration, "velocity": n.velocity}
-
-
-def _json_safe(value):
-    """NaN/inf (never expected from features or MAA) become null instead of breaking the NDJSON stream."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def score_clips(state: HostState, clips: Sequence[Clip]) -> list[dict]:
@@ -355,7 +320,7 @@ class GenerationRun:
                     score_error = f"scoring failed: {first_line(exc)}"
             cand = {"candidate": i, "midi": _b64encode(c.clip.to_midi_bytes()), "notes": len(c.notes),
                     "bars": c.bars, "tokens": len(c.token_ids), "finished_by": c.finished_by, "end_tick": c.end_tick,
-                    "features": _json_safe(midi_features(generated)), "scores": _json_safe(scores),
+                    "features": json_safe(midi_features(generated)), "scores": json_safe(scores),
                     "random_weights": random_weights if scores is not None else None}
             if score_error is not None:
                 cand["scores_error"] = score_error
@@ -450,8 +415,8 @@ def generate_router():
         if body.prompt_midi is not None:
             try:
                 clip, meter_note = await run_in_threadpool(_prepare_prompt, state, body)
-            except BadRequest as exc:
-                raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+            except UserError as exc:  # BadRequest, or a request file that does not decode
+                raise HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc)) from None
         with state.lock:
             if state.stats.active >= state.max_active:
                 state.stats.rejected_busy += 1
@@ -522,7 +487,7 @@ def _prepare_prompt(state: HostState, body: GenerateRequest) -> tuple[Clip, str 
     """The prompt clip in the meter the model reads, with at_tick / infill checked against it. Runs in a
     worker thread: MIDI parsing and bar arithmetic on a hostile file must never stall the event loop."""
     ignored: list[str] = []
-    clip = _parse_midi(body.prompt_midi, "prompt_midi", ignored)
+    clip = decode_midi(body.prompt_midi, "prompt_midi", notes=ignored)[1]
     try:
         # Bars (infill spans, candidates) are those the model reads; meter_note says what changed,
         # including the meters the import itself ignored (e.g. a 1/8 bar shorter than one tick).
@@ -568,14 +533,14 @@ def score_router():
             seconds = None
             try:
                 if body.midi is not None:
-                    clip = _parse_midi(body.midi, "midi")
+                    clip = decode_midi(body.midi, "midi")[1]
                     if not clip.notes:
                         raise BadRequest("midi has no notes to score")
                     audio = render(clip, sample_rate=SCORE_SAMPLE_RATE, max_seconds=MAX_SCORE_SECONDS,
                                    soundfont=state.soundfont)
                     sr = SCORE_SAMPLE_RATE
                 else:
-                    data = _b64decode(body.wav, "wav")
+                    data = b64decode(body.wav, "wav")
                     with tempfile.TemporaryDirectory(prefix="smart-score-") as d:
                         path = Path(d) / "upload.audio"
                         path.write_bytes(data)
@@ -585,7 +550,7 @@ def score_router():
                     audio = audio[: int(MAX_SCORE_SECONDS * sr)]
                 seconds = round(len(audio) / sr, 3)
                 with state.scorer_lock:
-                    result = _json_safe(state.scorer.score([audio], sr)[0].as_dict())
+                    result = json_safe(state.scorer.score([audio], sr)[0].as_dict())
             except (AudioFileError, RenderError, MAAInputError) as exc:
                 raise BadRequest(first_line(exc)) from None
             except SoundFontError as exc:
@@ -595,8 +560,8 @@ def score_router():
 
         try:
             return await run_in_threadpool(work)
-        except BadRequest as exc:
-            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        except UserError as exc:  # BadRequest, or a request file that does not decode
+            raise HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc)) from None
 
     return router
 

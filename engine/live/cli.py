@@ -17,7 +17,7 @@ import threading
 import time
 
 from engine.api import parse_temperature_factors
-from engine.cliutil import HelpFormatter, examples
+from engine.cliutil import HelpFormatter, examples, option_type
 from engine.errors import UserError
 
 MIDI_APIS = ("jack", "alsa", "coremidi", "winmm")
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--answer-bars", type=int, default=2, help="bars of each answer")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
-    p.add_argument("--temperature-factors", type=parse_temperature_factors, default=None, metavar="FAMILY=F,...",
+    p.add_argument("--temperature-factors", type=option_type(parse_temperature_factors), default=None, metavar="FAMILY=F,...",
                    help="per token family temperature factors ('none': none; default: the shipped)")
     p.add_argument("--seed", type=int, default=None, help="random seed of the answers (default: a new one each run)")
     p.add_argument("--max-answers", type=int, default=None, help="stop after this many answers (default: play "

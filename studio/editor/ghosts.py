@@ -75,16 +75,6 @@ class GhostOverlay(QWidget):
         for n in notes:
             self.update(self._note_rect(n).adjusted(-2, -2, 2, 2).toAlignedRect())
 
-    def set_layer_colour(self, layer: int, colour: QColor) -> None:
-        if 0 <= layer < len(self.layers):
-            self.layers[layer].colour = QColor(colour)
-            self.update()
-
-    def set_layer_visible(self, layer: int, visible: bool) -> None:
-        if 0 <= layer < len(self.layers) and self.layers[layer].visible != visible:
-            self.layers[layer].visible = visible
-            self.update()
-
     def set_emphasis(self, layer: int | None) -> None:
         if layer != self.emphasis:
             self.emphasis = layer

@@ -115,18 +115,6 @@ def resize_notes(
     return result, _surviving(resized, result)
 
 
-def set_note_end(notes: list[Note], note: Note, end_tick: int, min_duration: int = 1) -> tuple[list[Note], frozenset[Note]]:
-    return resize_notes(notes, [note], max(min_duration, end_tick - note.start) - note.duration, min_duration=min_duration)
-
-
-def set_velocity(notes: list[Note], targets: Iterable[Note], velocity: int) -> tuple[list[Note], frozenset[Note]]:
-    v = max(1, min(127, int(velocity)))
-    tg = set(targets)
-    changed = [replace(n, velocity=v) for n in tg]
-    result = _merge(notes, tg, changed)
-    return result, _surviving(changed, result)
-
-
 def add_velocity(notes: list[Note], targets: Iterable[Note], delta: int) -> tuple[list[Note], frozenset[Note]]:
     tg = set(targets)
     changed = [replace(n, velocity=max(1, min(127, n.velocity + delta))) for n in tg]

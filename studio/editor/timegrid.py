@@ -18,7 +18,7 @@ def _segments(clip: Clip) -> Iterator[tuple[int, int | None, int, int, int]]:
         start = ts.tick
         end = sigs[i + 1].tick if i + 1 < len(sigs) else None
         bar = max(1, ts.ticks_per_bar(clip.ppq))
-        beat = max(1, clip.ppq * 4 // ts.denominator)
+        beat = max(1, ts.ticks_per_beat(clip.ppq))
         yield start, end, bar, beat, bars_before
         if end is not None:
             bars_before += math.ceil((end - start) / bar)

@@ -17,8 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.generate.hostconn import LOCAL, REMOTE
-from studio.generate.maa import maa_file_problem
+from studio.host.connection import LOCAL, REMOTE
+from studio.host.downloads import maa_file_problem
 from studio.theme import STYLE_DIM, STYLE_WARN
 
 

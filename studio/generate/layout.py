@@ -39,7 +39,7 @@ from studio.generate.candidates import (
     TasteBarDelegate,
 )
 from studio.generate.maa import MaaNotice
-from studio.generate.options import MAX_BARS, NOTE_NAMES, SCALES, pitch_name
+from studio.generate.options import NOTE_NAMES, PANEL_MAX_BARS, SCALES, pitch_name
 from studio.generate.placement import MODES
 from studio.generate.taste import TasteSection
 from studio.theme import STYLE_DIM, STYLE_WARN
@@ -90,7 +90,7 @@ def setup_ui(panel) -> None:
     panel.host_progress.setTextVisible(False)
     panel.host_progress.hide()
     col.addWidget(panel.host_progress)
-    panel.maa = MaaNotice()  # where the eye is: right under the host line
+    panel.maa = MaaNotice(panel.downloads)  # where the eye is: right under the host line
     col.addWidget(panel.maa)
     # Folded once candidates arrive (panel._start): the candidates and their actions then fit 1366×768.
     panel.settings_section = Collapsible("Settings", _build_settings_box(panel))
@@ -145,7 +145,7 @@ def _build_settings_box(panel) -> QGroupBox:
     panel.spin_candidates.setRange(1, MAX_CANDIDATES)
     panel.spin_candidates.setToolTip(f"How many alternatives to generate at once (1–{MAX_CANDIDATES})")
     panel.spin_bars = QSpinBox()
-    panel.spin_bars.setRange(1, MAX_BARS)
+    panel.spin_bars.setRange(1, PANEL_MAX_BARS)
     panel.spin_bars.setSuffix(" bars")
     panel.spin_bars.setToolTip("Length of a continuation (regenerate: the selected bars)")
     form.addRow("Candidates", _row(panel.spin_candidates, "Length", panel.spin_bars))

@@ -20,28 +20,18 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.maa_weights import MAA_DOWNLOAD_BYTES, MAACheckpointError, check_checkpoint
-from studio.generate.jobs import MaaDownloadJob
+from engine.api import MaaStatus
+from engine.maa_weights import MAA_DOWNLOAD_BYTES, check_checkpoint
+from studio.host.connection import MAA_UNKNOWN
+from studio.host.downloads import MaaDownloads, maa_file_problem
 from studio.theme import STYLE_DIM, STYLE_OK, STYLE_WARN
 
-AVAILABLE, RANDOM, MISSING, UNKNOWN = "available", "random-weights", "missing", "unknown"
+AVAILABLE, RANDOM, MISSING, UNKNOWN = MaaStatus.AVAILABLE, MaaStatus.RANDOM_WEIGHTS, MaaStatus.MISSING, MAA_UNKNOWN
 SIZE_MB = f"{MAA_DOWNLOAD_BYTES / 1e6:.0f} MB"
 
 
-def maa_file_problem(path: str) -> str | None:
-    """Why `path` cannot be MAA weights, in one line naming the file; None when it can (only the file's
-    framing is read: quick, no torch)."""
-    try:
-        check_checkpoint(path)
-    except MAACheckpointError as exc:
-        return str(exc).splitlines()[0] if str(exc) else f"{path} is not an MAA checkpoint"
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    return None
-
-
-def usable(status: str) -> bool:
-    """Scores can be computed (real, or random weights for tests)."""
+def usable(status: MaaStatus | str) -> bool:
+    """Scores can be computed (real, or random weights for tests); not while the status is unknown."""
     return status in (AVAILABLE, RANDOM)
 
 
@@ -54,14 +44,20 @@ class MaaNotice(QFrame):
     weights_chosen = Signal(str)
     message = Signal(str)  # one line for the status bar
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, downloads: MaaDownloads, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("maaNotice")
         self.setFrameShape(QFrame.StyledPanel)
         self.status = UNKNOWN
         self.remote = False
         self.reason = ""
-        self._job: MaaDownloadJob | None = None
+        # The studio's one download (the Train panel starts it too): shown here, its weights used from here.
+        self.downloads = downloads
+        downloads.started.connect(self._on_started)
+        downloads.progress.connect(self._on_progress)
+        downloads.done.connect(self._on_done)
+        downloads.failed.connect(self._on_failed)
+        downloads.finished.connect(self._on_finished)
         self._error: str | None = None
         col = QVBoxLayout(self)
         col.setContentsMargins(6, 4, 6, 4)
@@ -94,10 +90,10 @@ class MaaNotice(QFrame):
     # ------------------------------------------------------------------ state
     @property
     def downloading(self) -> bool:
-        return self._job is not None
+        return self.downloads.running
 
     def show_status(self, status: str, reason: str = "", remote: bool = False) -> None:
-        """The host's MAA status ("available", "random-weights", "missing", "unknown")."""
+        """The host's MAA status (`engine.api.MaaStatus`, or UNKNOWN before a host has answered)."""
         self.status, self.reason, self.remote = status, reason, remote
         missing = status == MISSING
         if status == AVAILABLE:
@@ -130,22 +126,18 @@ class MaaNotice(QFrame):
     # ------------------------------------------------------------------ download / choose
     def download(self) -> None:
         """Start (or, while running, cancel) the download."""
-        if self._job is not None:
-            self._job.cancel()
+        if self.downloads.running:
+            self.downloads.cancel()
             return
+        self.downloads.start()
+
+    def _on_started(self) -> None:
         self._error = None
-        job = MaaDownloadJob()
-        job.progress.connect(self._on_progress)
-        job.done.connect(self._on_done)
-        job.failed.connect(self._on_failed)
-        job.finished_job.connect(self._on_finished)
-        self._job = job
         self.progress.setValue(0)
         self.progress.show()
         self.btn_download.setEnabled(False)
         self.label.setText(f"Contacting huggingface.co for the MAA scoring model ({SIZE_MB})…")
         self.label.setStyleSheet(STYLE_DIM)
-        job.start()
 
     def _on_progress(self, text: str, fraction: float) -> None:
         self.progress.setValue(int(1000 * fraction))
@@ -162,16 +154,11 @@ class MaaNotice(QFrame):
         self.use_weights(path)
 
     def _on_finished(self) -> None:
-        job, self._job = self._job, None
-        if job is not None:
-            job.wait(2000)
         self.progress.hide()
         self.show_status(self.status, self.reason, self.remote)
 
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait(5000)
+        self.downloads.cancel(wait_ms=5000)
 
     def choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "MAA checkpoint", str(Path.home()),

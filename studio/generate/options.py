@@ -13,7 +13,7 @@ SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),  # natural minor
 }
-MAX_BARS = 16  # the panel's limit (the host allows more; longer ideas are better built bar by bar)
+PANEL_MAX_BARS = 16  # the panel's limit (the host allows engine.api.MAX_BARS; longer ideas are better built bar by bar)
 
 
 def pitch_name(pitch: int) -> str:
@@ -59,8 +59,8 @@ class GenerateOptions:
             raise ValueError("the key lock and pitch range leave no pitch to play")
         if self.placement not in MODES:
             raise ValueError(f"unknown placement {self.placement!r}")
-        if not 1 <= self.bars <= MAX_BARS:
-            raise ValueError(f"length must be 1–{MAX_BARS} bars")
+        if not 1 <= self.bars <= PANEL_MAX_BARS:
+            raise ValueError(f"length must be 1–{PANEL_MAX_BARS} bars")
         GenerationSettings(candidates=self.candidates, temperature=self.temperature, top_p=self.top_p,
                            seed=self.seed or None, bars=self.bars, allowed_pitches=self.allowed()).validate(HOST_LIMITS)
 

@@ -1,9 +1,11 @@
 """The Generate panel (a dock): what the musician does there — continue, regenerate the selection,
 reward-guided search; audition solo / in context / A-B; accept (one undo step) or discard.
 
-The jobs behind it live next door: the widgets (`layout`), the request session (`session`), the typed
-history and candidates (`history`), where a continuation goes (`placement`), the MAA notice and download
-(`maa`), the sketch's own scores (`sketchscore`), the host connection (`hostconn`).
+The jobs behind it live next door: the widgets (`layout`), the options shown and read back
+(`options_view`), the host line and MAA status (`hostview`), the musician's picks (`picks`), the request
+session (`session`), the typed history and candidates (`history`), where a continuation goes
+(`placement`), the MAA notice (`maa`), the sketch's own scores (`sketchscore`). The host connection, the MAA
+download and the taste store are the window's (`studio.host`), handed to the panel.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMenu, QTreeWidgetItem
 
+from engine.api import GenerateRequest, InfillSpan, MaaStatus
+from engine.errors import first_line
 from engine.maa_weights import AXES
 from engine.meter import model_meter
 from engine.music import Clip, Note
@@ -39,41 +43,39 @@ from studio.generate.history import (
     GenerationHistory,
     Request,
 )
-from studio.generate.hostconn import LOCAL, REMOTE, HostConnection
+from studio.generate import hostview, options_view, picks
 from studio.generate.layout import setup_ui
-from studio.generate.maa import maa_file_problem, usable
 from studio.generate.options import GenerateOptions
 from studio.generate.placement import (
     EMPTY,
-    MODES,
     PlacementConflict,
     continuation_span,
     notes_in,
     place_candidate,
     prompt_notes,
 )
-from studio.generate.search import MAA_REWARDS, OFFLINE_REWARDS, TASTE_MIX, TASTE_REWARD, TASTE_REWARDS, reward_label
+from studio.generate.search import MAA_REWARDS, TASTE_MIX, TASTE_REWARDS, reward_label
 from studio.generate.session import GenerationSession, describe_request
 from studio.generate.sketchscore import SketchScorer
-from studio.generate.taste import SOURCE_AB, SOURCE_ACCEPT, Judgement, TasteStore, prompt_clip
-from studio.theme import STYLE_DIM, STYLE_OK, STYLE_WARN
+from studio.host import HostServices
+from studio.host.connection import LOCAL, REMOTE
+from studio.theme import STYLE_DIM, STYLE_WARN
 from studio.widgets import compact_combos, guard_wheel
 
 
 class GeneratePanel(QDockWidget):
     status = Signal(str)  # one-line messages for the status bar
 
-    def __init__(self, window) -> None:
+    def __init__(self, window, services: HostServices) -> None:
         super().__init__("Generate", window)
         self.setObjectName("generatePanel")
         self.win = window
         self.doc = window.document
         self.settings = window.settings
         self.options = GenerateOptions.load(self.settings)
-        self.host = HostConnection(self)
-        self._maa_setting_note: str | None = None  # why the saved MAA file is not used (said once the UI is up)
+        self.host = services.connection
+        self.downloads = services.downloads
         self._without_maa_retried = False  # the local host failed with an MAA file and was started without it
-        self._load_host_settings()
         self.ghosts = GhostOverlay(window.editor.grid)
         self.audition = Audition(window.transport, window.document, self)
         self.model = CandidateTableModel(self)
@@ -83,9 +85,7 @@ class GeneratePanel(QDockWidget):
         self.history: GenerationHistory | None = None
         self._ab: list[Candidate] = []
         self._discarded: dict[str, list[Candidate]] = {}  # by request: turned down for the same prompt
-        self.taste_store = getattr(window, "taste_store", None) or TasteStore(
-            self.settings, lambda: getattr(window, "project_path", None), self)
-        self._pending = None  # action to run once the host is connected
+        self.taste_store = services.taste
         self._project = None
         self._click_time: float | None = None
         self.request_note: str | None = None  # said when the request started and kept with its outcome
@@ -121,32 +121,9 @@ class GeneratePanel(QDockWidget):
         self.status.connect(window.show_message)
         self._on_host_changed()
         self._adopt_project()
-        if self._maa_setting_note:
-            self.maa.say(self._maa_setting_note, warn=True)
-            self.status.emit(self._maa_setting_note)
-
-    # ================================================================== settings
-    def _load_host_settings(self) -> None:
-        s = self.settings
-        maa_path = str(s.value("generate/maaPath", "") or "") or None
-        if maa_path and (problem := maa_file_problem(maa_path)) is not None:
-            # Saved before files were checked (or since changed): the host would fail on every start.
-            maa_path = None
-            s.setValue("generate/maaPath", "")
-            self._maa_setting_note = f"{problem}: the local host starts without it (Host… to choose another)"
-        self.host.configure(str(s.value("generate/hostMode", LOCAL)),
-                            model_dir=str(s.value("generate/modelDir", "") or "") or None,
-                            maa_path=maa_path,
-                            url=str(s.value("generate/remoteUrl", "") or ""),
-                            token=str(s.value("generate/remoteToken", "") or ""))
-
-    def _save_host_settings(self) -> None:
-        s = self.settings
-        s.setValue("generate/hostMode", self.host.mode)
-        s.setValue("generate/modelDir", self.host.model_dir or "")
-        s.setValue("generate/maaPath", self.host.maa_path or "")
-        s.setValue("generate/remoteUrl", self.host.url)
-        s.setValue("generate/remoteToken", self.host.token)
+        if services.settings_note:  # why the saved MAA file is not used, said once the UI is up
+            self.maa.say(services.settings_note, warn=True)
+            self.status.emit(services.settings_note)
 
     # ================================================================== widgets
     def _connect_ui(self) -> None:
@@ -221,84 +198,17 @@ class GeneratePanel(QDockWidget):
         return menu
 
     # ------------------------------------------------------------------ options <-> UI
-    def _option_widgets(self) -> tuple:
-        return (self.spin_candidates, self.spin_bars, self.spin_temperature, self.spin_top_p, self.spin_seed,
-                self.spin_low, self.spin_high, self.chk_key, self.chk_score, self.combo_root, self.combo_scale,
-                self.spin_beams, self.spin_expand, self.spin_budget, self.combo_reward, self.combo_placement)
-
     def _apply_options_to_ui(self) -> None:
-        o = self.options
-        for w in self._option_widgets():
-            w.blockSignals(True)
-        self.spin_candidates.setValue(o.candidates)
-        self.spin_bars.setValue(o.bars)
-        self.spin_temperature.setValue(o.temperature)
-        self.spin_top_p.setValue(o.top_p)
-        self.spin_seed.setValue(o.seed)
-        self.spin_low.setValue(o.low)
-        self.spin_high.setValue(o.high)
-        self.chk_key.setChecked(o.key_lock)
-        self.chk_score.setChecked(o.score)
-        self.combo_root.setCurrentIndex(o.key_root)
-        self.combo_scale.setCurrentText(o.key_scale)
-        self.combo_placement.setCurrentIndex(max(0, self.combo_placement.findData(o.placement)))
-        self.spin_beams.setValue(o.search_beams)
-        self.spin_expand.setValue(o.search_expansions)
-        self.spin_budget.setValue(o.search_budget_s)
-        self._fill_rewards()
-        for w in self._option_widgets():
-            w.blockSignals(False)
-        self.combo_root.setEnabled(o.key_lock)
-        self.combo_scale.setEnabled(o.key_lock)
-        self.settings_section.set_summary(self.settings_summary())
+        options_view.apply_options_to_ui(self)
 
     def _fill_rewards(self) -> None:
-        """MAA rewards only when the host can score; taste ones once the taste model is ready; the offline
-        ones always."""
-        status = self.host.maa_status()
-        want = self.options.search_reward
-        self.combo_reward.blockSignals(True)
-        self.combo_reward.clear()
-        taste = ([TASTE_REWARD] + ([*TASTE_MIX] if usable(status) else [])) if self.taste_store.ready else []
-        for name in ([*MAA_REWARDS] if usable(status) else []) + taste + list(OFFLINE_REWARDS):
-            label = reward_label(name)
-            if name in MAA_REWARDS and status == "random-weights":
-                label += " (random weights — test only)"
-            self.combo_reward.addItem(label, name)
-        i = self.combo_reward.findData(want)
-        self.combo_reward.setCurrentIndex(i if i >= 0 else 0)
-        self.combo_reward.blockSignals(False)
+        options_view.fill_rewards(self)
 
     def _options_from_ui(self, *_args) -> None:
-        o = self.options
-        o.candidates = self.spin_candidates.value()
-        o.bars = self.spin_bars.value()
-        o.temperature = round(self.spin_temperature.value(), 3)
-        o.top_p = round(self.spin_top_p.value(), 3)
-        o.seed = self.spin_seed.value()
-        o.low, o.high = self.spin_low.value(), self.spin_high.value()
-        o.key_lock = self.chk_key.isChecked()
-        if self.chk_score.isEnabled():  # greyed out (no MAA): the musician's choice stays as it was
-            o.score = self.chk_score.isChecked()
-        o.key_root = self.combo_root.currentIndex()
-        o.key_scale = self.combo_scale.currentText()
-        o.placement = self.combo_placement.currentData() or o.placement
-        o.search_beams = self.spin_beams.value()
-        o.search_expansions = self.spin_expand.value()
-        o.search_budget_s = float(self.spin_budget.value())
-        if self.combo_reward.currentData():
-            o.search_reward = self.combo_reward.currentData()
-        self.combo_root.setEnabled(o.key_lock)
-        self.combo_scale.setEnabled(o.key_lock)
-        self.settings_section.set_summary(self.settings_summary())
-        o.save(self.settings)
+        options_view.options_from_ui(self, *_args)
 
     def settings_summary(self) -> str:
-        """The settings in one line, for the folded Settings header."""
-        o = self.options
-        placement = (MODES.get(o.placement) or "").split(" —")[0]
-        return (f"{o.candidates} × {o.bars} bar{'s' if o.bars != 1 else ''} · T {o.temperature:.2f} · "
-                f"top-p {o.top_p:.2f} · {placement}")
+        return options_view.settings_summary(self)
 
     def set_placement(self, mode: str) -> None:
         """Insert, replace or empty space only (placement.MODES)."""
@@ -309,109 +219,39 @@ class GeneratePanel(QDockWidget):
         self.host.connect_host()
 
     def host_dialog(self) -> None:
-        from studio.generate.hostdialog import HostDialog
-
-        dlg = HostDialog(self.host.mode, self.host.model_dir or "", self.host.url, self.host.token, self,
-                         maa_path=self.host.maa_path or "")
-        if dlg.exec():
-            mode, model_dir, url, token = dlg.values()
-            self.set_host(mode, model_dir=model_dir or None, url=url, token=token, maa_path=dlg.maa_file())
+        hostview.host_dialog(self)
 
     def set_host(self, mode: str, *, model_dir: str | None = None, url: str = "", token: str = "",
                  maa_path: str | None = None, connect: bool = True) -> None:
-        self.stop()
-        maa_path = maa_path if maa_path is not None else self.host.maa_path
-        self.host.configure(mode, model_dir=model_dir, maa_path=maa_path, url=url, token=token)
-        self._save_host_settings()
-        if connect:
-            self.host.connect_host()
+        hostview.set_host(self, mode, model_dir=model_dir, url=url, token=token, maa_path=maa_path, connect=connect)
 
     def _on_host_changed(self) -> None:
-        h = self.host
-        if h.state == "failed" and h.mode == LOCAL and h.maa_path and not self._without_maa_retried:
-            self._start_without_maa(h.maa_path, h.error or "")
-            return
-        self.host_label.setText(h.describe())
-        self.host_label.setStyleSheet(STYLE_OK if h.connected else (STYLE_WARN if h.state == "failed" else STYLE_DIM))
-        self.host_label.setToolTip(h.error or (f"{h.url or 'local'} — device {h.device()}" if h.connected else ""))
-        self.host_progress.setVisible(h.busy)
-        if h.busy:
-            self._host_timer.start()
-            self._show_host_progress()
-        else:
-            self._host_timer.stop()
-        self.btn_connect.setText("Reconnect" if h.connected else "Connect")
-        self.btn_connect.setEnabled(not h.busy)
-        self._sync_maa()
-        self._fill_rewards()
-        self._sync_buttons()
-        if h.connected:
-            self.scorer.schedule(immediately=True)
-            if self._pending is not None:
-                action, self._pending = self._pending, None
-                action()
-        elif h.state == "failed" and self._pending is not None:
-            self._pending = None
-            self._set_job_text(f"Cannot generate: {h.error}", error=True)
-            self.status.emit(f"Generation host unavailable: {h.error}")
+        hostview.on_host_changed(self)
 
     def _show_host_progress(self) -> None:
-        detail = self.host.startup_detail()
-        if detail:
-            self.host_label.setText(f"{self.host.describe()} {detail}. You can keep editing meanwhile.")
+        hostview.show_host_progress(self)
 
     def _ensure_host(self, action) -> bool:
         """True when connected; otherwise start/connect and run `action` once connected."""
-        if self.host.connected:
+        if self.host.ensure(action, self, on_failed=self._on_host_unavailable):
             return True
-        self._pending = action
-        if not self.host.busy:
-            self.host.connect_host()
         self._set_job_text("Starting the local host (loading the model)… keep editing: the request runs as soon "
                            "as it is up" if self.host.mode == LOCAL else "Connecting to the host…")
         return False
 
+    def _on_host_unavailable(self, reason: str) -> None:
+        """The request waiting for the host is dropped: the host did not come up."""
+        self._set_job_text(f"Cannot generate: {reason}", error=True)
+        self.status.emit(f"Generation host unavailable: {reason}")
+
     def maa_usable(self) -> bool:
-        return usable(self.host.maa_status())
+        return self.host.maa_usable()
 
     def _sync_maa(self) -> None:
-        status = self.host.maa_status()
-        self.maa.show_status(status, self.host.maa_reason(), remote=self.host.mode == REMOTE)
-        self.session.random_weights = status == "random-weights"
-        self.model.set_show_scores(usable(status))
-        can_score = usable(status) or status == "unknown"
-        self.chk_score.setEnabled(can_score)
-        self.chk_score.blockSignals(True)
-        self.chk_score.setChecked(self.options.score and can_score)
-        self.chk_score.blockSignals(False)
-        self.chk_score.setToolTip("Render and score each candidate (CE/CU/PC/PQ) as soon as it is complete"
-                                  if can_score else "Needs the MAA scoring model (see the note above)")
-        self.random_warning.setVisible(status == "random-weights" and any(i.scores for i in self.model.items))
-        if not usable(status):
-            self.scorer.clear()
-
-    def _start_without_maa(self, path: str, error: str) -> None:
-        """The local host did not start with its MAA file: start it without (this session; the Host dialog
-        shows the file, to clear or replace it) rather than leave the studio without a model."""
-        self._without_maa_retried = True
-        note = (f"The local host did not start with the MAA file {path} ({error.splitlines()[0][:200] if error else 'failed'}): "
-                "started without MAA scores. Host… shows the file, to clear or replace it.")
-        self.host.maa_path = None
-        self.host.connect_host()
-        self.maa.say(note, warn=True)
-        self.status.emit(note)
+        hostview.sync_maa(self)
 
     def _use_weights(self, path: str) -> None:
-        """New MAA weights: the local host restarts with them; a remote host needs its own."""
-        self.host.maa_path = path
-        self._save_host_settings()
-        if self.host.mode == REMOTE:
-            self.maa.say(f"Saved {path}. The remote host scores with its own weights: start "
-                         f"`smart serve --maa PATH` there.", warn=True)
-            return
-        self.maa.say("Restarting the local host with the MAA weights…")
-        self.stop()
-        self.host.connect_host()
+        hostview.use_weights(self, path)
 
     def download_maa(self) -> None:
         self.maa.download()
@@ -457,7 +297,7 @@ class GeneratePanel(QDockWidget):
         """Plain words when the model has nothing to continue (empty or drums-only music before `at`)."""
         if prompt_notes(self.doc.clip, at):
             return None
-        report = getattr(self.win, "import_report", None)
+        report = self.win.import_report
         drums = bool(report and any("drums" in d for d in report.tracks_dropped)) and not self.doc.notes
         if drums:
             return ("The file holds only drums, which the studio does not use (piano only): there is no music to "
@@ -465,17 +305,24 @@ class GeneratePanel(QDockWidget):
         return "There is no music before this point: the model starts a new idea from nothing."
 
     # ================================================================== requests
-    def _base_payload(self, clip: Clip) -> dict:
+    def _generate_request(self, **where) -> GenerateRequest | None:
+        """The /v1/generate request of the options for the sketch as it is (the host re-bars it alike and says
+        so), continued or infilled as `where` says (at_tick, or infill and bars); None (said why) when the
+        contract refuses it."""
         o = self.options
-        payload = {"prompt_midi": base64.b64encode(clip.to_midi_bytes()).decode("ascii"),
-                   "candidates": o.candidates, "bars": o.bars, "temperature": o.temperature, "top_p": o.top_p,
-                   "score": bool(o.score) and self.maa_usable()}
+        fields = {"prompt_midi": base64.b64encode(self.doc.clip.to_midi_bytes()).decode("ascii"),
+                  "candidates": o.candidates, "bars": o.bars, "temperature": o.temperature, "top_p": o.top_p,
+                  "score": bool(o.score) and self.maa_usable(), **where}
         if o.seed:
-            payload["seed"] = o.seed
+            fields["seed"] = o.seed
         allowed = o.allowed()
         if allowed is not None:
-            payload["allowed_pitches"] = allowed
-        return payload
+            fields["allowed_pitches"] = allowed
+        try:
+            return GenerateRequest(**fields)
+        except ValueError as exc:  # pydantic's ValidationError: e.g. a sketch larger than a request may be
+            self._set_job_text(f"Cannot send this request: {first_line(exc)}", error=True)
+            return None
 
     def _new_request(self, mode: str, **values) -> Request:
         o = self.options
@@ -507,10 +354,11 @@ class GeneratePanel(QDockWidget):
         if not self._ensure_host(self.continue_):
             return
         at, span = self._continuation_target()
-        payload = self._base_payload(self.doc.clip)
-        payload["at_tick"] = at
+        body = self._generate_request(at_tick=at)
+        if body is None:
+            return
         request = self._new_request(CONTINUE, at_tick=at, placement=self.options.placement, span_ticks=list(span))
-        self._start(request, payload, span)
+        self._start(request, body, span)
         bar = self.doc.clip.bar_index_at(at) + 1
         notes = []
         if not self.doc.selection and at != max(0, int(self.win.playhead_tick)):
@@ -518,7 +366,7 @@ class GeneratePanel(QDockWidget):
         if self.prompt_note(at):
             notes.append(self.prompt_note(at))
         self.request_note = " ".join(notes) or None
-        self._set_job_text(f"Continuing from bar {bar}: {payload['candidates']} candidate(s)…"
+        self._set_job_text(f"Continuing from bar {bar}: {body.candidates} candidate(s)…"
                            + (f" {self.request_note}" if self.request_note else ""))
 
     def regenerate_selection(self) -> None:
@@ -533,22 +381,22 @@ class GeneratePanel(QDockWidget):
         if not self._ensure_host(self.regenerate_selection):
             return
         clip = self.model_clip()
-        payload = self._base_payload(self.doc.clip)  # as it is: the host re-bars it alike and says so
-        payload["infill"] = {"start_bar": span[0], "end_bar": span[1]}
-        payload["bars"] = span[1] - span[0]
+        body = self._generate_request(infill=InfillSpan(start_bar=span[0], end_bar=span[1]), bars=span[1] - span[0])
+        if body is None:
+            return
         ticks = (clip.bar_tick(span[0]), clip.bar_tick(span[1]))
         request = self._new_request(INFILL, at_tick=None, span_bars=list(span), span_ticks=list(ticks))
-        self._start(request, payload, ticks)
-        self._set_job_text(f"Regenerating {self.ruler_bars(ticks)}: {payload['candidates']} candidate(s)…")
+        self._start(request, body, ticks)
+        self._set_job_text(f"Regenerating {self.ruler_bars(ticks)}: {body.candidates} candidate(s)…")
 
-    def _start(self, request: Request, payload: dict, span: tuple[int, int]) -> None:
+    def _start(self, request: Request, body: GenerateRequest, span: tuple[int, int]) -> None:
         self.request_note = None
         self.audition.stop()
         self.clear_candidates()
         self.settings_section.set_expanded(False)  # the candidates and their actions need the room now
         self.ghosts.set_region(span)  # shades what the candidates are written for; ghosts stay bright on top
         self.ghosts.reset_paint_clock()
-        self.session.start_generation(self.host.client, request, payload, span)
+        self.session.start_generation(self.host.client, request, body, span)
         self._refresh_history()
         self._sync_buttons()
 
@@ -598,22 +446,12 @@ class GeneratePanel(QDockWidget):
                                   beams=o.search_beams, expansions=o.search_expansions, reward=o.search_reward,
                                   budget_s=o.search_budget_s, temperature=o.temperature, top_p=o.top_p,
                                   allowed_pitches=o.allowed(), seed=o.seed or None,
-                                  taste=self._taste_reward() if o.search_reward in TASTE_REWARDS else None)
+                                  taste=picks.taste_reward(self.taste_store) if o.search_reward in TASTE_REWARDS else None)
         self._refresh_history()
         self._sync_buttons()
         self._set_job_text(f"Searching {o.bars} bar(s) with {o.search_beams} beam(s), "
                            f"reward {reward_label(o.search_reward)}, budget {o.search_budget_s:.0f} s…"
                            + (f"\n{self.request_note}" if self.request_note else ""))
-
-    def _taste_reward(self):
-        """The search's taste reward: this model's score of a beam given the sketch before it (worker thread;
-        the model is read only)."""
-        model = self.taste_store.model
-
-        def taste(music: Clip, prompt: Clip | None) -> float:
-            return model.score(music, prompt)[0]
-
-        return taste
 
     @property
     def generating(self) -> bool:
@@ -814,61 +652,17 @@ class GeneratePanel(QDockWidget):
         self._mark_modified()
 
     # ================================================================== the musician's picks (taste)
-    def _judgement(self, a: Candidate, b: Candidate, choice: str, source: str) -> Judgement | None:
-        """A pair of candidates as the taste store saves it: their notes at their ticks, the sketch before them."""
-        at = (a.span or b.span or (None,))[0]
-        if at is None:
-            return None
-        clip = self.doc.clip
-        return Judgement(clip.with_notes(a.notes), clip.with_notes(b.notes), prompt_clip(clip, at), choice, source,
-                         a_model={"role": "candidate", "label": a.label, **self._model_info()},
-                         b_model={"role": "candidate", "label": b.label, **self._model_info()},
-                         extra={"request": a.request, "mode": a.mode})
-
-    def _model_info(self) -> dict:
-        path = (self.host.model_version() or {}).get("path") if self.host.connected else None
-        return {"path": path} if path else {}
-
     def _record_accept(self, item: Candidate) -> int:
-        """Accept = this candidate over every other one shown for the same prompt (and those discarded)."""
-        shown = [c for c in self.model.items if c is not item and c.request == item.request and c.notes
-                 and c.status != STREAMING]
-        others = shown + [c for c in self._discarded.pop(item.request, []) if c not in shown]
-        judgements = [j for j in (self._judgement(item, c, "A", SOURCE_ACCEPT) for c in others) if j is not None]
-        if judgements:
-            self.taste_store.record(judgements)
-        return len(judgements)
+        return picks.record_accept(self, item)
 
     def compare_pair(self) -> tuple[Candidate, Candidate] | None:
-        """(A, B) of Compare A/B: the earlier and the later of the last two candidates picked."""
-        ab = [i for i in self._ab if i in self.model.items and i.notes and i.status != STREAMING]
-        return (ab[0], ab[1]) if len(ab) >= 2 else None
+        return picks.compare_pair(self)
 
     def compare(self, choice: str) -> bool:
-        """Save the musician's A/B judgement ("A", "B" or "tie") of the two candidates picked."""
-        pair = self.compare_pair()
-        if pair is None:
-            self.status.emit("Compare A/B: pick two candidates in the list first")
-            return False
-        judgement = self._judgement(pair[0], pair[1], choice, SOURCE_AB)
-        if judgement is None:
-            return False
-        self.taste_store.record([judgement])
-        said = {"A": f"{pair[0].label} over {pair[1].label}", "B": f"{pair[1].label} over {pair[0].label}",
-                "tie": f"{pair[0].label} and {pair[1].label} alike"}[choice]
-        self.status.emit(f"Saved your pick: {said}")
-        return True
+        return picks.compare(self, choice)
 
     def _score_taste(self) -> None:
-        """Taste scores of the candidates shown — only from a ready model."""
-        store = self.taste_store
-        scores = {}
-        if store.ready:
-            for c in self.model.items:
-                if c.notes and c.status != STREAMING and c.span:
-                    scores[c.uid] = store.score(self.doc.clip.with_notes(c.notes), prompt_clip(self.doc.clip, c.span[0]))
-        self.model.set_taste(scores)
-        self.proxy.invalidate()
+        picks.score_taste(self)
 
     def _on_taste_changed(self) -> None:
         self._score_taste()
@@ -896,9 +690,7 @@ class GeneratePanel(QDockWidget):
 
     # ================================================================== project and history
     def _mark_modified(self) -> None:
-        mark = getattr(self.win, "mark_modified", None)
-        if mark is not None:
-            mark()
+        self.win.mark_modified()
 
     def _adopt_project(self) -> None:
         """A project was opened (or a new sketch started): show its history and its open candidates."""
@@ -946,7 +738,7 @@ class GeneratePanel(QDockWidget):
             scores = [s for s in req.scores or [] if s]
             if scores:
                 best = max(s.get("CE", 0) for s in scores)
-                result += f", best CE {best:.2f}" + (" (random MAA)" if req.maa == "random-weights" else "")
+                result += f", best CE {best:.2f}" + (" (random MAA)" if req.maa == MaaStatus.RANDOM_WEIGHTS else "")
             if req.accepted is not None:
                 result += f", accepted #{int(req.accepted) + 1}"
             item = QTreeWidgetItem([req.time.replace("T", " "), req.mode, desc, model_name, result])
@@ -1000,8 +792,6 @@ class GeneratePanel(QDockWidget):
         """Stop every job and the local host (window closing)."""
         self._host_timer.stop()
         self.scorer.stop()
-        self._pending = None
+        self.host.forget_pending(self)
         self.session.shutdown()
-        self.maa.cancel()
         self.audition.stop()
-        self.host.shutdown()

@@ -18,11 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+from engine.api import MAA_AXES
 from engine.features import midi_features
 from engine.host_client import HostClient
 from engine.music import Clip, Note, dedupe_notes
 
-MAA_REWARDS = ("CE", "CU", "PC", "PQ")
+MAA_REWARDS = MAA_AXES  # each MAA axis is a search reward
 OFFLINE_REWARDS = {
     # Not training's `scale-consistency` reward: this one also penalises empty beats (see offline_reward).
     "in-scale": "In scale, few empty beats (offline)",
@@ -135,7 +136,7 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
             result = stream.wait()
         from engine.host_client import decode_midi
 
-        return [decode_midi(c["midi"]).notes for c in result["candidates"]]
+        return [decode_midi(c.midi).notes for c in result.candidates]
 
     def score(beam: Beam) -> Beam:
         music = clip.with_notes(beam.notes)
@@ -144,7 +145,7 @@ def beam_search(client: HostClient, clip: Clip, at_tick: int, *, bars: int, beam
             return beam
         if use_maa:
             r = client.score_midi(music.to_midi_bytes())
-            beam.scores = {k: float(r[k]) for k in MAA_REWARDS}
+            beam.scores = r.axes()
             beam.reward = beam.scores[maa_axis]
         if use_taste:
             beam.taste = float(taste(music, prompt))

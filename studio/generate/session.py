@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
+from engine.api import GenerateRequest, GenerationCandidate, GenerationDone, GenerationStarted
 from engine.music import Clip, Note
 from studio.generate.history import (
     CONTINUE,
@@ -47,6 +48,11 @@ class GenerationSession(QObject):
     def running(self) -> bool:
         return self._job is not None
 
+    @property
+    def job(self):
+        """The running request's worker (a GenerationJob or SearchJob), None when idle."""
+        return self._job
+
     def stop(self) -> None:
         if self._job is not None:
             self._job.cancel()
@@ -68,14 +74,15 @@ class GenerationSession(QObject):
         self.candidates = {c.index: c for c in candidates}
 
     # ------------------------------------------------------------------ requests
-    def start_generation(self, client, request: Request, payload: dict, span: tuple[int, int] | None) -> None:
-        """Continue or infill: one streamed /v1/generate request."""
+    def start_generation(self, client, request: Request, body: GenerateRequest,
+                         span: tuple[int, int] | None) -> None:
+        """Continue or infill: one streamed /v1/generate request (`body`)."""
         self._begin(request)
-        for i in range(payload["candidates"]):
+        for i in range(body.candidates):
             self.candidates[i] = Candidate(index=i, request=request.id, mode=request.mode, span=span,
                                            placement=request.placement)
         self.candidates_reset.emit()
-        job = GenerationJob(client, payload)
+        job = GenerationJob(client, body)
         job.started_request.connect(self._on_started)
         job.note.connect(self._on_note)
         job.candidate.connect(self._on_candidate)
@@ -83,7 +90,7 @@ class GenerationSession(QObject):
         job.failed.connect(self._on_failed)
         job.cancelled_job.connect(self._on_cancelled)
         self._run(job)
-        self.progress.emit(0, payload["candidates"], "%v of %m candidates complete")
+        self.progress.emit(0, body.candidates, "%v of %m candidates complete")
 
     def start_search(self, client, request: Request, clip: Clip, at: int, span: tuple[int, int], **kwargs) -> None:
         self._begin(request)
@@ -128,9 +135,9 @@ class GenerationSession(QObject):
             self.history.save(self.request)
 
     # ------------------------------------------------------------------ streamed events
-    def _on_started(self, event: dict) -> None:
-        note = event.get("meter_note")
-        if not self._current() or not isinstance(note, str) or not note:
+    def _on_started(self, event: GenerationStarted) -> None:
+        note = event.meter_note
+        if not self._current() or not note:
             return
         self.request.meter_note = note
         self._save()
@@ -144,19 +151,19 @@ class GenerationSession(QObject):
             cand.notes.append(note)
             self.note.emit(cand, note)
 
-    def _on_candidate(self, index: int, event: dict) -> None:
+    def _on_candidate(self, index: int, event: GenerationCandidate, notes: list[Note] | None) -> None:
         if not self._current():
             return
         cand = self.candidates.get(index)
         if cand is None:
             return
-        if event.get("notes_list") is not None:
-            cand.notes = list(event["notes_list"])
-        cand.features = event.get("features")
-        cand.scores = event.get("scores")
-        cand.random_weights = bool(event.get("random_weights"))
-        cand.scores_error = event.get("scores_error")
-        cand.finished_by = event.get("finished_by")
+        if notes is not None:
+            cand.notes = list(notes)
+        cand.features = event.features
+        cand.scores = event.scores
+        cand.random_weights = bool(event.random_weights)
+        cand.scores_error = event.scores_error
+        cand.finished_by = event.finished_by
         cand.status = READY
         self.history.store(cand)
         done = sum(1 for c in self.candidates.values() if c.status != STREAMING)
@@ -167,15 +174,15 @@ class GenerationSession(QObject):
         self.progress.emit(done, len(self.candidates), "%v of %m candidates complete")
         self.candidate_ready.emit(cand)
 
-    def _on_done(self, event: dict) -> None:
+    def _on_done(self, event: GenerationDone) -> None:
         if not self._current():
             return
         req = self.request
         req.status = "completed"
-        req.elapsed_s = event.get("elapsed_s")
-        if event.get("model"):
-            req.model = {k: event["model"].get(k) for k in ("path", "parameters", "layers", "hidden_size",
-                                                              "context_length")}
+        req.elapsed_s = event.elapsed_s
+        if "model" in event:
+            req.model = event.model.model_dump(include={"path", "parameters", "layers", "hidden_size",
+                                                        "context_length"})
         self._save()
         empty = [c for c in self.candidates.values() if not c.notes]
         for cand in self.candidates.values():

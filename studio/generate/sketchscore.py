@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer
 
+from engine.api import MaaStatus
 from engine.maa_weights import AXES
 from studio.generate.jobs import SketchScoreJob
 from studio.generate.scorestrip import ScoreStrip
@@ -39,7 +40,7 @@ class SketchScorer(QObject):
         return self._job is not None
 
     def _usable(self) -> bool:
-        return self.host.connected and self.host.maa_status() in ("available", "random-weights")
+        return self.host.connected and self.host.maa_usable()
 
     def sketch_changed(self) -> None:
         self._serial += 1
@@ -88,7 +89,7 @@ class SketchScorer(QObject):
         job = self.sender()
         if job is not self._job or job.serial != self._serial:
             return
-        self.strip.set_window(i, window, self.host.maa_status() == "random-weights")
+        self.strip.set_window(i, window, self.host.maa_status() == MaaStatus.RANDOM_WEIGHTS)
 
     def _on_done(self, result: dict) -> None:
         if result["serial"] != self._serial:

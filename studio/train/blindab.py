@@ -12,7 +12,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from studio.generate.audition import SOLO
-from studio.generate.taste import SOURCE_BLIND_AB, Judgement
+from studio.host.taste import SOURCE_BLIND_AB, Judgement
 from studio.theme import STYLE_DIM
 from studio.train.preferences import PreferenceSet, preference_dir
 
@@ -29,9 +29,10 @@ class BlindAB(QGroupBox):
 
     chosen = Signal(str)  # a log line for each pick
 
-    def __init__(self, window, audition, parent=None) -> None:
+    def __init__(self, audition, taste_store, project_path, parent=None) -> None:
+        """`taste_store`: where picks teach the taste (the window's); `project_path()`: the open project's file."""
         super().__init__("Blind A/B", parent)
-        self.win, self.audition = window, audition
+        self.audition, self.taste_store, self.project_path = audition, taste_store, project_path
         self.trials: list[dict] = []
         self.trial_index = 0
         self.job_id: str | None = None
@@ -97,7 +98,7 @@ class BlindAB(QGroupBox):
         from PySide6.QtCore import QStandardPaths
 
         fallback = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home()) / "preferences"
-        return PreferenceSet(preference_dir(getattr(self.win, "project_path", None), fallback))
+        return PreferenceSet(preference_dir(self.project_path(), fallback))
 
     def choose(self, choice: str) -> dict | None:
         """Record "A", "B" or "tie" for the current pair."""
@@ -120,9 +121,7 @@ class BlindAB(QGroupBox):
 
     def _keep_in_profile(self, trial: dict, choice: str, rec: dict) -> None:
         """The same pick in the musician's profile (and per project when asked), where the taste learns."""
-        store = getattr(self.win, "taste_store", None)
-        if store is None:
-            return
+        store = self.taste_store
         extra = {k: v for k, v in rec.items() if k in ("job", "procedural_prompt")}
         store.record([Judgement(base64.b64decode(trial["A"]["midi"]), base64.b64decode(trial["B"]["midi"]),
                                 trial["prompt"], choice, SOURCE_BLIND_AB,

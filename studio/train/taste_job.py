@@ -3,7 +3,7 @@ taste-tuning job (POST /v1/taste/tune, `engine.host.jobs`), which fine-tunes the
 GRPO with the taste as its reward). The job then shows in the same job list, progress, curves and
 checkpoints as a GRPO job, and the blind A/B (Compare) measures it with new picks, which become pairs.
 
-The pairs are the profile's (`studio.generate.taste.TasteStore`: one set across projects, where every
+The pairs are the profile's (`studio.host.taste.TasteStore`: one set across projects, where every
 pick lands and the taste model is fit). Reading them and building the request run on a worker thread
 (`collect_pairs`); this module never imports torch.
 """

@@ -1,6 +1,5 @@
 """Worker jobs of the Train panel (each on its own QThread; results reach the UI as queued signals).
 
-- `CallJob`: one host request (start, cancel, pause, resume, activate, list) off the UI thread.
 - `EventsWatcher`: follows GET /v1/jobs/ID/events; closing it only stops listening (the job goes on).
 - `CompareJob`: the same prompts continued by the base and the tuned model, for a blind A/B test.
 """
@@ -12,23 +11,10 @@ from typing import Callable
 from PySide6.QtCore import Signal
 
 from engine.host_client import HostClient, HostError, decode_midi
-from studio.generate.jobs import Job, StreamJob
+from studio.host.workers import StreamWorker, Worker
 
 
-class CallJob(Job):
-    result = Signal(object)
-
-    def __init__(self, name: str, fn: Callable[[], object]) -> None:
-        super().__init__(name)
-        self.fn = fn
-
-    def run(self) -> None:
-        value = self.fn()
-        if not self.cancelled:
-            self.result.emit(value)
-
-
-class EventsWatcher(StreamJob):
+class EventsWatcher(StreamWorker):
     """Emits every line of a job's event stream: step records, state lines, and the done line."""
 
     event = Signal(object)
@@ -58,7 +44,7 @@ class EventsWatcher(StreamJob):
             stream.close()
 
 
-class CompareJob(Job):
+class CompareJob(Worker):
     """For each prompt (MIDI bytes, or None for a procedural one; or a function giving them, called on
     the worker): one continuation by the base model and one by the tuned model with the same seed. The
     host's active model is switched for each and put back afterwards (the host has no per-request model). `result`: a list of pairs
@@ -78,8 +64,8 @@ class CompareJob(Job):
         stream = self.client.generate(prompt, candidates=1, bars=self.bars, seed=seed, score=False,
                                       max_new_tokens=self.max_new_tokens, first_note=prompt is None)
         done = stream.wait()
-        cand = done["candidates"][0]
-        return {"midi": cand["midi"], "notes": decode_midi(cand["midi"]).notes, "model": done.get("model")}
+        cand = done.candidates[0]
+        return {"midi": cand.midi, "notes": decode_midi(cand.midi).notes, "model": done.model.model_dump()}
 
     def run(self) -> None:
         if callable(self.prompts):

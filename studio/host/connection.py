@@ -1,5 +1,7 @@
 """The studio's connection to the policy host: an embedded local host (subprocess on 127.0.0.1, CPU)
-or a remote one (URL + bearer token). Starting and health checks run on a worker thread."""
+or a remote one (URL + bearer token). Starting and health checks run on a worker thread. One connection
+per studio (the main window owns it and hands it to the panels); where it points is kept in the settings,
+and `ensure` runs a panel's action once the host is up."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from engine.api import HealthReply, HostLimitsInfo, MaaStatus, ModelInfo
 from engine.host_client import HostClient, HostError, LocalHost
+from studio.host.downloads import maa_file_problem
 
 log = logging.getLogger(__name__)
 
 LOCAL, REMOTE = "local", "remote"
+MAA_UNKNOWN = "unknown"  # no host has answered yet: its MAA status (`engine.api.MaaStatus`) is not known
 
 
 class _Starter(QObject):
@@ -82,11 +87,14 @@ class HostConnection(QObject):
         self.state = "disconnected"
         self.error: str | None = None
         self.client: HostClient | None = None
-        self.health: dict | None = None
+        self.health: HealthReply | None = None
         self.local: LocalHost | None = None
         self._thread: QThread | None = None
         self._starter: _Starter | None = None
         self.connect_started: float | None = None  # monotonic time of the current connection attempt
+        # Actions waiting for the connection, one per owner (a second click while connecting replaces the
+        # first): (action, on_failed(reason) or None).
+        self._pending: dict[object, tuple] = {}
 
     # ------------------------------------------------------------------ configuration
     def configure(self, mode: str, *, model_dir: str | None = None, maa_path: str | None = None,
@@ -95,6 +103,56 @@ class HostConnection(QObject):
             raise ValueError(f"unknown host mode {mode!r}")
         self.mode, self.model_dir, self.maa_path, self.url, self.token = mode, model_dir or None, \
             maa_path or None, url.strip(), token.strip()
+
+    def load_settings(self, settings) -> str | None:
+        """Where the host is, as the settings keep it. A saved MAA file that cannot be MAA weights is dropped
+        (the host would fail on every start): returns why, for the musician; None otherwise."""
+        note = None
+        maa_path = str(settings.value("generate/maaPath", "") or "") or None
+        if maa_path and (problem := maa_file_problem(maa_path)) is not None:
+            # Saved before files were checked (or since changed).
+            maa_path = None
+            settings.setValue("generate/maaPath", "")
+            note = f"{problem}: the local host starts without it (Host… to choose another)"
+        self.configure(str(settings.value("generate/hostMode", LOCAL)),
+                       model_dir=str(settings.value("generate/modelDir", "") or "") or None,
+                       maa_path=maa_path,
+                       url=str(settings.value("generate/remoteUrl", "") or ""),
+                       token=str(settings.value("generate/remoteToken", "") or ""))
+        return note
+
+    def save_settings(self, settings) -> None:
+        settings.setValue("generate/hostMode", self.mode)
+        settings.setValue("generate/modelDir", self.model_dir or "")
+        settings.setValue("generate/maaPath", self.maa_path or "")
+        settings.setValue("generate/remoteUrl", self.url)
+        settings.setValue("generate/remoteToken", self.token)
+
+    def ensure(self, action, owner: object, on_failed=None) -> bool:
+        """True when connected; otherwise connect (unless already connecting) and run `action` once the host
+        is up — after every listener of `changed` has seen it — or `on_failed(reason)` if it does not come up.
+        One waiting action per `owner`."""
+        if self.connected:
+            return True
+        self._pending[owner] = (action, on_failed)
+        if not self.busy:
+            self.connect_host()
+        return False
+
+    def forget_pending(self, owner: object) -> None:
+        self._pending.pop(owner, None)
+
+    def _emit_changed(self) -> None:
+        self.changed.emit()
+        if self.connected:
+            pending, self._pending = self._pending, {}
+            for action, _on_failed in pending.values():
+                action()
+        elif self.state == "failed":  # still failed once every listener has seen it (none reconnected)
+            pending, self._pending = self._pending, {}
+            for _action, on_failed in pending.values():
+                if on_failed is not None:
+                    on_failed(self.error or "")
 
     @property
     def connected(self) -> bool:
@@ -137,7 +195,7 @@ class HostConnection(QObject):
             return
         self.client, self.health, self.local = client, health, local
         self.state = "connected"
-        self.changed.emit()
+        self._emit_changed()
 
     def _on_failed(self, reason: str) -> None:
         if self.sender() is not self._starter:
@@ -147,9 +205,9 @@ class HostConnection(QObject):
     def _fail(self, reason: str) -> None:
         self.state, self.error = "failed", reason
         self.client = self.health = None
-        self.changed.emit()
+        self._emit_changed()
 
-    def refresh_health(self) -> dict | None:
+    def refresh_health(self) -> HealthReply | None:
         """Re-read /v1/health (quick; the UI calls it after the MAA changes)."""
         if self.client is None:
             return None
@@ -182,6 +240,7 @@ class HostConnection(QObject):
             self.changed.emit()
 
     def shutdown(self) -> None:
+        self._pending = {}
         self.disconnect_host(wait_ms=5000)
 
     # ------------------------------------------------------------------ descriptions
@@ -195,35 +254,37 @@ class HostConnection(QObject):
                  if line.strip()]
         return f"{text} — {lines[-1][:160]}" if lines else text
 
-    def maa_status(self) -> str:
-        """"available", "random-weights", "missing" or "unknown" (not connected)."""
-        if not self.health:
-            return "unknown"
-        return str(self.health.get("maa", {}).get("status", "missing"))
+    def maa_status(self) -> MaaStatus | str:
+        """The host's `MaaStatus`, or MAA_UNKNOWN (not connected)."""
+        return self.health.maa.status if self.health else MAA_UNKNOWN
+
+    def maa_usable(self) -> bool:
+        """The host scores candidates (real or random weights)."""
+        return self.health is not None and self.health.maa.status.scores
 
     def maa_reason(self) -> str:
-        if not self.health:
-            return ""
-        return str(self.health.get("maa", {}).get("reason") or "")
+        return (self.health.maa.reason or "") if self.health else ""
+
+    def body_limit(self) -> int:
+        """The largest request body the host accepts (the contract's default before it has said)."""
+        return self.health.limits.body_bytes if self.health else HostLimitsInfo().body_bytes
 
     def model_name(self) -> str:
         if not self.health:
             return ""
-        model = self.health.get("model", {}) or {}
-        path = model.get("path")
-        name = Path(path).name if path else "in-memory"
-        params = model.get("parameters")
-        return f"{name} ({params / 1e6:.1f} M params)" if params else name
+        model = self.health.model
+        name = Path(model.path).name if model.path else "in-memory"
+        return f"{name} ({model.parameters / 1e6:.1f} M params)" if model.parameters else name
 
     def model_version(self) -> dict:
-        model = (self.health or {}).get("model", {}) or {}
-        return {k: model.get(k) for k in ("path", "parameters", "layers", "hidden_size", "context_length")}
+        model = self.health.model if self.health else ModelInfo()
+        return model.model_dump(include={"path", "parameters", "layers", "hidden_size", "context_length"})
 
     def device(self) -> str:
         """The host's device, plus its decoding weights when they are not the exact ones (e.g. "cpu int8")."""
-        health = self.health or {}
-        weights = health.get("decode_weights")
-        device = str(health.get("device", "?"))
+        if not self.health:
+            return "?"
+        weights, device = self.health.decode_weights, self.health.device
         return f"{device} {weights}" if weights and weights != "model" else device
 
     def describe(self) -> str:
