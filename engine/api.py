@@ -743,6 +743,12 @@ class TasteTuneOptions:
     seed: Annotated[int, _opt("random seed (sampling, example order)", ge=0, le=MAX_SEED_GRPO)] = 0
     cpu_threads: Annotated[int | None, _opt("torch CPU threads (1 is fastest on a busy machine)", ge=1,
                                             le=1024)] = None
+    max_drift: Annotated[float | None, _opt("drift guard: warn when the tuned model's samples' musical features "
+                                            "move more than F of the base model's standard deviations from its "
+                                            "samples at the same prompts and seed (0 = off)", ge=0.0, le=100.0,
+                                            allow_inf_nan=False)] = 1.0
+    drift_action: Annotated[Literal["warn", "stop"],
+                            _choice("on drift beyond max_drift: warn (keep tuning) | stop")] = "warn"
 
 
 TASTE_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TasteTuneOptions))

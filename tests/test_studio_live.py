@@ -17,7 +17,7 @@ from test_live import SimulatedIO, clock_frames, needs_jack
 from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtures
 
 from engine.host_client import HostClient
-from engine.jack_testing import JackTestDaw, jack_server
+from jack_support import JackTestDaw, jack_server
 from engine.live.clock import CLOCK, CONTINUE, SONG_POSITION, START, STOP, song_position_message
 from engine.music import Clip, Note, TempoChange, TimeSignature
 from studio.editor.document import SketchDocument

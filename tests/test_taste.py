@@ -419,7 +419,12 @@ def test_dpo_tune_writes_a_loadable_model(tiny, tmp_path, capsys):
     card = json.loads(capsys.readouterr().out)
     assert card["steps"] == 3 and card["musician_pairs"] == 20 and card["synthetic_pairs"] >= 1
     events = [json.loads(x) for x in (tmp_path / "tuned" / "events.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in events)
+    steps = [e for e in events if "event" not in e]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in steps)
+    # The drift guard measured every step (3 steps: every max(1, 3 // 4)) against the base model's samples.
+    assert all(isinstance(e["drift"], float) and e["drift_threshold"] == 1.0 and "note_length" not in e
+               for e in steps)
+    assert set(card["drift"]["base"]) == set(card["drift"]["tuned"]) and card["drift"]["distance"] == steps[-1]["drift"]
     tuned, base = Policy.load(tmp_path / "tuned"), Policy.load(tiny)
     changed = any(not np.allclose(a.detach().numpy(), b.detach().numpy())
                   for a, b in zip(tuned.model.parameters(), base.model.parameters()))
@@ -427,6 +432,18 @@ def test_dpo_tune_writes_a_loadable_model(tiny, tmp_path, capsys):
     assert smart(["generate", "--model", str(tmp_path / "tuned"), "--procedural", "--candidates", "2", "--bars", "1",
                   "--seed", "1", "--out", str(tmp_path / "gen")]) == 0
     assert list((tmp_path / "gen").glob("*.mid"))
+    # A tune that moves the music too far stops at the guard with a clear reason (a huge LR forces it).
+    capsys.readouterr()
+    code = smart(["taste", "tune", "--model", str(tiny), "--taste", str(tmp_path / "taste"), "--pairs", str(prefs.dir),
+                  "--out", str(tmp_path / "far"), "--steps", "6", "--lr", "0.05", "--synthetic-prompts", "0",
+                  "--max-drift", "0.05", "--drift-action", "stop", "--cpu-threads", "1", "--quiet"])
+    assert code == 0
+    far = json.loads(capsys.readouterr().out)
+    assert far["stopped_by"] == "drift_guard" and far["steps_done"] < 6, far
+    guard = far["drift"]["guard"]
+    assert guard["drift_recent"] > 0.05 and guard["action"] == "stop" and guard["shifts"]
+    notices = [json.loads(x) for x in (tmp_path / "far" / "events.jsonl").read_text().splitlines()]
+    assert [n["guard"] for n in notices if n.get("event") == "guard"] == ["drift"]
 
 
 @pytest.mark.slow

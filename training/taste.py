@@ -407,7 +407,56 @@ class _Progress:
                 print(f"smart taste tune: on_event failed: {exc}")
 
 
-def _write_events(path: Path, progress: _Progress | None = None):
+class TuneDrift:
+    """A taste tune's drift guard (as GRPO's, `training.rewards.DriftMonitor`): the same probe prompts sampled at
+    the same seed by the base model before training and by the policy every `every` steps; the distance
+    is the mean over nine musical features of how far the policy's mean moved, in base standard deviations.
+    A tune that pleases the taste by breaking what it does not measure (density, note length, key, …)
+    shows here."""
+
+    PROBE_SAMPLES = 2  # per prompt
+
+    def __init__(self, tokenizer, prompts: Sequence[Clip | None], config: TuneConfig, every: int):
+        from training.guards import DriftGuard
+        from training.rewards import DriftMonitor, RolloutAnalyzer
+
+        self.tok, self.prompts, self.config, self.every = tokenizer, list(prompts), config, max(1, every)
+        self.analyzer = RolloutAnalyzer(tokenizer)
+        self.monitor = DriftMonitor()
+        self.guard = DriftGuard(config.max_drift, window=1) if config.max_drift else None
+        self.last: dict | None = None
+        self.fired: dict | None = None
+
+    def measure(self, model) -> dict:
+        from training.rewards import drift_features
+
+        samples = [s for group in sample_continuations(
+            model, self.tok, self.prompts, self.PROBE_SAMPLES, bars=self.config.bars,
+            temperature=self.config.temperature, top_p=self.config.top_p, seed=self.config.seed + 7919)
+            for s in group]
+        batch = self.analyzer.batch([self.tok.ids_to_text(s.prompt_ids) for s in samples],
+                                    [self.tok.ids_to_text(s.completion_ids) for s in samples],
+                                    [s.completion_ids for s in samples])
+        obs = self.monitor.observe(drift_features(batch))
+        self.last = {"drift": round(obs["distance"], 4),
+                     "drift_shifts": {k.split("/", 1)[1]: round(v, 3) for k, v in obs.items() if k.startswith("shift/")},
+                     "drift_means": {k.split("/", 1)[1]: round(v, 4) for k, v in obs.items() if k.startswith("mean/")}}
+        if self.config.max_drift:
+            self.last["drift_threshold"] = self.config.max_drift
+        return self.last
+
+    def step(self, step: int, model, last_step: bool) -> dict | None:
+        """Measure at every `every`-th step and the last; the guard's event when it fires (once)."""
+        if step % self.every and not last_step:
+            return None
+        rec = self.measure(model)
+        fired = self.guard.observe(step, rec["drift"]) if self.guard is not None else None
+        if fired is not None:
+            self.fired = {**fired, "action": self.config.drift_action, "shifts": rec["drift_shifts"]}
+        return self.fired if fired is not None else None
+
+
+def _write_events(path: Path, progress: _Progress | None = None, drift: TuneDrift | None = None):
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
@@ -415,8 +464,21 @@ def _write_events(path: Path, progress: _Progress | None = None):
         write, also sent to the running tune()'s listener; a stop request ends the run after the step."""
 
         started = time.perf_counter()
+        measured: dict | None = None
 
         def on_step_end(self, args, state, control, **kwargs):
+            if drift is not None and kwargs.get("model") is not None:
+                fired = drift.step(int(state.global_step), kwargs["model"], state.global_step >= state.max_steps)
+                self.measured = drift.last if (state.global_step % drift.every == 0
+                                               or state.global_step >= state.max_steps) else None
+                if fired is not None:
+                    notice = {"event": "guard", "guard": "drift", **fired}
+                    with open(path, "a") as f:
+                        f.write(json.dumps(notice) + "\n")
+                    if progress is not None:
+                        progress.emit(notice)
+                    if drift.config.drift_action == "stop":
+                        control.should_training_stop = True
             if progress is not None and progress.stop_requested():
                 control.should_training_stop = True
 
@@ -427,6 +489,9 @@ def _write_events(path: Path, progress: _Progress | None = None):
                    **{k.replace("/", "_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))},
                    "steps_total": int(state.max_steps),
                    "elapsed_s": round(time.perf_counter() - self.started, 3)}
+            if self.measured is not None:
+                rec.update({k: v for k, v in self.measured.items() if k != "drift_means"})
+                self.measured = None
             with open(path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if progress is not None:
@@ -484,8 +549,15 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progres
         precompute_ref_log_probs=True,
     )
     events = out / "events.jsonl"
+    drift = None
+    if config.max_drift:
+        progress.phase("sampling the original model at a few of your prompts (the drift guard's baseline)")
+        probe = [p.last_bars(config.prompt_bars) if p is not None and p.notes else None
+                 for p in _prompt_clips(pairs)[:8]] or [None] * 8
+        drift = TuneDrift(tok, probe, config, every=max(1, steps // 4))
+        base_drift = drift.measure(model)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok.hf_tokenizer(),
-                         callbacks=[_write_events(events, progress)])
+                         callbacks=[_write_events(events, progress, drift)])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t1 = time.perf_counter()
@@ -494,8 +566,15 @@ def _tune_dpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progres
     train_s = time.perf_counter() - t1
     Policy(trainer.accelerator.unwrap_model(trainer.model), tok).save(out)
     shutil.rmtree(out / "dpo", ignore_errors=True)
-    return {"musician_pairs": n_musician, "synthetic_pairs": len(triples) - n_musician, "dpo_examples": len(dataset),
+    info = {"musician_pairs": n_musician, "synthetic_pairs": len(triples) - n_musician, "dpo_examples": len(dataset),
             "steps": steps, "generate_s": round(gen_s, 2), "train_s": round(train_s, 2)}
+    if drift is not None:
+        info["drift"] = {"base": base_drift["drift_means"], "tuned": (drift.last or {}).get("drift_means"),
+                         "distance": (drift.last or {}).get("drift"), "threshold": config.max_drift,
+                         "shifts": (drift.last or {}).get("drift_shifts"), "guard": drift.fired}
+        if drift.fired is not None and config.drift_action == "stop":
+            info["stopped_by"] = "drift_guard"
+    return info
 
 
 def taste_reward(scorer: "TasteScorer"):
@@ -535,7 +614,8 @@ def _tune_grpo(config: TuneConfig, pairs: Sequence, out: Path, progress: _Progre
         prompts_per_step=config.prompts_per_step, group=config.group, max_completion_tokens=config.max_completion_tokens,
         beta=0.04 if config.beta is None else config.beta, lr=config.lr, temperature=config.temperature,
         top_p=config.top_p, min_diversity=config.min_diversity, seed=config.seed, save_every=0,
-        tensorboard=False, cpu_threads=config.cpu_threads, device="auto")
+        tensorboard=False, cpu_threads=config.cpu_threads, device="auto", max_drift=config.max_drift,
+        drift_action=config.drift_action)
     progress.steps_total = run.steps
     try:
         result = run_grpo(run, on_event=progress.emit, should_stop=progress.stop_requested)

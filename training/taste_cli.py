@@ -77,6 +77,9 @@ def register(subparsers) -> None:
                       help="dpo: prompts whose fresh samples the taste ranks into extra pairs (default 20; 0 = none)")
     tune.add_argument("--seed", type=int, default=0, help="random seed (sampling, example order)")
     tune.add_argument("--cpu-threads", type=int, help="torch CPU threads (default: torch's)")
+    tune.add_argument("--max-drift", type=float, help="drift guard: the tuned samples' musical features may move this "
+                                                      "many base standard deviations (default 1; 0 = off)")
+    tune.add_argument("--drift-action", choices=("warn", "stop"), help="beyond --max-drift: warn (default) | stop")
     tune.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     tune.set_defaults(func=run_tune)
 
@@ -164,7 +167,8 @@ def run_tune(args) -> int:
                             category=FutureWarning)
     config = TuneConfig.from_options(
         {"model": args.model, "method": args.method, "steps": args.steps, "beta": args.beta, "lr": args.lr,
-         "synthetic_prompts": args.synthetic_prompts, "seed": args.seed, "cpu_threads": args.cpu_threads},
+         "synthetic_prompts": args.synthetic_prompts, "seed": args.seed, "cpu_threads": args.cpu_threads,
+         "max_drift": args.max_drift, "drift_action": args.drift_action},
         taste=args.taste, pairs=list(args.pairs), out_dir=args.out)
 
     def on_event(event: dict) -> None:
