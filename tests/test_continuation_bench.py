@@ -211,6 +211,14 @@ def test_model_card_tables_reports_and_counts_every_earlier_run(bench, two_datas
     assert "in all 42 steps and 1,270 tokens" in card
     assert "| test | popish |" in card and "model replaced" in card
     assert "| all | this model |" in card and "| popish | repeat-prompt |" in card
+    # The source folder was overwritten by a sibling (another export continued from the same model): its
+    # lineage is ours; an unrelated model there leaves only the card the run recorded.
+    (source / "model_card.json").write_text(json.dumps({"training": {
+        "step": 44, "tokens_seen": 500, "init_from": {"step": 30, "tokens_seen": 1000},
+        "lineage": {"steps": 35, "tokens_seen": 1200}}}))
+    assert model_card.lineage(json.loads((run / "run_config.json").read_text())) == {"steps": 35, "tokens_seen": 1200}
+    (source / "model_card.json").write_text(json.dumps({"training": {"step": 44, "tokens_seen": 500}}))
+    assert model_card.lineage(json.loads((run / "run_config.json").read_text())) == {"steps": 30, "tokens_seen": 1000}
     with pytest.raises(model_card.UserError, match="no system"):
         model_card.continuation_summary(bench[0] / "continuation.json", "absent")
 

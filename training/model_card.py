@@ -337,7 +337,13 @@ def lineage(run_config: dict) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return {"steps": steps, "tokens_seen": tokens}
     if int(earlier.get("step", -1)) != steps:
-        return {"steps": steps, "tokens_seen": tokens}  # the folder no longer holds that model
+        # The folder no longer holds that model. A sibling continued from the same one (an earlier export of
+        # this run, or another branch of it) carries the chain behind it: its lineage is ours.
+        sibling = earlier.get("init_from") or {}
+        if (earlier.get("lineage") and sibling.get("step") == prior.get("step")
+                and sibling.get("tokens_seen") == prior.get("tokens_seen")):
+            return dict(earlier["lineage"])
+        return {"steps": steps, "tokens_seen": tokens}
     chain = earlier.get("lineage") or earlier.get("init_from") or {}
     steps += int(chain.get("steps", chain.get("step")) or 0)
     tokens += int(chain.get("tokens_seen") or 0)
