@@ -53,8 +53,8 @@ def grammar_masks(tok, prompt: list[int], completion: list[int]) -> np.ndarray:
 
 
 def studio_distribution(logits, masks: np.ndarray, temperature: float, top_p: float, family_factors):
-    """q at each position: exactly what `engine.fastdecode.sample_rows` draws from, renormalised."""
-    from engine.fastdecode import SampleGroup, sampling_distribution
+    """q at each position: exactly what `engine.sampling.sample_rows` draws from, renormalised."""
+    from engine.sampling import SampleGroup, sampling_distribution
 
     _, probs = sampling_distribution(logits, [SampleGroup(0, logits.shape[0], temperature, top_p, None, masks,
                                                           0, family_factors)])

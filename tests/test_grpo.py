@@ -206,10 +206,10 @@ def test_studio_rollouts_are_scored_with_the_distribution_they_were_drawn_from(n
     """Rollouts drawn as the studio samples (grammar, Pitch × 0.8) are legal REMI, and `studio_log_probs`
     (what the GRPO loss sees, laid out as TRL lays out a batch: prompts left-padded, completions
     right-padded) is log q of the drawn tokens, q being exactly the sampler's distribution
-    (`engine.fastdecode.sampling_distribution`) at each step — so the rollouts are on-policy."""
+    (`engine.sampling.sampling_distribution`) at each step — so the rollouts are on-policy."""
     import numpy as np
 
-    from engine.fastdecode import SampleGroup, sampling_distribution
+    from engine.sampling import SampleGroup, sampling_distribution
     from training.rollouts import StudioSampler, fast_generate, studio_log_probs
 
     policy = Policy.load(note_model)

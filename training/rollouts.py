@@ -8,7 +8,7 @@ contain one, so tuning on raw samples tunes outputs the musician can never hear.
 
 **How this stays on-policy.** With `rollouts="studio"` the policy GRPO optimises *is* the studio's
 sampler over the model's logits: q(token) = grammar mask, then softmax at the rollout temperature, then
-each factored family's share redistributed at temperature × factor (exactly `engine.fastdecode.
+each factored family's share redistributed at temperature × factor (exactly `engine.sampling.
 sampling_distribution`). Rollouts are drawn from q by the one sampling loop, and the trainer's
 log-probabilities — for the loss, the PPO ratio, the KL to the reference and the entropy — are log q of
 the same tokens, recomputed from the live weights with the same masks (`studio_log_probs`, replacing TRL's
