@@ -139,6 +139,43 @@ def test_notes_are_placed_on_beats_and_stop_silences_them():
     assert run_cycles(io, 1.7, 4.0) == []  # the queue was cleared
 
 
+def test_playback_messages_leave_at_their_times_and_stop_without_the_jams_notes():
+    """The studio's playback through the live ports (`LiveMidiOut` → `schedule_message_at`): each message at
+    its clock time (a late one at once), in order; stopping the playback (`silence_timed`) drops what is
+    queued and ends what it left sounding, while a jam's notes on the beat grid go on."""
+    io = LiveIO(clock="internal", bpm=120)
+    io.start_internal(0.0)
+    io.schedule_note(2.0, 72, 100, 1.0)  # a jam answer: beat 2 = 1.0 s
+    for t, msg in [(0.30, (0x90, 60, 90)), (0.10, (0x90, 64, 80)), (0.60, (0x80, 64, 0)), (1.40, (0x80, 60, 0))]:
+        io.schedule_message_at(t, bytes(msg))
+    sent = [(round(t, 6), list(m)) for t, m in run_cycles(io, 0.0, 0.8) if m[0] & 0xF0 in (0x80, 0x90)]
+    assert sent == [(0.1, [0x90, 64, 80]), (0.3, [0x90, 60, 90]), (0.6, [0x80, 64, 0])]
+    io.silence_timed()  # the playback stops: 60 was still sounding, its note-off at 1.4 s is dropped
+    later = [(round(t, 6), list(m)) for t, m in run_cycles(io, 0.8, 2.0) if m[0] & 0xF0 in (0x80, 0x90)]
+    assert later == [(0.8, [0x80, 60, 0]), (1.0, [0x90, 72, 100]), (1.5, [0x80, 72, 0])]  # the jam's note stays
+    io.schedule_message_at(1.9, bytes((0x90, 67, 70)))  # queued after its time: it leaves at once
+    assert [(round(t, 6), list(m)) for t, m in run_cycles(io, 2.0, 2.1) if m[0] == 0x90] == [(2.0, [0x90, 67, 70])]
+
+
+def test_live_midi_out_maps_the_players_stamps_to_the_back_ends_clock(monkeypatch):
+    """What `engine.playback.Player` calls on a MidiOut, through the live ports: the monotonic stamp becomes
+    the back end's time (its clock read at once), the status gets the channel, all-notes-off stops playback."""
+    from engine.live import scheduler
+    from engine.live.scheduler import LiveMidiOut
+
+    class Backend(LiveIO):
+        def now(self) -> float:
+            return 500.0
+
+    io = Backend(clock="internal")
+    monkeypatch.setattr(scheduler.time, "monotonic", lambda: 100.0)
+    out = LiveMidiOut(io, channel=2)
+    out._schedule(100.25, 0x90, 60, 99)
+    out._request_all_notes_off()
+    assert [(k, v) for k, v in drain(io._requests)] == [("timed", (500.25, bytes((0x92, 60, 99)))),
+                                                         ("silence-timed", None)]
+
+
 def test_internal_clock_leads_and_stops():
     io = LiveIO(clock="internal", bpm=150)
     io.start_internal(0.5)

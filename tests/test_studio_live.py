@@ -307,6 +307,31 @@ def test_changing_the_sync_stops_a_jam_before_its_ports_close(qapp, tmp_path, mo
     transport.shutdown()
 
 
+def test_while_sync_is_on_playback_midi_leaves_through_the_live_ports(qapp, tmp_path, monkeypatch):
+    """Sync on: the player's MIDI goes to the live ports' scheduler (one copy to the DAW, frame-exact over
+    JACK); back on the internal clock it returns to the MIDI menu's output."""
+    from engine.live import scheduler
+
+    class ClosableIO(SimulatedIO):
+        def close(self):
+            pass
+
+    monkeypatch.setattr(scheduler, "open_live_io", lambda api, **kw: ClosableIO())
+    doc = SketchDocument()
+    transport = Transport(doc)
+    menu_out = object()
+    transport.set_midi_out(menu_out)
+    sync = LiveSync(transport, doc, QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    assert sync.set_mode(FOLLOW, "a DAW")
+    assert isinstance(transport.midi_route, scheduler.LiveMidiOut) and transport.midi_route.io is sync.io
+    assert sync.set_mode(INTERNAL)
+    assert transport.midi_route is menu_out
+    jam_io = sync.ensure_io()  # a jam's ports on the internal clock: the sketch's playback stays on the menu's
+    assert jam_io is not None and transport.midi_route is menu_out
+    sync.release_io()
+    transport.shutdown()
+
+
 # ---------------------------------------------------------------------------- candidate drag handle
 def read_back(path: str) -> tuple[list[tuple[float, int]], float, tuple[int, int]]:
     """The file as another program sees it (mido): (beat, pitch) of each note-on, tempo, metre."""

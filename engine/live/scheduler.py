@@ -78,7 +78,10 @@ class LiveIO:
         self.start_beat = 0.0
         self.leader: ClockLeader | None = None
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # (beat, seq, bytes) or commands
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._heap: list[tuple[float, int, bytes]] = []  # on the beat grid (a jam's answers)
+        self._timed: list[tuple[float, int, bytes]] = []  # at clock times (the studio's playback)
+        self._sounding_timed: set[tuple[int, int]] = set()  # (channel, pitch) a timed note-on left sounding
+        self._silence_timed = False
         self._seq = itertools.count()
         self._sounding: set[int] = set()
         self._silence = False
@@ -108,6 +111,16 @@ class LiveIO:
 
     def all_notes_off(self) -> None:
         self._requests.put(("silence", None))
+
+    def schedule_message_at(self, t: float, data: bytes) -> None:
+        """Send `data` at time `t` on this back end's clock (`now()`): for a source that knows when each of
+        its events sounds, such as the studio's audio playback. Never blocks (safe in an audio callback)."""
+        self._requests.put(("timed", (t, bytes(data))))
+
+    def silence_timed(self) -> None:
+        """Drop the timed messages still queued and end the notes they left sounding (the playback stopped
+        or jumped); notes on the beat grid — a jam's answers — go on."""
+        self._requests.put(("silence-timed", None))
 
     def beat_at(self, t: float) -> float | None:
         if self.leader is not None:
@@ -144,6 +157,10 @@ class LiveIO:
                 return
             if kind == "note":
                 heapq.heappush(self._heap, (value[0], next(self._seq), value[1]))
+            elif kind == "timed":
+                heapq.heappush(self._timed, (value[0], next(self._seq), value[1]))
+            elif kind == "silence-timed":
+                self._silence_timed = True
             elif kind == "silence":
                 self._silence = True
             elif kind == "lead":
@@ -186,10 +203,23 @@ class LiveIO:
             out += self.leader.messages(t0, t1)
         if self._silence:
             self._silence = False
+            self._silence_timed = True
             self._heap.clear()
             out += [(t0, bytes((NOTE_OFF | self.channel, p, 0))) for p in sorted(self._sounding)]
             out.append((t0, bytes((CONTROL_CHANGE | self.channel, ALL_NOTES_OFF_CC, 0))))
             self._sounding.clear()
+        if self._silence_timed:
+            self._silence_timed = False
+            self._timed.clear()
+            out += [(t0, bytes((NOTE_OFF | ch, p, 0))) for ch, p in sorted(self._sounding_timed)]
+            self._sounding_timed.clear()
+        while self._timed and self._timed[0][0] < t1:
+            due, _seq, data = heapq.heappop(self._timed)
+            if data[0] & 0xF0 == NOTE_ON and data[2] > 0:
+                self._sounding_timed.add((data[0] & 0x0F, data[1]))
+            elif data[0] & 0xF0 in (NOTE_ON, NOTE_OFF):
+                self._sounding_timed.discard((data[0] & 0x0F, data[1]))
+            out.append((max(due, t0), data))  # late (queued after its time): now
         while self._heap:
             beat, _seq, data = self._heap[0]
             due = self.time_of_beat(beat)
@@ -350,6 +380,29 @@ class RtmidiLiveIO(LiveIO):
             if dev is not None:
                 dev.close_port()
                 delattr(self, port)
+
+
+class LiveMidiOut:
+    """The studio's playback MIDI through a LiveIO, the one timing owner for what goes to a DAW while Sync
+    is on. It takes what `engine.playback.Player` hands a `MidiOut` (a channel-voice message stamped with
+    the monotonic time its audio sample plays, from the audio callback) and queues it at that time on the
+    back end's clock: through JACK it leaves at the exact frame instead of from a sender thread's sleep."""
+
+    def __init__(self, io: LiveIO, channel: int = 0):
+        self.io = io
+        self.channel = channel
+        self.port_name = getattr(io, "output_name", "live output")
+
+    def _schedule(self, due: float, status: int, pitch: int, velocity: int) -> None:
+        # The two clocks read back to back: their offset maps the player's monotonic stamp to the back end's.
+        t = self.io.now() + (due - time.monotonic())
+        self.io.schedule_message_at(t, bytes((status | self.channel, pitch, velocity)))
+
+    def _request_all_notes_off(self) -> None:
+        self.io.silence_timed()
+
+    def close(self) -> None:
+        self._request_all_notes_off()
 
 
 def open_live_io(api: str | None, **kwargs) -> LiveIO:

@@ -167,6 +167,8 @@ class LiveSync(QObject):
             return self._failed(f"{type(exc).__name__}: {exc}")
         self._ticks_count, self._ticks_wall = 0, None
         self.running = False
+        if self.mode != INTERNAL:  # Sync on: the sketch's playback MIDI goes out on these ports, on time
+            self.transport.set_live_out(module.LiveMidiOut(self.io))
         self._timer.start()
         if self.leads and self.transport.playing:
             self._lead_from(self.transport.position)
@@ -189,6 +191,7 @@ class LiveSync(QObject):
         self.running = self._leading = False
         if io is None:
             return
+        self.transport.set_live_out(None)
         try:
             io.all_notes_off()
             if self.mode != FOLLOW:
@@ -339,6 +342,8 @@ class LiveSync(QObject):
                 tr.seek(tick)
             finally:
                 self._correcting = False
+            # Our own correction, not a loop wrap: leading, a jump back here must not restart the DAW.
+            self._last_tick = tick
 
     # ------------------------------------------------------------------ leading (send; internal + jam)
     def _lead_from(self, tick: float) -> None:

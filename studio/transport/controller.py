@@ -76,6 +76,8 @@ class Transport(QObject):
         super().__init__(parent)
         self.doc = document
         self.player = None
+        self._menu_midi_out = None  # the MIDI menu's output (playback and audition)
+        self._live_midi_out = None  # the live ports' output while Sync is on (preferred)
         self.audio_reason = "audio not started"
         self.soundfont: str | None = None  # None = the shipped piano
         self.latency: str | float = "low"
@@ -265,8 +267,25 @@ class Transport(QObject):
             self.player.note_off(pitch)
 
     def set_midi_out(self, midi_out) -> None:
+        """The MIDI menu's output for playback and audition (None: off)."""
+        self._menu_midi_out = midi_out
+        self._route_midi()
+
+    def set_live_out(self, live_out) -> None:
+        """While Sync is on, playback MIDI leaves through the live ports' scheduler (`engine.live.scheduler.
+        LiveMidiOut`: JACK frame-exact) instead of the MIDI menu's output, so a DAW gets one copy, on time;
+        None gives it back to the menu's output."""
+        self._live_midi_out = live_out
+        self._route_midi()
+
+    @property
+    def midi_route(self):
+        """What the player sends MIDI to now: the live ports' output, the MIDI menu's, or None."""
+        return self._live_midi_out or self._menu_midi_out
+
+    def _route_midi(self) -> None:
         if self.player is not None:
-            self.player.set_midi_out(midi_out)
+            self.player.set_midi_out(self.midi_route)
 
     # ------------------------------------------------------------------ internals
     def _on_clip_changed(self) -> None:
