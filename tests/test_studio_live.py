@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
@@ -226,6 +227,47 @@ def test_jam_answers_through_the_host_land_as_one_undo_step_each(qapp, qtbot):
     # ... and on MIDI out, on the beat grid: beat 4 at 120 bpm = 2.0 s.
     ons = [(round(t_, 6), m[1]) for t_, m in io.out if m[0] == 0x90]
     assert ons[:4] == [(2.0, 81), (2.5, 81), (3.0, 81), (3.5, 81)]
+
+
+def test_jam_answers_keep_the_key_and_the_taste_picks_the_best_of_n(qapp):
+    """Key lock: the Generate panel's allowed pitches go with each request. Best of N: N answers are asked
+    for only when a taste is fitted, and the one it scores highest is played."""
+    from studio.generate.options import GenerateOptions
+    from studio.live.hostgen import host_generator
+    from studio.live.jam import JamController
+
+    requests = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        requests.append(body)
+        cands = []
+        for k in range(body["candidates"]):  # candidate k plays pitch 60 + 5k on every beat
+            answer = Clip([Note(body["at_tick"] + b * PPQ, 60 + 5 * k, PPQ // 2, 90) for b in range(4)], PPQ)
+            cands.append({"candidate": k, "midi": base64.b64encode(answer.to_midi_bytes()).decode()})
+        lines = [{"event": "done", "done": True, "candidates": cands}]
+        return httpx.Response(200, content="".join(json.dumps(x) + "\n" for x in lines).encode())
+
+    class Taste:
+        ready = True
+
+        def score(self, continuation, prompt):  # this musician likes it high
+            return (float(np.mean([n.pitch for n in continuation.notes])), 0.0)
+
+    client = HostClient("http://fake-host", transport=httpx.MockTransport(handler))
+    options = GenerateOptions(key_lock=True, key_root=2, key_scale="major")
+    jam = JamController(FakeSync(SimulatedIO()), FakeConnection(client), SketchDocument(),
+                        generate_options=lambda: options, taste=Taste())
+    jam.set_answer_choices(key_lock=True, best_of=3)
+    prompt = Clip([Note(0, 62, PPQ, 80)], PPQ)
+    notes = host_generator(lambda: client, jam.answer_sampling, choose=jam._choose_by_taste)(prompt, 4 * PPQ, 1)
+    assert requests[-1]["candidates"] == 3 and requests[-1]["allowed_pitches"] == options.allowed()
+    assert {n.pitch for n in notes} == {70}  # the highest of 60, 65, 70: the taste's pick
+    jam.taste = None  # no taste: one answer, nothing to pick by
+    host_generator(lambda: client, jam.answer_sampling, choose=jam._choose_by_taste)(prompt, 4 * PPQ, 1)
+    assert requests[-1]["candidates"] == 1
+    jam.set_answer_choices(key_lock=False)
+    assert jam.answer_sampling().allowed_pitches is None
 
 
 def test_jam_waits_for_the_host_then_starts(qapp):

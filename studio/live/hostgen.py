@@ -22,6 +22,8 @@ class JamSampling:
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int | None = None
+    allowed_pitches: tuple[int, ...] | None = None  # a key lock / pitch range (None: every pitch)
+    candidates: int = 1  # best of N: the host samples N answers and `choose` picks one
 
 
 class JamHostError(RuntimeError):
@@ -30,11 +32,13 @@ class JamHostError(RuntimeError):
 
 def host_generator(get_client: Callable[[], HostClient | None], get_sampling: Callable[[], JamSampling],
                    stopped: threading.Event | None = None,
-                   on_error: Callable[[str], None] | None = None) -> Callable[[Clip, int, int], list[Note]]:
+                   on_error: Callable[[str], None] | None = None,
+                   choose: Callable[[list[Clip], Clip], int] | None = None) -> Callable[[Clip, int, int], list[Note]]:
     """`get_client()` is read at every call (the studio may reconnect between answers); `get_sampling()` too,
-    so temperature and top-p changed while jamming apply to the next answer. A failure answers nothing
-    (the jam goes on listening) and is reported through `on_error`; once `stopped` is set an answer that
-    arrives is dropped."""
+    so temperature, top-p, the key lock and best-of-N changed while jamming apply to the next answer. With
+    N > 1 candidates, `choose(answers, prompt)` picks one (the musician's taste); without it the first.
+    A failure answers nothing (the jam goes on listening) and is reported through `on_error`; once
+    `stopped` is set an answer that arrives is dropped."""
 
     current: list = []  # the stream being read, for cancel()
 
@@ -44,9 +48,10 @@ def host_generator(get_client: Callable[[], HostClient | None], get_sampling: Ca
             if client is None:
                 raise JamHostError("the generation host is not connected")
             s = get_sampling()
-            stream = client.generate(prompt_midi=clip.to_midi_bytes(), candidates=1, bars=bars, at_tick=at_tick,
-                                     temperature=s.temperature, top_p=s.top_p, seed=s.seed, score=False,
-                                     max_new_tokens=min(4096, TOKENS_PER_BAR * bars))
+            stream = client.generate(prompt_midi=clip.to_midi_bytes(), candidates=s.candidates, bars=bars,
+                                     at_tick=at_tick, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
+                                     score=False, max_new_tokens=min(4096, TOKENS_PER_BAR * bars),
+                                     allowed_pitches=s.allowed_pitches)
             current.append(stream)
             try:
                 with stream:
@@ -54,7 +59,12 @@ def host_generator(get_client: Callable[[], HostClient | None], get_sampling: Ca
             finally:
                 current.remove(stream)
             candidates = result.get("candidates") or []
-            notes = decode_midi(candidates[0]["midi"]).notes if candidates else []
+            answers = [decode_midi(c["midi"]) for c in candidates]
+            best = 0
+            if choose is not None and len(answers) > 1:
+                best = choose([a.with_notes([n for n in a.notes if n.start >= at_tick]) for a in answers],
+                              clip)
+            notes = answers[best].notes if answers else []
         except (HostError, JamHostError, KeyError, ValueError) as exc:
             if on_error is not None and not (stopped is not None and stopped.is_set()):
                 on_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

@@ -34,7 +34,8 @@ def install_live(window) -> LiveFeatures:
     window.transport_bar.addSeparator()
     window.transport_bar.addWidget(control)
     panel = window.generate_panel
-    jam = JamController(sync, panel.host, window.document, window.settings, window.midi.recorder, window)
+    jam = JamController(sync, panel.host, window.document, window.settings, window.midi.recorder, window,
+                        generate_options=lambda: panel.options, taste=window.taste_store)
     jam_bar = JamControl(jam, window)
     window.addToolBar(Qt.TopToolBarArea, jam_bar)  # on the edit toolbar's line
     view_menu = window.menu_panels.parentWidget()  # View: beside the other toolbars' toggles

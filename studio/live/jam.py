@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 LISTEN_KEY, ANSWER_KEY, TEMPERATURE_KEY, TOP_P_KEY = ("live/jamListenBars", "live/jamAnswerBars",
                                                       "live/jamTemperature", "live/jamTopP")
+KEY_LOCK_KEY, BEST_OF_KEY = "live/jamKeyLock", "live/jamBestOf"
+MAX_BEST_OF = 8
 
 
 class JamController(QObject):
@@ -35,11 +37,17 @@ class JamController(QObject):
     _failed = Signal(object, str)  # (jam, reason) from the jam thread
     _ended = Signal(object)  # (jam) the jam thread returned
 
-    def __init__(self, sync, host, document, settings=None, recorder=None, parent: QObject | None = None) -> None:
+    def __init__(self, sync, host, document, settings=None, recorder=None, parent: QObject | None = None,
+                 generate_options=None, taste=None) -> None:
+        """`generate_options()`: the Generate panel's options, whose key lock and pitch range a jam can keep;
+        `taste`: the musician's taste store (studio.host.taste), which picks the best of N answers."""
         super().__init__(parent)
         self.sync, self.host, self.doc, self.settings = sync, host, document, settings
+        self.generate_options, self.taste = generate_options, taste
         self.listen_bars, self.answer_bars = 2, 2
         self.sampling = JamSampling()
+        self.key_lock = False  # answers keep to the Generate panel's key lock and pitch range
+        self.best_of = 1  # N > 1: N answers sampled, the taste picks one (when a taste is fitted)
         self.jam = None
         self.waiting_for_host = False
         self.answers = 0
@@ -52,6 +60,8 @@ class JamController(QObject):
         self._failed.connect(self._on_failed, Qt.QueuedConnection)
         self._ended.connect(self._on_ended, Qt.QueuedConnection)
         host.changed.connect(self._on_host_changed)
+        if taste is not None and hasattr(taste, "changed"):
+            taste.changed.connect(self.changed)  # a taste fitted: best of N becomes available
         closing = getattr(sync, "closing", None)
         if closing is not None:
             closing.connect(self._on_ports_closing)
@@ -69,8 +79,43 @@ class JamController(QObject):
             self.answer_bars = max(1, min(16, int(s.value(ANSWER_KEY, 2))))
             self.sampling = JamSampling(max(0.0, min(2.0, float(s.value(TEMPERATURE_KEY, 1.0)))),
                                         max(0.05, min(1.0, float(s.value(TOP_P_KEY, 0.95)))))
+            self.key_lock = str(s.value(KEY_LOCK_KEY, "false")).lower() in ("true", "1")
+            self.best_of = max(1, min(MAX_BEST_OF, int(s.value(BEST_OF_KEY, 1))))
         except (TypeError, ValueError):
             pass
+
+    def set_answer_choices(self, key_lock: bool | None = None, best_of: int | None = None) -> None:
+        """Keep the Generate panel's key / range; best of N by taste. Both apply from the next answer."""
+        if key_lock is not None:
+            self.key_lock = bool(key_lock)
+        if best_of is not None:
+            self.best_of = max(1, min(MAX_BEST_OF, int(best_of)))
+        if self.settings is not None:
+            self.settings.setValue(KEY_LOCK_KEY, self.key_lock)
+            self.settings.setValue(BEST_OF_KEY, self.best_of)
+        self.changed.emit()
+
+    @property
+    def taste_ready(self) -> bool:
+        return self.taste is not None and self.taste.ready
+
+    def answer_sampling(self) -> JamSampling:
+        """What the next answer is asked with (read on the jam thread before each request)."""
+        allowed = None
+        if self.key_lock and self.generate_options is not None:
+            pitches = self.generate_options().allowed()
+            allowed = tuple(pitches) if pitches is not None else None
+        n = self.best_of if self.taste_ready else 1  # without a taste there is nothing to pick by
+        s = self.sampling
+        return JamSampling(s.temperature, s.top_p, s.seed, allowed, n)
+
+    def _choose_by_taste(self, answers, prompt) -> int:
+        """The answer the musician's taste scores highest (the first when it cannot score)."""
+        scores = []
+        for answer in answers:
+            scored = self.taste.score(answer, prompt) if self.taste is not None and answer.notes else None
+            scores.append(scored[0] if scored is not None else float("-inf"))
+        return max(range(len(answers)), key=lambda i: scores[i])
 
     def set_options(self, listen_bars: int | None = None, answer_bars: int | None = None,
                     temperature: float | None = None, top_p: float | None = None) -> None:
@@ -81,7 +126,7 @@ class JamController(QObject):
             self.answer_bars = int(answer_bars)
         t = self.sampling.temperature if temperature is None else float(temperature)
         p = self.sampling.top_p if top_p is None else float(top_p)
-        self.sampling = JamSampling(t, p)
+        self.sampling = JamSampling(t, p, self.sampling.seed)
         if self.settings is not None:
             for key, value in ((LISTEN_KEY, self.listen_bars), (ANSWER_KEY, self.answer_bars),
                                (TEMPERATURE_KEY, t), (TOP_P_KEY, p)):
@@ -121,8 +166,9 @@ class JamController(QObject):
             return False
         stopped = threading.Event()
         made: dict = {}  # the jam, for the callbacks made before it
-        generate = host_generator(lambda: self.host.client, lambda: self.sampling, stopped,
-                                  on_error=lambda reason: self._failed.emit(made.get("jam"), reason))
+        generate = host_generator(lambda: self.host.client, self.answer_sampling, stopped,
+                                  on_error=lambda reason: self._failed.emit(made.get("jam"), reason),
+                                  choose=self._choose_by_taste)
         jam = Jam(io, generate, options, on_answer=lambda a: self._answered.emit(made["jam"], a),
                   bpm_fallback=float(clip.tempo_at(0)))
         made["jam"] = jam
@@ -272,6 +318,17 @@ class JamControl(QToolBar):
                                        "Sampling temperature of the answers (applies from the next answer)")
         self.top_p = self._dspin(0.05, 1.0, 0.01, controller.sampling.top_p, "top-p ",
                                  "Nucleus sampling of the answers (applies from the next answer)")
+        self.key = QToolButton(self)
+        self.key.setObjectName("jamKeyLock")
+        self.key.setText("key")
+        self.key.setCheckable(True)
+        self.key.setChecked(controller.key_lock)
+        self.key.setToolTip("Answers keep to the Generate panel's key lock and pitch range (from the next answer)")
+        self.key.toggled.connect(lambda on: self.c.set_answer_choices(key_lock=on))
+        self.addWidget(self.key)
+        self.best = self._spin(1, MAX_BEST_OF, controller.best_of, "")
+        self.best.setPrefix("best of ")
+        self.best.valueChanged.connect(lambda n: self.c.set_answer_choices(best_of=n))
         self.button = QToolButton(self)
         self.button.setObjectName("jamButton")
         self.button.setCheckable(True)
@@ -327,6 +384,10 @@ class JamControl(QToolBar):
         self.button.setText("■ Stop" if on else "● Jam")
         for w in (self.listen, self.answer):
             w.setEnabled(not on)  # the phrase grid is fixed while jamming
+        self.best.setEnabled(self.c.taste_ready)
+        self.best.setToolTip("Best of N: the host samples N answers and your taste picks one (from the next answer)"
+                             if self.c.taste_ready else "Best of N by your taste: fit a taste first (Generate "
+                             "panel, from 10 picks)")
         self.status.setText(self.c.short())
         tip = f"Jam: {self.c.describe()} (+ms: how long before its bar line the answer was ready)"
         self.status.setToolTip(tip)
