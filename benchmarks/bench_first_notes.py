@@ -113,11 +113,11 @@ def main() -> int:
         conn = panel.ghosts.first_painted.connect(lambda t: stamp.append(t))
         click = time.monotonic()
         QTest.mouseClick(panel.btn_continue, Qt.LeftButton)
-        job = panel._job
+        job = panel.session.job
         deadline = click + 60
         while not stamp and time.monotonic() < deadline:
             app.processEvents()
-            if panel._job is None:  # finished: the last paints are already processed
+            if panel.session.job is None:  # finished: the last paints are already processed
                 app.processEvents()
                 break
         panel.ghosts.first_painted.disconnect(conn)
@@ -129,7 +129,7 @@ def main() -> int:
                       f"(first note event {event_ms[-1]:6.1f} ms)")
         else:
             print(f"run {run}: no notes (the model wrote none for this seed)")
-        while panel._job is not None:
+        while panel.session.job is not None:
             app.processEvents()
             time.sleep(0.005)
     window.shutdown()

@@ -2,6 +2,7 @@
 
     uv run python benchmarks/bench_procedural_factors.py                 # all settings below
     uv run python benchmarks/bench_procedural_factors.py none shipped
+    uv run python benchmarks/bench_procedural_factors.py --model DIR --prompts 2 --batch 2 --bars 1 none   # smoke
 
 100 procedural prompts, 4 bars, batches of 25 with seeds 0/25/50/75 (as `training/model_card.py`),
 temperature 1.0, top-p 0.95 for every setting, so only the factors differ. Prints one JSON line per
@@ -10,6 +11,7 @@ setting: mean notes, silent share and the paper's MIDI features. Results: BENCHM
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,18 +31,28 @@ SETTINGS = {"none": {}, "pitch0.8": {"Pitch": 0.8}, "p0.8_d1.3": {"Pitch": 0.8, 
 FEATURES = ("polyphony_rate", "pitch_range", "empty_beat_rate", "scale_consistency", "velocity_range")
 
 
-def main(names: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("settings", nargs="*", help=f"settings to run: {', '.join(SETTINGS)} (default: all)")
+    p.add_argument("--model", default="resources/models/default")
+    p.add_argument("--prompts", type=int, default=100)
+    p.add_argument("--batch", type=int, default=25, help="prompts per generation call (seeds 0, batch, 2·batch, …)")
+    p.add_argument("--bars", type=int, default=4)
+    args = p.parse_args(argv)
+    unknown = [name for name in args.settings if name not in SETTINGS]
+    if unknown:
+        p.error(f"unknown setting(s) {', '.join(unknown)} (choose from {', '.join(SETTINGS)})")
     torch.set_num_threads(1)
-    policy = Policy.load("resources/models/default")
-    for name in names or list(SETTINGS):
+    policy = Policy.load(args.model)
+    for name in args.settings or list(SETTINGS):
         factors = SETTINGS[name]
         started, clips = time.time(), []
-        for seed in range(0, 100, 25):
-            settings = GenerationSettings(candidates=25, seed=seed, bars=4, top_p=0.95, max_new_tokens=512 * 4,
-                                          temperature_factors=factors)
+        for seed in range(0, args.prompts, args.batch):
+            settings = GenerationSettings(candidates=min(args.batch, args.prompts - seed), seed=seed, bars=args.bars,
+                                          top_p=0.95, max_new_tokens=512 * args.bars, temperature_factors=factors)
             clips += [c.clip for c in policy.generate_procedural(settings)[0]]
         notes = np.array([len(c.notes) for c in clips])
-        feats = [midi_features(c) for c in clips if c.notes]
+        feats = [midi_features(c) for c in clips if c.notes] or [dict.fromkeys(FEATURES, float("nan"))]
         row = {"setting": name, "factors": factors, "notes": round(float(notes.mean()), 1),
                "silent": float((notes == 0).mean()), "seconds": round(time.time() - started)}
         row.update({k: round(float(np.mean([f[k] for f in feats])), 3) for k in FEATURES})
@@ -48,4 +60,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
