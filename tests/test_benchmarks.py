@@ -55,10 +55,11 @@ SMOKE = {
     "bench_pretrain.py": ["--smoke"],
     "bench_procedural_factors.py": ["--model", "{model}", "--prompts", "2", "--batch", "2", "--bars", "1", "none"],
     "bench_render.py": ["--clips", "1", "--seconds", "1"],
+    "bench_rollout_gap.py": ["--model", "{model}", "--rollouts", "2", "--tokens", "16"],
     "bench_studio_start.py": ["--runs", "1"],
     # The tune step is left out: a random tiny model's continuations are mostly silent, so its picks hold no
     # decisive pair to tune on (tuning itself: tests/test_taste.py).
-    "bench_taste.py": ["--model", "{model}", "--data", "{data}", "--listeners", "high-register",
+    "bench_taste.py": ["--model", "{model}", "--data", "{data}", "--listeners", "high-register,singer",
                        "--representations", "midi", "--train-pairs", "12", "--test-pairs", "2", "--eval-prompts", "1",
                        "--eval-seeds", "1", "--skip-tune"],
 }
