@@ -1,6 +1,7 @@
 """SMART fine-tuning: TRL `GRPOTrainer` on audio-aesthetic (or symbolic) rewards.
 
-The API the studio's training panel and the policy host use:
+The API the policy host's job process (`training.host_job`) and `smart grpo` use (the studio reaches it
+only through the host's HTTP jobs):
 
     from training.grpo import GRPORunConfig, run_grpo
     result = run_grpo(GRPORunConfig(model="resources/models/default", out_dir="runs/smart"),

@@ -56,7 +56,7 @@ from engine.api import MAA_AXES, REWARDS as REWARD_CATALOGUE
 from engine.api import parse_reward_spec as parse_spec_grammar
 from engine.errors import UserError
 from engine.features import diversity, midi_features, window_notes
-from engine.music import Clip, dedupe_notes
+from engine.music import Clip
 from engine.tokenizer import RemiTokenizer
 
 DEFAULT_SECONDS = 10.0
@@ -526,8 +526,3 @@ def capped_note_count(clip: Clip, seconds: float = DEFAULT_SECONDS, per_onset: i
     for n in window_notes(clip, seconds):
         per[n.start].add(n.pitch)
     return sum(min(len(p), per_onset) for p in per.values())
-
-
-def notes_in_window(clip: Clip, seconds: float = DEFAULT_SECONDS) -> int:
-    """Distinct notes (same onset and pitch once) starting in the first `seconds`."""
-    return len(dedupe_notes(window_notes(clip, seconds)))
