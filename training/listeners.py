@@ -37,21 +37,31 @@ _MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 _MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])
 
 
+def _key_profiles() -> tuple[np.ndarray, np.ndarray]:
+    """(24 z-scored profiles [24, 12], their scales as bool [24, 12]): 12 major keys, then 12 minor."""
+    profiles, scales = [], []
+    for profile, steps in ((_MAJOR, _MAJOR_SCALE), (_MINOR, _MINOR_SCALE)):
+        for tonic in range(12):
+            p = np.roll(profile, tonic)
+            profiles.append((p - p.mean()) / p.std())
+            scale = np.zeros(12, dtype=bool)
+            scale[(steps + tonic) % 12] = True
+            scales.append(scale)
+    return np.array(profiles), np.array(scales)
+
+
+_PROFILES, _SCALES = _key_profiles()
+
+
 def key_scale(clip: Clip) -> np.ndarray:
-    """bool[12]: the scale of the key that best fits the clip's duration-weighted pitch classes."""
+    """bool[12]: the scale of the key that best fits the clip's duration-weighted pitch classes
+    (Krumhansl–Kessler correlation; C major when the clip says nothing)."""
     hist = np.zeros(12)
     for n in clip.notes:
         hist[n.pitch % 12] += n.duration
-    best, scale = -np.inf, _MAJOR_SCALE
-    if hist.sum() > 0:
-        for tonic in range(12):
-            for profile, steps in ((_MAJOR, _MAJOR_SCALE), (_MINOR, _MINOR_SCALE)):
-                r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-                if r > best:
-                    best, scale = r, (steps + tonic) % 12
-    out = np.zeros(12, dtype=bool)
-    out[scale] = True
-    return out
+    if hist.std() == 0:
+        return _SCALES[0].copy()
+    return _SCALES[int(np.argmax(_PROFILES @ ((hist - hist.mean()) / hist.std())))].copy()
 
 
 def _continuation(continuation: Clip, prompt: Clip | None) -> tuple[Clip, float]:
