@@ -141,7 +141,8 @@ def guard_metrics(prompts, samples_by_seed, base_by_seed, args, policy) -> dict:
             onsets.append(len({n.start for n in span.notes}) / max(beats, 1.0))
             notes.append(len(span.notes))
             if base_by_seed is not None:
-                differs.append(sorted(map(tuple, clip.notes)) != sorted(map(tuple, base_by_seed[s][i].notes)))
+                key = lambda n: (n.start, n.pitch, n.duration, n.velocity)  # noqa: E731
+                differs.append(sorted(map(key, clip.notes)) != sorted(map(key, base_by_seed[s][i].notes)))
     out = {"in_key": round(float(np.mean(in_key)), 3), "onsets_per_beat": round(float(np.mean(onsets)), 3),
            "notes": round(float(np.mean(notes)), 2)}
     if base_by_seed is not None:
@@ -166,8 +167,12 @@ def run_tune(args, listener, tok, eval_p, eval_base, pairs_dir, taste_dir, out, 
     if args.synthetic_prompts is not None:
         config.synthetic_prompts = args.synthetic_prompts
     t1 = time.perf_counter()
-    card = tune(config)
-    tune_s = time.perf_counter() - t1
+    if args.reuse_tunes and (out / "taste_tune.json").is_file():  # a kept work folder's finished tune
+        card = json.loads((out / "taste_tune.json").read_text())
+        tune_s = float(card.get("elapsed_s", 0.0))
+    else:
+        card = tune(config)
+        tune_s = time.perf_counter() - t1
     tuned = Policy.load(out)
     wins, probs, tuned_all = [], [], []
     for s in range(args.eval_seeds):
@@ -185,7 +190,7 @@ def run_tune(args, listener, tok, eval_p, eval_base, pairs_dir, taste_dir, out, 
            "mean_preference": round(float(probs_a.mean()), 3),
            "mean_preference_interval_by_prompt": prompt_clustered_interval(probs_a, len(eval_p)),
            "comparisons": len(wins), "prompts": len(eval_p), "distinct": round(float(np.mean(distinct)), 3),
-           "guard": guard, "base_guard": base_guard,
+           "guard": guard, "base_guard": base_guard, "drift_guard": card.get("drift"),
            **{k: card[k] for k in ("musician_pairs", "synthetic_pairs", "steps", "generate_s", "train_s")}}
     print(f"[{listener.name}] tune {tune_s:.0f} s wall ({card['steps']} steps, {card['musician_pairs']} + "
           f"{card['synthetic_pairs']} pairs) · tuned preferred in {row['win_rate']:.3f} "
@@ -212,6 +217,8 @@ def main() -> int:
     ap.add_argument("--skip-tune", action="store_true")
     ap.add_argument("--tune-draws", type=int, default=1,
                     help="tunes per listener, each on a fresh draw of --train-pairs judged pairs")
+    ap.add_argument("--reuse-tunes", action="store_true",
+                    help="with --keep: evaluate a tune already finished in the work folder instead of tuning again")
     ap.add_argument("--nll-data", default=None, help="prepared data folder: held-out NLL of base and tuned models")
     ap.add_argument("--nll-tokens", type=int, default=60_000, help="test tokens scored for the NLL guard")
     ap.add_argument("--steps", type=int, default=None)
