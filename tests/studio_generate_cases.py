@@ -321,6 +321,7 @@ def test_without_maa_no_numbers_and_download_fails_clearly(window, qtbot, bare_h
     assert "no maa checkpoint" in panel.maa.label.text().lower()
 
 
+@pytest.mark.slow  # a whole generation through the local host; CI runs it (pytest -m slow)
 def test_placement_replace_and_empty_space_only(window, qtbot, local_host):
     from studio.generate.placement import EMPTY, REPLACE
 
@@ -359,6 +360,7 @@ def test_placement_replace_and_empty_space_only(window, qtbot, local_host):
     print("screenshot:", window.grab().save("/tmp/smart-generate-empty-space.png"))
 
 
+@pytest.mark.slow  # a whole generation through the local host; CI runs it (pytest -m slow)
 def test_continue_at_bar_1_of_a_song_with_an_empty_intro_continues_the_song(window, qtbot, local_host):
     panel = connect(qtbot, window, local_host.local.url, local_host.local.token)
     bar = 4 * PPQ
@@ -389,6 +391,7 @@ def test_an_empty_or_drums_only_prompt_is_said_plainly(window, qtbot, tmp_path):
     assert panel.prompt_note(PPQ) is None  # a note before the point: something to continue
 
 
+@pytest.mark.slow  # a whole generation through the local host; CI runs it (pytest -m slow)
 def test_regenerate_bars_of_a_one_four_file_lands_in_the_selected_bars(window, qtbot, local_host, tmp_path):
     """A POP909-style file stating 1/4: the studio opens it in the model's 4-beat bars (opening is not an
     edit: Undo does not re-bar it), and regenerated bars land where they were selected — also when the

@@ -233,6 +233,7 @@ def run_search(qtbot, panel, reward: str, bars: int) -> dict:
     return hist
 
 
+@pytest.mark.slow  # a whole generation through the local host; CI runs it (pytest -m slow)
 def test_search_by_taste_and_by_taste_mixed_with_maa(window, qtbot, tiny_host):
     from studio.host.connection import REMOTE
 
