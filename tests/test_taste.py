@@ -135,6 +135,7 @@ def contour_continuation(rng: random.Random, prompt: Clip) -> Clip:
     return prompt.with_notes(notes)
 
 
+@pytest.mark.slow  # ~9 s on a quiet core; CI runs it (pytest -m slow)
 def test_forty_pairs_learn_a_rising_line_only_with_the_direction_features():
     listener = LISTENERS["rising-line"]
     train, test = judged(listener, 40, 20, contour_continuation), judged(listener, 150, 21, contour_continuation)
@@ -256,6 +257,7 @@ def test_few_pairs_are_not_a_taste_and_uncertainty_shrinks():
     assert many.report["ready"] and many.report["decisive"] >= MIN_PAIRS
 
 
+@pytest.mark.slow  # ~7 s on a quiet core; CI runs it (pytest -m slow)
 def test_random_picks_teach_next_to_nothing():
     """A listener who flips a coin: the prior keeps most weights at zero (chance correlations remain in a
     few) and the report does not claim a taste it cannot show."""
