@@ -41,17 +41,6 @@ def teacher_forced_logits(model, prompt: list[int], completion: list[int]):
     return logits[len(prompt) - 1:len(prompt) - 1 + len(completion)]
 
 
-def grammar_masks(tok, prompt: list[int], completion: list[int]) -> np.ndarray:
-    """[len(completion), V] bool: what the studio's grammar allowed before each completion token."""
-    g = tok.grammar()
-    g.observe_many(prompt)
-    out = []
-    for t in completion:
-        out.append(g.allowed().copy())
-        g.observe(t)
-    return np.stack(out) if out else np.zeros((0, tok.vocab_size), dtype=bool)
-
-
 def studio_distribution(logits, masks: np.ndarray, temperature: float, top_p: float, family_factors):
     """q at each position: exactly what `engine.sampling.sample_rows` draws from, renormalised."""
     from engine.sampling import SampleGroup, sampling_distribution
@@ -77,6 +66,12 @@ def main(argv: list[str] | None = None) -> dict:
     from engine.api import GenerationSettings
     from engine.policy import Policy
     from engine.sampling import GeneratedRow, LocalSampler, RowGroup, RowRules
+    from training.rollouts import StudioSampler
+
+    def grammar_masks(tok, prompt, completion):
+        """What the studio's grammar allowed before each completion token (the trainer's own replay)."""
+        ids = torch.tensor([prompt + completion])
+        return StudioSampler(tok.grammar, ()).masks(ids, torch.ones_like(ids), len(completion), tok.vocab_size)[0]
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

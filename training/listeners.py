@@ -64,17 +64,13 @@ def key_scale(clip: Clip) -> np.ndarray:
     return _SCALES[int(np.argmax(_PROFILES @ ((hist - hist.mean()) / hist.std())))].copy()
 
 
-def _continuation(continuation: Clip, prompt: Clip | None) -> tuple[Clip, float]:
-    return continuation_span(continuation, prompt)
-
-
 def _contour(intervals: np.ndarray) -> np.ndarray:
     """Interval classes a listener hears as a melody's shape: big leap down, step down, repeat, up, big up."""
     return np.digitize(intervals, [-4.5, -0.5, 0.5, 4.5]) - 2
 
 
 def motif_return(continuation: Clip, prompt: Clip | None) -> float:
-    clip, _ = _continuation(continuation, prompt)
+    clip, _ = continuation_span(continuation, prompt)
     _, top = top_voice(clip)
     if len(top) < 4:
         return -1.0  # too thin to carry a motif
@@ -95,7 +91,7 @@ def motif_return(continuation: Clip, prompt: Clip | None) -> float:
 
 
 def singability(continuation: Clip, prompt: Clip | None) -> float:
-    clip, beats = _continuation(continuation, prompt)
+    clip, beats = continuation_span(continuation, prompt)
     onsets, top = top_voice(clip)
     if len(top) < 2:
         return -1.0
@@ -106,7 +102,7 @@ def singability(continuation: Clip, prompt: Clip | None) -> float:
 
 
 def grounded_groove(continuation: Clip, prompt: Clip | None) -> float:
-    clip, _ = _continuation(continuation, prompt)
+    clip, _ = continuation_span(continuation, prompt)
     if not clip.notes:
         return -1.0
     scale = key_scale(prompt.last_bars(4) if prompt is not None and prompt.notes else clip)
