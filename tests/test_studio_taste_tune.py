@@ -10,6 +10,8 @@ tests/test_taste_job.py. The picks are made up (no listener, no person)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,44 @@ def test_fit_waits_for_enough_decisive_picks(window):
     add_picks(profile, MIN_PAIRS - 1)
     section.refresh()
     assert section.btn_fit.isEnabled()
+
+
+class LateStatusHost(InProcessHost):
+    """A host whose job-status answer is read while the job runs but arrives after the studio has seen the
+    event stream say the job is over: the order a busy network or a slow host gives now and then."""
+
+    def __init__(self, model: str, studio_saw_the_end):
+        super().__init__(model)
+        self.studio_saw_the_end = studio_saw_the_end
+        self.late_answers = 0
+
+    def _request(self, method: str, path: str, **kwargs) -> dict:
+        if (method, path) == ("GET", f"/v1/jobs/{self.JOB}") and self.late_answers == 0:
+            # read while the job still runs (after its first step)...
+            info = {**self.job_info(), "state": "running", "final_model": None, "progress": {"step": 1, "steps": 2}}
+            deadline = time.monotonic() + 10
+            while not self.studio_saw_the_end() and time.monotonic() < deadline:
+                time.sleep(0.02)  # ...and delivered once the studio has handled the stream's end
+            self.late_answers += 1
+            return info
+        return super()._request(method, path, **kwargs)
+
+
+def test_a_status_answer_older_than_the_stream_does_not_undo_a_finished_job(window, qtbot, tmp_path):
+    panel = window.train_panel
+    add_picks(window.taste_store.profile_dir, MIN_PAIRS)
+    panel.taste_section.refresh()
+    host = LateStatusHost(str(tmp_path / "model"), lambda: panel._watcher is None and panel.job_state == "completed")
+    panel.host.client, panel.host.state = host, "connected"
+    panel.host.health = api.HealthReply(device="cpu", model={"path": host.model},
+                                        maa={"status": "missing", "reason": "none here"})
+    panel.host.changed.emit()
+    try:
+        panel.attach(InProcessHost.JOB)  # a record asks for the job's status; the answer comes back late
+        qtbot.waitUntil(lambda: host.late_answers >= 1, timeout=20000)
+        qtbot.wait(500)  # the late answer is handled on the UI thread
+        assert panel.job_state == "completed" and panel.progress.format() == "step 2 / 2"
+        assert panel.taste_section.btn_tune.isEnabled()
+    finally:  # a window that believes a job runs would ask before closing
+        panel.job_state = None
+        panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"

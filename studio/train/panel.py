@@ -76,6 +76,8 @@ class TrainPanel(QDockWidget):
         self.calls.finished.connect(self._on_worker_finished)
         self._watcher: EventsWatcher | None = None
         self._status_busy = False
+        self._status_again = False  # a status was asked for while one was out: ask again when it is back
+        self._state_epoch = 0  # bumped whenever the stream or a control moves the job's state on
         self._steps_total = 0
         self._taste_sending = False  # a taste tune's picks are on their way to the host
         self._taste_method: str | None = None  # the method of the taste tune sent last
@@ -493,7 +495,8 @@ class TrainPanel(QDockWidget):
     def attach(self, job_id: str) -> None:
         """Follow a job: its events replay from the first step, then stream live."""
         self._stop_watching()
-        self.job_id, self.job_info, self.job_state = job_id, None, None
+        self.job_id, self.job_info = job_id, None
+        self._set_job_state(None)
         self._steps_total = 0
         self.records.clear()
         self.plots.clear()
@@ -527,7 +530,7 @@ class TrainPanel(QDockWidget):
         if self.sender() is not self._watcher:
             return
         if ev.get("event") == "state":
-            self.job_state = ev.get("state")
+            self._set_job_state(ev.get("state"))
             self._log(f"Job {ev.get('job')}: {self.job_state}")
             self._show_progress()
             self.refresh_jobs()
@@ -563,7 +566,7 @@ class TrainPanel(QDockWidget):
     def _on_done(self, ev: dict) -> None:
         if self.sender() is not self._watcher:
             return
-        self.job_state = ev.get("state")
+        self._set_job_state(ev.get("state"))
         self._watcher = None
         result = ev.get("result") or {}
         msg = f"Job {ev.get('job')} {self.job_state}"
@@ -577,15 +580,28 @@ class TrainPanel(QDockWidget):
         self.refresh_status()
         self.refresh_jobs()
 
+    def _set_job_state(self, state: str | None) -> None:
+        """The job's state as the event stream or a control reply says; a status reply asked for before
+        this moment is older news and must not undo it (see refresh_status)."""
+        self.job_state = state
+        self._state_epoch += 1
+
     def refresh_status(self) -> None:
-        if not self.host.connected or self.job_id is None or self._status_busy:
+        if not self.host.connected or self.job_id is None:
             return
-        self._status_busy = True
-        client, job_id = self.host.client, self.job_id
+        if self._status_busy:
+            self._status_again = True
+            return
+        self._status_busy, self._status_again = True, False
+        client, job_id, asked_at = self.host.client, self.job_id, self._state_epoch
 
         def done(info):
             self._status_busy = False
-            if info.get("id") != self.job_id:
+            if info.get("id") != self.job_id or asked_at != self._state_epoch or self._status_again:
+                # The stream moved the job on (finished it, say) while this request was out, or another
+                # job is followed now: the answer describes an older moment. Ask again rather than show
+                # a finished job as running.
+                self.refresh_status()
                 return
             self.job_info = info
             self.job_state = info["state"]
@@ -693,7 +709,7 @@ class TrainPanel(QDockWidget):
         self._log(f"{action.capitalize()} requested")
 
         def done(info):
-            self.job_state = info.get("state", self.job_state)
+            self._set_job_state(info.get("state", self.job_state))
             if action == "resume":
                 self._watch()  # the previous stream ended with the pause/cancel: follow the new run
                 self._poll.start()
