@@ -9,7 +9,8 @@ training.
   the reward catalogue (`REWARDS`) and the spec grammar (`parse_reward_spec`); `training.grpo`'s
   `GRPORunConfig` extends `GRPOOptions`, and the host checks /v1/train bodies with
   `validate_grpo_options` and serves the catalogue at GET /v1/train/options (`train_options`)
-- the files a training job shares with the host (run directory layout, job files)
+- the files a training job shares with the host (run directory layout, job files); the replies and events
+  of its /v1/jobs routes are `engine.job_api`'s
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
         stream.result.candidates                    # the done event's candidates (engine.api.GenerationDone)
 
 Replies and events are the contract's models (`engine.api`: `HealthReply`, `ScoreReply`, the generation
-events); requests are built from its `GenerateRequest`. Job replies are still the JSON as it came.
+events); requests are built from its `GenerateRequest`. Job replies and job events are `engine.job_api`'s
+(`JobInfo`, `JobCheckpoint`, `JobStep`, `JobStateEvent`, `JobDone`).
 
 Closing a stream early (leaving the `with`, `stream.close()`) closes the connection, and the host
 stops decoding that request. Errors the host reports (4xx/5xx, or an "error" event mid-stream)
@@ -42,6 +43,7 @@ from engine.api import (
     generation_event,
 )
 from engine.errors import first_line
+from engine.job_api import JobCheckpoint, JobCheckpoints, JobDone, JobInfo, JobList, job_event
 from engine.music import DEFAULT_BPM, Clip, MidiFileError, Note, TempoChange, TimeSignature
 
 
@@ -150,8 +152,15 @@ class GenerationStream(_EventStream):
 
 
 class JobEventStream(_EventStream):
-    """The lines of GET /v1/jobs/ID/events: step records, {"event": "state"} lines, then the done line.
-    Closing it only stops listening: the job goes on."""
+    """The lines of GET /v1/jobs/ID/events (`engine.job_api`): `JobStep` records, `JobStateEvent`s, then the
+    `JobDone` line. Closing it only stops listening: the job goes on."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(response)
+        self.result: JobDone | None = None
+
+    def _parse(self, data: dict) -> Reply:
+        return job_event(data)
 
 
 class HostClient:
@@ -272,23 +281,26 @@ class HostClient:
             payload["name"] = name
         return self._request("POST", "/v1/taste/tune", json=payload, timeout=120.0)["job"]
 
-    def list_jobs(self) -> list[dict]:
-        return self._request("GET", "/v1/jobs")["jobs"]
+    def list_jobs(self) -> list[JobInfo]:
+        """Every job on the host, oldest first (without the details of `job`)."""
+        return JobList.model_validate(self._request("GET", "/v1/jobs")).jobs
 
-    def job(self, job_id: str) -> dict:
-        return self._request("GET", f"/v1/jobs/{job_id}")
+    def job(self, job_id: str) -> JobInfo:
+        """The job with its details: config, last step record, checkpoints, final model, result."""
+        return JobInfo.model_validate(self._request("GET", f"/v1/jobs/{job_id}"))
 
-    def job_checkpoints(self, job_id: str) -> list[dict]:
-        return self._request("GET", f"/v1/jobs/{job_id}/checkpoints")["checkpoints"]
+    def job_checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        return JobCheckpoints.model_validate(self._request("GET", f"/v1/jobs/{job_id}/checkpoints")).checkpoints
 
-    def cancel_job(self, job_id: str) -> dict:
-        return self._request("DELETE", f"/v1/jobs/{job_id}")
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """The job in the state the cancel left it in (a running job's process has stopped)."""
+        return JobInfo.model_validate(self._request("DELETE", f"/v1/jobs/{job_id}"))
 
-    def pause_job(self, job_id: str) -> dict:
-        return self._request("POST", f"/v1/jobs/{job_id}/pause")
+    def pause_job(self, job_id: str) -> JobInfo:
+        return JobInfo.model_validate(self._request("POST", f"/v1/jobs/{job_id}/pause"))
 
-    def resume_job(self, job_id: str) -> dict:
-        return self._request("POST", f"/v1/jobs/{job_id}/resume")
+    def resume_job(self, job_id: str) -> JobInfo:
+        return JobInfo.model_validate(self._request("POST", f"/v1/jobs/{job_id}/resume"))
 
     def job_events(self, job_id: str) -> JobEventStream:
         """The job's event stream (no read timeout: a step can take minutes)."""

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from engine.host_client import HostClient, HostError, LocalHost
+from engine.job_api import JobProgress
 from engine.music import Clip, Note
 from engine.policy import Policy
 
@@ -73,7 +74,7 @@ def test_job_streams_steps_then_done_and_lists_checkpoints(host):
     for key in ("reward_mean", "kl", "diversity", "completion_tokens", "elapsed_s"):
         assert key in step
     info = c.job(job)
-    assert info["progress"] == {"step": 3, "steps": 3, "fraction": 1.0}
+    assert info.progress == JobProgress(step=3, steps=3, fraction=1.0)
     assert info["prompts"]["midi"] == 2 and info["prompts"]["procedural"] == 2
     files = sorted(p.name for p in Path(info["config"]["prompts"]).glob("*.mid"))  # the prompts became files
     assert files == ["procedural-000.mid", "procedural-001.mid", "prompt-000.mid", "prompt-001.mid"]
@@ -385,6 +386,56 @@ def test_damaged_job_files_never_make_a_job_vanish(policy, tmp_path):
     assert json.loads((rebuildable / "job.json").read_text())["state"] == "cancelled"
 
 
+def test_the_client_reads_jobs_and_their_events_as_the_contracts_models(policy, tmp_path):
+    """HostClient's job replies and event lines are engine.job_api's models: typed where the host vouches for
+    a value, a step's metrics by name (GRPO's and DPO's differ), and a value a job file got wrong read as
+    absent, as the host reads job files (a damaged file never breaks a client's list or stream)."""
+    import shlex
+
+    from engine.job_api import JobDone, JobInfo, JobState, JobStateEvent, JobStep
+
+    grpo_step = {"step": 1, "reward_mean": 0.5, "kl": 0.01, "CE": 6.5, "reward_maa-ce": 0.5, "elapsed_s": 2.0}
+    dpo_step = {"step": 2, "loss": 0.6, "rewards_accuracies": 0.75, "rewards_margins": 0.02, "steps_total": "many",
+                "elapsed_s": "late"}
+
+    def write(path: str, *records: dict) -> str:  # a shell line writing JSON lines into the job's folder
+        return " ".join(["printf '%s\\n'", *(shlex.quote(json.dumps(r)) for r in records), f'> "$dir/{path}"'])
+
+    job_process = fake_python(tmp_path, "\n".join([
+        'dir="$4"',  # run as `python -m engine.cli host-job JOBDIR ...`
+        write("events.jsonl", grpo_step, dpo_step), 'mkdir -p "$dir/checkpoints/checkpoint-2"',
+        write("checkpoints/checkpoint-2/smart_checkpoint.json", {"step": 2, "reward_mean": "high"}),
+        write("job_result.json", {"steps_done": 2, "stopped_by": "completed"})]))
+    with jobs_host(policy, tmp_path / "jobs", python=job_process) as (client, _manager):
+        job = client.start_training(QUICK, steps=2)
+        with client.job_events(job) as stream:
+            events = list(stream)
+        steps = [e for e in events if isinstance(e, JobStep)]
+        assert [s.step for s in steps] == [1, 2]
+        assert all(isinstance(e, JobStateEvent) and e.job == job for e in events[:-1] if e not in steps)
+        grpo, dpo = steps
+        assert not grpo.is_dpo and grpo.metric("reward_mean") == 0.5 and grpo.metric("CE") == 6.5
+        assert grpo.metric("reward_maa-ce") == 0.5 and grpo.metric("loss") is None and grpo.elapsed_s == 2.0
+        assert dpo.is_dpo and dpo.metric("rewards_accuracies") == 0.75 and dpo.metric("reward_mean") is None
+        assert dpo.steps_total is None and dpo.elapsed_s is None  # "many", "late": absent
+        done = events[-1]
+        assert isinstance(done, JobDone) and stream.result is done and done.state is JobState.COMPLETED
+        assert done.result == {"steps_done": 2, "stopped_by": "completed"}
+        assert [c.step for c in done.checkpoints] == [2] and done.checkpoints[0].reward_mean is None  # "high"
+
+        info = client.job(job)
+        assert isinstance(info, JobInfo) and info.state is JobState.COMPLETED and not info.state.active
+        assert info.progress.step == info.steps == 2 and info.last.step == 2 and info.last.is_dpo
+        assert info.config["steps"] == 2 and info.checkpoints[0].path.endswith("checkpoint-2")
+        assert not info.is_taste_tune and info.taste_method is None
+        [listed] = client.list_jobs()
+        assert listed.id == job and listed.state is JobState.COMPLETED and listed.config == {}  # no details
+        assert [c.step for c in client.job_checkpoints(job)] == [2]
+        with pytest.raises(HostError) as err:
+            client.resume_job(job)
+        assert err.value.status == 409 and not JobState.COMPLETED.resumable
+
+
 def test_the_studios_host_pauses_a_job_its_last_run_was_running(policy, tmp_path):
     """Closing the studio stops its host and the job; the next launch must not start it again by itself."""
     from engine.host.jobs import JobManager
@@ -441,6 +492,7 @@ def test_a_stale_job_process_is_stopped_when_the_host_restarts(policy, tmp_path)
 def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
     """A taste tune spends minutes fitting and sampling before its first step: the job says so."""
     from engine.host.jobs import Job
+    from engine.job_api import JobInfo
     from studio.train.presets import job_phase
 
     job_dir = tmp_path / "20260101-000000-eeeeee"
@@ -452,11 +504,12 @@ def test_a_running_job_reports_the_phase_its_process_wrote(tmp_path):
     (job_dir / "phase.json").write_text(json.dumps({"phase": "sampling 16 fresh continuations", "since": 5.0}))
     info = job.describe()
     assert info["phase"] == {"phase": "sampling 16 fresh continuations", "since": 5.0}
-    assert job_phase(info) == "sampling 16 fresh continuations"
+    assert job_phase(JobInfo.model_validate(info)) == "sampling 16 fresh continuations"  # as a client reads it
     for junk in (b"[1, 2]", b'{"phase": 7}', b"\xff", b"[" * 100_000):
         (job_dir / "phase.json").write_bytes(junk)
         assert "phase" not in job.describe(), junk[:10]
-    assert job_phase({"kind": "taste-tune", "config": {"kind": "taste-tune", "method": "dpo"}}).startswith("preparing")
+    assert job_phase(JobInfo(id=job_dir.name, state="running", kind="taste-tune",
+                             config={"kind": "taste-tune", "method": "dpo"})).startswith("preparing")
 
 
 def test_cancel_never_waits_holding_the_managers_lock(tmp_path, monkeypatch):

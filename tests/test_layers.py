@@ -5,7 +5,7 @@
 - `training/` imports nothing from `studio/`;
 - `studio/` never imports torch, transformers, trl, audiobox or an engine module that does (it reaches
   the model through the host client);
-- `engine/api.py`, the contract every process imports, is light (pydantic, no torch);
+- `engine/api.py` and `engine/job_api.py`, the contract every process imports, are light (pydantic, no torch);
 - the layers agree on the contract: training's rewards, presets and run options are the API's.
 """
 
@@ -123,7 +123,8 @@ def heavy_engine_modules() -> set[str]:
 def test_heavy_engine_modules_are_found():
     heavy = heavy_engine_modules()
     assert {"engine.policy", "engine.scorer", "engine.fastdecode", "engine.host.server"} <= heavy
-    assert not {"engine.api", "engine.host_client", "engine.music", "engine.errors", "engine.maa_weights"} & heavy
+    assert not {"engine.api", "engine.job_api", "engine.host_client", "engine.music", "engine.errors",
+                "engine.maa_weights"} & heavy
 
 
 def test_studio_never_imports_torch_or_heavy_engine_modules():
@@ -136,8 +137,9 @@ def test_studio_never_imports_torch_or_heavy_engine_modules():
     assert found == []
 
 
-def test_the_contract_is_light():
-    names = {n for _, n in imports(ROOT / "engine" / "api.py")}
+@pytest.mark.parametrize("contract", ["api.py", "job_api.py"])
+def test_the_contract_is_light(contract):
+    names = {n for _, n in imports(ROOT / "engine" / contract)}
     engine_deps = {n for n in names if top(n) == "engine"}
     assert not {top(n) for n in names} & (HEAVY | QT)
     assert not engine_deps & heavy_engine_modules()

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QScrollArea, Q
 from test_studio_support import boxes, make_window, sketch, wheel, window  # noqa: F401 - fixtures
 
 from engine.api import HealthReply
+from engine.job_api import JobCheckpoint, JobInfo, JobState, JobStep
 from engine.project import Project
 
 SHOTS = Path(os.environ.get("SMART_TEST_SHOTS", "/tmp/smart-layout-shots"))
@@ -283,14 +284,13 @@ def test_train_plot_titles_fit_and_a_new_job_gets_fresh_axes(window, qtbot):
         label = w.getPlotItem().titleLabel
         assert label.item.boundingRect().width() <= w.width(), (key, plots.title_of(key))
     for step in (1, 2, 3):  # a long GRPO job with large rewards
-        plots.add({"step": step * 100, "reward_mean": 50.0 * step, "kl": 3.0, "diversity": 0.5,
-                   "completion_tokens": 900})
+        plots.add(JobStep(step=step * 100, reward_mean=50.0 * step, kl=3.0, diversity=0.5, completion_tokens=900))
     plots.clear()
     plots.set_layout("dpo")
-    plots.add({"step": 1, "loss": 0.69, "rewards_accuracies": 0.5, "rewards_margins": 0.01,
-               "rewards_chosen": 0.02, "rewards_rejected": -0.01})
-    plots.add({"step": 2, "loss": 0.6, "rewards_accuracies": 0.75, "rewards_margins": 0.02,
-               "rewards_chosen": 0.03, "rewards_rejected": -0.02})
+    plots.add(JobStep(step=1, loss=0.69, rewards_accuracies=0.5, rewards_margins=0.01, rewards_chosen=0.02,
+                      rewards_rejected=-0.01))
+    plots.add(JobStep(step=2, loss=0.6, rewards_accuracies=0.75, rewards_margins=0.02, rewards_chosen=0.03,
+                      rewards_rejected=-0.02))
     qtbot.wait(30)
     x_range, y_range = plots.widgets["loss"].getPlotItem().viewRange()
     assert x_range[1] < 50 and y_range[1] < 5, "the DPO curves are drawn on the previous job's axes"
@@ -301,15 +301,15 @@ def test_cancel_before_the_first_checkpoint_disables_resume(window):
     panel = window.train_panel
     panel.host.state, panel.host.client = "connected", object()  # connected, as far as the buttons go
     try:
-        panel.job_id, panel.job_state = "job-1", "cancelled"
-        panel.job_info = {"id": "job-1", "state": "cancelled", "kind": "grpo", "checkpoints": []}
+        panel.job_id, panel.job_state = "job-1", JobState.CANCELLED
+        panel.job_info = JobInfo(id="job-1", state="cancelled", kind="grpo", checkpoints=[])
         panel._sync_buttons()
         assert not panel.btn_resume.isEnabled() and "nothing to resume" in panel.btn_resume.toolTip()
-        panel.job_info["checkpoints"] = [{"step": 10, "path": "/jobs/job-1/checkpoints/step-10"}]
+        panel.job_info.checkpoints = [JobCheckpoint(step=10, path="/jobs/job-1/checkpoints/step-10")]
         panel._sync_buttons()
         assert panel.btn_resume.isEnabled()
-        panel.job_info = {"id": "job-1", "state": "cancelled", "kind": "taste-tune", "checkpoints": [],
-                          "config": {"kind": "taste-tune", "method": "dpo"}}
+        panel.job_info = JobInfo(id="job-1", state="cancelled", kind="taste-tune", checkpoints=[],
+                                 config={"kind": "taste-tune", "method": "dpo"})
         panel._sync_buttons()
         assert panel.btn_resume.isEnabled()  # a taste tune starts over, and says so
     finally:
@@ -329,7 +329,7 @@ def test_closing_with_a_local_job_asks_and_stops_it_only_when_told(window, qtbot
 
         def cancel_job(self, job_id):
             self.cancelled.append(job_id)
-            return {"id": job_id, "state": "cancelled"}
+            return JobInfo(id=job_id, state="cancelled")
 
         def close(self):
             pass
@@ -337,9 +337,9 @@ def test_closing_with_a_local_job_asks_and_stops_it_only_when_told(window, qtbot
     host = Host()
     panel = window.train_panel
     panel.host.mode, panel.host.state, panel.host.client = LOCAL, "connected", host
-    panel._listed_jobs = [{"id": "j1", "state": "running", "name": "song · my taste (dpo)",
-                           "progress": {"step": 3, "steps": 40}},
-                          {"id": "j2", "state": "queued", "name": "paper", "progress": {"step": 0, "steps": 200}}]
+    panel._listed_jobs = [JobInfo(id="j1", state="running", name="song · my taste (dpo)",
+                                  progress={"step": 3, "steps": 40}),
+                          JobInfo(id="j2", state="queued", name="paper", progress={"step": 0, "steps": 200})]
     asked = []
 
     def answer(text):
@@ -361,9 +361,9 @@ def test_closing_with_a_local_job_asks_and_stops_it_only_when_told(window, qtbot
 
 def test_a_queued_job_says_what_it_waits_for(window):
     panel = window.train_panel
-    panel._listed_jobs = [{"id": "j1", "state": "running", "name": "my taste (dpo)", "progress": {"step": 3, "steps": 40}}]
-    panel.job_id, panel.job_state = "j2", "queued"
-    panel.job_info = {"id": "j2", "state": "queued", "queue_position": 1}
+    panel._listed_jobs = [JobInfo(id="j1", state="running", name="my taste (dpo)", progress={"step": 3, "steps": 40})]
+    panel.job_id, panel.job_state = "j2", JobState.QUEUED
+    panel.job_info = JobInfo(id="j2", state="queued", queue_position=1)
     panel._show_progress()
     text = panel.job_label.text()
     assert "one job at a time" in text and "j1" in text and "my taste (dpo)" in text

@@ -20,6 +20,7 @@ from test_studio_support import boxes, make_window, window  # noqa: F401 - fixtu
 
 from engine import api
 from engine.host_client import HostClient, HostError
+from engine.job_api import JobInfo, JobState, JobStep, job_event
 from engine.music import Clip, Note
 from engine.preferences import PreferenceSet
 from engine.taste import MIN_PAIRS
@@ -92,8 +93,10 @@ class InProcessHost(HostClient):
 
 
 class CannedStream:
-    def __init__(self, events):
-        self.events = events
+    """The lines of a job's event stream, read as `HostClient.job_events` reads them (`engine.job_api`)."""
+
+    def __init__(self, lines: list[dict]):
+        self.events = [job_event(line) for line in lines]
 
     def __iter__(self):
         return iter(self.events)
@@ -146,10 +149,10 @@ def test_tune_toward_my_taste_needs_enough_picks_then_sends_them(window, qtbot, 
     assert section.btn_tune.isEnabled()  # the job is over: another tune may start
 
     # Another job running on the host blocks a new tune, and says why.
-    panel.job_state = "running"
+    panel.job_state = JobState.RUNNING
     panel._sync_buttons()
     assert not section.btn_tune.isEnabled() and "A job is running" in section.btn_tune.toolTip()
-    panel.job_state = "completed"
+    panel.job_state = JobState.COMPLETED
     panel._sync_buttons()
 
     shot = (Path(os.environ[SHOTS_ENV]) if SHOTS_ENV in os.environ else tmp_path) / "taste_panel.png"
@@ -201,16 +204,16 @@ def test_a_taste_tune_says_what_it_does_before_its_first_step_and_times_its_step
     from studio.train.presets import step_eta
 
     panel = window.train_panel
-    panel.job_id, panel.job_state = "j1", "running"
-    panel.job_info = {"id": "j1", "state": "running", "kind": api.TASTE_JOB_KIND, "steps": 40,
-                      "started": time.time() - 150, "config": {"kind": api.TASTE_JOB_KIND, "method": "dpo"}}
+    panel.job_id, panel.job_state = "j1", JobState.RUNNING
+    panel.job_info = JobInfo(id="j1", state="running", kind=api.TASTE_JOB_KIND, steps=40, started=time.time() - 150,
+                             config={"kind": api.TASTE_JOB_KIND, "method": "dpo"})
     panel.records.clear()
     panel._show_progress()
     text = panel.job_label.text()
     assert "fitting your taste model" in text and "sampling" in text and "2 min" in text
     assert panel.progress.maximum() == 0  # busy, not an empty bar
     # The setup (331 s before step 1) is not a step's time: the ETA comes from the steps after it.
-    records = [{"step": 1, "elapsed_s": 331.0}, {"step": 2, "elapsed_s": 343.0}, {"step": 3, "elapsed_s": 355.0}]
+    records = [JobStep(step=1, elapsed_s=331.0), JobStep(step=2, elapsed_s=343.0), JobStep(step=3, elapsed_s=355.0)]
     assert step_eta(records, 40) == 12.0 * 37
     assert step_eta(records[:1], 40) == 331.0 * 39  # one step: an upper bound
     assert step_eta([], 40) is None
@@ -219,7 +222,7 @@ def test_a_taste_tune_says_what_it_does_before_its_first_step_and_times_its_step
     panel._show_progress()
     assert "step 3 of 40" in panel.job_label.text() and "ETA 7 min 24 s" in panel.job_label.text()
     assert panel.progress.maximum() == 1000 and panel.progress.format() == "step 3 / 40"
-    panel.job_state = "completed"
+    panel.job_state = JobState.COMPLETED
 
 
 def test_fit_waits_for_enough_decisive_picks(window):

@@ -16,6 +16,7 @@ from test_host_jobs import fake_python, jobs_host, model_dir, policy, wait_state
 from test_taste import continuation, prompt_clip
 
 from engine.host_client import HostError, LocalHost
+from engine.job_api import JobProgress
 from engine.taste import MIN_PAIRS
 from training.taste import LISTENERS
 
@@ -56,7 +57,7 @@ def test_taste_job_streams_steps_and_its_model_loads(model_dir, tmp_path):  # no
         assert result["taste"]["pairs"] == 12 and result["restarted"] is False
         info = c.job(job)
         assert info["kind"] == "taste-tune" and info["name"] == "my taste" and info["reward"] == "taste (dpo)"
-        assert info["progress"] == {"step": 2, "steps": 2, "fraction": 1.0}
+        assert info.progress == JobProgress(step=2, steps=2, fraction=1.0)
         assert info["prompts"] == {"kind": "taste-pairs", "pairs": 12, "decisive": 12, "ties": 0}
         assert "starts over" in info["note"]
         # The pairs as sent, in the preference-set layout, and the taste fit on them.

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine import api
 from engine.api import MaaStatus
-from engine.maa_weights import AXES
+from engine.job_api import JobCheckpoint, JobDone, JobInfo, JobState, JobStateEvent, JobStep
 from studio.generate.audition import Audition
 from studio.host import HostServices
 from studio.host.connection import LOCAL, MAA_UNKNOWN
@@ -35,6 +35,7 @@ from studio.theme import STYLE_WARN as WARN
 from studio.train.layout import setup_ui
 from studio.train.presets import (
     WEIGHTED,
+    describe_step,
     fmt_duration,
     fmt_number,
     job_status,
@@ -43,15 +44,13 @@ from studio.train.presets import (
     preset_values,
 )
 from studio.train.prompts import PromptClip, prompt_from_notes, prompt_from_region
-from studio.train.taste_job import (collect_pairs, describe_taste_record, is_dpo_record, job_kind,
-                                    pair_prompts)
+from studio.train.taste_job import collect_pairs, pair_prompts
 from studio.host.workers import Calls
 from studio.train.workers import CompareJob, EventsWatcher
 from studio.widgets import compact_combos, guard_wheel
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
 MAX_COMPARE_PROMPTS = 4
 
 
@@ -69,8 +68,8 @@ class TrainPanel(QDockWidget):
         self.audition = Audition(window.transport, window.document, self)
         self.prompts: list[PromptClip] = []
         self.job_id: str | None = None
-        self.job_info: dict | None = None
-        self.job_state: str | None = None
+        self.job_info: JobInfo | None = None
+        self.job_state: JobState | None = None
         self.calls = Calls(self)  # every host call and worker of this panel
         self.calls.failed.connect(self._error)
         self.calls.finished.connect(self._on_worker_finished)
@@ -81,8 +80,8 @@ class TrainPanel(QDockWidget):
         self._steps_total = 0
         self._taste_sending = False  # a taste tune's picks are on their way to the host
         self._taste_method: str | None = None  # the method of the taste tune sent last
-        self._listed_jobs: list[dict] = []  # the host's jobs as last listed (what a queued job waits for)
-        self.records: list[dict] = []
+        self._listed_jobs: list[JobInfo] = []  # the host's jobs as last listed (what a queued job waits for)
+        self.records: list[JobStep] = []
         self.catalogue = local_catalogue()  # presets, rewards and options the host offers
         self._catalogue_from: str | None = None  # the host URL the catalogue came from
         self._maa_seen = MAA_UNKNOWN
@@ -278,13 +277,13 @@ class TrainPanel(QDockWidget):
         self.maa_label.setStyleSheet(WARN)
 
     def _set_reward_title(self) -> None:
-        cfg = (self.job_info or {}).get("config") or {}
-        kind, method = job_kind(self.job_info)
-        if kind == api.TASTE_JOB_KIND:
+        info = self.job_info
+        cfg = info.config if info is not None else {}  # the job's options (engine.api.GRPOOptions names)
+        if info is not None and info.is_taste_tune:
             self.plots.set_reward_title("Tune toward my taste — DPO on your picks and taste-ranked samples"
-                                        if method == "dpo" else "Reward — your taste model's score")
+                                        if info.taste_method == "dpo" else "Reward — your taste model's score")
             return
-        spec = cfg.get("reward") or self.reward_spec() or ""
+        spec = (info.reward if info is not None else None) or self.reward_spec() or ""
         note = ""
         try:
             names = [name for name, _w in api.parse_reward_spec(spec)]
@@ -292,7 +291,7 @@ class TrainPanel(QDockWidget):
             names = []
         if names and not any(self._needs_maa.get(n, n.startswith("maa-")) for n in names):
             note = " (offline, no MAA)"
-        elif cfg.get("maa_random") or any(r.get("maa_random") for r in self.records[-1:]):
+        elif cfg.get("maa_random") or any(r.maa_random for r in self.records[-1:]):
             note = " (random-weight MAA: not real scores)"
         self.plots.set_reward_title(f"Reward — {spec}{note}")
 
@@ -398,21 +397,20 @@ class TrainPanel(QDockWidget):
         client = self.host.client
         self._run("Listing jobs", client.list_jobs, self._fill_jobs)
 
-    def _fill_jobs(self, jobs: list[dict]) -> None:
+    def _fill_jobs(self, jobs: list[JobInfo]) -> None:
         self._listed_jobs = list(jobs)
         self.jobs_combo.clear()
         for j in reversed(jobs):  # newest first
-            p = j.get("progress") or {}
-            self.jobs_combo.addItem(f"{j['id']} · {j['state']} · {j.get('reward')} · step {p.get('step', 0)}/"
-                                    f"{p.get('steps', '?')}", j["id"])
+            self.jobs_combo.addItem(f"{j.id} · {j.state} · {j.reward} · step {j.progress.step}/"
+                                    f"{j.progress.steps or '?'}", j.id)
         if self.job_id is not None:
             i = self.jobs_combo.findData(self.job_id)
             if i >= 0:
                 self.jobs_combo.setCurrentIndex(i)
         elif jobs:
-            running = [j for j in jobs if j["state"] in ACTIVE]
+            running = [j for j in jobs if j.state.active]
             if running:  # a job started earlier (or before a restart) is still going: follow it
-                self.attach(running[0]["id"])
+                self.attach(running[0].id)
 
     def _on_job_picked(self, index: int) -> None:
         job_id = self.jobs_combo.itemData(index)
@@ -421,7 +419,7 @@ class TrainPanel(QDockWidget):
 
     # ================================================================== start / follow
     def start(self) -> None:
-        if self.job_state in ACTIVE:
+        if self.job_active:
             self.status.emit("A job is already running (pause or cancel it first)")
             return
         if self.reward_needs_maa() and self.host.maa_status() == MaaStatus.MISSING:
@@ -445,7 +443,7 @@ class TrainPanel(QDockWidget):
 
     def tune_taste(self, options: dict | None = None) -> None:
         """Send the profile's picks to the host as a taste-tuning job and follow it."""
-        if self.job_state in ACTIVE:
+        if self.job_active:
             self.status.emit("A job is already running (pause or cancel it first)")
             return
         profile = self.taste_section.profile_dir
@@ -526,65 +524,57 @@ class TrainPanel(QDockWidget):
             self._watcher.cancel()
             self._watcher = None
 
-    def _on_event(self, ev: dict) -> None:
+    def _on_event(self, event: JobStep | JobStateEvent) -> None:
         if self.sender() is not self._watcher:
             return
-        if ev.get("event") == "state":
-            self._set_job_state(ev.get("state"))
-            self._log(f"Job {ev.get('job')}: {self.job_state}")
+        if isinstance(event, JobStateEvent):
+            self._set_job_state(event.state)
+            self._log(f"Job {event.job}: {self.job_state}")
             self._show_progress()
             self.refresh_jobs()
             self._sync_buttons()
             return
-        if "step" not in ev:
+        if not isinstance(event, JobStep):
             return
-        self.records.append(ev)
-        if is_dpo_record(ev):
+        self.records.append(event)
+        if event.is_dpo:
             self.plots.set_layout("dpo")
-        self.plots.add(ev)
-        if ev.get("steps_total"):
-            self._steps_total = int(ev["steps_total"])
-        if is_dpo_record(ev):
-            self._log(describe_taste_record(ev))
-            self._show_progress()
-            self.refresh_status()
-            return
-        if ev.get("maa_random"):
+        self.plots.add(event)
+        if event.steps_total:
+            self._steps_total = event.steps_total
+        if event.maa_random:
             self._set_reward_title()
-        parts = [f"step {ev['step']}", f"reward {fmt_number(ev.get('reward_mean'))}"]
-        for axis in AXES:
-            if axis in ev:
-                parts.append(f"{axis} {fmt_number(ev[axis], 2)}")
-        parts += [f"KL {fmt_number(ev.get('kl'), 4)}", f"diversity {fmt_number(ev.get('diversity'))}",
-                  f"{fmt_number(ev.get('completion_tokens'), 0)} tokens"]
-        if ev.get("guard"):
-            parts.append("diversity floor reached")
-        self._log(" · ".join(parts))
+        self._log(describe_step(event))
         self._show_progress()
         self.refresh_status()  # new checkpoints show up in the table (one request at a time)
 
-    def _on_done(self, ev: dict) -> None:
+    def _on_done(self, done: JobDone) -> None:
         if self.sender() is not self._watcher:
             return
-        self._set_job_state(ev.get("state"))
+        self._set_job_state(done.state)
         self._watcher = None
-        result = ev.get("result") or {}
-        msg = f"Job {ev.get('job')} {self.job_state}"
-        if ev.get("error"):
-            msg += f": {ev['error']}"
-        elif result.get("steps_done") is not None:
-            msg += f" after {result['steps_done']} steps"
+        msg = f"Job {done.job} {self.job_state}"
+        steps_done = (done.result or {}).get("steps_done")  # the job process's result (training.host_job)
+        if done.error:
+            msg += f": {done.error}"
+        elif steps_done is not None:
+            msg += f" after {steps_done} steps"
         self._log(msg)
         self.status.emit(msg)
-        self._show_checkpoints(ev.get("checkpoints") or [])
+        self._show_checkpoints(done.checkpoints)
         self.refresh_status()
         self.refresh_jobs()
 
-    def _set_job_state(self, state: str | None) -> None:
+    def _set_job_state(self, state: JobState | None) -> None:
         """The job's state as the event stream or a control reply says; a status reply asked for before
         this moment is older news and must not undo it (see refresh_status)."""
         self.job_state = state
         self._state_epoch += 1
+
+    @property
+    def job_active(self) -> bool:
+        """The followed job is queued or running (no other job may start meanwhile)."""
+        return self.job_state is not None and self.job_state.active
 
     def refresh_status(self) -> None:
         if not self.host.connected or self.job_id is None:
@@ -595,24 +585,23 @@ class TrainPanel(QDockWidget):
         self._status_busy, self._status_again = True, False
         client, job_id, asked_at = self.host.client, self.job_id, self._state_epoch
 
-        def done(info):
+        def done(info: JobInfo):
             self._status_busy = False
-            if info.get("id") != self.job_id or asked_at != self._state_epoch or self._status_again:
+            if info.id != self.job_id or asked_at != self._state_epoch or self._status_again:
                 # The stream moved the job on (finished it, say) while this request was out, or another
                 # job is followed now: the answer describes an older moment. Ask again rather than show
                 # a finished job as running.
                 self.refresh_status()
                 return
             self.job_info = info
-            self.job_state = info["state"]
-            self._steps_total = int(info.get("steps") or 0) or self._steps_total
-            kind, method = job_kind(info)
-            if kind == api.TASTE_JOB_KIND and method == "dpo":
+            self.job_state = info.state
+            self._steps_total = info.steps or self._steps_total
+            if info.taste_method == "dpo":
                 self.plots.set_layout("dpo")
             self._show_progress()
-            self._show_checkpoints(info.get("checkpoints") or [])
+            self._show_checkpoints(info.checkpoints)
             self._set_reward_title()
-            if self.job_state not in ACTIVE:
+            if not self.job_active:
                 self._poll.stop()
             self._sync_buttons()
 
@@ -623,11 +612,11 @@ class TrainPanel(QDockWidget):
         self._run("Job status", lambda: client.job(job_id), done, failed)
 
     def _show_progress(self) -> None:
-        info = self.job_info or {}
-        steps = self._steps_total or int(info.get("steps") or 0)
-        step = self.records[-1]["step"] if self.records else (info.get("progress") or {}).get("step", 0)
-        state = self.job_state or info.get("state") or "?"
-        preparing = state == "running" and not self.records
+        info = self.job_info
+        steps = self._steps_total or (info.steps if info is not None else 0)
+        step = self.records[-1].step if self.records else (info.progress.step if info is not None else 0)
+        state = self.job_state or (info.state if info is not None else None)
+        preparing = state is JobState.RUNNING and not self.records
         if preparing:
             self.progress.setRange(0, 0)  # busy: the job works before its first step (see job_phase)
         else:
@@ -636,31 +625,32 @@ class TrainPanel(QDockWidget):
             self.progress.setValue(int(1000 * min(1.0, step / steps)))
             self.progress.setFormat(f"step {step} / {steps}")
         self.job_label.setText(job_status(self.job_id, info, state, step, steps, self.records, self._listed_jobs))
-        self.job_label.setStyleSheet(WARN if state == "failed" else "")
+        self.job_label.setStyleSheet(WARN if state is JobState.FAILED else "")
+
+    def _active_jobs(self) -> list[JobInfo]:
+        """The host's queued and running jobs as last listed, with the followed one if it is active."""
+        active = [j for j in self._listed_jobs if j.state.active]
+        if self.job_id is not None and self.job_active and not any(j.id == self.job_id for j in active):
+            active.insert(0, self.job_info or JobInfo(id=self.job_id, state=self.job_state))
+        return active
 
     def running_local_job(self) -> str | None:
         """A job running or queued on the studio's own local host, as a line for the close question; None
         when there is none (a remote host's jobs go on without the studio)."""
         if self.host.mode != LOCAL or not self.host.connected:
             return None
-        active = [j for j in self._listed_jobs if j.get("state") in ACTIVE]
-        if self.job_id is not None and self.job_state in ACTIVE and not any(j.get("id") == self.job_id
-                                                                             for j in active):
-            active.insert(0, {"id": self.job_id, "state": self.job_state, **(self.job_info or {})})
+        active = self._active_jobs()
         if not active:
             return None
         job = active[0]
-        p = job.get("progress") or {}
         more = f" and {len(active) - 1} more" if len(active) > 1 else ""
-        return (f"job {job['id']} ({job.get('name') or job.get('reward') or 'training'}, {job.get('state')}, "
-                f"step {p.get('step', 0)}/{p.get('steps', '?')}){more}")
+        return (f"job {job.id} ({job.name or job.reward or 'training'}, {job.state}, "
+                f"step {job.progress.step}/{job.progress.steps or '?'}){more}")
 
     def stop_local_jobs(self, then) -> None:
         """Cancel the local host's active jobs (so that the next start does not run them again), then call
         `then()` — on the UI thread, once the host has answered or failed to."""
-        ids = [j["id"] for j in self._listed_jobs if j.get("state") in ACTIVE]
-        if self.job_id is not None and self.job_state in ACTIVE and self.job_id not in ids:
-            ids.append(self.job_id)
+        ids = [j.id for j in self._active_jobs()]
         if not ids or not self.host.connected:
             then()
             return
@@ -673,23 +663,23 @@ class TrainPanel(QDockWidget):
         self._log(f"Stopping {', '.join(ids)}: the studio is closing")
         self._run("Stopping the job", cancel_all, lambda _r: then(), lambda _reason: then())
 
-    def _show_checkpoints(self, ckpts: list[dict]) -> None:
+    def _show_checkpoints(self, checkpoints: list[JobCheckpoint]) -> None:
         current = self.selected_checkpoint()
-        final = (self.job_info or {}).get("final_model")
-        rows = [dict(c) for c in ckpts]
+        final = self.job_info.final_model if self.job_info is not None else None
+        rows = [(str(c.step), c.path, c.reward_mean, c.diversity) for c in checkpoints]
         if final:
-            rows.append({"step": "final", "path": final, "reward_mean": None, "diversity": None})
-        if [r["path"] for r in rows] == [self.ckpt_table.item(i, 0).data(Qt.UserRole)
-                                         for i in range(self.ckpt_table.rowCount())]:
+            rows.append(("final", final, None, None))
+        if [path for _step, path, _r, _d in rows] == [self.ckpt_table.item(i, 0).data(Qt.UserRole)
+                                                      for i in range(self.ckpt_table.rowCount())]:
             return
         self.ckpt_table.setRowCount(len(rows))
-        for i, c in enumerate(rows):
-            for col, text in enumerate((str(c["step"]), fmt_number(c.get("reward_mean")), fmt_number(c.get("diversity")))):
+        for i, (step, path, reward_mean, diversity) in enumerate(rows):
+            for col, text in enumerate((step, fmt_number(reward_mean), fmt_number(diversity))):
                 item = QTableWidgetItem(text)
-                item.setData(Qt.UserRole, c["path"])
-                item.setToolTip(c["path"])
+                item.setData(Qt.UserRole, path)
+                item.setToolTip(path)
                 self.ckpt_table.setItem(i, col, item)
-            if c["path"] == current:
+            if path == current:
                 self.ckpt_table.selectRow(i)
         self._sync_buttons()
 
@@ -708,8 +698,8 @@ class TrainPanel(QDockWidget):
         fn = {"pause": client.pause_job, "resume": client.resume_job, "cancel": client.cancel_job}[action]
         self._log(f"{action.capitalize()} requested")
 
-        def done(info):
-            self._set_job_state(info.get("state", self.job_state))
+        def done(info: JobInfo):
+            self._set_job_state(info.state)
             if action == "resume":
                 self._watch()  # the previous stream ended with the pause/cancel: follow the new run
                 self._poll.start()
@@ -734,17 +724,16 @@ class TrainPanel(QDockWidget):
 
     def compare(self) -> None:
         tuned = self.selected_checkpoint()
-        cfg = (self.job_info or {}).get("config") or {}
-        base = cfg.get("model")
+        base = self.job_info.model if self.job_info is not None else None
         if tuned is None or not base or not self.host.connected:
             self.status.emit("Pick a checkpoint of a job first")
             return
         prompts = [p.midi() for p in self.prompts[:MAX_COMPARE_PROMPTS]] or [None] * 3
         profile = self.taste_section.profile_dir
-        if not self.prompts and profile is not None and job_kind(self.job_info)[0] == api.TASTE_JOB_KIND:
+        if not self.prompts and profile is not None and self.job_info is not None and self.job_info.is_taste_tune:
             # A taste tune is judged at the musician's own prompts (read on the worker).
             prompts = lambda: pair_prompts(profile, 3)  # noqa: E731
-        restore = ((self.host.health or {}).get("model") or {}).get("path")
+        restore = self.host.health.model.path if self.host.health is not None else None
         job = CompareJob(self.host.client, base, tuned, prompts, bars=2, seed=random.randrange(1, 2**30),
                          restore=restore)
         job.progress.connect(self._on_compare_progress)
@@ -773,19 +762,20 @@ class TrainPanel(QDockWidget):
 
     # ================================================================== state
     def _sync_buttons(self, *_args) -> None:
-        running = self.job_state in ACTIVE
+        running = self.job_active
         connected = self.host.connected
         blocked = self.reward_needs_maa() and self.host.maa_status() == MaaStatus.MISSING
         self.btn_start.setEnabled(not running and not self.host.busy and not blocked)
         self.btn_start.setToolTip("This reward needs the MAA scoring model, which the host does not have"
                                   if blocked else "Start a GRPO job on the host with these settings")
         self.btn_pause.setEnabled(connected and running)
-        self.btn_cancel.setEnabled(connected and self.job_state in ("queued", "running", "paused"))
-        stopped = self.job_state in ("paused", "cancelled", "failed")
+        self.btn_cancel.setEnabled(connected and self.job_state is not None and self.job_state.cancellable)
+        stopped = self.job_state is not None and self.job_state.resumable
         # A GRPO job resumes from its last checkpoint: with none there is nothing to resume (a taste tune
         # starts over anyway, and says so).
-        no_checkpoint = (stopped and job_kind(self.job_info)[0] != api.TASTE_JOB_KIND
-                         and not (self.job_info or {}).get("checkpoints") and self.ckpt_table.rowCount() == 0)
+        info = self.job_info
+        no_checkpoint = (stopped and not (info is not None and (info.is_taste_tune or info.checkpoints))
+                         and self.ckpt_table.rowCount() == 0)
         self.btn_resume.setEnabled(connected and stopped and not no_checkpoint)
         self.btn_resume.setToolTip("This job stopped before its first checkpoint: nothing to resume from. "
                                    "Start a new job instead." if no_checkpoint

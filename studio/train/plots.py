@@ -10,6 +10,8 @@ import pyqtgraph as pg
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
+from engine.job_api import JobStep
+
 AXIS_COLOURS = {"reward_mean": "#ffd040", "CE": "#5aa9ff", "CU": "#9fe0a0", "PC": "#e58fff", "PQ": "#ff8a65",
                 "kl": "#ff6b6b", "drift": "#ffa94d", "drift_threshold": "#808080",
                 "diversity": "#4dd0e1", "diversity_floor": "#808080",
@@ -61,7 +63,7 @@ class TrainingPlots(QWidget):
         self.data: dict[str, tuple[list[float], list[float]]] = {}
         self.legends: list[pg.LegendItem] = []
         self.frames: list[pg.PlotWidget] = []
-        self.records: list[dict] = []
+        self.records: list[JobStep] = []
         self.layout_name = "grpo"
         for i in range(4):
             w = pg.PlotWidget(background="#1c1e22")
@@ -148,15 +150,13 @@ class TrainingPlots(QWidget):
             self.curves[series] = curve
         return curve
 
-    def add(self, record: dict) -> None:
-        step = record.get("step")
-        if not isinstance(step, (int, float)):
-            return
+    def add(self, record: JobStep) -> None:
+        step = record.step
         self.records.append(record)
         for plot, _title, series_list in self.plots:
             for series in series_list:
-                value = record.get(series)
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                value = record.metric(series)
+                if value is None:
                     continue
                 xs, ys = self.data.setdefault(series, ([], []))
                 if xs and step <= xs[-1]:  # a resumed run re-sends nothing, but be safe: keep steps ordered

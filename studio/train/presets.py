@@ -1,13 +1,14 @@
 """The Train panel's numbers in words: the host's presets as the panel's fields and how long each takes on
 this host (estimated), a running job's ETA timed from its own steps, what it does before its first step,
-and a job's status line (why a queued one waits)."""
+a job's status line (why a queued one waits) and the log line of each of its steps."""
 
 from __future__ import annotations
 
 import time
 
 from engine import api
-from studio.train.taste_job import job_kind
+from engine.job_api import JobInfo, JobState, JobStep
+from engine.maa_weights import AXES
 
 WEIGHTED = "weighted"  # the panel's own entry: a weighted mix of MAA axes typed in the Weights field
 # The panel's fields, as /v1/train option names (their values come from the preset chosen).
@@ -26,36 +27,34 @@ def local_catalogue() -> dict:
     return api.train_options(maa_weights=False)
 
 
-def step_eta(records: list[dict], steps: int) -> float | None:
+def step_eta(records: list[JobStep], steps: int) -> float | None:
     """Seconds left, timed from the steps themselves: from the second step on, the time per step between the
     first and the last step (the setup before step 1 — fitting the taste, sampling, reference passes —
     is not a step's time); after one step, its elapsed time (an upper bound)."""
-    timed = [r for r in records if isinstance(r.get("elapsed_s"), (int, float)) and isinstance(r.get("step"), int)]
+    timed = [r for r in records if r.elapsed_s is not None]
     if not timed or not steps:
         return None
     first, last = timed[0], timed[-1]
-    if last["step"] >= steps:
+    if last.step >= steps:
         return 0.0
-    if last["step"] > first["step"]:
-        per_step = (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
-    elif last["step"] > 0:
-        per_step = last["elapsed_s"] / last["step"]
+    if last.step > first.step:
+        per_step = (last.elapsed_s - first.elapsed_s) / (last.step - first.step)
+    elif last.step > 0:
+        per_step = last.elapsed_s / last.step
     else:
         return None
-    return max(0.0, per_step * (steps - last["step"]))
+    return max(0.0, per_step * (steps - last.step))
 
 
-def job_phase(info: dict | None) -> str:
+def job_phase(info: JobInfo | None) -> str:
     """What a running job does before its first step, in words: the phase its process reports (taste tunes:
     fitting, sampling, the reference pass), else what such a job does first."""
-    reported = (info or {}).get("phase")
-    if isinstance(reported, dict) and isinstance(reported.get("phase"), str):
-        return reported["phase"]
-    kind, method = job_kind(info)
-    if kind == api.TASTE_JOB_KIND and method == "dpo":
+    if info is not None and info.phase is not None:
+        return info.phase.phase
+    if info is not None and info.is_taste_tune and info.taste_method == "dpo":
         return ("preparing: fitting your taste model on your picks, sampling fresh continuations for it to "
                 "rank, then the original model's reference pass")
-    if kind == api.TASTE_JOB_KIND:
+    if info is not None and info.is_taste_tune:
         return "preparing: fitting your taste model on your picks, loading the model"
     return "preparing: loading the model and sampling the first group of completions"
 
@@ -100,38 +99,54 @@ def fmt_number(v, digits=3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
 
 
-def queue_reason(info: dict, job_id: str | None, listed_jobs: list[dict]) -> str:
+def queue_reason(info: JobInfo | None, job_id: str | None, listed_jobs: list[JobInfo]) -> str:
     """Why a queued job waits: the host runs one training job at a time; name the one ahead of it."""
-    ahead = [j for j in listed_jobs if j.get("state") == "running" and j.get("id") != job_id]
-    where = f"position {info['queue_position']} in the queue" if info.get("queue_position") else "in the queue"
+    ahead = [j for j in listed_jobs if j.state is JobState.RUNNING and j.id != job_id]
+    position = info.queue_position if info is not None else None
+    where = f"position {position} in the queue" if position else "in the queue"
     if not ahead:
         return f" ({where})"
     job = ahead[0]
-    p = job.get("progress") or {}
-    name = job.get("name") or job.get("reward") or "a job"
-    return (f" ({where}: the host trains one job at a time, and job {job['id']} ({name}, step "
-            f"{p.get('step', 0)}/{p.get('steps', '?')}) is running — pause or cancel it to start this one)")
+    name = job.name or job.reward or "a job"
+    return (f" ({where}: the host trains one job at a time, and job {job.id} ({name}, step "
+            f"{job.progress.step}/{job.progress.steps or '?'}) is running — pause or cancel it to start this one)")
 
 
-def job_status(job_id: str | None, info: dict, state: str, step: int, steps: int, records: list[dict],
-               listed_jobs: list[dict]) -> str:
+def job_status(job_id: str | None, info: JobInfo | None, state: JobState | None, step: int, steps: int,
+               records: list[JobStep], listed_jobs: list[JobInfo]) -> str:
     """The followed job's status line: state, progress and ETA (or what it prepares), why it waits or failed."""
-    preparing = state == "running" and not records
-    eta = step_eta(records, steps) if state == "running" else None
-    if eta is None and state == "running" and not preparing:
-        eta = info.get("eta_s")
-    text = f"Job {job_id}: {state}"
-    if state == "queued":
+    running = state is JobState.RUNNING
+    preparing = running and not records
+    eta = step_eta(records, steps) if running else None
+    if eta is None and running and not preparing and info is not None:
+        eta = info.eta_s
+    text = f"Job {job_id}: {state or '?'}"
+    if state is JobState.QUEUED:
         text += queue_reason(info, job_id, listed_jobs)
     if preparing:
-        started = info.get("started")
-        so_far = (f", {fmt_eta(time.time() - started)} so far"
-                  if isinstance(started, (int, float)) and time.time() >= started else "")
+        started = info.started if info is not None else None
+        so_far = f", {fmt_eta(time.time() - started)} so far" if started is not None and time.time() >= started else ""
         text += f" · {job_phase(info)}{so_far} · ETA once the first step is timed"
-    elif state == "running":
+    elif running:
         text += f" · step {step} of {steps or '?'} · ETA {fmt_eta(eta)}"
-    if job_kind(info)[0] == api.TASTE_JOB_KIND and state in ("paused", "cancelled", "failed"):
+    if info is not None and info.is_taste_tune and state is not None and state.resumable:
         text += " · a taste tune cannot continue mid-run: Resume starts over from the original model"
-    if info.get("error"):
-        text += f" — {info['error']}"
+    if info is not None and info.error:
+        text += f" — {info.error}"
     return text
+
+
+def describe_step(record: JobStep) -> str:
+    """The log line of a step record: a DPO taste tune's pair rankings, or a GRPO step's reward (and MAA axes),
+    KL, diversity and length."""
+    if record.is_dpo:
+        return (f"step {record.step}/{record.steps_total or '?'} · loss {fmt_number(record.metric('loss'))} · "
+                f"pairs ranked right {fmt_number(record.metric('rewards_accuracies'), 2)} · margin "
+                f"{fmt_number(record.metric('rewards_margins'))}")
+    parts = [f"step {record.step}", f"reward {fmt_number(record.metric('reward_mean'))}"]
+    parts += [f"{axis} {fmt_number(record.metric(axis), 2)}" for axis in AXES if record.metric(axis) is not None]
+    parts += [f"KL {fmt_number(record.metric('kl'), 4)}", f"diversity {fmt_number(record.metric('diversity'))}",
+              f"{fmt_number(record.metric('completion_tokens'), 0)} tokens"]
+    if record.guard:
+        parts.append("diversity floor reached")
+    return " · ".join(parts)

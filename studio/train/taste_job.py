@@ -174,24 +174,3 @@ class TasteTuneSection(QGroupBox):
         self.btn_tune.setEnabled(enabled)
         self.btn_tune.setToolTip(tip)
 
-
-def describe_taste_record(ev: dict) -> str:
-    """A log line for a taste job's step record (DPO fields; GRPO records read as GRPO's)."""
-    def num(key, digits=3):
-        v = ev.get(key)
-        return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
-
-    return (f"step {ev['step']}/{ev.get('steps_total', '?')} · loss {num('loss')} · pairs ranked right "
-            f"{num('rewards_accuracies', 2)} · margin {num('rewards_margins')}")
-
-
-def is_dpo_record(ev: dict) -> bool:
-    return "rewards_accuracies" in ev or "rewards_margins" in ev
-
-
-def job_kind(info: dict | None) -> tuple[str, str | None]:
-    """(kind, method) of a /v1/jobs/ID body: ("grpo", None) or ("taste-tune", "dpo"|"grpo")."""
-    info = info or {}
-    cfg = info.get("config") or {}
-    kind = info.get("kind") or cfg.get("kind") or "grpo"
-    return kind, (cfg.get("method") if kind == api.TASTE_JOB_KIND else None)

@@ -11,11 +11,13 @@ from typing import Callable
 from PySide6.QtCore import Signal
 
 from engine.host_client import HostClient, HostError, decode_midi
+from engine.job_api import JobDone
 from studio.host.workers import StreamWorker, Worker
 
 
 class EventsWatcher(StreamWorker):
-    """Emits every line of a job's event stream: step records, state lines, and the done line."""
+    """Emits every line of a job's event stream (`engine.job_api`): `event` the `JobStep` records and
+    `JobStateEvent`s, `done` the `JobDone` line."""
 
     event = Signal(object)
     done = Signal(object)
@@ -33,7 +35,7 @@ class EventsWatcher(StreamWorker):
             for ev in stream:
                 if self.cancelled:
                     return
-                if ev.get("done"):
+                if isinstance(ev, JobDone):
                     self.done.emit(ev)
                 else:
                     self.event.emit(ev)

@@ -14,8 +14,8 @@ Endpoints (router `jobs_router(manager)`, included by `smart serve`):
                                      body within the host's body limit (413 above it)
     GET    /v1/train/options         the options (types, bounds, defaults), presets and rewards this host
                                      offers, whether it has MAA weights, and the taste-tuning options/limits
-    GET    /v1/jobs                  every job with its state (queued/running/paused/cancelled/completed/
-                                     failed, or damaged: a folder whose job.json could not be rebuilt)
+    GET    /v1/jobs                  every job with its state (`engine.job_api.JobState`: queued/running/paused/
+                                     cancelled/completed/failed, or damaged: a job.json that could not be rebuilt)
     GET    /v1/jobs/ID               state, progress, ETA, last step, checkpoints (reward, diversity)
     GET    /v1/jobs/ID/events        NDJSON: every events.jsonl step line so far, new ones as they are
                                      written, {"event": "state"} lines on state changes, then
@@ -66,23 +66,7 @@ import Qt.
 from engine.host.jobs.events import tail_events
 from engine.host.jobs.manager import CANCEL_GRACE_S, POLL_S, JobManager
 from engine.host.jobs.routes import MAX_NAME_CHARS, jobs_router, submit_job
-from engine.host.jobs.store import (
-    ACTIVE_STATES,
-    CANCELLED,
-    COMPLETED,
-    DAMAGED,
-    FAILED,
-    FINAL_STATES,
-    JOBS_DIR_ENV_VAR,
-    LOG_FILE,
-    PAUSED,
-    QUEUED,
-    RESUMABLE_STATES,
-    RUNNING,
-    STATES,
-    Job,
-    default_jobs_dir,
-)
+from engine.host.jobs.store import JOBS_DIR_ENV_VAR, LOG_FILE, Job, default_jobs_dir
 from engine.host.jobs.submission import (
     HOST_OWNED,
     SubmissionRules,
@@ -93,8 +77,7 @@ from engine.host.jobs.submission import (
 )
 
 __all__ = [
-    "ACTIVE_STATES", "CANCEL_GRACE_S", "CANCELLED", "COMPLETED", "DAMAGED", "FAILED", "FINAL_STATES", "HOST_OWNED",
-    "JOBS_DIR_ENV_VAR", "LOG_FILE", "MAX_NAME_CHARS", "PAUSED", "POLL_S", "QUEUED", "RESUMABLE_STATES", "RUNNING",
-    "STATES", "Job", "JobManager", "SubmissionRules", "TastePair", "check_submission", "check_taste_submission",
-    "default_jobs_dir", "jobs_router", "submit_job", "tail_events", "write_procedural_prompts",
+    "CANCEL_GRACE_S", "HOST_OWNED", "JOBS_DIR_ENV_VAR", "LOG_FILE", "MAX_NAME_CHARS", "POLL_S", "Job", "JobManager",
+    "SubmissionRules", "TastePair", "check_submission", "check_taste_submission", "default_jobs_dir", "jobs_router",
+    "submit_job", "tail_events", "write_procedural_prompts",
 ]

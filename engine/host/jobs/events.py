@@ -8,7 +8,7 @@ import json
 import os
 
 from engine.host.jobs.manager import JobManager
-from engine.host.jobs.store import ACTIVE_STATES, Job, as_count
+from engine.host.jobs.store import Job, as_count
 from engine.host.wire import json_safe
 
 
@@ -49,7 +49,7 @@ async def tail_events(manager: JobManager, job: Job, poll_s: float = 0.25):
         if state != last_state:
             last_state = state
             yield (json.dumps({"event": "state", "state": state, "job": job.id}) + "\n").encode()
-        if state not in ACTIVE_STATES:
+        if not state.active:
             info = manager.describe(job, details=True)
             yield (json.dumps({"done": True, "state": state, "job": job.id, "result": info.get("result"),
                                "error": info.get("error"), "final_model": info.get("final_model"),

@@ -25,16 +25,9 @@ from engine.api import (
 )
 from engine.errors import UserError
 from engine.host.jobs.store import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
     LOG_FILE,
     PARTIAL_SUFFIX,
-    PAUSED,
     PROMPTS_DIR,
-    QUEUED,
-    RESUMABLE_STATES,
-    RUNNING,
     TASTE_PAIRS_DIR,
     Job,
     as_count,
@@ -45,6 +38,7 @@ from engine.host.jobs.store import (
     remove_partial_submissions,
 )
 from engine.host.jobs.submission import SubmissionRules, TastePair, write_procedural_prompts
+from engine.job_api import JobState
 from engine.music import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("smart.host.jobs")
@@ -83,16 +77,17 @@ class JobManager:
             remove_partial_submissions(self.jobs_dir)
             for d in sorted(p for p in self.jobs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 job = Job.load(d)
-                if job.state == RUNNING:
+                if job.state is JobState.RUNNING:
                     # The host stopped while this job ran: make sure its old process is gone, then
                     # resume it from its last complete checkpoint, ahead of the queued jobs — or pause it.
                     _kill_stale(job)
                     if self.resume_interrupted:
-                        job.set_state(QUEUED, resume=True, restarts=(as_count(job.data.get("restarts")) or 0) + 1,
+                        job.set_state(JobState.QUEUED, resume=True,
+                                      restarts=(as_count(job.data.get("restarts")) or 0) + 1,
                                       queued_at=as_time(job.data.get("queued_at")) or 0.0)
                         log.info("job %s was running when the host stopped: resuming it", job.id)
                     else:
-                        job.set_state(PAUSED, finished=now(),
+                        job.set_state(JobState.PAUSED, finished=now(),
                                       note="paused: it was running when the host stopped; resume continues it")
                         log.info("job %s was running when the host stopped: paused", job.id)
                 self.jobs[job.id] = job
@@ -140,7 +135,7 @@ class JobManager:
             for key, value in self.defaults.items():
                 if config.get(key) is None and not (key == "maa" and config.get("maa_random")):
                     config[key] = value
-            return {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
+            return {"id": job_id, "name": name, "state": JobState.QUEUED, "created": now(), "queued_at": now(),
                     "config": config, "prompts": prompts_info, "resume": False, "attempts": 0}
 
         return self._create(write)
@@ -157,7 +152,7 @@ class JobManager:
             config = {"kind": TASTE_JOB_KIND, **options, "pairs": str(directory / TASTE_PAIRS_DIR),
                       "out_dir": str(directory)}
             decisive = sum(p.choice != "tie" for p in pairs)
-            return {"id": job_id, "name": name, "state": QUEUED, "created": now(), "queued_at": now(),
+            return {"id": job_id, "name": name, "state": JobState.QUEUED, "created": now(), "queued_at": now(),
                     "config": config, "prompts": {"kind": "taste-pairs", "pairs": len(pairs), "decisive": decisive,
                                                   "ties": len(pairs) - decisive},
                     "resume": False, "attempts": 0,
@@ -209,7 +204,7 @@ class JobManager:
 
     def queue(self) -> list[Job]:
         with self.lock:
-            return sorted((j for j in self.jobs.values() if j.state == QUEUED),
+            return sorted((j for j in self.jobs.values() if j.state is JobState.QUEUED),
                           key=lambda j: (as_time(j.data.get("queued_at")) or 0.0, as_time(j.data.get("created")) or 0.0))
 
     def describe(self, job: Job, details: bool = True) -> dict:
@@ -230,15 +225,15 @@ class JobManager:
         job = self.get(job_id)
         with self.lock:
             process = None
-            if job.state == QUEUED:
-                job.set_state(CANCELLED, finished=now())
-            elif job.state == RUNNING:
+            if job.state is JobState.QUEUED:
+                job.set_state(JobState.CANCELLED, finished=now())
+            elif job.state is JobState.RUNNING:
                 job.stop_requested = "cancel"
                 process = job.process
                 if process is None:
                     self._finish_running(job, -signal.SIGKILL)
-            elif job.state == PAUSED:
-                job.set_state(CANCELLED)
+            elif job.state is JobState.PAUSED:
+                job.set_state(JobState.CANCELLED)
             else:
                 raise UserError(f"job {job_id} is {job.state}: nothing to cancel")
         if process is not None:
@@ -259,9 +254,9 @@ class JobManager:
     def pause(self, job_id: str) -> Job:
         job = self.get(job_id)
         with self.lock:
-            if job.state == QUEUED:
-                job.set_state(PAUSED)
-            elif job.state == RUNNING:
+            if job.state is JobState.QUEUED:
+                job.set_state(JobState.PAUSED)
+            elif job.state is JobState.RUNNING:
                 if job.stop_requested == "cancel":
                     raise UserError(f"job {job_id} is being cancelled")
                 job.stop_requested = "pause"
@@ -275,11 +270,11 @@ class JobManager:
     def resume(self, job_id: str) -> Job:
         job = self.get(job_id)
         with self.lock:
-            if job.state not in RESUMABLE_STATES:
+            if not job.state.resumable:
                 raise UserError(f"job {job_id} is {job.state}: only paused, cancelled or failed jobs can be resumed")
             if job.kind == TASTE_JOB_KIND:
                 job.events_path.unlink(missing_ok=True)  # it starts over: a stream shows only the new run's steps
-            job.set_state(QUEUED, resume=True, queued_at=now(), error=None, finished=None)
+            job.set_state(JobState.QUEUED, resume=True, queued_at=now(), error=None, finished=None)
         self.wake.set()
         return job
 
@@ -342,10 +337,10 @@ class JobManager:
                                            stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             self._close_log(job)
-            job.set_state(FAILED, error=f"cannot start the training process: {exc}", finished=now())
+            job.set_state(JobState.FAILED, error=f"cannot start the training process: {exc}", finished=now())
             return
         job.stop_requested = None
-        job.set_state(RUNNING, started=as_time(job.data.get("started")) or now(), pid=job.process.pid,
+        job.set_state(JobState.RUNNING, started=as_time(job.data.get("started")) or now(), pid=job.process.pid,
                       attempts=(as_count(job.data.get("attempts")) or 0) + 1, finished=None, error=None)
         self.running = job
         log.info("job %s started (pid %d)", job.id, job.process.pid)
@@ -359,18 +354,18 @@ class JobManager:
         job.stop_requested = None
         extra = {"finished": now(), "pid": None, "exit_code": code}
         if requested == "cancel":
-            job.set_state(CANCELLED, **extra)
+            job.set_state(JobState.CANCELLED, **extra)
         elif code == 0 and result is not None:
             extra["result"] = result
             stopped = result.get("stopped_by")
             steps = as_count(job.data["config"].get("steps")) or as_count(result.get("steps_total")) or 0
             if stopped == "stopped" and (as_count(result.get("steps_done")) or 0) < steps:
-                job.set_state(PAUSED, **extra)
+                job.set_state(JobState.PAUSED, **extra)
             else:
-                job.set_state(COMPLETED, **extra)
+                job.set_state(JobState.COMPLETED, **extra)
         else:
             message = (error or {}).get("error") if isinstance((error or {}).get("error"), str) else None
-            job.set_state(FAILED, error=message or _exit_reason(code), **extra)
+            job.set_state(JobState.FAILED, error=message or _exit_reason(code), **extra)
         log.info("job %s ended: %s", job.id, job.state)
 
     @staticmethod

@@ -1,6 +1,6 @@
 """The job store: one job's folder and job.json (`Job`: its record, description, checkpoints, and the
-rebuilding of a damaged job.json from the run folder), the job states, and how job files are read (never
-trusted: a value of the wrong type is read as absent)."""
+rebuilding of a damaged job.json from the run folder), and how job files are read (never trusted: a value of
+the wrong type is read as absent). The states are the contract's (`engine.job_api.JobState`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from engine.api import (
     complete_checkpoints,
 )
 from engine.host.wire import json_safe
+from engine.job_api import RECORDED_JOB_STATES, JobState
 from engine.music import atomic_write_text
 
 log = logging.getLogger("smart.host.jobs")
@@ -34,13 +35,6 @@ JOBS_DIR_ENV_VAR = "SMART_JOBS_DIR"
 LOG_FILE = "job.log"
 PROMPTS_DIR = "prompts"
 TASTE_PAIRS_DIR = "pairs"  # a taste job's pairs (engine.preferences layout)
-
-QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED = "queued", "running", "paused", "cancelled", "completed", "failed"
-DAMAGED = "damaged"  # a folder whose job.json is unreadable and cannot be rebuilt: listed with its files
-STATES = (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED)
-ACTIVE_STATES = (QUEUED, RUNNING)
-FINAL_STATES = (PAUSED, CANCELLED, COMPLETED, FAILED, DAMAGED)
-RESUMABLE_STATES = (PAUSED, CANCELLED, FAILED)
 
 PARTIAL_SUFFIX = ".partial"  # a submission's folder while it is written (renamed to ID when complete)
 MAX_LISTED_FILES = 200
@@ -75,8 +69,8 @@ class Job:
         return self.data["id"]
 
     @property
-    def state(self) -> str:
-        return self.data["state"]
+    def state(self) -> JobState:
+        return JobState(self.data["state"])
 
     @property
     def events_path(self) -> Path:
@@ -86,7 +80,7 @@ class Job:
         self.data["updated"] = now()
         atomic_write_text(self.dir / JOB_FILE, json.dumps(self.data, indent=2))
 
-    def set_state(self, state: str, **extra) -> None:
+    def set_state(self, state: JobState, **extra) -> None:
         self.data["state"] = state
         self.data.update(extra)
         self.save()
@@ -122,18 +116,18 @@ class Job:
             # A taste job's folder holds its pairs (pairs/): say which kind of job it was.
             config = {"kind": TASTE_JOB_KIND} if (directory / TASTE_PAIRS_DIR).is_dir() else {}
             return cls(directory, {
-                "id": directory.name, "state": DAMAGED, "created": created, "config": config, "prompts": None,
-                "error": f"{problem}, and {why}",
+                "id": directory.name, "state": JobState.DAMAGED, "created": created, "config": config,
+                "prompts": None, "error": f"{problem}, and {why}",
                 "files": files[:MAX_LISTED_FILES], "files_total": len(files)})
         result = read_json_object(directory / RESULT_FILE)
         config = {k: v for k, v in run_config.items() if k != "resume"}
         data = {"id": directory.name, "name": None, "created": created, "config": config, "prompts": None,
                 "resume": True, "attempts": 0, "rebuilt": problem}
         if result is not None and (directory / FINAL_DIR / "config.json").is_file():
-            data.update(state=COMPLETED, result=result)
+            data.update(state=JobState.COMPLETED, result=result)
         else:
-            data.update(state=FAILED, error=f"{problem}; rebuilt from the job folder — resume continues from "
-                                            "the last checkpoint")
+            data.update(state=JobState.FAILED, error=f"{problem}; rebuilt from the job folder — resume continues "
+                                                     "from the last checkpoint")
         job = cls(directory, data)
         try:
             damaged = directory / JOB_FILE
@@ -177,7 +171,8 @@ class Job:
 
     def final_model(self) -> str | None:
         final = self.dir / FINAL_DIR
-        return str(final.resolve()) if (final / "config.json").is_file() and self.state != RUNNING else None
+        running = self.state is JobState.RUNNING
+        return str(final.resolve()) if (final / "config.json").is_file() and not running else None
 
     @property
     def kind(self) -> str:
@@ -212,7 +207,7 @@ class Job:
         step = (as_count(last.get("step")) or 0) if last else 0
         elapsed = as_seconds(last.get("elapsed_s")) if last else 0.0
         eta = None
-        if self.state == RUNNING and last and step > 0 and steps > step:
+        if self.state is JobState.RUNNING and last and step > 0 and steps > step:
             eta = round(elapsed / step * (steps - step), 1)
         out = {"id": self.id, "state": self.state, "created": as_time(self.data.get("created")),
                "started": as_time(self.data.get("started")), "finished": as_time(self.data.get("finished")),
@@ -223,11 +218,11 @@ class Job:
                "elapsed_s": round(elapsed, 2), "eta_s": eta, "queue_position": queue_position,
                "error": self.data.get("error"), "attempts": as_count(self.data.get("attempts")) or 0,
                "name": self.data.get("name")}
-        if self.state == DAMAGED:
+        if self.state is JobState.DAMAGED:
             out["files"] = self.data.get("files", [])
         if self.data.get("note"):
             out["note"] = self.data["note"]
-        if self.state == RUNNING:
+        if self.state is JobState.RUNNING:
             phase = self.phase()
             if phase is not None:
                 out["phase"] = phase
@@ -294,6 +289,6 @@ def _job_data_problem(data: Any) -> str | None:
         return f"{JOB_FILE} is not a JSON object"
     if not isinstance(data.get("config"), dict):
         return f"{JOB_FILE} has no configuration"
-    if data.get("state") not in STATES:
+    if data.get("state") not in RECORDED_JOB_STATES:
         return f"{JOB_FILE} has no valid state"
     return None
