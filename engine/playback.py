@@ -6,8 +6,8 @@ Design (why it looks like this):
   callback. `Player.render_block(frames)` calls the same method on a plain buffer, so the
   scheduling logic is tested without a sound card.
 * Note-ons/offs land on their exact sample: the synth is rendered in pieces between events
-  (the event sample is `round(clip.seconds_at(tick) * sample_rate)`), never quantised to
-  blocks and never driven by UI timers.
+  (the notes and their samples are `engine.render.note_schedule`'s, as in an offline render),
+  never quantised to blocks and never driven by UI timers.
 * The UI thread never takes a lock the callback needs. What plays is an immutable
   `_Schedule` that `set_clip`/`set_loop` replace in one reference assignment; transport
   commands (play/stop/seek/audition) go through a `collections.deque` (atomic append and
@@ -33,7 +33,7 @@ import numpy as np
 
 from engine.errors import first_line
 from engine.music import Clip, TempoMap
-from engine.render import SoundFontError, load_synth
+from engine.render import SoundFontError, load_synth, note_schedule
 
 if TYPE_CHECKING:
     from engine.midi_io import MidiOut
@@ -142,14 +142,10 @@ class _Schedule:
     def build(cls, clip: Clip, sample_rate: int, loop_ticks: tuple[int, int] | None,
               loop_enabled: bool) -> "_Schedule":
         tempo = clip.tempo_map()
-        notes = [n for n in clip.notes if 0 <= n.pitch <= 127 and n.duration > 0 and n.start >= 0]
-        rows = []
-        for n in notes:
-            on = round(tempo.seconds_at(n.start) * sample_rate)
-            off = max(round(tempo.seconds_at(n.end) * sample_rate), on + 1)
-            velocity = min(max(int(n.velocity), 1), 127)
-            rows.append((on, n.pitch, velocity, off))
-        rows.sort()
+        notes = note_schedule(clip)  # which notes sound, and how long: the renders' rule
+        on_samples, off_samples = notes.samples(sample_rate)
+        rows = sorted(zip(on_samples.tolist(), notes.pitches.tolist(), notes.velocities.tolist(),
+                          off_samples.tolist()))
         meter = clip.time_signatures
         loop_start = loop_end = None
         if loop_enabled and loop_ticks is not None:

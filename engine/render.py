@@ -7,7 +7,8 @@ synth is put back into a fresh state before every render, so a render never carr
 tail of the previous one (no "render seconds of silence to flush" trick).
 
 `render_many()` renders a batch in worker processes that each load the SoundFont once.
-`load_synth()` is also what the studio's real-time playback uses to get a ready piano.
+`load_synth()` is also what the studio's real-time playback uses to get a ready piano, and
+`note_schedule()` what it plays: which notes sound, when, is decided once for both.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import soxr
 import tinysoundfont
 from tinysoundfont import _tinysoundfont as _tsf
 
-from engine.music import Clip, atomic_write_bytes
+from engine.music import Clip, Note, atomic_write_bytes, dedupe_notes
 
 DEFAULT_SOUNDFONT: Path = Path(__file__).resolve().parents[1] / "resources" / "soundfonts" / "piano.sf2"
 
@@ -149,13 +150,64 @@ def _reset(synth: tinysoundfont.Synth, sample_rate: int) -> None:
 
 # ---------------------------------------------------------------------------- scheduling
 @dataclass(frozen=True)
-class _Schedule:
-    """A clip reduced to what the synth needs: note times in seconds (cheap to pickle)."""
+class NoteSchedule:
+    """A clip's notes as a synth plays them, sorted by onset: note-on and note-off in seconds on the clip's
+    tempo map, MIDI pitch and velocity (1–127). Live playback (`engine.playback`) and rendering both play
+    this, so what the studio plays is what a render (and MAA's score of it) hears."""
 
-    on_seconds: np.ndarray  # float64, per note
-    off_seconds: np.ndarray
-    pitches: np.ndarray  # int
-    velocities: np.ndarray
+    on_seconds: np.ndarray  # float64
+    off_seconds: np.ndarray  # float64, after on_seconds
+    pitches: np.ndarray  # int64, 0–127
+    velocities: np.ndarray  # int64, 1–127
+
+    def __len__(self) -> int:
+        return len(self.pitches)
+
+    def samples(self, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """(note-on, note-off) sample of each note at `sample_rate` (int64)."""
+        on = np.round(self.on_seconds * sample_rate).astype(np.int64)
+        # A note shorter than half a sample still needs its note-off after its note-on.
+        return on, np.maximum(np.round(self.off_seconds * sample_rate).astype(np.int64), on + 1)
+
+
+def sounding_notes(notes: Iterable[Note]) -> list[Note]:
+    """The notes a synth plays, sorted, each with the length it sounds:
+
+    - a pitch outside MIDI's 0–127 or a length under one tick cannot be played: dropped;
+    - a note before tick 0 lies outside the clip (`check_notes` refuses it wherever clips enter; a clip built
+      in code may still hold one): dropped, as a playhead cannot start before the clip does;
+    - a key sounds once at a time: notes of one pitch and onset sound as one, the longest/loudest
+      (`dedupe_notes`), and a later onset of a pitch ends the note still sounding there (a re-struck string,
+      as a sustained note is cut on import and MIDI out sends it). Left to the synth, overlapping notes of a
+      pitch sounded differently in playback (re-struck) and in renders (TinySoundFont releases the oldest
+      voice of a key, so the first note-off ended the later note and the earlier one rang on).
+    """
+    kept = dedupe_notes(n for n in notes if 0 <= n.pitch <= 127 and n.duration > 0 and n.start >= 0)
+    next_onset: dict[int, int] = {}  # pitch -> the onset after the note looked at (walking back in time)
+    out = []
+    for n in reversed(kept):
+        end = min(n.end, next_onset.get(n.pitch, n.end))
+        next_onset[n.pitch] = n.start
+        out.append(n if end == n.end else Note(n.start, n.pitch, end - n.start, n.velocity))
+    out.reverse()
+    return out
+
+
+def note_schedule(clip: Clip) -> NoteSchedule:
+    """`clip`'s `sounding_notes` in seconds on its tempo map."""
+    notes = np.array([(n.start, n.end, n.pitch, n.velocity) for n in sounding_notes(clip.notes)],
+                     dtype=np.int64).reshape(-1, 4)
+    tempo = clip.tempo_map()
+    # MIDI velocities are 1–127 (0 would be a note-off): a note is never silenced by its velocity.
+    return NoteSchedule(tempo.seconds_of(notes[:, 0]), tempo.seconds_of(notes[:, 1]), notes[:, 2],
+                        np.clip(notes[:, 3], 1, 127))
+
+
+@dataclass(frozen=True)
+class _Render:
+    """One render's work: the notes and the length (cheap to pickle to a worker)."""
+
+    notes: NoteSchedule
     total_seconds: float
 
 
@@ -166,32 +218,27 @@ def _check_seconds(seconds: float, name: str) -> float:
     return float(seconds)
 
 
-def _schedule(clip: Clip, seconds: float | None, max_seconds: float | None = None) -> _Schedule:
+def _render_job(clip: Clip, seconds: float | None, max_seconds: float | None = None) -> _Render:
     if not isinstance(clip, Clip):
         raise RenderError(f"expected a Clip, got {type(clip).__name__}")
-    notes = np.array([(n.start, n.end, n.pitch, n.velocity) for n in clip.notes], dtype=np.int64)
-    notes = notes.reshape(-1, 4)
-    # MIDI can only express pitches 0-127 and velocities 1-127 (0 would be a note-off).
-    notes = notes[(notes[:, 2] >= 0) & (notes[:, 2] <= 127) & (notes[:, 1] > notes[:, 0])]
-    tempo = clip.tempo_map()
-    on = tempo.seconds_of(notes[:, 0])
-    off = tempo.seconds_of(notes[:, 1])
+    notes = note_schedule(clip)
     if seconds is not None and max_seconds is not None:
         raise RenderError("give seconds (exact length) or max_seconds (crop, never pad), not both")
     if seconds is None:
-        total = (float(off.max()) if len(off) else 0.0) + RELEASE_TAIL_SECONDS
+        total = (float(notes.off_seconds.max()) if len(notes) else 0.0) + RELEASE_TAIL_SECONDS
         if max_seconds is not None:
             total = min(total, _check_seconds(max_seconds, "max_seconds"))
     else:
         total = _check_seconds(seconds, "seconds")
     if total > MAX_RENDER_SECONDS:
         raise RenderError(f"render of {total:.0f} s is longer than the {MAX_RENDER_SECONDS:.0f} s limit")
-    return _Schedule(on, off, notes[:, 2], np.clip(notes[:, 3], 1, 127), total)
+    return _Render(notes, total)
 
 
-def _render_schedule(synth: tinysoundfont.Synth, schedule: _Schedule, sample_rate: int) -> np.ndarray:
+def _render_schedule(synth: tinysoundfont.Synth, job: _Render, sample_rate: int) -> np.ndarray:
     """Render on `synth` switched to mono at `sample_rate`; the caller restores its output mode."""
-    total = int(round(schedule.total_seconds * sample_rate))
+    schedule = job.notes
+    total = int(round(job.total_seconds * sample_rate))
     fonts = list(synth.soundfonts.values())
     for font in fonts:
         font.set_output(_tsf.OutputMode.Mono, sample_rate, synth.gain + _MONO_GAIN_DB)
@@ -202,10 +249,8 @@ def _render_schedule(synth: tinysoundfont.Synth, schedule: _Schedule, sample_rat
     buffer = memoryview(audio.view(np.uint8))
     # Events sorted by sample; at equal samples note-offs (kind 0) go before note-ons so a
     # repeated pitch re-strikes instead of being cut by its predecessor's note-off.
-    n = len(schedule.pitches)
-    on_samples = np.round(schedule.on_seconds * sample_rate).astype(np.int64)
-    # A note shorter than half a sample still needs its note-off after its note-on.
-    off_samples = np.maximum(np.round(schedule.off_seconds * sample_rate).astype(np.int64), on_samples + 1)
+    n = len(schedule)
+    on_samples, off_samples = schedule.samples(sample_rate)
     samples = np.concatenate([off_samples, on_samples])
     kinds = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)])
     keys = np.concatenate([schedule.pitches, schedule.pitches])
@@ -275,17 +320,17 @@ def render(
     `soundfont` (default: the shipped piano).
     """
     sample_rate = _check_sample_rate(sample_rate)
-    schedule = _schedule(clip, seconds, max_seconds)
+    job = _render_job(clip, seconds, max_seconds)
     if synth is not None:
         try:
-            return _render_schedule(synth, schedule, sample_rate)
+            return _render_schedule(synth, job, sample_rate)
         finally:
             for font in synth.soundfonts.values():
                 font.set_output(_tsf.OutputMode.StereoInterleaved, synth.samplerate, synth.gain)
             reset_synth(synth)
     cached, lock = _CachedSynth.get(soundfont)
     with lock:
-        return _render_schedule(cached, schedule, sample_rate)
+        return _render_schedule(cached, job, sample_rate)
 
 
 # Per worker process: the SoundFont path the pool was started with (loaded in the initializer).
@@ -298,11 +343,11 @@ def _worker_init(soundfont: str) -> None:
     _CachedSynth.get(soundfont)
 
 
-def _worker_render(job: tuple[_Schedule, int]) -> np.ndarray:
-    schedule, sample_rate = job
+def _worker_render(work: tuple[_Render, int]) -> np.ndarray:
+    job, sample_rate = work
     synth, lock = _CachedSynth.get(_worker_soundfont)
     with lock:
-        return _render_schedule(synth, schedule, sample_rate)
+        return _render_schedule(synth, job, sample_rate)
 
 
 def _check_processes(processes: int | None) -> None:
@@ -340,7 +385,7 @@ class RenderPool:
                seconds: float | None = None, max_seconds: float | None = None) -> list[np.ndarray]:
         """`render()` of every clip, in the order given."""
         sample_rate = _check_sample_rate(sample_rate)
-        jobs = [(_schedule(clip, seconds, max_seconds), sample_rate) for clip in clips]
+        jobs = [(_render_job(clip, seconds, max_seconds), sample_rate) for clip in clips]
         chunksize = max(1, len(jobs) // (4 * self.processes))
         return list(self._executor.map(_worker_render, jobs, chunksize=chunksize))
 

@@ -16,7 +16,8 @@ from engine.playback import (
     Player,
     list_output_devices,
 )
-from engine.render import DEFAULT_SOUNDFONT, SoundFontError
+from engine.render import DEFAULT_SOUNDFONT, SoundFontError, note_schedule
+from engine.render import render as render_offline
 
 SR = 48000
 PPQ = 480
@@ -152,6 +153,40 @@ def test_repeated_pitch_restrikes(player):
     envelope = np.abs(audio[:, 0])
     # The second strike raises the level again right after its sample.
     assert envelope[second + SYNTH_BLOCK: second + 2000].max() > 2 * envelope[second - 2000: second].max()
+
+
+def test_playback_plays_what_a_render_hears(player):
+    """Live playback and offline rendering (what MAA scores) each turned a clip into timed notes their own
+    way: a note before tick 0 was rendered but not played, and overlapping notes of one pitch were re-struck
+    live but left to the synth's voice order in renders. Both play `engine.render.note_schedule` now: the
+    same notes at the same samples, across a tempo change, with the edge cases below."""
+    clip = Clip([Note(-240, 62, 480, 90),  # before the clip
+                 Note(0, 60, 480, 100), Note(240, 64, 0, 90),  # a zero-length note
+                 Note(480, 128, 480, 90), Note(480, -1, 480, 90),  # pitches MIDI cannot play
+                 Note(960, 67, 960, 100), Note(1200, 67, 480, 80),  # a pitch struck again while it sounds
+                 Note(1920, 72, 960, 70), Note(1920, 72, 240, 110),  # one pitch twice at one onset
+                 Note(2400, 76, 1440, 90), Note(2880, 76, 240, 60)],  # a short strike inside a long note
+                PPQ, [TempoChange(0, 125.0), TempoChange(1440, 75.0)])
+    # The rule: what MIDI can play, from tick 0; a key sounds once (one note per onset, the longest; a new
+    # onset ends the note still sounding).
+    sounding = [(0, 480, 60, 100), (960, 1200, 67, 100), (1200, 1680, 67, 80), (1920, 2880, 72, 70),
+                (2400, 2880, 76, 90), (2880, 3120, 76, 60)]
+    notes = note_schedule(clip)
+    tempo = clip.tempo_map()
+    assert list(zip(notes.pitches.tolist(), notes.velocities.tolist())) == [(p, v) for _s, _e, p, v in sounding]
+    np.testing.assert_allclose(notes.on_seconds, [tempo.seconds_at(s) for s, _e, _p, _v in sounding])
+    np.testing.assert_allclose(notes.off_seconds, [tempo.seconds_at(e) for _s, e, _p, _v in sounding])
+
+    # TinySoundFont steps envelopes in 64-sample blocks counted from each of its render calls, which both
+    # paths split at every event (playback also at its blocks): with every event on the 64-sample grid
+    # (a tick is 48 samples at 125 bpm, 80 at 75 bpm) the two are comparable sample for sample.
+    seconds = 5.0
+    player.set_clip(clip)
+    player.play(0)
+    live = render(player, int(seconds * SR)).mean(axis=1)  # a mono render is the mean of the stereo synth
+    offline = render_offline(clip, SR, seconds=seconds)
+    assert np.abs(offline).max() > 0.05
+    np.testing.assert_allclose(live, offline, rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- loop
