@@ -4,12 +4,16 @@ the model reads them (`model_meter`), with a note in a musician's words of what 
 Light on purpose (engine.music only, no MidiTok/torch): the tokenizer encodes in this meter, the host
 re-bars prompts with it, and the torch-free studio re-bars imported files and counts the bars it sends
 to the host with the same rule.
+
+A clip is re-barred once where it crosses into code that counts the model's bars (the studio building a
+request, the host reading one, the policy's continue and infill); what comes out is a `ModelClip`, and
+code given one trusts its bars (`model_meter` hands it back as it is).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Collection
+from typing import Collection, NamedTuple
 
 from engine.music import Clip, TimeSignature
 
@@ -44,7 +48,16 @@ def _meter_note(ppq: int, dropped: list[TimeSignature], moved: list[tuple[TimeSi
     return "; ".join(parts) or None
 
 
-def model_meter(clip: Clip, supported: Collection[tuple[int, int]] = MODEL_TIME_SIGNATURES) -> tuple[Clip, str | None]:
+class ModelClip(NamedTuple):
+    """A clip with the bar lines the model reads (`model_meter`'s result), and what re-barring it changed in a
+    musician's words (None: nothing)."""
+
+    clip: Clip
+    note: str | None = None
+
+
+def model_meter(clip: Clip | ModelClip,
+                supported: Collection[tuple[int, int]] = MODEL_TIME_SIGNATURES) -> ModelClip:
     """The clip with the bar lines the model reads, and a note for the musician (None: unchanged).
 
     MidiTok (through which the training data was tokenized) drops time signatures outside the
@@ -52,11 +65,16 @@ def model_meter(clip: Clip, supported: Collection[tuple[int, int]] = MODEL_TIME_
     that falls inside a bar to the next bar line of the meter before it. This applies the same rule
     to the clip itself, so every bar line of the tokens is a bar line of the clip: encoding, prompts,
     "the last N bars" and the bars of an infill all count the same bars. Notes and tempi keep their
-    ticks; only bar lines change. The clip itself is returned when nothing changes.
-    E.g. POP909's 1/4 files: "1/4 read as 4/4 (bars of 4 beats)".
+    ticks; only bar lines change. The clip itself is returned when nothing changes, and a `ModelClip`
+    whose meters are all `supported` as it is (its meters already sit on bar lines: re-barring it would
+    change nothing). E.g. POP909's 1/4 files: "1/4 read as 4/4 (bars of 4 beats)".
     """
-    sigs = clip.time_signatures
     supported = set(supported)
+    if isinstance(clip, ModelClip):
+        if all((ts.numerator, ts.denominator) in supported for ts in clip.clip.time_signatures):
+            return clip
+        clip = clip.clip  # re-barred for another vocabulary
+    sigs = clip.time_signatures
     kept = [ts for ts in sigs if (ts.numerator, ts.denominator) in supported]
     dropped = [ts for ts in sigs if (ts.numerator, ts.denominator) not in supported]
     if not kept or kept[0].tick != 0:
@@ -79,6 +97,6 @@ def model_meter(clip: Clip, supported: Collection[tuple[int, int]] = MODEL_TIME_
         else:
             out.append(replace(ts, tick=tick))
     if out == sigs:
-        return clip, None
-    return (Clip(list(clip.notes), clip.ppq, list(clip.tempos), out),
-            _meter_note(clip.ppq, dropped, moved, out))
+        return ModelClip(clip, None)
+    return ModelClip(Clip(list(clip.notes), clip.ppq, list(clip.tempos), out),
+                     _meter_note(clip.ppq, dropped, moved, out))

@@ -21,6 +21,7 @@ import torch
 # GenerationSettings and its one validator belong to the API contract (shared with the host, the CLI and
 # the studio); `from engine.policy import GenerationSettings` keeps working.
 from engine.api import GenerationSettings
+from engine.meter import ModelClip
 from engine.music import Clip, Note
 from engine.sampling import GeneratedRow, LocalSampler, RowGroup, RowRules
 from engine.tokenizer import REMI_CONFIG_FILE, RemiTokenizer
@@ -214,7 +215,7 @@ class Policy:
     # ------------------------------------------------------------------ music-level generation
     def continue_clip(
         self,
-        clip: Clip,
+        clip: Clip | ModelClip,
         settings: GenerationSettings,
         at_tick: int | None = None,
         on_note: Callable[[NoteEvent], None] | None = None,
@@ -222,14 +223,15 @@ class Policy:
     ) -> list[Candidate]:
         """Continue `clip` from `at_tick` (default: its end). New notes are in the clip's ticks."""
         tok = self.tokenizer
-        at = clip.end_tick if at_tick is None else at_tick
-        prompt = tok.continuation_prompt(clip, at)
+        model = tok.model_meter(clip)  # once (a ModelClip as it is): the prompt and its floor count these bars
+        at = model.clip.end_tick if at_tick is None else at_tick
+        prompt = tok.continuation_prompt(model, at)
         # The prompt ends inside the open bar that contains `at`. From a bar line that bar is the first of
         # the `settings.bars`; from inside a bar the model finishes it, then writes `settings.bars` more.
-        floor = tok.position_floor(clip, at)
-        return self._run([prompt] * settings.candidates, settings, clip.ppq, opened_bars=1 if floor == 0 else 0,
-                         on_note=on_note, should_stop=should_stop, min_tick=at, position_floor=floor,
-                         keep_meter=True)
+        floor = tok.position_floor(model, at)
+        return self._run([prompt] * settings.candidates, settings, model.clip.ppq,
+                         opened_bars=1 if floor == 0 else 0, on_note=on_note, should_stop=should_stop, min_tick=at,
+                         position_floor=floor, keep_meter=True)
 
     def generate_procedural(self, settings: GenerationSettings, ppq: int = 480, first_note: bool = False,
                             on_note=None, should_stop=None) -> tuple[list[Candidate], list[list[int]]]:
@@ -240,14 +242,15 @@ class Policy:
         cands = self._run(prompts, settings, ppq, opened_bars=1, on_note=on_note, should_stop=should_stop)
         return cands, prompts
 
-    def infill(self, clip: Clip, start_bar: int, end_bar: int, settings: GenerationSettings,
+    def infill(self, clip: Clip | ModelClip, start_bar: int, end_bar: int, settings: GenerationSettings,
                on_note=None, should_stop=None) -> list[Candidate]:
         """Regenerate bars [start_bar, end_bar) given what comes before and after (bar-level FIM)."""
         if not 0 <= start_bar < end_bar:
             raise ValueError("infill needs 0 <= start_bar < end_bar")
         tok = self.tokenizer
-        clip, _ = tok.model_meter(clip)  # the bars are those the prompt counts (tokenizer.model_meter)
-        prompt = tok.infill_prompt(clip, start_bar, end_bar)
+        model = tok.model_meter(clip)  # once (a ModelClip as it is): the bars are those the prompt counts
+        clip = model.clip
+        prompt = tok.infill_prompt(model, start_bar, end_bar)
         span = end_bar - start_bar
         s = GenerationSettings(**{**settings.__dict__, "bars": span})
         start_tick, end_tick = clip.bar_tick(start_bar), clip.bar_tick(end_bar)

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import miditok
 import numpy as np
 
-from engine.meter import TIME_SIGNATURE_RANGE, model_meter
+from engine.meter import TIME_SIGNATURE_RANGE, ModelClip, model_meter
 from engine.music import Clip, Note, TempoChange, TimeSignature
 
 REMI_CONFIG_FILE = "remi_tokenizer.json"
@@ -147,16 +147,21 @@ class RemiTokenizer:
         return float(self.tempos[np.argmin(np.abs(self.tempos - bpm))])
 
     # ------------------------------------------------------------------ meter
-    def model_meter(self, clip: Clip) -> tuple[Clip, str | None]:
+    def model_meter(self, clip: Clip | ModelClip) -> ModelClip:
         """The clip with the bar lines this vocabulary reads, and a note for the musician (None: unchanged);
         the rule (MidiTok's) is `engine.meter.model_meter`. E.g. POP909's 1/4 files: "1/4 read as 4/4
-        (bars of 4 beats)"."""
+        (bars of 4 beats)". A `ModelClip` (re-barred where it entered) comes back as it is: the functions
+        below take either, and re-bar a plain Clip once."""
         return model_meter(clip, self.time_signatures)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, clip: Clip) -> list[int]:
+    def encode(self, clip: Clip | ModelClip) -> list[int]:
         """Token ids for a clip (no BOS/EOS), in its `model_meter`. Empty clips give the header of an empty bar."""
-        clip, _ = self.model_meter(clip)
+        return self._encode(self.model_meter(clip).clip)
+
+    def _encode(self, clip: Clip) -> list[int]:
+        """`encode` of a clip in the model's meter, or of a part of one cut at a bar line or from tick 0
+        (its meters stay on the bar lines they were on)."""
         if not clip.notes:
             ts = clip.time_signature
             return self.header_ids((ts.numerator, ts.denominator), clip.bpm)
@@ -209,7 +214,7 @@ class RemiTokenizer:
             ]
         return ids
 
-    def continuation_prompt(self, clip: Clip, at_tick: int | None = None) -> list[int]:
+    def continuation_prompt(self, clip: Clip | ModelClip, at_tick: int | None = None) -> list[int]:
         """BOS + the clip's notes before `at_tick`, ending inside the (open) bar that contains `at_tick`.
 
         Bars are those of the clip's `model_meter`. Bars without notes between the last note and
@@ -217,37 +222,37 @@ class RemiTokenizer:
         bar of `at_tick`; use `position_floor` with `GrammarState.min_position` to keep them at or
         after `at_tick`.
         """
-        clip, _ = self.model_meter(clip)
+        clip = self.model_meter(clip).clip
         at = clip.end_tick if at_tick is None else at_tick
         context = clip.slice_ticks(0, at, shift_to_zero=False) if clip.notes else clip
-        ids = self.encode(context)
+        ids = self._encode(context)
         n_bars = sum(1 for t in ids if t == self.bar_id)
         ids += self._empty_bars(clip, n_bars, clip.bar_index_at(at) + 1)
         return [self.bos_id] + ids
 
-    def position_floor(self, clip: Clip, at_tick: int) -> int:
+    def position_floor(self, clip: Clip | ModelClip, at_tick: int) -> int:
         """Index of the first REMI Position at or after `at_tick` within its bar (of the `model_meter`)."""
-        clip, _ = self.model_meter(clip)
+        clip = self.model_meter(clip).clip
         bar_start = clip.bar_tick(clip.bar_index_at(at_tick))
         ts = clip.time_signature_at(at_tick)
         ticks_per_pos = self.ticks_per_beat(ts.denominator) // self.pos_per_beat
         offset = (at_tick - bar_start) * self.time_division / clip.ppq
         return int(np.ceil(offset / ticks_per_pos - 1e-9))
 
-    def infill_prompt(self, clip: Clip, start_bar: int, end_bar: int) -> list[int]:
+    def infill_prompt(self, clip: Clip | ModelClip, start_bar: int, end_bar: int) -> list[int]:
         """Fill-in-the-middle prompt for bars [start_bar, end_bar): FIMPrefix pre FIMSuffix suf FIMMiddle.
 
         The model then writes the middle bars (starting with a Bar token) and EOS. Bars are those
         of the clip's `model_meter`.
         """
-        clip, _ = self.model_meter(clip)
+        clip = self.model_meter(clip).clip
         prefix = clip.slice_bars(0, start_bar) if start_bar > 0 else None
         suffix = clip.slice_ticks(clip.bar_tick(end_bar), max(clip.end_tick, clip.bar_tick(end_bar)) + 1)
-        pre_ids = self.encode(prefix) if prefix is not None and prefix.notes else self._empty_bars(clip, 0, start_bar)
+        pre_ids = self._encode(prefix) if prefix is not None and prefix.notes else self._empty_bars(clip, 0, start_bar)
         if prefix is not None and prefix.notes:
             have = sum(1 for t in pre_ids if t == self.bar_id)
             pre_ids += self._empty_bars(clip, have, start_bar)
-        suf_ids = self.encode(suffix) if suffix.notes else []
+        suf_ids = self._encode(suffix) if suffix.notes else []
         return [self.fim_prefix_id] + pre_ids + [self.fim_suffix_id] + suf_ids + [self.fim_middle_id]
 
     def _empty_bars(self, clip: Clip, first: int, last: int) -> list[int]:

@@ -289,6 +289,40 @@ def test_generate_refuses_an_empty_or_drums_only_prompt(capsys, tmp_path, tiny_m
 
 
 # ---------------------------------------------------------------------------- the host
+def test_one_request_re_bars_its_prompt_once(tiny_model, monkeypatch):
+    """A /v1/generate prompt is re-barred where it enters the host (`_prepare_prompt`); the policy and the
+    tokenizer's prompt builders trust the `ModelClip` they are handed (one request re-barred it 4 times to
+    continue and 5 times to infill), and a plain Clip given to the policy is re-barred once, at its entry."""
+    import engine.tokenizer
+    from engine.host.server import create_app
+    from engine.host_client import HostClient
+    from engine.meter import ModelClip, model_meter
+    from conftest import serve
+
+    re_barred: list[Clip] = []
+
+    def counted(clip, supported):
+        if not isinstance(clip, ModelClip):
+            re_barred.append(clip)
+        return model_meter(clip, supported)
+
+    monkeypatch.setattr(engine.tokenizer, "model_meter", counted)
+    clip = pop_clip(8)  # 1/4: the model reads 4-beat bars
+    policy = Policy.load(tiny_model)
+    settings = GenerationSettings(candidates=1, bars=1, seed=1, max_new_tokens=16)
+    with serve(create_app(policy, maa_reason="no MAA weights (test)")) as url, HostClient(url) as client:
+        for where in ({"at_tick": 13 * PPQ}, {"infill": (2, 4)}):
+            re_barred.clear()
+            done = client.generate(prompt_midi=clip.to_midi_bytes(), candidates=1, seed=1, max_new_tokens=16,
+                                   score=False, **where).wait()
+            assert len(re_barred) == 1 and len(done.candidates) == 1, where
+    for generate in (lambda c: policy.continue_clip(c, settings, at_tick=13 * PPQ),
+                     lambda c: policy.infill(c, 2, 4, settings)):
+        re_barred.clear()
+        generate(clip)
+        assert re_barred == [clip]
+
+
 def test_host_reads_the_prompt_in_the_model_meter_and_says_so(tiny_model):
     """The `started` event carries `meter_note`; candidates come back in the model's bars, after the prompt,
     and an infill of bars 3–4 of a 1/4 song rewrites beats 8–16 (bars of 4 beats), not beats 2–4."""

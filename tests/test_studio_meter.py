@@ -105,6 +105,45 @@ def test_requests_count_the_model_bars_whatever_the_sketch_meter(window, tmp_pat
     assert panel.infill_span() == (1, 2) and panel.ruler_bars((4 * BEAT, 8 * BEAT)) == "bar 2"
 
 
+def test_a_request_re_bars_the_sketch_once(window, qtbot, monkeypatch):
+    """Continue and Regenerate re-bar the sketch into the model's bars once per request and count the point,
+    span and bars on that one reading (a request re-barred it up to five times); the host re-bars the
+    prompt it receives once more, where it enters (tests/test_continuation.py)."""
+    import json
+
+    import httpx
+
+    import studio.generate.panel as panel_module
+    from engine.api import HealthReply
+    from engine.host_client import HostClient
+
+    sent: list[dict] = []
+
+    def host(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        lines = [{"event": "started", "request_id": len(sent)}, {"event": "done", "done": True, "candidates": []}]
+        return httpx.Response(200, content="".join(json.dumps(line) + "\n" for line in lines).encode())
+
+    re_barred: list[Clip] = []
+    monkeypatch.setattr(panel_module, "model_meter", lambda clip: re_barred.append(clip) or model_meter(clip))
+    window.load_project(Project(clip=pop_song(8)), None)  # 1/4 as the file states it: the model reads 4 beats
+    panel, doc = window.generate_panel, window.document
+    panel.host.client = HostClient("http://fake-host", transport=httpx.MockTransport(host))
+    panel.host.state = "connected"
+    panel.host.health = HealthReply(device="cpu", maa={"status": "missing", "reason": "none here"})
+    try:
+        doc.set_selection([n for n in doc.notes if 5 * BEAT <= n.start < 7 * BEAT])  # in the model's bar 2
+        for act, asked in ((panel.continue_, {"at_tick": 8 * BEAT}),
+                           (panel.regenerate_selection, {"infill": {"start_bar": 1, "end_bar": 2}})):
+            re_barred.clear()
+            act()
+            qtbot.waitUntil(lambda: not panel.generating, timeout=10000)
+            assert len(re_barred) == 1 and re_barred[0] is doc.clip
+            assert asked.items() <= sent[-1].items()
+    finally:
+        panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"
+
+
 def test_the_in_scale_search_reward_has_its_own_name(window, tmp_path):
     from studio.generate.history import Request
     from studio.generate.options import GenerateOptions

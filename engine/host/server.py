@@ -69,6 +69,7 @@ from engine.host.middleware import (
 )
 from engine.host.scheduler import END_OF_STREAM, DecodeScheduler
 from engine.host.wire import b64decode, decode_midi, json_safe
+from engine.meter import ModelClip
 from engine.music import Clip, Note
 from engine.policy import (
     DEFAULT_MODEL_DIR,
@@ -258,10 +259,10 @@ def score_clips(state: HostState, clips: Sequence[Clip]) -> list[dict]:
 class GenerationRun:
     """One /v1/generate request: runs in a worker thread, emits events through `emit`."""
 
-    def __init__(self, state: HostState, req, clip: Clip | None, emit: Callable[[dict], None]):
+    def __init__(self, state: HostState, req, prompt: ModelClip | None, emit: Callable[[dict], None]):
         self.state = state
         self.req = req
-        self.clip = clip
+        self.prompt = prompt  # re-barred once, by _prepare_prompt: the policy trusts its bars
         self.emit = emit
         self.cancelled = threading.Event()
         self.id = state.next_request_id()
@@ -271,7 +272,7 @@ class GenerationRun:
 
     def run(self) -> None:
         t0 = time.monotonic()
-        state, req, clip = self.state, self.req, self.clip
+        state, req, prompt = self.state, self.req, self.prompt
         policy = state.policy  # a model activated meanwhile serves the next request
         view = policy.using(state.scheduler)  # this request's rows join the shared batch
         settings = self.settings()
@@ -282,12 +283,12 @@ class GenerationRun:
         stop = self.cancelled.is_set
         if req.infill is not None:
             a, b = req.infill.start_bar, req.infill.end_bar
-            cands = view.infill(clip, a, b, settings, on_note=on_note, should_stop=stop)
-            span, ppq = (clip.bar_tick(a), clip.bar_tick(b)), clip.ppq
-        elif clip is not None:
-            at = clip.end_tick if req.at_tick is None else req.at_tick
-            cands = view.continue_clip(clip, settings, at_tick=req.at_tick, on_note=on_note, should_stop=stop)
-            span, ppq = (at, None), clip.ppq
+            cands = view.infill(prompt, a, b, settings, on_note=on_note, should_stop=stop)
+            span, ppq = (prompt.clip.bar_tick(a), prompt.clip.bar_tick(b)), prompt.clip.ppq
+        elif prompt is not None:
+            at = prompt.clip.end_tick if req.at_tick is None else req.at_tick
+            cands = view.continue_clip(prompt, settings, at_tick=req.at_tick, on_note=on_note, should_stop=stop)
+            span, ppq = (at, None), prompt.clip.ppq
         else:
             cands, _prompts = view.generate_procedural(settings, first_note=req.first_note, on_note=on_note,
                                                        should_stop=stop)
@@ -411,10 +412,10 @@ def generate_router():
     async def generate(body: GenerateRequest, request: Request):
         """Continue / infill the prompt (or a procedural prompt); stream notes, then scored candidates."""
         state: HostState = request.app.state.host
-        clip, meter_note = None, None
+        prompt, meter_note = None, None
         if body.prompt_midi is not None:
             try:
-                clip, meter_note = await run_in_threadpool(_prepare_prompt, state, body)
+                prompt, meter_note = await run_in_threadpool(_prepare_prompt, state, body)
             except UserError as exc:  # BadRequest, or a request file that does not decode
                 raise HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc)) from None
         with state.lock:
@@ -434,7 +435,7 @@ def generate_router():
             except RuntimeError:  # the server loop is gone (shutdown)
                 run.cancelled.set()
 
-        run = GenerationRun(state, body, clip, emit)
+        run = GenerationRun(state, body, prompt, emit)
         t0 = time.monotonic()
 
         def work() -> None:
@@ -464,7 +465,8 @@ def generate_router():
         async def lines():
             try:
                 yield json.dumps({"event": "started", "request_id": run.id, "candidates": body.candidates,
-                                  "ppq": clip.ppq if clip is not None else 480, "meter_note": meter_note}) + "\n"
+                                  "ppq": prompt.clip.ppq if prompt is not None else 480,
+                                  "meter_note": meter_note}) + "\n"
                 ended = False
                 while not ended:
                     batch = [await events.get()]
@@ -483,20 +485,21 @@ def generate_router():
     return router
 
 
-def _prepare_prompt(state: HostState, body: GenerateRequest) -> tuple[Clip, str | None]:
-    """The prompt clip in the meter the model reads, with at_tick / infill checked against it. Runs in a
+def _prepare_prompt(state: HostState, body: GenerateRequest) -> tuple[ModelClip, str | None]:
+    """The prompt clip in the meter the model reads (re-barred here, once for the request: a client's bars
+    are never trusted), with at_tick / infill checked against it, and what the reading changed. Runs in a
     worker thread: MIDI parsing and bar arithmetic on a hostile file must never stall the event loop."""
     ignored: list[str] = []
     clip = decode_midi(body.prompt_midi, "prompt_midi", notes=ignored)[1]
     try:
         # Bars (infill spans, candidates) are those the model reads; meter_note says what changed,
         # including the meters the import itself ignored (e.g. a 1/8 bar shorter than one tick).
-        clip, meter_note = state.policy.tokenizer.model_meter(clip)
-        _check_positions(body, clip)
+        prompt = state.policy.tokenizer.model_meter(clip)
+        _check_positions(body, prompt.clip)
     except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
         log.warning("prompt_midi could not be used: %r", exc)
         raise BadRequest(f"prompt_midi cannot be used: {first_line(exc)}") from None
-    return clip, "; ".join([*ignored, *([meter_note] if meter_note else [])]) or None
+    return prompt, "; ".join([*ignored, *([prompt.note] if prompt.note else [])]) or None
 
 
 def _check_positions(body, clip: Clip) -> None:

@@ -257,14 +257,14 @@ class GeneratePanel(QDockWidget):
         self.maa.download()
 
     # ================================================================== where a request goes
-    def continue_tick(self) -> int:
+    def continue_tick(self, model: Clip | None = None) -> int:
         """The continuation point: the bar line after the selection (after the bar of its last onset: a note
         held by the pedal past that bar line does not push the start a bar later, nor off the grid); else
         the playhead — unless there is no music before the playhead, then the end of the song (Continue
-        never ignores the song)."""
+        never ignores the song). `model`: the request's `model_clip`, when it has re-barred the sketch."""
         sel = self.doc.selection
         if sel:
-            clip = self.model_clip()  # the bar lines the model reads (those of the ruler for 4/4, 3/4, …)
+            clip = self.model_clip() if model is None else model  # the bar lines the model reads
             return clip.bar_tick(clip.bar_index_at(max(n.start for n in sel)) + 1)
         at = max(0, int(self.win.playhead_tick))
         if self.doc.notes and not prompt_notes(self.doc.clip, at):
@@ -273,8 +273,9 @@ class GeneratePanel(QDockWidget):
 
     def model_clip(self) -> Clip:
         """The sketch with the bar lines the model reads (engine.meter; the host re-bars prompts alike): the
-        bars every request counts. The sketch itself unless its meter is outside the model's vocabulary."""
-        return model_meter(self.doc.clip)[0]
+        bars every request counts. The sketch itself unless its meter is outside the model's vocabulary.
+        A request re-bars the sketch once and hands the result to what counts its bars."""
+        return model_meter(self.doc.clip).clip
 
     def ruler_bars(self, ticks: tuple[int, int]) -> str:
         """The span [a, b) in the bar numbers of the ruler, e.g. "bars 5–6"."""
@@ -282,13 +283,13 @@ class GeneratePanel(QDockWidget):
         first, last = clip.bar_index_at(ticks[0]) + 1, clip.bar_index_at(max(ticks[0], ticks[1] - 1)) + 1
         return f"bar {first}" if first == last else f"bars {first}–{last}"
 
-    def infill_span(self) -> tuple[int, int] | None:
-        """(start bar, end bar) of the selected notes' onsets in the model's bars (`model_clip`), or None
-        without a selection."""
+    def infill_span(self, model: Clip | None = None) -> tuple[int, int] | None:
+        """(start bar, end bar) of the selected notes' onsets in the model's bars (`model_clip`, or the request's
+        `model`), or None without a selection."""
         sel = self.doc.selection
         if not sel:
             return None
-        clip = self.model_clip()
+        clip = self.model_clip() if model is None else model
         first = clip.bar_index_at(min(n.start for n in sel))
         last = clip.bar_index_at(max(n.start for n in sel))
         return first, last + 1
@@ -331,10 +332,11 @@ class GeneratePanel(QDockWidget):
                                  "device": self.host.device()},
                            maa=self.host.maa_status(), **values)
 
-    def _continuation_target(self) -> tuple[int, tuple[int, int]] | None:
-        """(point, span) of a continuation, or None (said why) when 'Empty space only' has no room."""
-        at = self.continue_tick()
-        span = continuation_span(self.model_clip(), at, self.options.bars)
+    def _continuation_target(self, model: Clip) -> tuple[int, tuple[int, int]] | None:
+        """(point, span) of a continuation in the request's `model_clip`, or None (said why) when 'Empty space
+        only' has no room."""
+        at = self.continue_tick(model)
+        span = continuation_span(model, at, self.options.bars)
         if self.options.placement == EMPTY:
             taken = notes_in(self.doc.notes, span)
             if taken:
@@ -349,11 +351,10 @@ class GeneratePanel(QDockWidget):
         self._click_time = time.monotonic()
         if not self._check_options():
             return
-        if self._continuation_target() is None:
+        target = self._continuation_target(self.model_clip())
+        if target is None or not self._ensure_host(self.continue_):
             return
-        if not self._ensure_host(self.continue_):
-            return
-        at, span = self._continuation_target()
+        at, span = target
         body = self._generate_request(at_tick=at)
         if body is None:
             return
@@ -371,8 +372,7 @@ class GeneratePanel(QDockWidget):
 
     def regenerate_selection(self) -> None:
         self._click_time = time.monotonic()
-        span = self.infill_span()
-        if span is None:
+        if not self.doc.selection:
             self.status.emit("Select the notes whose bars should be regenerated")
             self._set_job_text("Regenerate selection: select some notes first", error=True)
             return
@@ -380,7 +380,8 @@ class GeneratePanel(QDockWidget):
             return
         if not self._ensure_host(self.regenerate_selection):
             return
-        clip = self.model_clip()
+        clip = self.model_clip()  # the bars this request counts, re-barred once
+        span = self.infill_span(clip)
         body = self._generate_request(infill=InfillSpan(start_bar=span[0], end_bar=span[1]), bars=span[1] - span[0])
         if body is None:
             return
@@ -426,17 +427,16 @@ class GeneratePanel(QDockWidget):
         if needs_maa() and self.host.connected and not self.maa_usable():
             o.search_reward = "in-scale"
             self._fill_rewards()
-        if self._continuation_target() is None:
-            return
-        if not self._ensure_host(self.search):
+        model_clip, meter_note = model_meter(self.doc.clip)  # the beams grow by the model's bars
+        target = self._continuation_target(model_clip)
+        if target is None or not self._ensure_host(self.search):
             return
         if needs_maa() and not self.maa_usable():
             self._set_job_text("This reward needs MAA weights on the host; pick an offline reward", error=True)
             return
         self.audition.stop()
         self.clear_candidates()
-        at, span = self._continuation_target()
-        model_clip, meter_note = model_meter(self.doc.clip)  # the beams grow by the model's bars
+        at, span = target
         self.request_note = f"Model's bars: {meter_note}." if meter_note else None
         request = self._new_request(SEARCH, at_tick=at, placement=o.placement, span_ticks=list(span),
                                     reward=o.search_reward, beams=o.search_beams, budget_s=o.search_budget_s,
