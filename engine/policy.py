@@ -63,8 +63,9 @@ def build_config(name: str, tokenizer: RemiTokenizer, **overrides):
 
 
 @dataclass
-class Candidate:
-    """One generated continuation/infill: the new notes (absolute ticks in the source clip) and its tokens."""
+class Generation:
+    """One generated continuation/infill, as the model wrote it: the new notes (absolute ticks in the source
+    clip) and its tokens. (A take the studio keeps of one is `studio.generate.history.Candidate`.)"""
 
     notes: list[Note]
     token_ids: list[int]
@@ -220,7 +221,7 @@ class Policy:
         at_tick: int | None = None,
         on_note: Callable[[NoteEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> list[Candidate]:
+    ) -> list[Generation]:
         """Continue `clip` from `at_tick` (default: its end). New notes are in the clip's ticks."""
         tok = self.tokenizer
         model = tok.model_meter(clip)  # once (a ModelClip as it is): the prompt and its floor count these bars
@@ -234,7 +235,7 @@ class Policy:
                          position_floor=floor, keep_meter=True)
 
     def generate_procedural(self, settings: GenerationSettings, ppq: int = 480, first_note: bool = False,
-                            on_note=None, should_stop=None) -> tuple[list[Candidate], list[list[int]]]:
+                            on_note=None, should_stop=None) -> tuple[list[Generation], list[list[int]]]:
         """Paper §3.5: each candidate from its own procedural prompt (Bar + time signature + tempo)."""
         rng = random.Random(settings.seed)
         prompts = [self.tokenizer.procedural_prompt(rng, first_note=first_note) for _ in range(settings.candidates)]
@@ -243,7 +244,7 @@ class Policy:
         return cands, prompts
 
     def infill(self, clip: Clip | ModelClip, start_bar: int, end_bar: int, settings: GenerationSettings,
-               on_note=None, should_stop=None) -> list[Candidate]:
+               on_note=None, should_stop=None) -> list[Generation]:
         """Regenerate bars [start_bar, end_bar) given what comes before and after (bar-level FIM)."""
         if not 0 <= start_bar < end_bar:
             raise ValueError("infill needs 0 <= start_bar < end_bar")
@@ -262,14 +263,14 @@ class Policy:
             notes = [n for n in c.notes if start_tick <= n.start < end_tick]
             notes = [Note(n.start, n.pitch, min(n.duration, end_tick - n.start), n.velocity) for n in notes]
             end = end_tick if c.finished_by == "bars" else min(c.end_tick, end_tick)
-            out.append(Candidate(notes, c.token_ids, c.bars, c.finished_by, clip.with_notes(notes), end))
+            out.append(Generation(notes, c.token_ids, c.bars, c.finished_by, clip.with_notes(notes), end))
             if on_note:
                 for n in notes:
                     on_note(NoteEvent(len(out) - 1, n))
         return out
 
     def _run(self, prompts, settings, ppq, *, opened_bars=0, on_note=None, should_stop=None, min_tick=0,
-             infill=None, position_floor=0, keep_meter=False) -> list[Candidate]:
+             infill=None, position_floor=0, keep_meter=False) -> list[Generation]:
         """Sample, decode each row incrementally, and collect the new notes per candidate.
 
         infill=(start_tick, time_signature, bpm): the rows write middle bars that begin at start_tick.
@@ -306,5 +307,5 @@ class Policy:
                 end = offset + round(d.current_tick * d.scale)
             else:
                 end = max([offset + round(d.current_tick * d.scale), min_tick] + [x.end for x in notes[r]])
-            out.append(Candidate(notes[r], row.output, row.bars, finish, d.clip().with_notes(notes[r]), end))
+            out.append(Generation(notes[r], row.output, row.bars, finish, d.clip().with_notes(notes[r]), end))
         return out
