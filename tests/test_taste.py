@@ -407,6 +407,39 @@ def test_pairs_become_dpo_text_that_tokenizes_back_to_the_same_ids():
     assert hf(row["prompt"] + row["rejected"])["input_ids"] == prompt + rejected + [tok.eos_id]
 
 
+def test_a_tunes_step_records_carry_the_drift_of_the_steps_it_was_measured_at(tmp_path):
+    """TuneDrift.step alone says which steps are measured (every `every`-th and the last); the events callback
+    puts what it measured into that step's record, and writes the guard's event once, when it fires."""
+    from types import SimpleNamespace
+
+    from engine.tokenizer import RemiTokenizer
+    from training.taste import TuneConfig, TuneDrift, _write_events
+
+    drift = TuneDrift(RemiTokenizer(), [None], TuneConfig(max_drift=1.0, drift_action="stop"), every=3)
+    distances = iter([0.2, 0.4, 3.0])
+
+    def measure(_model):  # the probe samples' distance, canned
+        drift.last = {"drift": next(distances), "drift_shifts": {"pitch_mean": 2.5}, "drift_means": {"pitch_mean": 64},
+                      "drift_threshold": 1.0}
+        return drift.last
+
+    drift.measure = measure
+    events = tmp_path / "events.jsonl"
+    callback = _write_events(events, drift=drift)
+    control = SimpleNamespace(should_training_stop=False)
+    for step in range(1, 8):  # a 7-step tune: measured at steps 3, 6 and 7
+        state = SimpleNamespace(global_step=step, max_steps=7)
+        callback.on_step_end(None, state, control, model=object())
+        callback.on_log(None, state, control, logs={"loss": 0.5})
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    records = [r for r in lines if "event" not in r]
+    assert [r["step"] for r in records] == list(range(1, 8))
+    assert [(r["step"], r["drift"]) for r in records if "drift" in r] == [(3, 0.2), (6, 0.4), (7, 3.0)]
+    assert not any("drift_means" in r for r in records)
+    [guard] = [r for r in lines if r.get("event") == "guard"]
+    assert guard["step"] == 7 and guard["action"] == "stop" and control.should_training_stop
+
+
 @pytest.mark.slow
 def test_dpo_tune_writes_a_loadable_model(tiny, tmp_path, capsys):
     from engine.policy import Policy

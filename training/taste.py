@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -407,6 +407,14 @@ class _Progress:
                 print(f"smart taste tune: on_event failed: {exc}")
 
 
+class DriftCheck(NamedTuple):
+    """What `TuneDrift.step` did at a step: the drift it measured (None: not a measuring step) and the guard's
+    event when it fired there."""
+
+    measured: dict | None = None
+    fired: dict | None = None
+
+
 class TuneDrift:
     """A taste tune's drift guard (as GRPO's, `training.rewards.DriftMonitor`): the same probe prompts sampled at
     the same seed by the base model before training and by the policy every `every` steps; the distance
@@ -445,15 +453,17 @@ class TuneDrift:
             self.last["drift_threshold"] = self.config.max_drift
         return self.last
 
-    def step(self, step: int, model, last_step: bool) -> dict | None:
-        """Measure at every `every`-th step and the last; the guard's event when it fires (once)."""
+    def step(self, step: int, model, last_step: bool) -> DriftCheck:
+        """Measure at every `every`-th step and the last (the one place that says which steps are measured);
+        the guard fires once."""
         if step % self.every and not last_step:
-            return None
+            return DriftCheck()
         rec = self.measure(model)
         fired = self.guard.observe(step, rec["drift"]) if self.guard is not None else None
-        if fired is not None:
-            self.fired = {**fired, "action": self.config.drift_action, "shifts": rec["drift_shifts"]}
-        return self.fired if fired is not None else None
+        if fired is None:
+            return DriftCheck(rec)
+        self.fired = {**fired, "action": self.config.drift_action, "shifts": rec["drift_shifts"]}
+        return DriftCheck(rec, self.fired)
 
 
 def _write_events(path: Path, progress: _Progress | None = None, drift: TuneDrift | None = None):
@@ -468,11 +478,10 @@ def _write_events(path: Path, progress: _Progress | None = None, drift: TuneDrif
 
         def on_step_end(self, args, state, control, **kwargs):
             if drift is not None and kwargs.get("model") is not None:
-                fired = drift.step(int(state.global_step), kwargs["model"], state.global_step >= state.max_steps)
-                self.measured = drift.last if (state.global_step % drift.every == 0
-                                               or state.global_step >= state.max_steps) else None
-                if fired is not None:
-                    notice = {"event": "guard", "guard": "drift", **fired}
+                check = drift.step(int(state.global_step), kwargs["model"], state.global_step >= state.max_steps)
+                self.measured = check.measured  # goes into this step's record (on_log)
+                if check.fired is not None:
+                    notice = {"event": "guard", "guard": "drift", **check.fired}
                     with open(path, "a") as f:
                         f.write(json.dumps(notice) + "\n")
                     if progress is not None:
