@@ -1,7 +1,7 @@
 """GRPO rollouts that sample like the studio, scored with the log-probabilities they were drawn from.
 
 The studio never plays raw model samples: it masks what the REMI grammar forbids next and reshapes
-token families by the card's factors (`engine.api.DEFAULT_TEMPERATURE_FACTORS`, Pitch × 0.8). Measured on
+token families by the card's factors (`engine.api.DEFAULT_TEMPERATURE_FACTORS`). Measured on
 GRPO's procedural prompts with the shipped model (`benchmarks/bench_rollout_gap.py`, BENCHMARKS.md),
 raw samples put ~4 % of their probability on tokens the grammar forbids and most 256-token completions
 contain one, so tuning on raw samples tunes outputs the musician can never hear.
