@@ -197,19 +197,30 @@ def test_model_card_tables_reports_and_counts_every_earlier_run(bench, two_datas
         "config": "tiny", "steps": 7, "batch_size": 1, "seq_len": 256, "lr": 1e-4, "warmup": 1,
         "init_from": str(source), "init_from_card": {"path": str(source), "step": 30, "tokens_seen": 1000}}))
     reports = []
-    for model, name in ((tiny_model, "new"), (source, "old")):
-        assert nll_mod.main(["nll", "--model", str(model), "--data", str(two_datasets), "--context", "256"]) == 0
+    for model, name, context in ((tiny_model, "new", 256), (source, "old", 256), (tiny_model, "new-short", 64)):
+        assert nll_mod.main(["nll", "--model", str(model), "--data", str(two_datasets), "--context", str(context)]) == 0
         reports.append(tmp_path / f"{name}.json")
         reports[-1].write_text(capsys.readouterr().out)
     out = tmp_path / "exported"
     info = model_card.build_card(run, out, two_datasets, prompts=0, bars=4, seed=0, nll_max_tokens=None,
-                                 skip_generation=True, nll_reports=[reports[0]], compare_nll=[reports[1]],
+                                 skip_generation=True, nll_reports=[reports[0], reports[2]], compare_nll=[reports[1]],
                                  continuation_report=bench[0] / "continuation.json", continuation_model="tiny")
     assert info["training"]["lineage"] == {"steps": 35, "tokens_seen": 1200}
-    assert set(info["evaluation"]["test"]["by_dataset"]) == {"popish", "classicalish"}
+    evaluation = info["evaluation"]
+    assert evaluation["context"] == 256 and set(evaluation["test"]["by_dataset"]) == {"popish", "classicalish"}
+    # Every window measured is kept and tabled; the replaced model is compared only at the window it was measured at.
+    assert set(evaluation["by_context"]) == {"64", "256"}
+    short = json.loads(reports[2].read_text())["by_dataset"]["popish"]["nll_per_token"]
+    assert evaluation["by_context"]["64"]["test"]["by_dataset"]["popish"]["nll_per_token"] == short
     card = (out / "README.md").read_text()
     assert "in all 42 steps and 1,270 tokens" in card
-    assert "| test | popish |" in card and "model replaced" in card
+    old_popish = json.loads(reports[1].read_text())["by_dataset"]["popish"]["nll_per_token"]
+    assert f"| 64 | test | popish | {short:.4f} |" in card and "model replaced" in card
+    row_256 = next(line for line in card.splitlines() if line.startswith("| 256 | test | popish |"))
+    assert row_256.endswith(f" {old_popish:.4f} |")
+    assert next(line for line in card.splitlines() if line.startswith("| 64 | test | popish |")).endswith(" — |")
+    with pytest.raises(model_card.UserError, match="not a `smart nll` report"):
+        model_card.read_nll_reports([bench[0] / "continuation.json"])
     assert "| all | this model |" in card and "| popish | repeat-prompt |" in card
     # The source folder was overwritten by a sibling (another export continued from the same model): its
     # lineage is ours; an unrelated model there leaves only the card the run recorded.

@@ -257,19 +257,26 @@ def render_card(info: dict) -> str:
         "",
     ]
     if ev:
+        windows = ev.get("by_context") or {str(ev.get("context")): {k: ev[k] for k in ("val", "test") if k in ev}}
         prev = ev.get("previous_model", {})
+        if prev and not all(isinstance(v, dict) and set(v) <= {"val", "test"} for v in prev.values()):
+            prev = {str(ev.get("context")): prev}  # a card written before reports were kept per window
         lines += ["Mean negative log-likelihood per token (nats; `smart nll` on the prepared splits, sliding "
-                  f"window {ev.get('context')} tokens; pieces sampled with seed 0 up to a token budget):", "",
-                  "| split | data | NLL / token | perplexity | tokens | files |"
+                  "window of the stated length; pieces sampled with seed 0 up to a token budget):", "",
+                  "| window | split | data | NLL / token | perplexity | tokens | files |"
                   + (" model replaced: NLL / token |" if prev else ""),
-                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if prev else "")]
-        for s in ("val", "test"):
-            if s in ev:
-                rows = [("all", ev[s])] + sorted(ev[s].get("by_dataset", {}).items())
+                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if prev else "")]
+        for context, splits in windows.items():
+            for s in ("val", "test"):
+                if s not in splits:
+                    continue
+                before_split = prev.get(context, {}).get(s, {})
+                rows = [("all", splits[s])] + sorted(splits[s].get("by_dataset", {}).items())
                 for name, e in rows:
-                    before = prev.get(s, {}) if name == "all" else prev.get(s, {}).get("by_dataset", {}).get(name, {})
-                    lines.append(f"| {s} | {name} | {e['nll_per_token']:.4f} | {e['perplexity']:.2f} | {e['tokens']:,} | "
-                                 f"{e['files']} |" + (f" {before['nll_per_token']:.4f} |" if before else (" — |" if prev else "")))
+                    before = before_split if name == "all" else before_split.get("by_dataset", {}).get(name, {})
+                    lines.append(f"| {int(context):,} | {s} | {name} | {e['nll_per_token']:.4f} | {e['perplexity']:.2f} | "
+                                 f"{e['tokens']:,} | {e['files']} |"
+                                 + (f" {before['nll_per_token']:.4f} |" if before else (" — |" if prev else "")))
         last = t.get("last_validation")
         if last:
             lines += ["", f"Training-time validation at step {last['step']}: continuation loss "
@@ -357,14 +364,14 @@ def nll_figures(report: dict) -> dict:
 
 
 def read_nll_reports(paths) -> dict:
-    """{split: figures} from `smart nll` JSON outputs (one per split)."""
-    found = {}
+    """{context: {split: figures}} from `smart nll` JSON outputs (one per split and sliding window)."""
+    found: dict = {}
     for path in paths or []:
         try:
             report = json.loads(Path(path).read_text())
-            found[report["split"]] = {**nll_figures(report), "model": report.get("model"),
-                                      "context": report.get("context")}
-        except (OSError, ValueError, KeyError) as exc:
+            split, context = report["split"], int(report["context"])
+            found.setdefault(context, {})[split] = nll_figures(report)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{path} is not a `smart nll` report: {exc}") from None
     return found
 
@@ -482,10 +489,13 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
         "evaluation": {},
     }
     if measured:
-        info["evaluation"]["context"] = next(iter(measured.values())).get("context")
+        # The first report's window is the headline ("context", "val", "test"); every window measured is
+        # kept under "by_context" so a target stated at another window (issue 21: 1,024) is read off it.
+        primary = next(iter(measured))
+        info["evaluation"]["context"] = primary
         info["evaluation"]["source"] = "smart nll reports on the exported weights"
-        info["evaluation"].update({s: {k: v for k, v in r.items() if k not in ("model", "context")}
-                                   for s, r in measured.items()})
+        info["evaluation"].update(measured[primary])
+        info["evaluation"]["by_context"] = {str(c): splits for c, splits in sorted(measured.items())}
     elif data_dir is not None:
         info["evaluation"]["context"] = seq_len
         for split in ("val", "test"):
@@ -493,7 +503,7 @@ def build_card(run_dir: Path, out: Path, data_dir: Path | None, *, prompts: int,
                          per_dataset=True, policy=policy)
             info["evaluation"][split] = nll_figures(r)
     if previous:
-        info["evaluation"]["previous_model"] = previous
+        info["evaluation"]["previous_model"] = {str(c): splits for c, splits in sorted(previous.items())}
     if continuation:
         info["continuation"] = continuation
     info["sampling"] = shipped_sampling(sampling_notes)
