@@ -276,3 +276,51 @@ def test_a_status_answer_older_than_the_stream_does_not_undo_a_finished_job(wind
     finally:  # a window that believes a job runs would ask before closing
         panel.job_state = None
         panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"
+
+
+class EarlyStatusHost(InProcessHost):
+    """A host whose job is already over when the studio attaches: the job-status answer (completed) lands
+    before the event stream, which then replays the job from its start ("running", its steps, its end).
+    Status and job-list requests after the first status answer are held back until the test ends, so
+    only the stream's end can put the controls right."""
+
+    def __init__(self, model: str, studio_saw_the_status):
+        super().__init__(model)
+        self.state = "completed"
+        self.studio_saw_the_status = studio_saw_the_status
+        self.status_answers = 0
+        self.release = threading.Event()
+
+    def _request(self, method: str, path: str, **kwargs) -> dict:
+        status = (method, path) == ("GET", f"/v1/jobs/{self.JOB}")
+        if self.status_answers and (status or (method, path) == ("GET", "/v1/jobs")):
+            self.release.wait(20)
+        self.status_answers += status
+        return super()._request(method, path, **kwargs)
+
+    def job_events(self, job_id: str):
+        deadline = time.monotonic() + 10
+        while not self.studio_saw_the_status() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return super().job_events(job_id)
+
+
+def test_the_streams_end_reenables_the_controls_after_its_replay(window, qtbot, tmp_path):
+    panel = window.train_panel
+    add_picks(window.taste_store.profile_dir, MIN_PAIRS)
+    panel.taste_section.refresh()
+    host = EarlyStatusHost(str(tmp_path / "model"), lambda: panel.ckpt_table.rowCount() == 1)
+    panel.host.client, panel.host.state = host, "connected"
+    panel.host.health = api.HealthReply(device="cpu", model={"path": host.model},
+                                        maa={"status": "missing", "reason": "none here"})
+    panel.host.changed.emit()
+    try:
+        panel.attach(InProcessHost.JOB)
+        qtbot.waitUntil(lambda: panel._watcher is None, timeout=20000)  # the stream's end is handled
+        assert host.status_answers == 1  # no later status answer put the controls right
+        assert panel.job_state == "completed" and panel.ckpt_table.item(0, 0).text() == "final"
+        assert panel.taste_section.btn_tune.isEnabled() and panel.btn_start.isEnabled()
+    finally:
+        host.release.set()
+        panel.job_state = None
+        panel.host.client, panel.host.health, panel.host.state = None, None, "disconnected"

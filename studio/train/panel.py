@@ -532,7 +532,6 @@ class TrainPanel(QDockWidget):
             self._log(f"Job {event.job}: {self.job_state}")
             self._show_progress()
             self.refresh_jobs()
-            self._sync_buttons()
             return
         if not isinstance(event, JobStep):
             return
@@ -570,6 +569,7 @@ class TrainPanel(QDockWidget):
         this moment is older news and must not undo it (see refresh_status)."""
         self.job_state = state
         self._state_epoch += 1
+        self._sync_buttons()  # a state change is what the controls follow (a replay's end re-enables them)
 
     @property
     def job_active(self) -> bool:
