@@ -19,15 +19,6 @@ import time
 import pytest
 
 
-def pytest_collection_finish(session):
-    """Start the selected isolated studio suites beside the session (tests/test_studio_isolated.py)."""
-    items = [i for i in session.items if getattr(i, "originalname", None) == "test_isolated_studio_suite"]
-    if items and not session.config.option.collectonly:
-        runs = [(i.callspec.params["suite"], i.callspec.params["markers"]) for i in items]
-        items[0].module.BACKGROUND.start(runs)
-        session.config.add_cleanup(items[0].module.BACKGROUND.stop)
-
-
 def pytest_runtest_setup(item):
     # torch reads OMP_NUM_THREADS when it is first imported; a test that raised the thread count
     # and did not restore it must not slow the next one. torch is not imported here: the studio
