@@ -19,6 +19,13 @@ import time
 import pytest
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker per CPU this process may run on. xdist itself counts the
+    machine's cores, so `taskset -c 1 uv run pytest` beside a pinned training run would start two workers
+    on one core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def pytest_runtest_setup(item):
     # torch reads OMP_NUM_THREADS when it is first imported; a test that raised the thread count
     # and did not restore it must not slow the next one. torch is not imported here: the studio

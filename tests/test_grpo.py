@@ -265,8 +265,14 @@ def test_model_rollouts_keep_trls_log_probabilities(note_model, tmp_path):
 
 # ---------------------------------------------------------------------------- learning
 @pytest.mark.slow
-def test_notes_reward_rises(note_model, tmp_path):
+def test_notes_reward_rises(note_model, tmp_path, monkeypatch):
     """20 GRPO steps with the offline `notes` reward raise it clearly (measured 0.13 → 0.28)."""
+    import training.grpo
+
+    # The rollout factors this was measured with: the shipped defaults are re-chosen for each shipped model,
+    # and with Pitch × 0.8, Velocity × 1.2 this tiny model's reward rises too, only more slowly (0.11 → ~0.2
+    # over 30 steps); the GRPO loop, not the factors, is under test.
+    monkeypatch.setattr(training.grpo, "DEFAULT_TEMPERATURE_FACTORS", {"Pitch": 0.8, "Duration": 1.6, "Velocity": 1.2})
     events = []
     cfg = small_config(note_model, tmp_path / "run", steps=20, prompts_per_step=4, group=8,
                        max_completion_tokens=128, save_every=0, seed=0)
