@@ -22,8 +22,9 @@ SUITES_WITH_SLOW_TESTS = [s for s in ISOLATED_SUITES if "pytest.mark.slow" in (T
 
 
 def run_suite(suite: str, markers: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    env.pop("PYTEST_XDIST_WORKER", None)  # the suite is a session of its own, not one of this session's workers
+    # The suite is a session of its own, not one of this session's xdist workers.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
     args = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--rootdir",
             str(TESTS.parent), "-m", markers, str(TESTS / suite)]
     return subprocess.run(args, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=1500)
